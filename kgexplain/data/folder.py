@@ -1,0 +1,55 @@
+"""An image folder, optionally with one sub-folder per class (the sub-folder name is the label)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from kgexplain.data.base import ImageSource, Record, files_fingerprint
+from kgexplain.data.images import IMAGE_EXTENSIONS, MIN_SIDE, load_rgb
+from kgexplain.errors import DataError
+
+
+def list_images(root: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+class ImageFolder(ImageSource):
+    """Every image under ``root`` (recursively, sorted); images in ``root/CLASS/...`` get the label ``CLASS``."""
+
+    def __init__(self, root: str | Path, min_side: int = MIN_SIDE) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.exists():
+            raise DataError(f"image folder not found: {self.root}", hint="check the path passed to --images")
+        if not self.root.is_dir():
+            raise DataError(f"{self.root} is not a folder", hint="pass a folder of images, or --annotations FILE")
+        self.paths = list_images(self.root)
+        if not self.paths:
+            raise DataError(
+                f"no images found in {self.root}",
+                hint=f"looked for {', '.join(IMAGE_EXTENSIONS)} files (sub-folders included)",
+            )
+        self.min_side = min_side
+        self.name = f"folder:{self.root.name}"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def record(self, index: int) -> Record:
+        p = self.paths[index]
+        rel = p.relative_to(self.root)
+        label = rel.parts[0] if len(rel.parts) > 1 else None
+        return Record(id=rel.as_posix(), path=p, label=label)
+
+    def load_image(self, index: int) -> Image.Image:
+        return load_rgb(self.paths[index], self.min_side)
+
+    def fingerprint(self) -> str:
+        return files_fingerprint("folder", self.paths)

@@ -1,0 +1,133 @@
+"""Decoding images robustly: every file becomes an RGB image or a skip with a reason, never a crash.
+
+Grayscale, palette, CMYK and 16-bit images are converted to RGB; images with transparency are composited
+over a neutral grey (the ImageNet mean colour), so transparent regions do not look like strong black or white
+edges to a CNN. Corrupt or truncated files, files that are not images, images with a side shorter than
+``min_side`` and decompression bombs raise :class:`ImageDecodeError` with a short ``reason`` that callers count.
+EXIF orientation is *not* applied (as torchvision's loaders), so annotations refer to the stored pixel grid.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from kgexplain.errors import ImageDecodeError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+MIN_SIDE = 16
+BACKDROP = (124, 116, 104)  # ImageNet mean colour
+
+
+def _error(path: Path | str, reason: str, detail: str) -> ImageDecodeError:
+    err = ImageDecodeError(f"cannot use image {path}: {detail}")
+    err.reason = reason  # type: ignore[attr-defined]
+    return err
+
+
+def reason_of(error: ImageDecodeError) -> str:
+    return str(getattr(error, "reason", "unreadable"))
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB (alpha composited over a grey backdrop)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        arr8 = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8).convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        arr8 = ((arr - lo) / (hi - lo or 1.0) * 255.0).astype(np.uint8)
+        return Image.fromarray(arr8).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        backdrop = Image.new("RGBA", rgba.size, (*BACKDROP, 255))
+        return Image.alpha_composite(backdrop, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
+    """Open and fully decode ``path`` as RGB, or raise :class:`ImageDecodeError` (with ``.reason``)."""
+    path = Path(path)
+    if not path.exists():
+        raise _error(path, "missing", "file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if min(img.size) < min_side:
+                    raise _error(path, "too_small", f"{img.size[0]}x{img.size[1]} px is below {min_side} px")
+                img.load()  # full decode: truncated files fail here
+                return to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _error(path, "too_large", str(e)) from e
+    except UnidentifiedImageError as e:
+        raise _error(path, "not_an_image", "not a recognised image format") from e
+    except OSError as e:
+        reason = "truncated" if "truncated" in str(e).lower() else "corrupt"
+        raise _error(path, reason, str(e)) from e
+    except (ValueError, SyntaxError, MemoryError) as e:
+        raise _error(path, "corrupt", str(e)) from e
+
+
+def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A foreground mask image as a boolean array (non-zero = object), optionally resized to ``size`` (w, h)."""
+    try:
+        with Image.open(path) as img:
+            m = img.convert("L")
+            if size is not None and m.size != size:
+                m = m.resize(size, Image.Resampling.NEAREST)
+            return np.asarray(m) > 127
+    except (OSError, ValueError) as e:
+        raise _error(path, "bad_mask", f"mask unreadable: {e}") from e
+
+
+@dataclass
+class LoadReport:
+    """How many images were used and why the others were skipped."""
+
+    total: int = 0
+    loaded: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # reason -> one example id
+
+    def add_skip(self, item_id: str, reason: str) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, item_id)
+
+    def merge(self, other: LoadReport) -> None:
+        self.total += other.total
+        self.loaded += other.loaded
+        self.skipped.update(other.skipped)
+        for k, v in other.examples.items():
+            self.examples.setdefault(k, v)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def summary(self) -> str:
+        text = f"{self.loaded} of {self.total} images used"
+        if self.skipped:
+            parts = ", ".join(
+                f"{n} {reason.replace('_', ' ')} (e.g. {self.examples[reason]})"
+                for reason, n in sorted(self.skipped.items())
+            )
+            text += f"; skipped {self.n_skipped}: {parts}"
+        return text
+
+    def to_dict(self) -> dict[str, object]:
+        return {"total": self.total, "loaded": self.loaded, "skipped": dict(self.skipped)}

@@ -1,0 +1,64 @@
+"""A view on part of a source: some labels, or explicit indices."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from kgexplain.data.base import ImageSource, Record
+from kgexplain.errors import DataError
+
+
+class Subset(ImageSource):
+    def __init__(self, source: ImageSource, indices: Sequence[int], name: str | None = None) -> None:
+        self.source = source
+        self.indices = [int(i) for i in indices]
+        self.name = name or f"{source.name}[{len(self.indices)}]"
+        if not self.indices:
+            raise DataError(f"the selection from {source.name} is empty")
+
+    @classmethod
+    def by_label(cls, source: ImageSource, labels: Sequence[str], limit: int | None = None) -> Subset:
+        wanted = set(labels)
+        idx = [i for i in range(len(source)) if source.record(i).label in wanted]
+        if not idx:
+            have = ", ".join(source.labels()) or "none"
+            raise DataError(f"no images labelled {', '.join(labels)} in {source.name}", hint=f"labels present: {have}")
+        return cls(source, idx[:limit] if limit else idx, f"{source.name}[{'+'.join(labels)}]")
+
+    @classmethod
+    def excluding_label(cls, source: ImageSource, labels: Sequence[str]) -> Subset:
+        unwanted = set(labels)
+        return cls(
+            source,
+            [i for i in range(len(source)) if source.record(i).label not in unwanted],
+            f"{source.name}[-{'+'.join(labels)}]",
+        )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def record(self, index: int) -> Record:
+        return self.source.record(self.indices[index])
+
+    def load_image(self, index: int) -> Image.Image:
+        return self.source.load_image(self.indices[index])
+
+    def load_mask(self, index: int, size: tuple[int, int]) -> np.ndarray | None:
+        return self.source.load_mask(self.indices[index], size)
+
+    def mask_array(self, index: int) -> np.ndarray | None:
+        getter = getattr(self.source, "mask_array", None)
+        return getter(self.indices[index]) if getter else None
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.source.fingerprint().encode())
+        h.update(np.asarray(self.indices, np.int64).tobytes())
+        return h.hexdigest()[:32]
+
+    @property
+    def preferred_crop(self) -> str:
+        return str(getattr(self.source, "preferred_crop", "none"))
