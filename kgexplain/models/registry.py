@@ -1,0 +1,327 @@
+"""The model registry: architectures by name, weights by ``imagenet | none | shipped | PATH``, and user modules.
+
+Everything downstream receives a :class:`ModelHandle`: the module in eval mode plus what the miners need to know
+about it (its layer table, input size and normalisation, and a stable identity for cache keys and the store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kgexplain.errors import ModelError, UsageError
+from kgexplain.models import layers as L
+from kgexplain.models.weights import (
+    extract_state_dict,
+    load_checkpoint_object,
+    load_imagenet_state_dict,
+    load_state_dict_into,
+    sha256_file,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelHandle:
+    """A model ready for mining: module (eval mode), layer table and the facts miners need."""
+
+    name: str
+    module: nn.Module
+    layers: dict[str, L.LayerSpec]
+    default_layers: tuple[str, ...] = ()
+    weights: str = "user"
+    weights_sha: str | None = None
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    class_names: list[str] | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def layer(self, name: str) -> L.LayerSpec:
+        return L.resolve_layer(self.module, self.layers, name, self.aliases, self.name)
+
+    @property
+    def identity(self) -> str:
+        """Stable text naming architecture and exact weights (cache keys, store ids)."""
+        return f"{self.name}|{self.weights}|{self.weights_sha or '-'}"
+
+    @property
+    def short_id(self) -> str:
+        return hashlib.sha256(self.identity.encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_module(
+        cls,
+        module: nn.Module,
+        layers: Mapping[str, str] | None = None,
+        *,
+        name: str = "custom",
+        input_size: int = 224,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        class_names: list[str] | None = None,
+        default_layers: tuple[str, ...] = (),
+    ) -> ModelHandle:
+        """Wrap a user's own ``nn.Module``. ``layers`` maps friendly names to dotted module paths.
+
+        Without ``layers`` every Conv2d is offered under its dotted path. The weights' identity is a hash of
+        the parameters, so caches and stores tell different checkpoints apart.
+        """
+        modules = dict(module.named_modules())
+        if layers is None:
+            table = {
+                p: L.LayerSpec(p, p, description=f"{m.out_channels} filters")
+                for p, m in modules.items()
+                if isinstance(m, nn.Conv2d)
+            }
+        else:
+            table = {}
+            for friendly, path in layers.items():
+                if path not in modules:
+                    raise ModelError(f"layer {friendly!r} points at {path!r}, which is not a module of the model")
+                table[friendly] = L.LayerSpec(friendly, path)
+        return cls(
+            name=name,
+            module=module.eval(),
+            layers=table,
+            default_layers=default_layers,
+            weights="user",
+            weights_sha=parameters_sha(module),
+            input_size=input_size,
+            mean=mean,
+            std=std,
+            class_names=class_names,
+        )
+
+    def to(self, device: torch.device) -> ModelHandle:
+        self.module.to(device)
+        return self
+
+
+def parameters_sha(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    build: Callable[[int | None], nn.Module]  # num_classes (None = the architecture's default)
+    layer_table: Callable[[nn.Module], dict[str, L.LayerSpec]]
+    default_layers: tuple[str, ...]
+    description: str
+    imagenet: bool = True  # has torchvision ImageNet weights
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    input_size: int = 224
+    default_weights: str = "imagenet"
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(arch: Architecture) -> Architecture:
+    ARCHITECTURES[arch.name] = arch
+    return arch
+
+
+def _features(model: nn.Module) -> nn.Sequential:
+    features = model.get_submodule("features")
+    assert isinstance(features, nn.Sequential)
+    return features
+
+
+def _torchvision(name: str) -> Callable[[int | None], nn.Module]:
+    def build(num_classes: int | None) -> nn.Module:
+        from torchvision import models
+
+        kwargs = {} if num_classes is None else {"num_classes": num_classes}
+        return models.get_model(name, weights=None, **kwargs)
+
+    return build
+
+
+register_architecture(
+    Architecture(
+        "vgg16",
+        _torchvision("vgg16"),
+        lambda m: L.vgg_style_layers(_features(m)),
+        ("conv4_2", "conv4_3", "conv5_2", "conv5_3"),
+        "VGG-16 (13 conv layers), torchvision",
+    )
+)
+register_architecture(
+    Architecture(
+        "vgg19",
+        _torchvision("vgg19"),
+        lambda m: L.vgg_style_layers(_features(m)),
+        ("conv4_3", "conv4_4", "conv5_3", "conv5_4"),
+        "VGG-19 (16 conv layers), torchvision",
+    )
+)
+register_architecture(
+    Architecture(
+        "resnet50",
+        _torchvision("resnet50"),
+        L.resnet_layers,
+        ("layer2", "layer3", "layer4"),
+        "ResNet-50, torchvision; stage outputs layer1..layer4",
+        aliases=L.RESNET_ALIASES,
+    )
+)
+register_architecture(
+    Architecture(
+        "resnet152",
+        _torchvision("resnet152"),
+        L.resnet_layers,
+        ("layer2", "layer3", "layer4"),
+        "ResNet-152, torchvision; stage outputs layer1..layer4",
+        aliases=L.RESNET_ALIASES,
+    )
+)
+register_architecture(
+    Architecture(
+        "alexnet",
+        _torchvision("alexnet"),
+        lambda m: L.alexnet_layers(_features(m)),
+        ("conv3", "conv4", "conv5"),
+        "AlexNet (5 conv layers), torchvision",
+    )
+)
+register_architecture(
+    Architecture(
+        "mobilenet_v2",
+        _torchvision("mobilenet_v2"),
+        L.mobilenet_v2_layers,
+        ("features.6", "features.13", "features.17"),
+        "MobileNet-V2, torchvision; blocks features.0..18",
+    )
+)
+
+
+def _build_toynet(num_classes: int | None) -> nn.Module:
+    from kgexplain.models.toynet import ToyVGG
+    from kgexplain.zoo import SYNTH_CLASSES
+
+    return ToyVGG(num_classes or len(SYNTH_CLASSES))
+
+
+register_architecture(
+    Architecture(
+        "toynet",
+        _build_toynet,
+        lambda m: L.vgg_style_layers(_features(m)),
+        ("conv4_1", "conv4_2", "conv5_1", "conv5_2"),
+        "the project's VGG-style net for the synthetic workload (9 conv layers, 128 px input)",
+        imagenet=False,
+        input_size=128,
+        default_weights="shipped",
+    )
+)
+
+
+def _last_linear(module: nn.Module) -> str | None:
+    names = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else None
+
+
+def load_model(
+    name: str,
+    weights: str | Path | None = None,
+    *,
+    device: torch.device | str | None = None,
+    trust_checkpoint: bool = False,
+    allow_download: bool | None = None,
+) -> ModelHandle:
+    """Build architecture ``name`` with ``weights``: ``imagenet``, ``none`` (seeded random init), ``shipped``
+    (the toy net's packaged checkpoint) or a path to a local state dict / checkpoint."""
+    if name not in ARCHITECTURES:
+        raise ModelError(
+            f"unknown model {name!r}; known models: {', '.join(sorted(ARCHITECTURES))}",
+            hint="for your own network use ModelHandle.from_module(...) from Python",
+        )
+    arch = ARCHITECTURES[name]
+    spec = str(weights) if weights is not None else arch.default_weights
+    class_names: list[str] | None = None
+    meta: dict[str, Any] = {}
+    sha: str | None = None
+    input_size = arch.input_size
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+
+    if spec == "none":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            module = arch.build(None)
+        label = "none:seed0"
+    elif spec == "imagenet":
+        if not arch.imagenet:
+            raise UsageError(
+                f"{name} has no ImageNet weights", hint=f"use --weights {arch.default_weights}, none or a PATH"
+            )
+        state, label = load_imagenet_state_dict(name, allow_download=allow_download)
+        module = arch.build(None)
+        load_state_dict_into(module, state, label, name)
+        from kgexplain.models.weights import imagenet_weights_enum
+
+        class_names = list(imagenet_weights_enum(name).meta.get("categories", [])) or None
+    else:
+        if spec == "shipped":
+            if name != "toynet":
+                raise UsageError(
+                    f"only toynet has shipped weights, not {name}", hint="use --weights imagenet, none or a PATH"
+                )
+            from kgexplain.zoo import shipped_checkpoint
+
+            path = shipped_checkpoint()
+        else:
+            path = Path(spec).expanduser()
+        obj = load_checkpoint_object(path, trust=trust_checkpoint)
+        if isinstance(obj, dict) and isinstance(obj.get("meta"), dict):
+            meta = dict(obj["meta"])
+        state = extract_state_dict(obj, path)
+        num_classes = None
+        last = _last_linear(arch.build(None)) if name != "toynet" else "classifier"
+        if last and f"{last}.weight" in state:
+            num_classes = int(state[f"{last}.weight"].shape[0])
+        module = arch.build(num_classes)
+        load_state_dict_into(module, state, str(path), name)
+        sha = sha256_file(path)
+        label = "shipped:" + path.name if spec == "shipped" else f"file:{path.name}"
+        class_names = meta.get("class_names")
+        input_size = int(meta.get("input_size", input_size))
+        if "mean" in meta and "std" in meta:
+            m0, m1, m2 = (float(v) for v in meta["mean"])
+            s0, s1, s2 = (float(v) for v in meta["std"])
+            mean, std = (m0, m1, m2), (s0, s1, s2)
+
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    handle = ModelHandle(
+        name=name,
+        module=module,
+        layers=arch.layer_table(module),
+        default_layers=arch.default_layers,
+        weights=label,
+        weights_sha=sha,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        class_names=class_names,
+        aliases=dict(arch.aliases),
+        meta=meta,
+    )
+    if device is not None:
+        handle.to(torch.device(device))
+    return handle
