@@ -1,0 +1,89 @@
+"""What this machine has: versions, CUDA, the store folder, the weights cache and the shipped toy net."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import kgexplain
+from kgexplain.models.registry import ARCHITECTURES
+from kgexplain.models.weights import OFFLINE_ENV, imagenet_cache_path, offline
+from kgexplain.workspace import Workspace, folder_size
+
+
+def _version(pkg: str) -> str:
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def checks(store: str | None = None) -> list[dict[str, Any]]:
+    """Rows of (check, status, detail); status is ok, warn or missing."""
+    rows: list[dict[str, Any]] = []
+
+    def add(check: str, status: str, detail: str) -> None:
+        rows.append({"check": check, "status": status, "detail": detail})
+
+    add("kgexplain", "ok", f"{kgexplain.__version__} ({Path(kgexplain.__file__).parent})")
+    add("python", "ok", f"{platform.python_version()} ({sys.executable})")
+    add("torch", "ok", f"{torch.__version__}, {torch.get_num_threads()} CPU threads")
+    add("torchvision", "ok", _version("torchvision"))
+    if torch.cuda.is_available():
+        names = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
+        add("cuda", "ok", f"CUDA {torch.version.cuda}: {names}")
+    else:
+        add("cuda", "warn", "no CUDA device; miners run on the CPU (--device cpu)")
+
+    ws = Workspace.resolve(store)
+    if ws.root.exists():
+        writable = os.access(ws.root, os.W_OK)
+        add(
+            "store",
+            "ok" if writable else "warn",
+            f"{ws.root} ({folder_size(ws.artifacts) / 1e6:.1f} MB of artifacts)"
+            + ("" if writable else ", NOT writable"),
+        )
+    else:
+        parent = ws.root.resolve().parent
+        add(
+            "store",
+            "ok" if os.access(parent, os.W_OK) else "warn",
+            f"{ws.root} (not created yet; `kgexplain build` creates it)",
+        )
+
+    from kgexplain.zoo import WEIGHTS_DIR
+
+    shipped = WEIGHTS_DIR / "toynet.pt"
+    epochs = sorted(WEIGHTS_DIR.glob("toynet-epoch*.pt"))
+    add(
+        "toynet weights",
+        "ok" if shipped.exists() else "missing",
+        f"{shipped} ({shipped.stat().st_size / 1e6:.1f} MB, {len(epochs)} epoch checkpoints)"
+        if shipped.exists()
+        else f"{shipped} is missing: reinstall kgexplain",
+    )
+
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    cached: list[str] = []
+    missing: list[str] = []
+    for name, arch in sorted(ARCHITECTURES.items()):
+        if not arch.imagenet:
+            continue
+        (cached if imagenet_cache_path(name).exists() else missing).append(name)
+    detail = f"{hub}: cached {', '.join(cached) or 'none'}"
+    if missing:
+        detail += f"; not cached: {', '.join(missing)} (use --weights PATH offline)"
+    add("imagenet weights", "ok" if cached else "warn", detail)
+    add(
+        "downloads",
+        "warn" if offline() else "ok",
+        f"{OFFLINE_ENV}=1: weights are never downloaded" if offline() else "allowed when weights are not cached",
+    )
+    return rows
