@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from kgexplain.cli.main import cli
+
+from .conftest import write_png
+
+
+def run(*args: str, ok: bool = True):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, cmd in group.commands.items():
+        yield (*prefix, name), cmd
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _commands(cli)], ids=lambda p: " ".join(p))
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    result = run(*path, "--help")
+    assert "Usage:" in result.output
+    cmd = cli
+    for part in path:
+        cmd = cmd.commands[part]  # type: ignore[attr-defined]
+    assert cmd.help or cmd.short_help, path
+
+
+def test_version_and_help() -> None:
+    import kgexplain
+
+    assert kgexplain.__version__ in run("--version").output
+    assert "build" in run("--help").output
+
+
+def test_models_and_layers() -> None:
+    assert "vgg16" in run("models").output
+    rows = json.loads(run("layers", "toynet", "--json").stdout)
+    conv4 = next(r for r in rows if r["layer"] == "conv4_2")
+    assert (conv4["stride"], conv4["centre"], conv4["map"], conv4["default"]) == (8, 3.5, "16x16", True)
+    csv = run("layers", "toynet", "--csv").stdout.splitlines()
+    assert csv[0].startswith("layer,module,channels")
+
+
+def test_doctor_reports_torch_and_the_shipped_weights() -> None:
+    rows = json.loads(run("doctor", "--json").stdout)
+    checks = {r["check"]: r for r in rows}
+    assert checks["torch"]["status"] == "ok"
+    assert checks["toynet weights"]["status"] == "ok"
+    assert "not cached" in checks["imagenet weights"]["detail"]
+
+
+def test_data_synth_writes_a_data_set(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    result = json.loads(
+        run("-q", "data", "synth", "--out", str(out), "--n", "14", "--seed", "3", "--size", "64", "--json").stdout
+    )
+    assert result["images"] == 14 and (out / "annotations.json").exists()
+    check = json.loads(run("-q", "data", "check", "--annotations", str(out / "annotations.json"), "--json").stdout)
+    assert check["loaded"] == 14 and check["skipped"] == {}
+
+
+def test_zoo_eval_json() -> None:
+    result = json.loads(run("zoo", "eval", "--seed", "77", "--n", "70", "--json").stdout)
+    assert result["accuracy"] >= 0.9 and result["n"] == 70
+
+
+def test_build_reference_workload_end_to_end(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    first = json.loads(run("-q", "build", "--n", "6", "--store", str(store), "--json").stdout)
+    assert first["model"] == "toynet" and first["images"]["loaded"] == 6 and first["negatives"]["loaded"] == 6
+    assert set(first["layers"]) == {"conv4_1", "conv4_2", "conv5_1", "conv5_2"}
+    assert first["layers"]["conv5_2"]["shape"] == [128, 8, 8]
+    assert not any(v["from_cache"] for v in first["layers"].values())
+    second = json.loads(run("-q", "build", "--n", "6", "--store", str(store), "--json").stdout)
+    assert all(v["from_cache"] for v in second["layers"].values())
+    assert (store / "artifacts" / "cache" / "features").is_dir()
+
+
+def test_build_on_an_image_folder_with_bad_images(tmp_path: Path) -> None:
+    for i in range(3):
+        write_png(tmp_path / "imgs" / f"{i}.png", size=(70, 60), seed=i)
+    (tmp_path / "imgs" / "bad.jpg").write_text("nope")
+    out = run(
+        "-q", "build", "--images", str(tmp_path / "imgs"), "--layers", "conv5_2", "--store", str(tmp_path / "s")
+    ).output
+    assert "3 of 4 images used; skipped 1: 1 not an image (e.g. bad.jpg)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["build", "--images", "/nonexistent/dir"], "image folder not found: /nonexistent/dir"),
+        (["build", "--layers", "conv9_9", "--n", "2"], "unknown layer 'conv9_9' for toynet; valid layers:"),
+        (["build", "--model", "vgg16", "--n", "2"], "ImageNet weights for vgg16 are not in the torch cache"),
+        (["build", "--weights", "/no/such.pt", "--n", "2"], "checkpoint not found: /no/such.pt"),
+        (["build", "--device", "cuda:7", "--n", "2"], "cuda:7"),
+        (["build", "--images", "x", "--cub", "y"], "choose one data source"),
+        (["zoo", "eval", "--weights", "/no/such.pt"], "checkpoint not found"),
+        (["data", "synth", "--out", "{tmp}/x", "--category", "unicorn"], "Invalid value for '--category'"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(
+        cli, ["--quiet", *args, "--store", str(tmp_path / "s")] if args[0] == "build" else ["--quiet", *args]
+    )
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1
+
+
+def test_a_bad_layer_fails_before_any_data_is_generated(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    result = CliRunner().invoke(cli, ["-q", "build", "--layers", "conv6_1", "--store", str(store)])
+    assert result.exit_code == 1 and "unknown layer 'conv6_1'" in result.output
+    assert not (store / "artifacts" / "data").exists()

@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kgexplain.data import AnnotatedImages, CubDataset, Framing, ImageFolder, Subset, load_rgb
+from kgexplain.data.base import region_affine
+from kgexplain.data.images import BACKDROP, reason_of
+from kgexplain.errors import DataError, ImageDecodeError
+
+from .conftest import write_png
+
+
+def make_bad_folder(root: Path) -> dict[str, str | None]:
+    """One image of every troublesome kind; value = the expected skip reason (None = decodes)."""
+    write_png(root / "good" / "rgb.png")
+    write_png(root / "good" / "gray.png", mode="L")
+    write_png(root / "good" / "rgba.png", mode="RGBA")
+    Image.fromarray(np.full((20, 30), 40000, np.uint16)).save(root / "good" / "deep16.png")
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).convert("P").save(root / "good" / "palette.gif")
+    write_png(root / "bad" / "tiny.png", size=(4, 4))
+    (root / "bad" / "notes.jpg").write_text("this is not an image")
+    full = root / "bad" / "full.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(full, quality=90)
+    data = full.read_bytes()
+    (root / "bad" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    full.unlink()
+    (root / "bad" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (root / "readme.txt").write_text("ignored: not an image extension")
+    return {
+        "good/rgb.png": None,
+        "good/gray.png": None,
+        "good/rgba.png": None,
+        "good/deep16.png": None,
+        "good/palette.gif": None,
+        "bad/tiny.png": "too_small",
+        "bad/notes.jpg": "not_an_image",
+        "bad/truncated.jpg": "truncated",
+        "bad/corrupt.png": None,
+    }
+
+
+def test_every_kind_of_image_decodes_or_skips_with_a_reason(tmp_path: Path) -> None:
+    expected = make_bad_folder(tmp_path)
+    folder = ImageFolder(tmp_path)
+    assert [folder.record(i).id for i in range(len(folder))] == sorted(expected)
+    for i in range(len(folder)):
+        rid = folder.record(i).id
+        try:
+            img = folder.load_image(i)
+            assert img.mode == "RGB", rid
+            assert expected[rid] is None, rid
+        except ImageDecodeError as e:
+            assert expected[rid] is None or reason_of(e) == expected[rid], (rid, reason_of(e))
+            assert rid.startswith("bad/"), rid
+
+
+def test_rgba_is_composited_over_grey_and_16_bit_is_scaled(tmp_path: Path) -> None:
+    rgba = np.zeros((20, 20, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[:10, :, 3] = 255  # top half opaque red, bottom transparent
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    img = np.asarray(load_rgb(tmp_path / "a.png"))
+    assert tuple(img[0, 0]) == (255, 0, 0) and tuple(img[15, 0]) == BACKDROP
+    Image.fromarray(np.full((20, 20), 65535, np.uint16)).save(tmp_path / "w.png")
+    assert np.asarray(load_rgb(tmp_path / "w.png")).min() == 255
+
+
+def test_folder_labels_come_from_sub_folders(tmp_path: Path) -> None:
+    write_png(tmp_path / "cats" / "a.png")
+    write_png(tmp_path / "dogs" / "b.png")
+    write_png(tmp_path / "loose.png")
+    write_png(tmp_path / ".hidden" / "c.png")
+    folder = ImageFolder(tmp_path)
+    assert {folder.record(i).id: folder.record(i).label for i in range(len(folder))} == {
+        "cats/a.png": "cats",
+        "dogs/b.png": "dogs",
+        "loose.png": None,
+    }
+    fp = folder.fingerprint()
+    write_png(tmp_path / "dogs" / "b.png", seed=5, size=(41, 32))
+    assert ImageFolder(tmp_path).fingerprint() != fp
+
+
+def test_missing_or_empty_folders_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        ImageFolder(tmp_path / "nope")
+    with pytest.raises(DataError, match="no images found"):
+        ImageFolder(tmp_path)
+
+
+def test_annotations_json_by_hand(tmp_path: Path) -> None:
+    write_png(tmp_path / "imgs" / "a.png", size=(100, 80))
+    write_png(tmp_path / "masks" / "a.png", size=(100, 80), mode="L")
+    (tmp_path / "ann.json").write_text(
+        json.dumps(
+            {
+                "images": [
+                    {
+                        "path": "imgs/a.png",
+                        "label": "bird",
+                        "box": [10, 5, 90, 75],
+                        "keypoints": {"head": [80, 20], "tail": None},
+                        "mask": "masks/a.png",
+                    },
+                ]
+            }
+        )
+    )
+    src = AnnotatedImages(tmp_path / "ann.json")
+    rec = src.record(0)
+    assert rec.label == "bird" and rec.box == (10, 5, 90, 75) and rec.keypoints == {"head": (80.0, 20.0)}
+    assert src.load_image(0).size == (100, 80)
+    assert src.load_mask(0, (100, 80)).shape == (80, 100)
+
+
+@pytest.mark.parametrize(
+    ("doc", "match"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"pictures": []}', 'no "images" list'),
+        ('{"images": []}', "lists no images"),
+        ('{"images": [{"label": "x"}]}', 'has no "path"'),
+        ('{"images": [{"path": "a.png", "box": [5, 5, 1, 1]}]}', "box must be"),
+        ('{"images": [{"path": "a.png", "keypoints": {"head": [1]}}]}', "keypoint 'head'"),
+        ('[{"path": "a.png"}, {"path": "a.png"}]', "listed twice"),
+    ],
+)
+def test_bad_annotations_name_the_problem(tmp_path: Path, doc: str, match: str) -> None:
+    (tmp_path / "ann.json").write_text(doc)
+    with pytest.raises(DataError, match=match):
+        AnnotatedImages(tmp_path / "ann.json")
+
+
+def make_cub(root: Path) -> Path:
+    """A two-class, three-image CUB-200-2011 layout."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "images" / "001.Black_footed_Albatross").mkdir(parents=True)
+    (root / "images" / "002.Laysan_Albatross").mkdir(parents=True)
+    write_png(root / "images" / "001.Black_footed_Albatross" / "a.jpg", size=(200, 100))
+    write_png(root / "images" / "001.Black_footed_Albatross" / "b.jpg", size=(200, 100))
+    write_png(root / "images" / "002.Laysan_Albatross" / "c.jpg", size=(200, 100))
+    (root / "images.txt").write_text(
+        "1 001.Black_footed_Albatross/a.jpg\n2 001.Black_footed_Albatross/b.jpg\n3 002.Laysan_Albatross/c.jpg\n"
+    )
+    (root / "classes.txt").write_text("1 001.Black_footed_Albatross\n2 002.Laysan_Albatross\n")
+    (root / "image_class_labels.txt").write_text("1 1\n2 1\n3 2\n")
+    (root / "train_test_split.txt").write_text("1 0\n2 1\n3 0\n")
+    # image 2 has a box below 50 px, which the original code drops
+    (root / "bounding_boxes.txt").write_text("1 50.0 20.0 100.0 60.0\n2 0 0 40 40\n3 0 0 200 100\n")
+    (root / "parts").mkdir()
+    (root / "parts" / "parts.txt").write_text("1 back\n6 forehead\n7 left eye\n14 tail\n")
+    (root / "parts" / "part_locs.txt").write_text(
+        "1 1 100.0 30.0 1\n1 6 140.0 40.0 1\n1 7 0 0 0\n1 14 60.0 70.0 1\n3 1 10 10 1\n"
+    )
+    return root
+
+
+def test_cub_layout_crop_and_keypoints(tmp_path: Path) -> None:
+    root = make_cub(tmp_path / "CUB_200_2011")
+    cub = CubDataset(root)
+    assert [cub.record(i).id for i in range(len(cub))] == [
+        "001.Black_footed_Albatross/a.jpg",
+        "002.Laysan_Albatross/c.jpg",
+    ]
+    assert cub.dropped_small == 1
+    rec = cub.record(0)
+    assert rec.box == (50.0, 20.0, 150.0, 80.0)
+    assert rec.keypoints["head"] == rec.keypoints["forehead"] == (140.0, 40.0)
+    assert "left_eye" not in rec.keypoints  # invisible parts are dropped
+    framed = Framing(224, crop="box").apply(cub, 0)
+    assert framed.image.shape == (224, 224, 3)
+    # The original code maps (x - box_x) / box_w * 224; ours is the same up to the half-pixel convention.
+    hx, hy = framed.keypoints["head"]
+    assert hx == pytest.approx((140 - 50) / 100 * 224, abs=1.2)
+    assert hy == pytest.approx((40 - 20) / 60 * 224, abs=2.0)
+    assert CubDataset(root, classes=["Laysan"]).record(0).label == "002.Laysan_Albatross"
+    assert len(CubDataset(root, split="test")) == 2
+    assert cub.preferred_crop == "box"
+
+
+def test_cub_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"not a CUB-200-2011 folder: missing images\.txt"):
+        CubDataset(tmp_path)
+    root = make_cub(tmp_path / "cub")
+    with pytest.raises(DataError, match="no CUB class matches 'Penguin'"):
+        CubDataset(root, classes=["Penguin"])
+
+
+def test_framing_maps_points_exactly(tmp_path: Path) -> None:
+    """A single bright pixel stays at its mapped keypoint after crop + resize."""
+    arr = np.zeros((60, 90, 3), np.uint8)
+    arr[30:32, 50:52] = 255  # a 2x2 dot centred at (50.5, 30.5)
+    Image.fromarray(arr).save(tmp_path / "dot.png")
+    (tmp_path / "a.json").write_text(
+        json.dumps({"images": [{"path": "dot.png", "box": [20, 10, 80, 50], "keypoints": {"dot": [50.5, 30.5]}}]})
+    )
+    src = AnnotatedImages(tmp_path / "a.json")
+    framed = Framing(120, crop="box").apply(src, 0)
+    x, y = framed.keypoints["dot"]
+    img = framed.image[..., 0].astype(float)
+    ys, xs = np.nonzero(img > 0)
+    w = img[ys, xs]
+    assert (np.sum(xs * w) / w.sum(), np.sum(ys * w) / w.sum()) == pytest.approx((x, y), abs=0.3)
+    assert framed.box == pytest.approx((0, 0, 120, 120))
+    back = framed.affine.inverse_point(x, y)
+    assert back == pytest.approx((50.5, 30.5))
+
+
+def test_region_affine_maps_edges_to_edges() -> None:
+    a = region_affine((10, 20, 110, 70), 200, 100)
+    assert a.box((10, 20, 110, 70)) == pytest.approx((0, 0, 200, 100))
+    assert a.inverse_box((0, 0, 200, 100)) == pytest.approx((10, 20, 110, 70))
+
+
+def test_subset_by_label(tmp_path: Path) -> None:
+    write_png(tmp_path / "cats" / "a.png")
+    write_png(tmp_path / "dogs" / "b.png")
+    sub = Subset.by_label(ImageFolder(tmp_path), ["dogs"])
+    assert len(sub) == 1 and sub.record(0).label == "dogs"
+    with pytest.raises(DataError, match="labels present: cats, dogs"):
+        Subset.by_label(ImageFolder(tmp_path), ["birds"])

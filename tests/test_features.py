@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kgexplain.data import Framing, ImageFolder
+from kgexplain.data.synth import SynthSource
+from kgexplain.features import extract_features, normalise
+from kgexplain.models import ModelHandle, load_model
+
+from .conftest import write_png
+
+
+@pytest.fixture(scope="module")
+def toynet():
+    return load_model("toynet", "none")
+
+
+def _direct(handle, source, index: int, module: str) -> torch.Tensor:
+    framed = Framing(handle.input_size).apply(source, index, with_mask=False)
+    x = normalise(torch.from_numpy(framed.image.copy())[None], handle)
+    out = {}
+
+    def keep(_m: torch.nn.Module, _i: object, o: torch.Tensor) -> None:  # returns None: output not replaced
+        out["o"] = o.clone()
+
+    h = dict(handle.module.named_modules())[module].register_forward_hook(keep)
+    try:
+        with torch.no_grad():
+            handle.module(x)
+    finally:
+        h.remove()
+    return out["o"][0]
+
+
+def test_features_match_a_direct_forward_pass(toynet, tmp_path: Path) -> None:
+    src = SynthSource(10, seed=3, size=128)
+    res = extract_features(toynet, src, ["conv4_2", "conv5_1"], batch_size=4, cache_dir=tmp_path, device="cpu")
+    fs = res["conv4_2"]
+    assert len(fs) == 10 and fs.shape == (96, 16, 16)
+    assert fs.geometry.stride_x == 8 and fs.geometry.map_h == 16
+    direct = _direct(toynet, src, 7, toynet.layer("conv4_2").module)
+    got = fs.get([7])[0]
+    assert torch.allclose(got, direct, atol=2e-3 * direct.abs().max().item())
+    assert (got < 0).any()  # pre-ReLU by default
+    post = extract_features(toynet, src, ["conv4_2"], relu="post", cache_dir=tmp_path, device="cpu")["conv4_2"]
+    assert torch.allclose(post.get([7])[0], torch.relu(got), atol=1e-3)
+
+
+def test_cache_hit_computes_nothing_and_memory_equals_disk(toynet, tmp_path: Path) -> None:
+    src = SynthSource(9, seed=1, size=128)
+    first = extract_features(toynet, src, ["conv5_2"], cache_dir=tmp_path, device="cpu", batch_size=4)
+    assert first.images_computed == 9 and not first.from_cache["conv5_2"]
+    second = extract_features(toynet, src, ["conv5_2"], cache_dir=tmp_path, device="cpu")
+    assert second.images_computed == 0 and second.from_cache["conv5_2"]
+    memory = extract_features(toynet, src, ["conv5_2"], device="cpu")
+    assert memory["conv5_2"].directory is None
+    # Batch sizes differ (4 vs 32), so the convs may round differently in the last bit of float32.
+    a, b = second["conv5_2"].tensor(), memory["conv5_2"].tensor()
+    assert torch.allclose(a, b, rtol=2e-3, atol=1e-3 * b.abs().max().item())
+    # A different data set, layer set or model gives a different entry.
+    other = extract_features(toynet, SynthSource(9, seed=2, size=128), ["conv5_2"], cache_dir=tmp_path, device="cpu")
+    assert other["conv5_2"].directory != first["conv5_2"].directory
+
+
+def test_interrupted_extraction_resumes_after_the_complete_shards(toynet, tmp_path: Path) -> None:
+    src = SynthSource(12, seed=5, size=128)
+    full = extract_features(toynet, src, ["conv4_1"], cache_dir=tmp_path, device="cpu", batch_size=2, shard_images=4)
+    d = full["conv4_1"].directory
+    assert d is not None and len(list(d.glob("shard-*.npy"))) == 3
+    reference = full["conv4_1"].tensor()
+    # Simulate a crash after the first shard: no manifest, later shards gone.
+    (d / "manifest.json").unlink()
+    for k in (1, 2):
+        (d / f"shard-{k:06d}.npy").unlink()
+        (d / f"shard-{k:06d}.json").unlink()
+    resumed = extract_features(toynet, src, ["conv4_1"], cache_dir=tmp_path, device="cpu", batch_size=2, shard_images=4)
+    assert resumed.images_computed == 8
+    assert torch.equal(resumed["conv4_1"].tensor(), reference)
+
+
+def test_streamed_chunks_cover_every_image_in_order(toynet, tmp_path: Path) -> None:
+    src = SynthSource(11, seed=6, size=128)
+    fs = extract_features(toynet, src, ["conv5_1"], cache_dir=tmp_path, device="cpu", shard_images=4)["conv5_1"]
+    seen = []
+    for positions, chunk in fs.chunks(3):
+        assert chunk.dtype == torch.float32 and chunk.shape[1:] == fs.shape
+        seen.extend(range(positions.start, positions.stop))
+        assert torch.equal(chunk, fs.get(list(range(positions.start, positions.stop))))
+    assert seen == list(range(11))
+    assert list(fs.indices) == list(range(11))
+
+
+def test_bad_images_are_skipped_and_counted(tmp_path: Path, tiny_net) -> None:
+    for i in range(3):
+        write_png(tmp_path / "imgs" / f"ok{i}.png", size=(50, 40), seed=i)
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"garbage")
+    write_png(tmp_path / "imgs" / "tiny.png", size=(3, 3))
+    handle = ModelHandle.from_module(tiny_net, {"c2": "block2.0"}, input_size=32)
+    res = extract_features(
+        handle, ImageFolder(tmp_path / "imgs"), ["c2"], cache_dir=tmp_path / "cache", device="cpu", batch_size=2
+    )
+    assert res.report.total == 5 and res.report.loaded == 3
+    assert res.report.skipped == {"not_an_image": 1, "too_small": 1}
+    assert res["c2"].ids == ["ok0.png", "ok1.png", "ok2.png"]
+    assert list(res["c2"].indices) == [1, 2, 3]
+    again = extract_features(handle, ImageFolder(tmp_path / "imgs"), ["c2"], cache_dir=tmp_path / "cache", device="cpu")
+    assert again.report.skipped == res.report.skipped and again.images_computed == 0
+
+
+def test_shards_are_float16_on_disk(toynet, tmp_path: Path) -> None:
+    fs = extract_features(toynet, SynthSource(3, size=128), ["conv5_2"], cache_dir=tmp_path, device="cpu")["conv5_2"]
+    arr = np.load(next(fs.directory.glob("shard-*.npy")))
+    assert arr.dtype == np.float16 and arr.shape == (3, 128, 8, 8)

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgexplain.errors import LayerError, ModelError, UsageError, WeightsUnavailableError
+from kgexplain.models import ARCHITECTURES, ModelHandle, load_model
+from kgexplain.models.weights import imagenet_cache_path
+
+
+def test_registry_has_the_papers_models_and_the_toy_net() -> None:
+    assert {"vgg16", "vgg19", "resnet50", "resnet152", "alexnet", "mobilenet_v2", "toynet"} <= set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_default_layers_exist_and_give_spatial_maps(name: str) -> None:
+    handle = load_model(name, "none")
+    assert handle.default_layers
+    for layer in handle.default_layers:
+        assert handle.layer(layer).module in dict(handle.module.named_modules())
+
+
+def test_vgg_and_resnet_layer_names() -> None:
+    vgg = load_model("vgg16", "none")
+    assert vgg.layer("conv4_3").module == "features.21"
+    assert vgg.layer("conv5_3").module == "features.28"
+    resnet = load_model("resnet50", "none")
+    assert resnet.layer("conv4_x") == resnet.layer("layer3")
+    mobile = load_model("mobilenet_v2", "none")
+    assert mobile.layer("features.14").module == "features.14"
+
+
+def test_unknown_layer_lists_the_valid_names() -> None:
+    handle = load_model("toynet", "none")
+    with pytest.raises(LayerError) as info:
+        handle.layer("conv9_9")
+    msg = str(info.value)
+    assert "conv9_9" in msg and "conv4_2" in msg and "conv5_2" in msg
+
+
+def test_dotted_module_paths_work_as_layer_names() -> None:
+    handle = load_model("vgg16", "none")
+    assert handle.layer("features.21").module == "features.21"
+
+
+def test_unknown_model_is_a_clear_error() -> None:
+    with pytest.raises(ModelError, match=r"unknown model 'vgg17'.*vgg16"):
+        load_model("vgg17")
+
+
+def test_random_init_is_deterministic() -> None:
+    a, b = load_model("alexnet", "none"), load_model("alexnet", "none")
+    assert torch.equal(a.module.features[0].weight, b.module.features[0].weight)
+    assert a.identity == b.identity
+
+
+def test_imagenet_weights_come_from_the_torch_cache() -> None:
+    path = imagenet_cache_path("alexnet")
+    assert str(path).startswith(str(torch.hub.get_dir()))
+    src = load_model("alexnet", "none").module
+    with torch.no_grad():
+        src.features[0].weight.fill_(0.25)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(src.state_dict(), path)
+    handle = load_model("alexnet", "imagenet")
+    assert handle.weights == "imagenet:IMAGENET1K_V1"
+    assert torch.all(handle.module.features[0].weight == 0.25)
+    assert handle.class_names is not None and len(handle.class_names) == 1000
+
+
+def test_missing_imagenet_weights_offline_name_weights_path() -> None:
+    with pytest.raises(WeightsUnavailableError) as info:
+        load_model("vgg16", "imagenet")
+    msg = str(info.value)
+    assert "--weights PATH" in msg and "vgg16" in msg and "torch cache" in msg
+
+
+def test_toynet_has_no_imagenet_weights() -> None:
+    with pytest.raises(UsageError, match="no ImageNet weights"):
+        load_model("toynet", "imagenet")
+
+
+def _save(obj: object, path: Path) -> Path:
+    torch.save(obj, path)
+    return path
+
+
+def test_local_state_dict_and_wrapped_checkpoints(tmp_path: Path) -> None:
+    ref = load_model("alexnet", "none").module
+    with torch.no_grad():
+        ref.features[3].weight.mul_(-1)
+    state = ref.state_dict()
+    for name, payload in {
+        "plain.pt": state,
+        "wrapped.pt": {"state_dict": state, "epoch": 3},
+        "ddp.pth": {"model": {f"module.{k}": v for k, v in state.items()}},
+    }.items():
+        handle = load_model("alexnet", _save(payload, tmp_path / name))
+        assert torch.equal(handle.module.features[3].weight, ref.features[3].weight), name
+        assert handle.weights == f"file:{name}" and handle.weights_sha
+
+
+def test_number_of_classes_is_taken_from_a_finetuned_checkpoint(tmp_path: Path) -> None:
+    import torchvision
+
+    finetuned = torchvision.models.alexnet(num_classes=2)
+    handle = load_model("alexnet", _save(finetuned.state_dict(), tmp_path / "ft.pt"))
+    assert handle.module(torch.zeros(1, 3, 224, 224)).shape == (1, 2)
+
+
+def test_full_pickled_module_needs_trust(tmp_path: Path) -> None:
+    import torchvision
+
+    path = _save(torchvision.models.alexnet(), tmp_path / "full.pt")
+    with pytest.raises(ModelError, match="--trust-checkpoint"):
+        load_model("alexnet", path)
+    assert load_model("alexnet", path, trust_checkpoint=True).weights == "file:full.pt"
+
+
+def test_wrong_architecture_and_bad_files_are_clear_errors(tmp_path: Path) -> None:
+    vgg_state = load_model("toynet", "none").module.state_dict()
+    with pytest.raises(ModelError, match="do not fit alexnet"):
+        load_model("alexnet", _save(vgg_state, tmp_path / "toy.pt"))
+    with pytest.raises(ModelError, match="checkpoint not found"):
+        load_model("alexnet", tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot read checkpoint"):
+        load_model("alexnet", junk)
+    with pytest.raises(ModelError, match="no state dict"):
+        load_model("alexnet", _save({"epoch": 1}, tmp_path / "meta.pt"))
+
+
+def test_a_users_own_module(tiny_net) -> None:
+    handle = ModelHandle.from_module(tiny_net, {"low": "block1.0", "high": "block2.0"}, input_size=32)
+    assert handle.layer("high").module == "block2.0"
+    assert handle.weights_sha and handle.identity.startswith("custom|user|")
+    every_conv = ModelHandle.from_module(tiny_net)
+    assert set(every_conv.layers) == {"block1.0", "block2.0"}
+    with pytest.raises(ModelError, match="not a module"):
+        ModelHandle.from_module(tiny_net, {"x": "block9"})
