@@ -115,3 +115,13 @@ def test_shards_are_float16_on_disk(toynet, tmp_path: Path) -> None:
     fs = extract_features(toynet, SynthSource(3, size=128), ["conv5_2"], cache_dir=tmp_path, device="cpu")["conv5_2"]
     arr = np.load(next(fs.directory.glob("shard-*.npy")))
     assert arr.dtype == np.float16 and arr.shape == (3, 128, 8, 8)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_mixed_precision_matches_the_cpu(toynet) -> None:
+    src = SynthSource(16, seed=8, size=128)
+    cpu = extract_features(toynet, src, ["conv5_2"], device="cpu")["conv5_2"].tensor()
+    gpu = extract_features(toynet, src, ["conv5_2"], device="cuda", amp=True)["conv5_2"].tensor()
+    toynet.to("cpu")
+    assert torch.allclose(gpu, cpu, rtol=2e-2, atol=2e-2 * cpu.abs().max().item())
