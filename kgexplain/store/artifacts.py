@@ -1,0 +1,55 @@
+"""Content-addressed files next to the store: patches, maps, plots, contact sheets.
+
+A file is stored once under ``<kind>/<sha[:2]>/<sha>.<ext>`` (written to a temporary name, then renamed) and
+referenced from the graph by that relative path and its sha256, so the graph and the files can be moved together
+and any reference can be verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kgexplain.errors import StoreError
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    path: str  # relative to the artifacts folder
+    sha256: str
+
+
+class Artifacts:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+
+    def put_bytes(self, data: bytes, ext: str, kind: str = "files") -> ArtifactRef:
+        sha = hashlib.sha256(data).hexdigest()
+        rel = Path(kind) / sha[:2] / f"{sha}.{ext.lstrip('.')}"
+        target = self.root / rel
+        if not target.exists():
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+            except OSError as e:
+                raise StoreError(
+                    f"cannot write artifact {target}: {e.strerror}",
+                    hint="check the artifacts folder is writable (--artifacts)",
+                ) from e
+        return ArtifactRef(rel.as_posix(), sha)
+
+    def put_file(self, src: str | Path, kind: str = "files") -> ArtifactRef:
+        src = Path(src)
+        return self.put_bytes(src.read_bytes(), src.suffix or ".bin", kind)
+
+    def path(self, ref: ArtifactRef | str) -> Path:
+        rel = ref.path if isinstance(ref, ArtifactRef) else ref
+        return self.root / rel
+
+    def verify(self, ref: ArtifactRef) -> bool:
+        p = self.path(ref)
+        return p.exists() and hashlib.sha256(p.read_bytes()).hexdigest() == ref.sha256

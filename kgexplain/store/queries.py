@@ -1,0 +1,102 @@
+"""Named queries: the questions the CLI asks, written once in Cypher that both backends accept.
+
+They use only the common subset of the two dialects (no ``type()``, no map projections, no ``shortestPath``);
+filters are added as fixed text with their values always passed as parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kgexplain.errors import StoreError
+from kgexplain.store.base import GraphStore
+
+
+def _where(filters: list[tuple[str, str, Any]]) -> tuple[str, dict[str, Any]]:
+    clauses, params = [], {}
+    for i, (expr, op, value) in enumerate(filters):
+        if value is None:
+            continue
+        params[f"v{i}"] = value
+        clauses.append(f"{expr} {op} $v{i}")
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def patterns(
+    store: GraphStore,
+    *,
+    run: str | None = None,
+    model: str | None = None,
+    layer: str | None = None,
+    filter: int | None = None,
+    top: int = 20,
+) -> list[dict[str, Any]]:
+    """The highest-scoring patterns, with positions and their best patch."""
+    where, params = _where([("p.run", "=", run), ("p.layer", "=", layer), ("p.filter", "=", filter)])
+    if model:
+        key = "vm"
+        params[key] = model if "@" in model else model + "@"
+        where += (" AND " if where else " WHERE ") + (
+            f"p.model = ${key}" if "@" in model else f"p.model STARTS WITH ${key}"
+        )
+    params["top"] = int(top)
+    rows = store.query(
+        f"MATCH (p:Pattern){where} WITH p ORDER BY p.score DESC LIMIT $top "
+        "OPTIONAL MATCH (p)-[f:FIRES_ON]->(i:Image) WHERE f.rank = 0 "
+        "RETURN p.id AS pattern, p.layer AS layer, p.filter AS filter, p.k AS k, p.score AS score, "
+        "p.mu_x AS mu_x, p.mu_y AS mu_y, p.sigma AS sigma, p.fires AS fires, f.patch AS patch "
+        "ORDER BY score DESC",
+        params,
+    ).records()
+    return rows
+
+
+def pattern(store: GraphStore, pattern_id: str, limit: int = 10) -> dict[str, Any]:
+    """One pattern with its parents, children and top images."""
+    found = store.query(
+        "MATCH (p:Pattern) WHERE p.id = $id RETURN p.id AS pattern, p.run AS run, p.model AS model, p.layer AS layer, "
+        "p.filter AS filter, p.k AS k, p.mu_x AS mu_x, p.mu_y AS mu_y, p.sigma AS sigma, p.score AS score, "
+        "p.fires AS fires",
+        {"id": pattern_id},
+    ).records()
+    if not found:
+        raise StoreError(
+            f"no pattern {pattern_id!r} in the store", hint="`kgexplain patterns` lists pattern ids (run/layer/fC/pK)"
+        )
+    out = found[0]
+    out["parents"] = store.query(
+        "MATCH (p:Pattern)-[e:PARENT]->(q:Pattern) WHERE p.id = $id RETURN q.id AS pattern, q.layer AS layer, "
+        "e.dx AS dx, e.dy AS dy, e.sigma AS sigma, e.weight AS weight ORDER BY weight DESC LIMIT $n",
+        {"id": pattern_id, "n": int(limit)},
+    ).records()
+    out["children"] = store.query(
+        "MATCH (c:Pattern)-[e:PARENT]->(p:Pattern) WHERE p.id = $id RETURN c.id AS pattern, c.layer AS layer, "
+        "e.dx AS dx, e.dy AS dy, e.sigma AS sigma, e.weight AS weight ORDER BY weight DESC LIMIT $n",
+        {"id": pattern_id, "n": int(limit)},
+    ).records()
+    out["images"] = store.query(
+        "MATCH (p:Pattern)-[f:FIRES_ON]->(i:Image) WHERE p.id = $id RETURN i.id AS image, i.path AS path, "
+        "f.x AS x, f.y AS y, f.score AS score, f.rank AS rank, f.patch AS patch ORDER BY rank LIMIT $n",
+        {"id": pattern_id, "n": int(limit)},
+    ).records()
+    return out
+
+
+def runs(store: GraphStore) -> list[dict[str, Any]]:
+    if not store._label_exists("Run"):
+        return []
+    return store.query(
+        "MATCH (r:Run) RETURN r.id AS run, r.kind AS kind, r.model AS model, r.data AS data, r.status AS status, "
+        "r.started AS started, r.finished AS finished ORDER BY started"
+    ).records()
+
+
+def stats(store: GraphStore) -> dict[str, Any]:
+    """Counts per label and relationship type, and patterns per run and layer."""
+    per_layer = []
+    if store._label_exists("Pattern"):
+        per_layer = store.query(
+            "MATCH (p:Pattern) RETURN p.run AS run, p.layer AS layer, count(p) AS patterns, "
+            "avg(p.sigma) AS mean_sigma ORDER BY run, layer"
+        ).records()
+    return {"counts": store.counts(), "patterns_per_layer": per_layer}

@@ -1,0 +1,167 @@
+"""Moving a store: export to GraphML / JSON lines / CSV, and push an (embedded) store into Neo4j.
+
+Push is idempotent: shared nodes and relationships are merged by id, and every run is written with
+``write_run``, which replaces the run's rows in the target; pushing twice gives the same target.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from kgexplain.errors import StoreError, UsageError
+from kgexplain.store.base import RUN_SCOPED, GraphStore, RunRecord
+
+FORMATS = ("graphml", "jsonl", "csv")
+
+
+def _node_table(store: GraphStore, label: str, run: str | None) -> pa.Table:
+    props = list(store.schema.node(label).properties)
+    where, params = "", {}
+    if run is not None and label in RUN_SCOPED:
+        where, params = " WHERE n.run = $run", {"run": run}
+    elif run is not None and label == "Run":
+        where, params = " WHERE n.id = $run", {"run": run}
+    cols = ", ".join(f"n.{p} AS {p}" for p in props)
+    return store.fetch_table(f"MATCH (n:{label}){where} RETURN {cols}", params, props)
+
+
+def _rel_table(store: GraphStore, rel: str, run: str | None) -> pa.Table:
+    spec = store.schema.rel(rel)
+    props = list(spec.properties)
+    where, params = "", {}
+    if run is not None:
+        if spec.source in RUN_SCOPED:
+            where, params = " WHERE a.run = $run", {"run": run}
+        elif spec.source == "Run":
+            where, params = " WHERE a.id = $run", {"run": run}
+    cols = "".join(f", e.{p} AS {p}" for p in props)
+    return store.fetch_table(
+        f"MATCH (a:{spec.source})-[e:{rel}]->(b:{spec.target}){where} RETURN a.id AS from, b.id AS to{cols}",
+        params,
+        ["from", "to", *props],
+    )
+
+
+def iter_graph(store: GraphStore, run: str | None = None) -> Iterator[tuple[str, str, pa.Table]]:
+    """("node", label, table) and ("rel", type, table) for everything in the store (or one run)."""
+    for label in store.schema.nodes:
+        if label != "Meta" and store._label_exists(label):
+            yield "node", label, _node_table(store, label, run)
+    for rel in store.schema.rels:
+        if store._label_exists(rel):
+            yield "rel", rel, _rel_table(store, rel, run)
+
+
+def _clean(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def export(store: GraphStore, fmt: str, out: str | Path, run: str | None = None) -> dict[str, int]:
+    """Write the store (or one run) as ``graphml`` (one file), ``jsonl`` (one file) or ``csv`` (a folder)."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}", hint=f"use {', '.join(FORMATS)}")
+    out = Path(out).expanduser()
+    counts: dict[str, int] = {}
+    if fmt == "csv":
+        out.mkdir(parents=True, exist_ok=True)
+        for kind, name, table in iter_graph(store, run):
+            path = out / f"{'nodes' if kind == 'node' else 'rels'}_{name}.csv"
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(table.column_names)
+                for row in table.to_pylist():
+                    w.writerow(["" if v is None else v for v in row.values()])
+            counts[name] = len(table)
+        return counts
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if fmt == "jsonl":
+        with open(tmp, "w", encoding="utf-8") as f:
+            for kind, name, table in iter_graph(store, run):
+                for row in table.to_pylist():
+                    if kind == "node":
+                        obj = {
+                            "kind": "node",
+                            "label": name,
+                            "id": row.pop("id"),
+                            "props": {k: _clean(v) for k, v in row.items() if v is not None},
+                        }
+                    else:
+                        obj = {
+                            "kind": "rel",
+                            "type": name,
+                            "from": row.pop("from"),
+                            "to": row.pop("to"),
+                            "props": {k: _clean(v) for k, v in row.items() if v is not None},
+                        }
+                    f.write(json.dumps(obj) + "\n")
+                counts[name] = len(table)
+    else:
+        import networkx as nx
+
+        g = nx.MultiDiGraph()
+        for kind, name, table in iter_graph(store, run):
+            for row in table.to_pylist():
+                clean = {k: v for k, v in row.items() if v is not None and k not in ("id", "from", "to")}
+                if kind == "node":
+                    g.add_node(row["id"], _label=name, **clean)
+                else:
+                    g.add_edge(row["from"], row["to"], _type=name, **clean)
+            counts[name] = len(table)
+        nx.write_graphml(g, tmp)
+    tmp.replace(out)
+    return counts
+
+
+def push(
+    source: GraphStore, target: GraphStore, run: str | None = None, log: Callable[[str], None] | None = None
+) -> dict[str, int]:
+    """Copy ``source`` (or one run) into ``target``, idempotently."""
+    say = log or (lambda _m: None)
+    if source.url == target.url:
+        raise UsageError("source and target are the same store")
+    target.ensure_writable()
+    counts: dict[str, int] = {}
+    shared = [label for label in source.schema.nodes if label not in (*RUN_SCOPED, "Meta", "Run")]
+    for label in shared:
+        if source._label_exists(label):
+            t = _node_table(source, label, None)
+            counts[label] = target.ensure_nodes(label, t)
+            say(f"{label}: {len(t)} rows, {counts[label]} new")
+    for rel in ("OF_MODEL", "IN_LAYER"):
+        if source._label_exists(rel):
+            counts[rel] = target.ensure_rels(rel, _rel_table(source, rel, None))
+    run_rows = _node_table(source, "Run", run).to_pylist() if source._label_exists("Run") else []
+    run_rows.sort(key=lambda r: r.get("started") or "")  # a run may use patterns of an earlier one
+    if run is not None and not run_rows:
+        raise StoreError(f"no run {run!r} in {source.url}", hint="`kgexplain runs` lists them")
+    for r in run_rows:
+        if r.get("status") != "complete":
+            say(f"run {r['id']}: skipped (status {r.get('status')})")
+            continue
+        nodes = {label: _node_table(source, label, r["id"]) for label in RUN_SCOPED if source._label_exists(label)}
+        rels = {
+            rel: _rel_table(source, rel, r["id"])
+            for rel, spec in source.schema.rels.items()
+            if spec.source in RUN_SCOPED and source._label_exists(rel)
+        }
+        record = RunRecord(
+            r["id"],
+            r.get("kind") or "",
+            r.get("model") or "",
+            r.get("data") or "",
+            json.loads(r.get("config") or "{}"),
+            json.loads(r.get("stats") or "{}"),
+        )
+        target.write_run(record, {k: v for k, v in nodes.items() if len(v)}, {k: v for k, v in rels.items() if len(v)})
+        n = sum(len(v) for v in nodes.values()) + sum(len(v) for v in rels.values())
+        counts[f"run:{r['id']}"] = n
+        say(f"run {r['id']}: {n} rows")
+    return counts
