@@ -38,6 +38,31 @@ device_option = click.option(
     help="auto, cpu, cuda or cuda:N (env KGEXPLAIN_DEVICE).",
 )
 
+
+def store_options(f: F) -> F:
+    """Where the store is and how to reach it (``--store`` is a folder or a bolt:// / neo4j:// URL)."""
+    return _stack(
+        click.option(
+            "--store",
+            default=None,
+            envvar="KGEXPLAIN_STORE",
+            metavar="DIR|URL",
+            help="Store folder (embedded) or bolt://HOST:7687 (Neo4j); 'neo4j' means $NEO4J_URI. "
+            "Default: ./kgexplain-store (env KGEXPLAIN_STORE).",
+        ),
+        click.option("--user", default=None, envvar="NEO4J_USERNAME", help="Neo4j user (env NEO4J_USERNAME)."),
+        click.option("--password", default=None, envvar="NEO4J_PASSWORD", help="Neo4j password (env NEO4J_PASSWORD)."),
+        click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database (default neo4j)."),
+        click.option(
+            "--artifacts",
+            default=None,
+            envvar="KGEXPLAIN_ARTIFACTS",
+            metavar="DIR",
+            help="Artifacts folder for a Neo4j store (default ./kgexplain-artifacts).",
+        ),
+    )(f)
+
+
 store_option = click.option(
     "--store",
     default=None,

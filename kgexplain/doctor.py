@@ -14,7 +14,8 @@ import torch
 import kgexplain
 from kgexplain.models.registry import ARCHITECTURES
 from kgexplain.models.weights import OFFLINE_ENV, imagenet_cache_path, offline
-from kgexplain.workspace import Workspace, folder_size
+from kgexplain.store.schema import load_schema
+from kgexplain.workspace import folder_size
 
 
 def _version(pkg: str) -> str:
@@ -41,22 +42,7 @@ def checks(store: str | None = None) -> list[dict[str, Any]]:
     else:
         add("cuda", "warn", "no CUDA device; miners run on the CPU (--device cpu)")
 
-    ws = Workspace.resolve(store)
-    if ws.root.exists():
-        writable = os.access(ws.root, os.W_OK)
-        add(
-            "store",
-            "ok" if writable else "warn",
-            f"{ws.root} ({folder_size(ws.artifacts) / 1e6:.1f} MB of artifacts)"
-            + ("" if writable else ", NOT writable"),
-        )
-    else:
-        parent = ws.root.resolve().parent
-        add(
-            "store",
-            "ok" if os.access(parent, os.W_OK) else "warn",
-            f"{ws.root} (not created yet; `kgexplain build` creates it)",
-        )
+    rows.append(store_check(store))
 
     from kgexplain.zoo import WEIGHTS_DIR
 
@@ -87,3 +73,37 @@ def checks(store: str | None = None) -> list[dict[str, Any]]:
         f"{OFFLINE_ENV}=1: weights are never downloaded" if offline() else "allowed when weights are not cached",
     )
     return rows
+
+
+def store_check(location: str | None) -> dict[str, Any]:
+    """Is the store there, which backend, which schema version; for Neo4j: does it answer."""
+    from kgexplain.errors import KgExplainError
+    from kgexplain.store import is_bolt_url, open_store, resolve_location
+    from kgexplain.store.embedded import GRAPH_FILE
+
+    try:
+        loc = resolve_location(location)
+    except KgExplainError as e:
+        return {"check": "store", "status": "warn", "detail": str(e)}
+    if not is_bolt_url(loc):
+        folder = Path(loc).expanduser()
+        if not (folder / GRAPH_FILE).exists():
+            parent = folder.resolve().parent
+            ok = os.access(parent if parent.exists() else Path.cwd(), os.W_OK)
+            return {
+                "check": "store",
+                "status": "ok" if ok else "warn",
+                "detail": f"{folder} (embedded; not created yet: `kgexplain build` creates it)",
+            }
+    try:
+        with open_store(loc, read_only=True) as store:
+            version = store.stored_schema_version()
+            backend = store.backend
+            size = folder_size(Path(loc).expanduser()) / 1e6 if backend == "embedded" else None
+    except KgExplainError as e:
+        return {"check": "store", "status": "warn", "detail": str(e)}
+    status = "ok" if version == load_schema().version else "warn"
+    detail = f"{loc} ({backend}, schema v{version}" + (f", {size:.1f} MB" if size is not None else "") + ")"
+    if version != load_schema().version:
+        detail += f"; this kgexplain uses v{load_schema().version}: run `kgexplain store upgrade`"
+    return {"check": "store", "status": status, "detail": detail}

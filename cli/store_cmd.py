@@ -1,0 +1,332 @@
+"""Querying and managing the store: query, patterns, show, paths, runs, stats, store, export, push."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from kgexplain.errors import UsageError
+from kgexplain.store import GraphStore, is_bolt_url, open_store, queries, resolve_location
+from kgexplain.store.cypher import is_write_query, to_embedded_dialect
+from kgexplain.store.graph import best_paths
+from kgexplain.store.transfer import FORMATS, export, push
+
+from .main import status
+from .options import output_options, store_options
+from .output import emit_object, emit_rows, table
+
+
+def open_from(opts: dict[str, Any], read_only: bool = True) -> GraphStore:
+    return open_store(
+        opts["store"],
+        read_only=read_only,
+        user=opts["user"],
+        password=opts["password"],
+        database=opts["database"],
+        artifacts=opts["artifacts"],
+    )
+
+
+def _store_opts(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: kwargs.pop(k) for k in ("store", "user", "password", "database", "artifacts")}
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``name=value`` pairs; values are JSON when they parse as JSON (numbers, lists, true), else strings."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"bad parameter {pair!r}", hint="write -p name=value")
+        name, value = pair.split("=", 1)
+        try:
+            params[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name.strip()] = value
+    return params
+
+
+@click.command("query")
+@click.argument("cypher")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A query parameter ($NAME); the value is read as JSON when it is JSON.",
+)
+@click.option("--write", is_flag=True, help="Allow the query to modify the store.")
+@click.option("--timeout", type=float, default=None, help="Stop an embedded query after this many seconds.")
+@store_options
+@output_options
+def query_command(
+    cypher: str, params: tuple[str, ...], write: bool, timeout: float | None, fmt: str, **kwargs: Any
+) -> None:
+    """Run a Cypher query (read-only unless --write).
+
+    On the embedded store the query runs in a child process (an engine crash cannot take the store with it),
+    and the Neo4j forms type(r), elementId(n), toInteger(x) and toFloat(x) are translated.
+    """
+    opts = _store_opts(kwargs)
+    values = parse_params(params)
+    if not write and is_write_query(cypher):
+        raise UsageError("this query writes to the store", hint="pass --write to allow it")
+    location = resolve_location(opts["store"])
+    if is_bolt_url(location):
+        with open_from(opts, read_only=not write) as store:
+            result = store.query(cypher, values, write=write)
+    else:
+        from pathlib import Path
+
+        from kgexplain.errors import StoreError
+        from kgexplain.store.embedded import GRAPH_FILE
+        from kgexplain.store.isolated import run_isolated
+
+        if not (Path(location).expanduser() / GRAPH_FILE).exists():
+            raise StoreError(f"no kgexplain store at {location}", hint="run `kgexplain build` first, or pass --store")
+        result = run_isolated(location, to_embedded_dialect(cypher), values, write, timeout)
+    emit_rows(result.records(), fmt, result.columns)
+
+
+@click.command("patterns")
+@click.option("--run", default=None, help="Only this run (see `kgexplain runs`).")
+@click.option("--model", default=None, help="Architecture (vgg16) or model id (vgg16@...).")
+@click.option("--layer", default=None, help="Layer name, e.g. conv5_3.")
+@click.option("--filter", "filter_", type=int, default=None, help="Filter (channel) number.")
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True)
+@store_options
+@output_options
+def patterns_command(
+    run: str | None, model: str | None, layer: str | None, filter_: int | None, top: int, fmt: str, **kwargs: Any
+) -> None:
+    """The highest-scoring patterns with their prior positions (pixels) and best patch."""
+    with open_from(_store_opts(kwargs)) as store:
+        store.check_schema()
+        rows = queries.patterns(store, run=run, model=model, layer=layer, filter=filter_, top=top)
+    emit_rows(rows, fmt, ["pattern", "layer", "filter", "k", "score", "mu_x", "mu_y", "sigma", "fires", "patch"])
+
+
+@click.command("show")
+@click.argument("pattern_id")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=10, show_default=True, help="Parents, children and images to list."
+)
+@store_options
+@output_options
+def show_command(pattern_id: str, limit: int, fmt: str, **kwargs: Any) -> None:
+    """One pattern with its parents, children and top images."""
+    with open_from(_store_opts(kwargs)) as store:
+        store.check_schema()
+        p = queries.pattern(store, pattern_id, limit)
+    if fmt != "table":
+        emit_object(p, "json")
+        return
+    head = {k: v for k, v in p.items() if not isinstance(v, list)}
+    lines = [f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in head.items()]
+    for part in ("parents", "children", "images"):
+        lines += ["", f"{part} ({len(p[part])}):", table(p[part]) if p[part] else "(none)"]
+    click.echo("\n".join(lines))
+
+
+@click.command("paths")
+@click.argument("source")
+@click.argument("target", required=False)
+@click.option("--max-hops", type=click.IntRange(min=1, max=8), default=3, show_default=True)
+@click.option(
+    "--k",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Best paths to return (0 with --to-layer: all).",
+)
+@click.option(
+    "--direction",
+    type=click.Choice(["up", "down"]),
+    default="up",
+    show_default=True,
+    help="up: towards parents (higher layers); down: towards children.",
+)
+@click.option("--to-layer", default=None, help="Only paths that end in this layer.")
+@store_options
+@output_options
+def paths_command(
+    source: str,
+    target: str | None,
+    max_hops: int,
+    k: int,
+    direction: str,
+    to_layer: str | None,
+    fmt: str,
+    **kwargs: Any,
+) -> None:
+    """The strongest co-activation paths from SOURCE (to TARGET), ranked by the product of edge strengths."""
+    with open_from(_store_opts(kwargs)) as store:
+        store.check_schema()
+        found = best_paths(store, source, target, max_hops=max_hops, k=k, direction=direction, to_layer=to_layer)
+    emit_rows([p.to_dict() for p in found], fmt, ["hops", "score", "path"])
+
+
+@click.group("runs", invoke_without_command=True)
+@store_options
+@output_options
+@click.pass_context
+def runs_group(ctx: click.Context, fmt: str, **kwargs: Any) -> None:
+    """List the runs in the store (`kgexplain runs delete RUN` removes one)."""
+    ctx.ensure_object(dict)
+    ctx.obj["store_opts"] = _store_opts(kwargs)
+    if ctx.invoked_subcommand is None:
+        with open_from(ctx.obj["store_opts"]) as store:
+            store.check_schema()
+            rows = queries.runs(store)
+        emit_rows(rows, fmt, ["run", "kind", "model", "data", "status", "started", "finished"])
+
+
+@runs_group.command("delete")
+@click.argument("run_id")
+@store_options
+@click.pass_context
+def runs_delete(ctx: click.Context, run_id: str, **kwargs: Any) -> None:
+    """Delete RUN_ID and everything it wrote (shared models, layers and images stay)."""
+    mine = _store_opts(kwargs)
+    opts = {k: mine[k] if mine[k] is not None else v for k, v in ctx.obj["store_opts"].items()}
+    with open_from(opts, read_only=False) as store:
+        if not store.delete_run(run_id):
+            raise UsageError(f"no run {run_id!r} in the store", hint="`kgexplain runs` lists them")
+    click.echo(f"deleted run {run_id}")
+
+
+@click.command("stats")
+@store_options
+@output_options
+def stats_command(fmt: str, **kwargs: Any) -> None:
+    """Counts per label and relationship, and patterns per run and layer."""
+    with open_from(_store_opts(kwargs)) as store:
+        store.check_schema()
+        s = queries.stats(store)
+    if fmt == "json":
+        emit_object(s, "json")
+        return
+    rows = [{"what": k, "count": v} for k, v in s["counts"].items()]
+    text = table(rows)
+    if s["patterns_per_layer"]:
+        text += "\n\n" + table(s["patterns_per_layer"])
+    click.echo(text) if fmt == "table" else emit_rows(rows, fmt)
+
+
+@click.group("store")
+def store_group() -> None:
+    """Initialise, upgrade or drop the store."""
+
+
+@store_group.command("init")
+@store_options
+def store_init(**kwargs: Any) -> None:
+    """Create the schema (tables, constraints, indexes); safe to run again."""
+    with open_from(_store_opts(kwargs), read_only=False) as store:
+        store.init_schema()
+        click.echo(f"store {store.url} ready (schema v{store.schema.version}, {store.backend})")
+
+
+@store_group.command("upgrade")
+@store_options
+def store_upgrade(**kwargs: Any) -> None:
+    """Add what a newer schema has (new tables, columns, indexes) to an existing store."""
+    with open_from(_store_opts(kwargs), read_only=False) as store:
+        added = store.upgrade()
+        click.echo(f"store {store.url} at schema v{store.schema.version}; added: {', '.join(added) or 'nothing'}")
+
+
+@store_group.command("drop")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@store_options
+def store_drop(yes: bool, **kwargs: Any) -> None:
+    """Delete every node, relationship and table of the store (artifacts are kept)."""
+    opts = _store_opts(kwargs)
+    if not yes:
+        click.confirm(f"Delete everything in {resolve_location(opts['store'])}?", abort=True)
+    with open_from(opts, read_only=False) as store:
+        store.drop()
+        click.echo(f"dropped {store.url}")
+
+
+@store_group.command("info")
+@store_options
+@output_options
+def store_info(fmt: str, **kwargs: Any) -> None:
+    """Backend, location, schema version and artifacts folder."""
+    with open_from(_store_opts(kwargs)) as store:
+        info = {
+            "store": store.url,
+            "backend": store.backend,
+            "schema_version": store.stored_schema_version(),
+            "code_schema_version": store.schema.version,
+            "artifacts": str(store.artifacts.root),
+        }
+    emit_object(info, fmt)
+
+
+@click.command("export")
+@click.option("--format", "format_", type=click.Choice(FORMATS), required=True)
+@click.option("--out", required=True, type=click.Path(), help="Output file (graphml, jsonl) or folder (csv).")
+@click.option("--run", default=None, help="Only this run (plus the shared models, layers, filters, images).")
+@store_options
+@click.pass_context
+def export_command(ctx: click.Context, format_: str, out: str, run: str | None, **kwargs: Any) -> None:
+    """Export the store (or one run) as GraphML, JSON lines or CSV."""
+    with open_from(_store_opts(kwargs)) as store:
+        store.check_schema()
+        counts = export(store, format_, out, run)
+    status(ctx, ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    click.echo(f"wrote {sum(counts.values())} nodes and relationships to {out}")
+
+
+@click.command("push")
+@click.option("--to", "target", required=True, metavar="URL", help="The Neo4j to write to (bolt://HOST:7687).")
+@click.option("--run", default=None, help="Only this run.")
+@click.option("--to-user", default=None, help="Target user (default: NEO4J_USERNAME).")
+@click.option("--to-password", default=None, help="Target password (default: NEO4J_PASSWORD).")
+@click.option("--to-database", default=None, help="Target database (default neo4j).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Rows per UNWIND batch.")
+@store_options
+@click.pass_context
+def push_command(
+    ctx: click.Context,
+    target: str,
+    run: str | None,
+    to_user: str | None,
+    to_password: str | None,
+    to_database: str | None,
+    batch_size: int | None,
+    **kwargs: Any,
+) -> None:
+    """Copy the store (or one run) into Neo4j; pushing again changes nothing."""
+    opts = _store_opts(kwargs)
+    if not is_bolt_url(resolve_location(target)):
+        raise UsageError(f"--to must be a bolt:// or neo4j:// URL, not {target!r}")
+    with open_from(opts) as source:
+        source.check_schema()
+        with open_store(
+            target,
+            user=to_user or opts["user"],
+            password=to_password or opts["password"],
+            database=to_database,
+            batch_size=batch_size,
+            artifacts=source.artifacts.root,
+        ) as dest:
+            counts = push(source, dest, run, log=lambda m: status(ctx, m))
+    click.echo(f"pushed {sum(counts.values())} rows to {target}")
+
+
+COMMANDS = [
+    query_command,
+    patterns_command,
+    show_command,
+    paths_command,
+    runs_group,
+    stats_command,
+    store_group,
+    export_command,
+    push_command,
+]
