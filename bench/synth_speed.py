@@ -1,7 +1,7 @@
 """Throughput of the synthetic data generator.
 
-    python bench/synth_speed.py --json            # {"images_per_s": ...} at 224 px, in memory, one process
-    python bench/synth_speed.py --workers 2 --write /tmp/synth   # also PNG writing with 2 processes
+python bench/synth_speed.py --json            # {"images_per_s": ...} at 224 px, in memory, one process
+python bench/synth_speed.py --workers 2 --write /tmp/synth   # also PNG writing with 2 processes
 """
 
 from __future__ import annotations

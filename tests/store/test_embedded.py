@@ -1,0 +1,170 @@
+"""Reliability of the embedded store: locks, concurrent readers, kill -9, schema versions, crash isolation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from kgexplain.errors import StoreError
+from kgexplain.store import open_store
+from kgexplain.store.isolated import run_isolated
+from kgexplain.store.sample_graph import Shape, sample_graph, small
+
+# ~20k patterns and ~250k edges: a write that takes a few seconds, long enough to be interrupted.
+MEDIUM = Shape((("conv4_1", 128, 40), ("conv4_2", 128, 40), ("conv5_1", 128, 20)), parents=10, top=5, images=200)
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from kgexplain.store import open_store
+    from kgexplain.store.sample_graph import Shape, sample_graph
+    shape = Shape((("conv4_1", 128, 40), ("conv4_2", 128, 40), ("conv5_1", 128, 20)), parents=10, top=5, images=200)
+    g = sample_graph(shape, seed=1)
+    with open_store(sys.argv[1]) as s:
+        print("start", flush=True)
+        g.write(s)
+        print("done", flush=True)
+        time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 0)
+""")
+
+READER = textwrap.dedent("""
+    import json, sys, time
+    from kgexplain.store import open_store
+    out = []
+    deadline = time.time() + float(sys.argv[2])
+    while time.time() < deadline:
+        with open_store(sys.argv[1], read_only=True) as s:
+            out.append(s.query("MATCH (p:Pattern) RETURN count(p)").scalar())
+        time.sleep(0.2)
+    print(json.dumps(out))
+""")
+
+
+def _writer(folder: Path, linger: float = 0.0) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(folder), str(linger)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(proc: subprocess.Popen[str], marker: str) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line == marker, (line, proc.stderr.read() if proc.stderr else "")
+
+
+def test_a_second_writer_gets_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    with open_store(folder) as s:
+        s.init_schema()
+    w = _writer(folder, linger=10)
+    try:
+        _wait_for(w, "start")
+        with pytest.raises(StoreError, match=r"open for writing by another process \(PID \d+\)"):
+            open_store(folder)
+    finally:
+        w.kill()
+        w.wait()
+
+
+def test_two_readers_while_one_writer_works(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    with open_store(folder) as s:
+        s.init_schema()
+    w = _writer(folder, linger=2)
+    _wait_for(w, "start")
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, str(folder), "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [r.communicate(timeout=120) for r in readers]
+    w.communicate(timeout=120)
+    assert w.returncode == 0
+    full = sum(40 * 128 if layer != "conv5_1" else 20 * 128 for layer in ("conv4_1", "conv4_2", "conv5_1"))
+    for (stdout, stderr), r in zip(outs, readers, strict=True):
+        assert r.returncode == 0, stderr
+        counts = json.loads(stdout)
+        assert counts and all(c in (0, full) for c in counts), counts  # never a half-written run
+        assert counts == sorted(counts)
+
+
+def test_kill_9_during_a_write_then_rerun(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    with open_store(folder) as s:
+        s.init_schema()
+    w = _writer(folder)
+    _wait_for(w, "start")
+    time.sleep(0.8)
+    os.kill(w.pid, signal.SIGKILL)
+    w.wait()
+    g = sample_graph(MEDIUM, seed=1)
+    with open_store(folder) as s:
+        assert s.run_status(g.run.id) != "complete"  # never marked complete half-written
+        g.write(s)
+        counts = s.counts()
+        assert s.run_status(g.run.id) == "complete"
+    assert counts["Pattern"] == len(g.nodes["Pattern"])
+    assert counts["PARENT"] == len(g.rels["PARENT"]) and counts["FIRES_ON"] == len(g.rels["FIRES_ON"])
+    assert counts["Image"] == len(g.shared_nodes["Image"]) and counts["Run"] == 1
+
+
+def test_an_older_schema_says_so_and_upgrade_fixes_it(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    g = sample_graph(small())
+    with open_store(folder) as s:
+        g.write(s)
+        s.query("MATCH (m:Meta) WHERE m.id = 'schema_version' SET m.value = '0'", write=True)
+    with open_store(folder, read_only=True) as s, pytest.raises(StoreError, match=r"schema v0.*store upgrade"):
+        s.check_schema()
+    with open_store(folder) as s:
+        with pytest.raises(StoreError, match="schema v0"):
+            g.write(s)
+        s.upgrade()
+        g.write(s)
+        s.check_schema()
+    with open_store(folder) as s:
+        s.query("MATCH (m:Meta) WHERE m.id = 'schema_version' SET m.value = '99'", write=True)
+    with open_store(folder, read_only=True) as s, pytest.raises(StoreError, match="newer kgexplain"):
+        s.check_schema()
+
+
+def test_missing_and_bad_locations(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no kgexplain store at"):
+        open_store(tmp_path / "nothing", read_only=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is a file, not a store folder"):
+        open_store(tmp_path / "file")
+    with pytest.raises(StoreError, match="unsupported store URL scheme 'http'"):
+        open_store("http://localhost:7474")
+    with pytest.raises(StoreError, match="needs NEO4J_URI"):
+        open_store("neo4j")
+
+
+def test_a_query_that_crashes_the_engine_does_not_hurt_the_store(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    g = sample_graph(small())
+    with open_store(folder) as s:
+        g.write(s)
+        before = s.counts()
+    pid = g.nodes["Pattern"].column("id")[0].as_py()
+    crash = (
+        "MATCH p = (a:Pattern)-[e:PARENT* WSHORTEST(weight)]->(b:Pattern) "
+        f"WHERE a.id = '{pid}' AND b.layer = 'conv5_1' RETURN cost(p) LIMIT 1"
+    )
+    with pytest.raises(StoreError, match=r"crashed the embedded database engine \(SIGSEGV\); the store is unchanged"):
+        run_isolated(str(folder), crash)
+    with open_store(folder, read_only=True) as s:
+        assert s.counts() == before
+    ok = run_isolated(str(folder), "MATCH (p:Pattern) WHERE p.id = $id RETURN p.layer", {"id": pid})
+    assert ok.rows == [["conv4_1"]]
