@@ -54,6 +54,17 @@ class ImageSource(ABC):
     def load_image(self, index: int) -> Image.Image:
         """The RGB image; raises ImageDecodeError for unusable files."""
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(w, h) of an image; reads only the file header when there is a file."""
+        rec = self.record(index)
+        if rec.path is not None:
+            try:
+                with Image.open(rec.path) as img:
+                    return img.size
+            except (OSError, ValueError):
+                pass
+        return self.load_image(index).size
+
     def load_mask(self, index: int, size: tuple[int, int]) -> np.ndarray | None:
         rec = self.record(index)
         return load_mask(rec.mask_path, size) if rec.mask_path else None
@@ -154,6 +165,13 @@ class Framing:
             mx, my = (x1 - x0) * self.margin, (y1 - y0) * self.margin
             return max(0.0, x0 - mx), max(0.0, y0 - my), min(float(w), x1 + mx), min(float(h), y1 + my)
         return 0.0, 0.0, float(w), float(h)
+
+    def keypoints(self, source: ImageSource, index: int) -> dict[str, Point]:
+        """The record's keypoints in framed coordinates, without decoding the pixels."""
+        rec = source.record(index)
+        w, h = source.image_size(index)
+        affine = region_affine(self.region(rec, w, h), self.size, self.size)
+        return {k: affine.point(*p) for k, p in rec.keypoints.items()}
 
     def apply(self, source: ImageSource, index: int, with_mask: bool = True) -> Framed:
         rec = source.record(index)

@@ -50,6 +50,9 @@ class Subset(ImageSource):
     def load_mask(self, index: int, size: tuple[int, int]) -> np.ndarray | None:
         return self.source.load_mask(self.indices[index], size)
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        return self.source.image_size(self.indices[index])
+
     def mask_array(self, index: int) -> np.ndarray | None:
         getter = getattr(self.source, "mask_array", None)
         return getter(self.indices[index]) if getter else None
