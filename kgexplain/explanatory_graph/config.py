@@ -1,0 +1,65 @@
+"""Settings of the explanatory-graph miner, with the paper's defaults (papers/explanatory-graph.txt, §3-4)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+# Per-architecture defaults: the paper's layers and patterns per filter (or density of the map).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vgg16": {"layers": ("conv4_2", "conv4_3", "conv5_2", "conv5_3"), "density": (0.05, 0.05, 0.1, 0.1)},
+    "vgg19": {"layers": ("conv4_3", "conv4_4", "conv5_3", "conv5_4"), "density": (0.05, 0.05, 0.1, 0.1)},
+    "resnet50": {"layers": ("layer2", "layer3", "layer4"), "patterns": (40, 20, 10)},
+    "resnet152": {"layers": ("layer2", "layer3", "layer4"), "patterns": (40, 20, 10)},
+    # The toy net's maps are 16x16 and 8x8 at 128 px: 13 patterns per filter on conv4 (density 0.05, as the paper)
+    # and 10 on the coarse conv5 maps (about one per 6 cells; 7 at density 0.1 measured less stable, see README).
+    "toynet": {"layers": ("conv4_1", "conv4_2", "conv5_1", "conv5_2"), "patterns": (13, 13, 10, 10)},
+    "alexnet": {"layers": ("conv3", "conv4", "conv5"), "density": (0.1, 0.1, 0.1)},
+    "mobilenet_v2": {"layers": ("features.6", "features.13", "features.17"), "patterns": (40, 20, 10)},
+}
+
+
+@dataclass(frozen=True)
+class EGConfig:
+    """How to mine. ``layers`` bottom to top; per layer either ``patterns`` per filter or a ``density``."""
+
+    layers: tuple[str, ...] = ()
+    density: tuple[float, ...] = ()  # patterns per filter = ceil(h * w * density)
+    patterns: tuple[int, ...] = ()  # explicit patterns per filter (overrides density)
+    parents: int = 15  # M: upper-layer patterns linked to each pattern
+    tau: float = 0.1  # weight of the noise component
+    iterations: int = 20  # T: EM iterations per layer
+    beta: float = 1.0  # F(x) = beta * max(x_norm, 0)
+    window: float = 0.15  # half-range of a pattern's candidate positions, as a fraction of the map side
+    init_sigma: float = 0.15  # initial sigma, fraction of the map side
+    max_candidates: int = 600  # upper-layer patterns considered as parents (by total score)
+    border: float = 0.1  # candidates whose prior lies this close to the image border are not parents
+    top_images: int = 20  # a pattern's score: mean of its best images' scores
+    fire_threshold: float = 1.0  # fires when F(x) * P^2 reaches this (in background standard deviations)
+    seed: int = 0
+    chunk_elements: int = 4_000_000  # images per E-step chunk = this / (patterns * window cells)
+
+    def patterns_for(self, index: int, map_h: int, map_w: int) -> int:
+        if self.patterns:
+            return int(self.patterns[index])
+        density = self.density[index] if self.density else 0.05
+        return max(1, math.ceil(map_h * map_w * density))
+
+    def with_model_defaults(self, model_name: str, default_layers: tuple[str, ...]) -> EGConfig:
+        """Fill unset layers / densities from the paper's choice for ``model_name``."""
+        d = MODEL_DEFAULTS.get(model_name, {})
+        cfg = self
+        if not cfg.layers:
+            cfg = replace(cfg, layers=tuple(d.get("layers", default_layers)))
+            if not cfg.patterns and not cfg.density:
+                cfg = replace(cfg, density=tuple(d.get("density", ())), patterns=tuple(d.get("patterns", ())))
+        n = len(cfg.layers)
+        if cfg.patterns and len(cfg.patterns) != n:
+            raise ValueError(f"{len(cfg.patterns)} pattern counts for {n} layers")
+        if cfg.density and len(cfg.density) != n:
+            raise ValueError(f"{len(cfg.density)} densities for {n} layers")
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,203 @@
+"""The E-step of one layer, vectorised over images x patterns x candidate positions.
+
+Every pattern V (of filter d) looks at a square window of cells around its predicted position
+``pred = mu_V + Delta_{I,V}`` (the parents' shift on image I). Per cell x of the window:
+
+    g(V, x)    = exp(-|p_x - pred|^2 / (2 sigma_V^2))                 Gaussian compatibility (Eq. 3-4)
+    dens(V, x) = g * (cell area) / (2 pi sigma_V^2)                   as a density per cell
+    r(V, x)    = dens / (sum over V's siblings of dens + tau / (h w))  responsibility, with the noise component
+    w(V, x)    = F(x) * r(V, x)                                       activation entities V explains (EM weight)
+    S(V, x)    = F(x) * g^2                                           inference score (S = F(x) P(p_x|V)^2)
+
+The sibling sum is a scatter-add over the filter's map; the maps are padded by the window's half-range with a
+negative value, so windows never leave the array, off-map cells carry no weight and can never be the inferred
+position. Positions are image pixels. ``estep_numba.py`` is the same computation as one fused CPU kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A layer's map on the image plane."""
+
+    h: int
+    w: int
+    sx: float
+    sy: float
+    cx: float
+    cy: float
+    r: int  # window half-range in cells
+
+    @property
+    def k(self) -> int:
+        return 2 * self.r + 1
+
+
+@dataclass
+class Stats:
+    """Sufficient statistics for the M-step, summed over images (all shaped (P,))."""
+
+    w: torch.Tensor  # sum of weights
+    dx: torch.Tensor  # sum of w * (p_x - pred_x)
+    dy: torch.Tensor
+    dd: torch.Tensor  # sum of w * |p - pred|^2
+
+    def add(self, other: Stats) -> None:
+        self.w += other.w
+        self.dx += other.dx
+        self.dy += other.dy
+        self.dd += other.dd
+
+    @classmethod
+    def zeros(cls, p: int, device: torch.device) -> Stats:
+        z = torch.zeros(p, dtype=torch.float64, device=device)
+        return cls(z.clone(), z.clone(), z.clone(), z.clone())
+
+
+OFF_MAP = -1.0  # padding value: cells off the map can never be a pattern's inferred position
+TIE = 1e-12  # added to responses when ranking cells, so a window without response picks the cell nearest pred
+
+
+def pad(f: torch.Tensor, r: int) -> torch.Tensor:
+    """Pad maps (B, D, h, w) by r cells on every side with OFF_MAP (responses are >= 0 on the map)."""
+    return nnf.pad(f, (r, r, r, r), value=OFF_MAP) if r else f
+
+
+def e_step(
+    fp: torch.Tensor,
+    pred: torch.Tensor,
+    sigma: torch.Tensor,
+    filt: torch.Tensor,
+    grid: Grid,
+    tau: float,
+    with_stats: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
+    """One chunk of images.
+
+    fp: padded responses (B, D, h + 2r, w + 2r); pred: predicted positions (B, P, 2) px; sigma: (P,) px;
+    filt: (P,) channel of each pattern. Returns inferred positions (B, P, 2) px, scores (B, P) and the chunk's
+    M-step statistics.
+    """
+    b, _d, hp, wp = fp.shape
+    r, k = grid.r, grid.k
+    dev, dt = fp.device, fp.dtype
+    offs = torch.arange(-r, r + 1, device=dev)
+    # Window centre cell (nearest to the prediction, kept on the map).
+    ci = ((pred[..., 0] - grid.cx) / grid.sx).round().clamp_(0, grid.w - 1).long()  # (B, P)
+    cj = ((pred[..., 1] - grid.cy) / grid.sy).round().clamp_(0, grid.h - 1).long()
+    # Offsets of the window's cells from the prediction, in pixels, per axis.
+    dxp = (grid.cx + (ci[..., None] + offs) * grid.sx).to(dt) - pred[..., 0:1]  # (B, P, k)
+    dyp = (grid.cy + (cj[..., None] + offs) * grid.sy).to(dt) - pred[..., 1:2]
+    inv = (0.5 / (sigma * sigma)).to(dt)[None, :, None]
+    gx = torch.exp(-(dxp * dxp) * inv)
+    gy = torch.exp(-(dyp * dyp) * inv)
+    g = gy[..., :, None] * gx[..., None, :]  # (B, P, k, k)
+    # Flat index of every window cell in the padded maps of the batch.
+    base = (filt * (hp * wp))[None, :] + cj * wp + ci  # (B, P); padded cell (cj + r, ci + r) minus (r, r)
+    grid_off = (torch.arange(k, device=dev)[:, None] * wp + torch.arange(k, device=dev)[None, :]).view(-1)
+    idx = (base[..., None] + grid_off).view(b, -1)  # (B, P*k*k)
+    flat = fp.reshape(b, -1)
+    fw = flat.gather(1, idx).view_as(g)  # OFF_MAP outside the map
+
+    g2 = g * g
+    _, arg = ((fw + TIE) * g2).view(b, g.shape[1], -1).max(-1)
+    score = torch.gather(fw.clamp_min(0).view(b, g.shape[1], -1) * g2.view(b, g.shape[1], -1), 2, arg[..., None])[
+        ..., 0
+    ]
+    ky, kx = arg // k, arg % k
+    pos = torch.stack((grid.cx + (ci + kx - r) * grid.sx, grid.cy + (cj + ky - r) * grid.sy), dim=-1).to(pred.dtype)
+    if not with_stats:
+        return pos, score, None
+
+    area = grid.sx * grid.sy / (2.0 * math.pi)
+    dens = g * (area / (sigma * sigma)).to(dt)[None, :, None, None]
+    sib = torch.zeros_like(flat).scatter_add_(1, idx, dens.view(b, -1))
+    resp = dens / (sib.gather(1, idx).view_as(g) + tau / (grid.h * grid.w))
+    wgt = fw.clamp_min(0) * resp
+    wx = wgt.sum(-2)  # (B, P, k): summed over rows -> weight per column offset
+    wy = wgt.sum(-1)  # (B, P, k): per row offset
+    stats = Stats(
+        w=wx.sum((0, 2)).double(),
+        dx=(wx * dxp).sum((0, 2)).double(),
+        dy=(wy * dyp).sum((0, 2)).double(),
+        dd=((wx * dxp * dxp).sum((0, 2)) + (wy * dyp * dyp).sum((0, 2))).double(),
+    )
+    return pos, score, stats
+
+
+def numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:  # pragma: no cover - numba is a dependency; this guards odd platforms
+        return False
+    return True
+
+
+def e_step_numba(
+    f: torch.Tensor,
+    mu: torch.Tensor,
+    sigma: torch.Tensor,
+    n_per_filter: int,
+    grid: Grid,
+    tau: float,
+    with_stats: bool = True,
+    upper: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    fire: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
+    """``e_step`` on *unpadded* CPU responses (B, D, h, w) through the fused numba kernel.
+
+    The prediction ``mu + Delta`` is computed inside the kernel from ``upper`` = (parent index (P, M), the
+    parents' positions (B, Pu, 2) and scores (B, Pu) on these images, their mu (Pu, 2), the edge weights (P, M)).
+    """
+    from kgexplain.explanatory_graph.estep_numba import estep_kernel
+
+    def arr(t: torch.Tensor, dtype: type = np.float32) -> np.ndarray:
+        return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
+
+    b, p = f.shape[0], mu.shape[0]
+    if upper is None:
+        parents = np.zeros((p, 0), np.int64)
+        up_pos, up_score = np.zeros((b, 1, 2), np.float32), np.zeros((b, 1), np.float32)
+        up_mu, up_inv = np.zeros((1, 2), np.float32), np.zeros((p, 0), np.float32)
+    else:
+        idx, pos_u, score_u, mu_u, edge_w = upper
+        parents, up_pos, up_score, up_mu = arr(idx, np.int64), arr(pos_u), arr(score_u), arr(mu_u)
+        up_inv = arr(edge_w)
+    pos = np.empty((b, p, 2), np.float32)
+    score = np.empty((b, p), np.float32)
+    st = np.empty((b, p, 4) if with_stats else (1, 1, 4), np.float64)
+    estep_kernel(
+        arr(f),
+        arr(mu),
+        parents,
+        up_pos,
+        up_score,
+        up_mu,
+        up_inv,
+        float(fire),
+        arr(sigma),
+        n_per_filter,
+        float(grid.sx),
+        float(grid.sy),
+        float(grid.cx),
+        float(grid.cy),
+        grid.r,
+        float(tau),
+        with_stats,
+        pos,
+        score,
+        st,
+    )
+    stats = None
+    if with_stats:
+        sums = torch.from_numpy(st.sum(0))
+        stats = Stats(sums[:, 0].clone(), sums[:, 1].clone(), sums[:, 2].clone(), sums[:, 3].clone())
+    return torch.from_numpy(pos), torch.from_numpy(score), stats

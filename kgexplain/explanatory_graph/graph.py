@@ -1,0 +1,140 @@
+"""The mined explanatory graph and its inferences: plain typed data (numpy), saved as one .npz file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kgexplain.geometry import LayerGeometry
+
+
+@dataclass
+class LayerPatterns:
+    """The patterns of one layer. Positions and spreads are image-plane pixels."""
+
+    name: str
+    geometry: LayerGeometry
+    filter: np.ndarray  # (P,) channel of each pattern
+    k: np.ndarray  # (P,) index of the pattern within its filter
+    mu: np.ndarray  # (P, 2) prior position (x, y)
+    sigma: np.ndarray  # (P,) spread of the position given the parents
+    parents: np.ndarray  # (P, M) indices into the layer above (-1: none; the top layer has none)
+    parent_weight: np.ndarray  # (P, M) co-activation x spatial consistency
+    parent_spread: np.ndarray  # (P, M) deviation of the displacement to the parent
+    score: np.ndarray  # (P,) mean of the pattern's best image scores on the mining images
+    fires: np.ndarray  # (P,) images of the mining set on which the pattern fires
+    std: np.ndarray  # (D, h, w) background standard deviation used to normalise the layer
+
+    @property
+    def count(self) -> int:
+        return int(self.filter.shape[0])
+
+    def parent_offsets(self, upper: LayerPatterns) -> np.ndarray:
+        """(P, M, 2): the child's prior position relative to each parent's, mu_V - mu_V'."""
+        safe = np.where(self.parents >= 0, self.parents, 0)
+        return self.mu[:, None, :] - upper.mu[safe]
+
+
+@dataclass
+class ExplanatoryGraph:
+    """Layers bottom to top; layer i's parents are in layer i + 1."""
+
+    model: str
+    layers: list[LayerPatterns]
+    config: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def layer(self, name: str) -> LayerPatterns:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def patterns(self) -> int:
+        return sum(layer.count for layer in self.layers)
+
+    @property
+    def edges(self) -> int:
+        return int(sum((layer.parents >= 0).sum() for layer in self.layers))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        arrays: dict[str, Any] = {}
+        meta: dict[str, Any] = {"model": self.model, "config": self.config, "stats": self.stats, "layers": []}
+        for i, layer in enumerate(self.layers):
+            meta["layers"].append({"name": layer.name, "geometry": layer.geometry.to_dict()})
+            for key in (
+                "filter",
+                "k",
+                "mu",
+                "sigma",
+                "parents",
+                "parent_weight",
+                "parent_spread",
+                "score",
+                "fires",
+                "std",
+            ):
+                arrays[f"{i}/{key}"] = getattr(layer, key)
+        arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode(), dtype=np.uint8)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExplanatoryGraph:
+        with np.load(path) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            layers = []
+            for i, info in enumerate(meta["layers"]):
+                g = LayerGeometry(**info["geometry"])
+                layers.append(
+                    LayerPatterns(
+                        info["name"],
+                        g,
+                        *(
+                            z[f"{i}/{k}"]
+                            for k in (
+                                "filter",
+                                "k",
+                                "mu",
+                                "sigma",
+                                "parents",
+                                "parent_weight",
+                                "parent_spread",
+                                "score",
+                                "fires",
+                                "std",
+                            )
+                        ),
+                    )
+                )
+        return cls(meta["model"], layers, meta.get("config", {}), meta.get("stats", {}))
+
+
+@dataclass
+class LayerInference:
+    position: np.ndarray  # (n, P, 2) inferred position per image, px
+    score: np.ndarray  # (n, P) S = F(x) P(p_x | V, parents)^2 at that position
+    fires: np.ndarray  # (n, P) bool
+
+
+@dataclass
+class Inference:
+    """Pattern inferences on a set of images (rows follow the feature set's images)."""
+
+    layers: dict[str, LayerInference]
+    image_ids: list[str]
+
+    def top_images(self, layer: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(P, k) image rows and scores of each pattern's best images, best first."""
+        s = self.layers[layer].score
+        k = min(k, s.shape[0])
+        order = np.argsort(-s, axis=0, kind="stable")[:k].T  # (P, k)
+        return order, np.take_along_axis(s.T, order, axis=1)

@@ -1,0 +1,388 @@
+"""Mining an explanatory graph (Algorithm 1, top-down EM) and inferring its patterns on images.
+
+Layer by layer from the top: every filter's activation entities F(x) are explained by a mixture of N part
+patterns plus a noise component. A pattern predicts its position on image I from its prior mu and the
+displacement of its parents (patterns of the layer above): ``pred = mu + Delta_I``, where Delta_I is the
+1/sigma^2-weighted mean of the parents' displacements ``p_parent - mu_parent`` (footnote 4 of the paper; parents
+that do not fire on I do not pull). The E-step (``estep.py``) gives responsibilities and inferences; the M-step
+moves mu to the responsibility-weighted mean of ``p_x - Delta`` and sets sigma from the residuals. Parents are
+re-chosen every iteration from the second on (``parents.py``). Everything is in image-plane pixels.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from kgexplain.devices import resolve_device
+from kgexplain.explanatory_graph.config import EGConfig
+from kgexplain.explanatory_graph.estep import Grid, Stats, e_step, e_step_numba, numba_available, pad
+from kgexplain.explanatory_graph.graph import ExplanatoryGraph, Inference, LayerInference, LayerPatterns
+from kgexplain.explanatory_graph.normalise import background_std, responses
+from kgexplain.explanatory_graph.parents import Parents, candidates, select_parents
+from kgexplain.features.cache import FeatureSet
+from kgexplain.geometry import LayerGeometry
+
+MEMORY_BUDGET = 2 << 30  # padded responses of a layer kept on the device up to this size
+
+
+class LayerData:
+    """A layer's normalised responses over a set of images: held on the device, or streamed from the cache.
+
+    Padded by the window's half-range for the torch E-step; unpadded for the numba kernel.
+    """
+
+    def __init__(
+        self, fs: FeatureSet, std: torch.Tensor, beta: float, r: int, device: torch.device, padded: bool
+    ) -> None:
+        self.fs, self.std, self.beta, self.device = fs, std.to(device), beta, device
+        self.r = r if padded else 0
+        self.n = len(fs)
+        d, h, w = fs.shape
+        self.bytes = self.n * d * (h + 2 * self.r) * (w + 2 * self.r) * 4
+        self.cache: torch.Tensor | None = None
+        if self.bytes <= MEMORY_BUDGET:
+            parts = [self._prepare(x) for _, x in fs.chunks(256, device=device)]
+            self.cache = torch.cat(parts) if parts else torch.zeros(0, d, h + 2 * self.r, w + 2 * self.r, device=device)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return pad(responses(x, self.std, self.beta), self.r).contiguous()
+
+    def chunks(self, size: int) -> Iterator[tuple[slice, torch.Tensor]]:
+        if self.cache is not None:
+            for lo in range(0, self.n, size):
+                yield slice(lo, min(lo + size, self.n)), self.cache[lo : lo + size]
+        else:
+            for sl, x in self.fs.chunks(size, device=self.device):
+                yield sl, self._prepare(x)
+
+    def interior(self, f: torch.Tensor) -> torch.Tensor:
+        r = self.r
+        return f[:, :, r : f.shape[2] - r, r : f.shape[3] - r] if r else f
+
+
+@dataclass
+class LayerState:
+    """A fitted layer on the device, with its inferences on the mining images."""
+
+    name: str
+    geometry: LayerGeometry
+    grid: Grid
+    filt: torch.Tensor
+    k: torch.Tensor
+    mu: torch.Tensor  # (P, 2)
+    sigma: torch.Tensor  # (P,)
+    parents: Parents | None
+    pos: torch.Tensor  # (n, P, 2)
+    score: torch.Tensor  # (n, P)
+    std: torch.Tensor
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def make_grid(g: LayerGeometry, window: float) -> Grid:
+    r = max(1, round(window * max(g.map_h, g.map_w)))
+    return Grid(g.map_h, g.map_w, g.stride_x, g.stride_y, g.centre_x, g.centre_y, r)
+
+
+def edge_weights(parents: Parents, upper_sigma: torch.Tensor) -> torch.Tensor:
+    """(P, M) weight of each parent in a child's predicted shift: 1 / sigma^2 of the parent (the authors' code;
+    weighting by the spread of the child-parent displacement instead measured less stable)."""
+    return 1.0 / (upper_sigma[parents.index] ** 2)
+
+
+def parent_shift(
+    parents: Parents,
+    upper_mu: torch.Tensor,
+    edge_w: torch.Tensor,
+    upper_pos: torch.Tensor,
+    upper_score: torch.Tensor,
+    fire: float,
+) -> torch.Tensor:
+    """Delta (B, P, 2) for a chunk of images from the parents' inferred positions (B, P_up, 2)."""
+    idx = parents.index  # (P, M)
+    disp = upper_pos[:, idx] - upper_mu[idx][None]  # (B, P, M, 2)
+    w = edge_w[None] * (upper_score[:, idx] / fire).clamp(0, 1)  # (B, P, M)
+    total = w.sum(-1, keepdim=True)
+    return torch.where(
+        total > 0, (w[..., None] * disp).sum(-2) / total.clamp_min(1e-30), torch.zeros_like(disp[..., 0, :])
+    )
+
+
+class ExplanatoryGraphMiner:
+    """Learns an explanatory graph from feature maps (``fit``) and infers its patterns on images (``infer``)."""
+
+    def __init__(
+        self, config: EGConfig, device: str | torch.device = "auto", progress: bool = False, kernel: str = "auto"
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(device)
+        self.progress = progress
+        if kernel not in ("auto", "numba", "torch"):
+            raise ValueError("kernel must be auto, numba or torch")
+        if kernel == "auto":
+            kernel = "numba" if self.device.type == "cpu" and numba_available() else "torch"
+        if kernel == "numba" and self.device.type != "cpu":
+            raise ValueError("the numba kernel runs on the CPU only")
+        self.kernel = kernel
+
+    def _e_step(
+        self,
+        f: torch.Tensor,
+        mu: torch.Tensor,
+        sigma: torch.Tensor,
+        filt: torch.Tensor,
+        n_pat: int,
+        grid: Grid,
+        with_stats: bool,
+        parents: Parents | None,
+        upper: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
+        """One chunk; ``upper`` = (mu, sigma, positions, scores) of the parents' layer on these images."""
+        cfg = self.config
+        edge_w = edge_weights(parents, upper[1]) if parents is not None and upper is not None else None
+        if self.kernel == "numba":
+            up = None
+            if parents is not None and upper is not None and edge_w is not None:
+                up = (parents.index, upper[2], upper[3], upper[0], edge_w)
+            return e_step_numba(f, mu, sigma, n_pat, grid, cfg.tau, with_stats, up, cfg.fire_threshold)
+        pred = mu[None].expand(f.shape[0], -1, -1)
+        if parents is not None and upper is not None and edge_w is not None:
+            pred = pred + parent_shift(parents, upper[0], edge_w, upper[2], upper[3], cfg.fire_threshold)
+        return e_step(f, pred, sigma, filt, grid, cfg.tau, with_stats)
+
+    def _chunk(self, patterns: int, grid: Grid) -> int:
+        if self.kernel == "numba":
+            return 1 << 30  # the kernel wants every image at once (parallel over images)
+        return max(1, self.config.chunk_elements // max(1, patterns * grid.k * grid.k))
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        features: Mapping[str, FeatureSet],
+        negatives: Mapping[str, FeatureSet] | None = None,
+        model: str = "",
+    ) -> ExplanatoryGraph:
+        """Mine the layers ``config.layers`` (bottom to top) from the features of the object images.
+
+        ``negatives`` (background images) give the normalisation; without them the object images' own statistics
+        are used (documented fallback).
+        """
+        cfg = self.config
+        names = list(cfg.layers)
+        missing = [n for n in names if n not in features]
+        if missing:
+            raise KeyError(f"no features for layers {missing}")
+        n_images = {len(features[n]) for n in names}
+        if len(n_images) != 1 or 0 in n_images:
+            raise ValueError(f"the layers have different or no images: {n_images}")
+        gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        t_start = time.perf_counter()
+        states: dict[str, LayerState] = {}
+        upper: LayerState | None = None
+        total_steps = len(names) * (cfg.iterations + 1)
+        with tqdm(
+            total=total_steps, desc="mining", unit="step", file=sys.stderr, disable=not self.progress, leave=False
+        ) as bar:
+            for li in reversed(range(len(names))):
+                name = names[li]
+                neg = negatives.get(name) if negatives else None
+                if neg is not None and len(neg) >= 2:
+                    std = background_std(neg, self.device)
+                else:
+                    std = background_std(features[name], self.device, per_position=False)
+                state = self._fit_layer(li, name, features[name], std, upper, gen, bar)
+                states[name] = state
+                upper = state
+        layers = [
+            self._export(states[n], states[names[i + 1]] if i + 1 < len(names) else None) for i, n in enumerate(names)
+        ]
+        stats = {
+            "seconds": round(time.perf_counter() - t_start, 3),
+            "layer_seconds": {n: states[n].seconds for n in names},
+            "images": next(iter(n_images)),
+            "device": str(self.device),
+        }
+        return ExplanatoryGraph(model, layers, cfg.to_dict(), stats)
+
+    def _init_positions(self, data: LayerData, n_patterns: int, grid: Grid, gen: torch.Generator) -> torch.Tensor:
+        """N distinct cells per filter by k-means++ seeding on the filter's mean response map: the first cell is
+        drawn in proportion to the response, each next one to response x squared distance to the nearest cell
+        already drawn, among the cells responding at least as much as the map's mean; so a filter's patterns start
+        on its different activation peaks (the authors' code draws random distinct cells)."""
+        mean = torch.zeros(data.fs.shape, dtype=torch.float64, device=self.device)
+        for _, f in data.chunks(256):
+            mean += data.interior(f).clamp_min(0).sum(0).double()
+        weights = mean.flatten(1).cpu()
+        # Only cells where the filter really responds (at least its mean response) are drawn while there are
+        # enough of them: the many weak background cells would otherwise add up to a large share of the draws.
+        strong = weights >= weights.mean(1, keepdim=True)
+        enough = strong.sum(1, keepdim=True) >= min(n_patterns, weights.shape[1])
+        weights = torch.where(strong | ~enough, weights + 1e-12, torch.zeros_like(weights))
+        d, n_cells = weights.shape
+        rows = torch.arange(n_cells) // grid.w
+        cols = torch.arange(n_cells) % grid.w
+        chosen = torch.zeros(d, min(n_patterns, n_cells), dtype=torch.long)
+        nearest = torch.full((d, n_cells), float("inf"), dtype=torch.float64)
+        taken = torch.zeros(d, n_cells, dtype=torch.bool)
+        for t in range(chosen.shape[1]):
+            w = weights if t == 0 else weights * nearest
+            w = w.masked_fill(taken, 0.0)
+            w = torch.where(w.sum(1, keepdim=True) > 0, w, (~taken).double())
+            pick = torch.multinomial(w, 1, generator=gen).flatten()
+            chosen[:, t] = pick
+            taken[torch.arange(d), pick] = True
+            d2 = (rows[None] - rows[pick][:, None]).double() ** 2 + (cols[None] - cols[pick][:, None]).double() ** 2
+            nearest = torch.minimum(nearest, d2)
+        cells = chosen
+        if n_patterns > n_cells:  # more patterns than cells: wrap around
+            cells = cells.repeat(1, (n_patterns + n_cells - 1) // n_cells)[:, :n_patterns]
+        cells = cells.flatten().to(self.device)
+        x = grid.cx + (cells % grid.w).double() * grid.sx
+        y = grid.cy + (cells // grid.w).double() * grid.sy
+        return torch.stack((x, y), -1).float()
+
+    def _fit_layer(
+        self,
+        li: int,
+        name: str,
+        fs: FeatureSet,
+        std: torch.Tensor,
+        upper: LayerState | None,
+        gen: torch.Generator,
+        bar: Any,
+    ) -> LayerState:
+        cfg = self.config
+        geo = fs.geometry
+        grid = make_grid(geo, cfg.window)
+        t0 = time.perf_counter()
+        data = LayerData(fs, std, cfg.beta, grid.r, self.device, padded=self.kernel == "torch")
+        d, h, w = fs.shape
+        n_pat = cfg.patterns_for(li, h, w)
+        p = d * n_pat
+        filt = torch.arange(d, device=self.device).repeat_interleave(n_pat)
+        kk = torch.arange(n_pat, device=self.device).repeat(d)
+        stride = max(geo.stride_x, geo.stride_y)
+        side = max(h, w)
+        sigma_max = side / n_pat**0.5 * stride
+        sigma = torch.full((p,), min(cfg.init_sigma * side * stride, sigma_max), device=self.device)
+        mu = self._init_positions(data, n_pat, grid, gen)
+        n = data.n
+        pos = torch.zeros(n, p, 2, device=self.device)
+        score = torch.zeros(n, p, device=self.device)
+        chunk = self._chunk(p, grid)
+        parents: Parents | None = None
+        cand = None
+        if upper is not None:
+            cand = candidates(
+                upper.mu, upper.pos, upper.score, geo.input_w, geo.input_h, cfg.border, cfg.max_candidates
+            )
+        seconds = {"em": 0.0, "parents": 0.0}
+        for it in range(cfg.iterations + 1):
+            final = it == cfg.iterations
+            if upper is not None and cand is not None and it >= 1:
+                t = time.perf_counter()
+                parents = select_parents(pos, score, upper.pos, upper.score, cand, cfg.parents)
+                seconds["parents"] += time.perf_counter() - t
+            t = time.perf_counter()
+            stats = Stats.zeros(p, self.device)
+            for sl, f in data.chunks(chunk):
+                up = (upper.mu, upper.sigma, upper.pos[sl], upper.score[sl]) if upper is not None else None
+                ps, sc, st = self._e_step(f, mu, sigma, filt, n_pat, grid, not final, parents, up)
+                pos[sl], score[sl] = ps, sc
+                if st is not None:
+                    stats.add(st)
+            if not final:
+                mu, sigma = self._m_step(mu, sigma, stats, sigma_max)
+            seconds["em"] += time.perf_counter() - t
+            bar.update(1)
+        seconds["total"] = time.perf_counter() - t0
+        return LayerState(name, geo, grid, filt, kk, mu, sigma, parents, pos, score, std, seconds)
+
+    @staticmethod
+    def _m_step(
+        mu: torch.Tensor, sigma: torch.Tensor, st: Stats, sigma_max: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ok = st.w > 1e-9
+        w = st.w.clamp_min(1e-12)
+        mx, my = st.dx / w, st.dy / w  # mean offset of the explained entities from the prediction
+        var = (st.dd / w - mx * mx - my * my).clamp_min(0) / 2.0
+        new_mu = mu + torch.stack((mx, my), -1).float()
+        new_sigma = var.sqrt().float().clamp(sigma_max / 10.0, sigma_max)
+        mu = torch.where(ok[:, None], new_mu, mu)
+        sigma = torch.where(ok, new_sigma, torch.full_like(sigma, sigma_max))
+        return mu, sigma
+
+    def _export(self, s: LayerState, upper: LayerState | None) -> LayerPatterns:
+        cfg = self.config
+        k = min(cfg.top_images, s.score.shape[0])
+        top = torch.topk(s.score, k, dim=0).values.mean(0) if k else torch.zeros(s.score.shape[1])
+        fires = (s.score >= cfg.fire_threshold).sum(0)
+        p = s.mu.shape[0]
+        if s.parents is None:
+            parents = np.full((p, 0), -1, np.int64)
+            pw = np.zeros((p, 0), np.float32)
+            sp = np.zeros((p, 0), np.float32)
+        else:
+            parents = s.parents.index.cpu().numpy()
+            pw = s.parents.weight.cpu().numpy()
+            sp = s.parents.spread.cpu().numpy()
+        return LayerPatterns(
+            name=s.name,
+            geometry=s.geometry,
+            filter=s.filt.cpu().numpy(),
+            k=s.k.cpu().numpy(),
+            mu=s.mu.cpu().numpy().astype(np.float32),
+            sigma=s.sigma.cpu().numpy().astype(np.float32),
+            parents=parents,
+            parent_weight=pw,
+            parent_spread=sp,
+            score=top.cpu().numpy().astype(np.float32),
+            fires=fires.cpu().numpy().astype(np.int64),
+            std=s.std.cpu().numpy().astype(np.float32),
+        )
+
+    # ------------------------------------------------------------------ inference
+    def infer(self, graph: ExplanatoryGraph, features: Mapping[str, FeatureSet]) -> Inference:
+        """Whether each pattern fires on each image, where, and how strongly (top-down through the parents)."""
+        cfg = self.config
+        names = [layer.name for layer in graph.layers]
+        upper: dict[str, torch.Tensor] | None = None
+        out: dict[str, LayerInference] = {}
+        ids: list[str] = []
+        for i in reversed(range(len(names))):
+            layer = graph.layers[i]
+            fs = features[layer.name]
+            ids = list(fs.ids)
+            grid = make_grid(layer.geometry, cfg.window)
+            std = torch.from_numpy(layer.std).to(self.device)
+            data = LayerData(fs, std, cfg.beta, grid.r, self.device, padded=self.kernel == "torch")
+            mu = torch.from_numpy(layer.mu).to(self.device)
+            sigma = torch.from_numpy(layer.sigma).to(self.device)
+            filt = torch.from_numpy(layer.filter).to(self.device)
+            has_parents = layer.parents.shape[1] > 0 and upper is not None
+            par = None
+            if has_parents:
+                par = Parents(
+                    torch.from_numpy(layer.parents).to(self.device),
+                    torch.from_numpy(layer.parent_weight).to(self.device),
+                    torch.from_numpy(layer.parent_spread).to(self.device),
+                )
+            pos = torch.zeros(data.n, layer.count, 2, device=self.device)
+            score = torch.zeros(data.n, layer.count, device=self.device)
+            n_pat = int(layer.k.max()) + 1 if layer.count else 1
+            chunk = self._chunk(layer.count, grid)
+            for sl, f in data.chunks(chunk):
+                up = (upper["mu"], upper["sigma"], upper["pos"][sl], upper["score"][sl]) if upper is not None else None
+                pos[sl], score[sl], _ = self._e_step(f, mu, sigma, filt, n_pat, grid, False, par, up)
+            out[layer.name] = LayerInference(
+                pos.cpu().numpy(), score.cpu().numpy(), (score >= cfg.fire_threshold).cpu().numpy()
+            )
+            upper = {"mu": mu, "sigma": sigma, "pos": pos, "score": score}
+        return Inference({n: out[n] for n in names}, ids)

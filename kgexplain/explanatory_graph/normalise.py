@@ -1,0 +1,46 @@
+"""Feature normalisation by background statistics (the authors' code, notes/original-code.md §1).
+
+Each (channel, position) is divided by its standard deviation over background ("negative") images, and only
+positive responses count: F(x) = beta * max(x, 0) / std. Positions where the raw response is <= 0 carry no
+activation entities.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kgexplain.features.cache import FeatureSet
+
+
+def background_std(
+    features: FeatureSet, device: torch.device | str = "cpu", floor: float = 0.05, per_position: bool = True
+) -> torch.Tensor:
+    """Standard deviation over images per (channel, row, col) (``per_position=False``: one per channel, pooled
+    over positions); tiny values are floored at ``floor`` x the channel's median std so dead units cannot blow up.
+
+    Per position is the authors' normalisation by *background* images. Without background images the object
+    images' own statistics are used, pooled per channel: per position they would flatten the parts themselves
+    (a part that comes and goes at a position gives that position a large std)."""
+    n = 0
+    s1 = s2 = None
+    for _, x in features.chunks(256, device=device, dtype=torch.float64):
+        s1 = x.sum(0) if s1 is None else s1 + x.sum(0)
+        s2 = (x * x).sum(0) if s2 is None else s2 + (x * x).sum(0)
+        n += x.shape[0]
+    if s1 is None or s2 is None or n < 2:
+        raise ValueError("background statistics need at least two images")
+    if not per_position:
+        d, h, w = s1.shape
+        m = n * h * w
+        t1, t2 = s1.sum((1, 2)), s2.sum((1, 2))
+        pooled = ((t2 - t1 * t1 / m) / (m - 1)).clamp_min(0).sqrt().float()
+        return pooled.clamp_min(1e-6)[:, None, None].expand(d, h, w).contiguous()
+    var = (s2 - s1 * s1 / n) / (n - 1)
+    std = var.clamp_min(0).sqrt().float()
+    med = std.flatten(1).median(dim=1).values.clamp_min(1e-6)
+    return torch.maximum(std, floor * med[:, None, None])
+
+
+def responses(x: torch.Tensor, std: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """F(x) for a chunk of pre-ReLU maps (B, D, h, w)."""
+    return (x.clamp_min(0) / std).mul_(beta)

@@ -1,0 +1,92 @@
+"""Top-ranked image patches per pattern and a contact sheet per layer.
+
+A patch is a square of ``patch`` pixels (70 at 224, scaled for other input sizes) around the pattern's inferred
+position on one of its best images, clipped at the image border as in the authors' code. Patches are encoded as
+PNG; the caller stores them (content-addressed) and references them from the graph.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from kgexplain.explanatory_graph.graph import Inference, LayerPatterns
+
+ImageLoader = Callable[[int], np.ndarray]  # row of the inference -> (H, W, 3) uint8 as the model saw it
+
+
+def crop(image: np.ndarray, x: float, y: float, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` square centred at (x, y), shifted inside the image (smaller if the image is)."""
+    h, w = image.shape[:2]
+    sw, sh = min(size, w), min(size, h)
+    x0 = round(x - sw / 2 + 0.5)
+    y0 = round(y - sh / 2 + 0.5)
+    x0 = min(max(x0, 0), w - sw)
+    y0 = min(max(y0, 0), h - sh)
+    return image[y0 : y0 + sh, x0 : x0 + sw]
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@dataclass
+class Patch:
+    pattern: int  # index in the layer
+    rank: int
+    row: int  # image row in the inference
+    x: float
+    y: float
+    score: float
+    pixels: np.ndarray
+
+
+def top_patches(
+    inference: Inference,
+    layer: LayerPatterns,
+    load: ImageLoader,
+    k: int,
+    size: int,
+    patterns: Iterable[int] | None = None,
+) -> list[Patch]:
+    """The ``k`` best patches of every pattern (or of ``patterns``), best first."""
+    li = inference.layers[layer.name]
+    rows, scores = inference.top_images(layer.name, k)
+    which = range(layer.count) if patterns is None else patterns
+    cache: dict[int, np.ndarray] = {}
+    out = []
+    for p in which:
+        for rank in range(rows.shape[1]):
+            row = int(rows[p, rank])
+            if row not in cache:
+                cache[row] = load(row)
+            x, y = (float(v) for v in li.position[row, p])
+            out.append(Patch(p, rank, row, x, y, float(scores[p, rank]), crop(cache[row], x, y, size)))
+    return out
+
+
+def contact_sheet(patches: list[Patch], layer: LayerPatterns, title: str, cell: int = 64) -> bytes:
+    """A PNG grid: one row per pattern (best first), its patches left to right, labelled filter/pattern/score."""
+    by_pattern: dict[int, list[Patch]] = {}
+    for p in patches:
+        by_pattern.setdefault(p.pattern, []).append(p)
+    order = sorted(by_pattern, key=lambda v: -float(layer.score[v]))
+    cols = max((len(v) for v in by_pattern.values()), default=1)
+    label_w, head = 120, 20
+    sheet = Image.new("RGB", (label_w + cols * (cell + 2), head + len(order) * (cell + 2)), (245, 245, 245))
+    draw = ImageDraw.Draw(sheet)
+    draw.text((4, 4), title, fill=(0, 0, 0))
+    for i, v in enumerate(order):
+        y = head + i * (cell + 2)
+        draw.text((4, y + 4), f"f{int(layer.filter[v])} p{int(layer.k[v])}", fill=(0, 0, 0))
+        draw.text((4, y + 18), f"score {float(layer.score[v]):.3g}", fill=(80, 80, 80))
+        for j, patch in enumerate(sorted(by_pattern[v], key=lambda q: q.rank)):
+            tile = Image.fromarray(patch.pixels).resize((cell, cell), Image.Resampling.NEAREST)
+            sheet.paste(tile, (label_w + j * (cell + 2), y))
+    return png(np.asarray(sheet))
