@@ -74,16 +74,30 @@ def test_zoo_eval_json() -> None:
     assert result["accuracy"] >= 0.9 and result["n"] == 70
 
 
+BUILD = ["--n", "8", "--iterations", "3", "--patches", "2"]
+
+
 def test_build_reference_workload_end_to_end(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    first = json.loads(run("-q", "build", "--n", "6", "--store", str(store), "--json").stdout)
-    assert first["model"] == "toynet" and first["images"]["loaded"] == 6 and first["negatives"]["loaded"] == 6
+    first = json.loads(run("-q", "build", *BUILD, "--store", str(store), "--json").stdout)
+    assert first["model"] == "toynet" and first["images"]["loaded"] == 8 and first["negatives"]["loaded"] == 8
     assert set(first["layers"]) == {"conv4_1", "conv4_2", "conv5_1", "conv5_2"}
-    assert first["layers"]["conv5_2"]["shape"] == [128, 8, 8]
-    assert not any(v["from_cache"] for v in first["layers"].values())
-    second = json.loads(run("-q", "build", "--n", "6", "--store", str(store), "--json").stdout)
-    assert all(v["from_cache"] for v in second["layers"].values())
-    assert (store / "artifacts" / "cache" / "features").is_dir()
+    assert first["layers"]["conv5_2"]["shape"] == [128, 8, 8] and first["layers"]["conv5_2"]["patterns"] == 1280
+    assert first["mined"] and first["patterns"] == 96 * 13 * 2 + 128 * 10 * 2
+    assert first["stored"]["patterns"] == first["patterns"] and first["stored"]["parents"] == first["edges"]
+    st = first["stability"]
+    assert 0 < st["patterns"] < st["random"] and st["raw_filter"] > 0
+    for info in first["layers"].values():
+        assert (store / "artifacts" / info["contact_sheet"]).is_file()
+    stats = json.loads(run("stats", "--store", str(store), "--json").stdout)["counts"]
+
+    again = json.loads(run("-q", "build", *BUILD, "--store", str(store), "--json").stdout)
+    assert not again["mined"] and again["run"] == first["run"]  # the graph came from the run's cache
+    assert json.loads(run("stats", "--store", str(store), "--json").stdout)["counts"]["Pattern"] == stats["Pattern"]
+    top = json.loads(run("patterns", "--top", "1", "--store", str(store), "--json").stdout)[0]
+    shown = json.loads(run("show", top["pattern"], "--store", str(store), "--json").stdout)
+    assert shown["images"] and (store / "artifacts" / shown["images"][0]["patch"]).is_file()
+    assert len(shown["parents"]) == 10 or top["layer"] == "conv5_2"
 
 
 def test_build_on_an_image_folder_with_bad_images(tmp_path: Path) -> None:
@@ -91,9 +105,24 @@ def test_build_on_an_image_folder_with_bad_images(tmp_path: Path) -> None:
         write_png(tmp_path / "imgs" / f"{i}.png", size=(70, 60), seed=i)
     (tmp_path / "imgs" / "bad.jpg").write_text("nope")
     out = run(
-        "-q", "build", "--images", str(tmp_path / "imgs"), "--layers", "conv5_2", "--store", str(tmp_path / "s")
-    ).output
-    assert "3 of 4 images used; skipped 1: 1 not an image (e.g. bad.jpg)" in out
+        "-q",
+        "build",
+        "--images",
+        str(tmp_path / "imgs"),
+        "--layers",
+        "conv4_2,conv5_2",
+        "--iterations",
+        "2",
+        "--patches",
+        "1",
+        "--store",
+        str(tmp_path / "s"),
+        "--json",
+    ).stdout
+    result = json.loads(out)
+    assert result["images"] == {"total": 4, "loaded": 3, "skipped": {"not_an_image": 1}}
+    assert result["stability"] == {}  # no keypoints: no metric
+    assert set(result["layers"]) == {"conv4_2", "conv5_2"}
 
 
 @pytest.mark.parametrize(

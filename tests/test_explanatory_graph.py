@@ -1,0 +1,211 @@
+"""The explanatory-graph miner on cases where the answer is known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
+from kgexplain.explanatory_graph.estep import Grid, e_step, e_step_numba, pad
+from kgexplain.explanatory_graph.parents import parent_scores, select_parents, slow_parent_scores
+from kgexplain.explanatory_graph.stability import layer_stability, part_array, raw_filter_peaks
+from kgexplain.features.cache import FeatureSet, Shard
+from kgexplain.geometry import LayerGeometry
+
+STRIDE, CENTRE, SIDE = 8.0, 3.5, 16  # a 16x16 map on a 128 px image
+
+
+def geometry(side: int = SIDE, stride: float = STRIDE, centre: float = CENTRE) -> LayerGeometry:
+    return LayerGeometry(
+        stride, stride, centre, centre, 3 * stride, 3 * stride, side, side, int(side * stride), int(side * stride)
+    )
+
+
+def feature_set(name: str, maps: np.ndarray, geo: LayerGeometry) -> FeatureSet:
+    n = maps.shape[0]
+    shard = Shard(0, np.arange(n), [f"img{i}" for i in range(n)], [], data=maps.astype(np.float16))
+    return FeatureSet(name, "pre", geo, tuple(maps.shape[1:]), [shard])  # type: ignore[arg-type]
+
+
+def blob(side: int, row: float, col: float, amp: float = 6.0, width: float = 0.7) -> np.ndarray:
+    y, x = np.mgrid[0:side, 0:side]
+    return amp * np.exp(-((y - row) ** 2 + (x - col) ** 2) / (2 * width**2))
+
+
+def px(cell: float, stride: float = STRIDE, centre: float = CENTRE) -> float:
+    return centre + cell * stride
+
+
+def test_em_recovers_two_parts_of_one_filter() -> None:
+    """One filter fires on two parts at fixed cells (with one-cell jitter); two patterns find them."""
+    rng = np.random.default_rng(0)
+    n = 60
+    maps = np.zeros((n, 1, SIDE, SIDE), np.float32)
+    truth = [(4.0, 4.0), (11.0, 10.0)]  # (row, col)
+    for i in range(n):
+        for r, c in truth:
+            maps[i, 0] += blob(SIDE, r + rng.integers(-1, 2), c + rng.integers(-1, 2))
+        maps[i, 0] += rng.normal(0, 0.1, (SIDE, SIDE))
+    feats = {"top": feature_set("top", maps, geometry())}
+    negatives = {"top": feature_set("top", rng.normal(0, 0.1, (30, 1, SIDE, SIDE)).astype(np.float32), geometry())}
+    cfg = EGConfig(layers=("top",), patterns=(2,), iterations=12, seed=1)
+    want = sorted((px(c), px(r)) for r, c in truth)
+    for neg in (negatives, None):  # background statistics, and the fallback without them
+        g = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats, neg)
+        found = sorted(map(tuple, g.layers[0].mu.round(1)))
+        for (fx, fy), (wx, wy) in zip(found, want, strict=True):
+            assert abs(fx - wx) < STRIDE / 2 and abs(fy - wy) < STRIDE / 2, (found, want, neg is None)
+
+
+def two_layer_case(n: int = 60, seed: int = 0) -> tuple[dict[str, FeatureSet], np.ndarray, np.ndarray]:
+    """An 'object' at one of two places 16 px apart: the upper filter (8x8 map, stride 16) fires at its centre,
+    the lower filter (16x16 map, stride 8) 24 px to its left. Returns features, true lower positions, offset.
+
+    A top-layer pattern covers what lies within its window of its prior, so the object moves one coarse cell."""
+    rng = np.random.default_rng(seed)
+    up = rng.normal(0, 0.05, (n, 1, 8, 8)).astype(np.float32)
+    low = rng.normal(0, 0.05, (n, 1, SIDE, SIDE)).astype(np.float32)
+    jitter = np.stack((np.zeros(n, int), rng.integers(0, 2, n)), 1)  # (row, col) in upper cells
+    truth = np.zeros((n, 2))
+    for i, (jr, jc) in enumerate(jitter):
+        up[i, 0] += blob(8, 4 + jr, 4 + jc, width=0.4)  # sharp peaks: a one-cell move beats the Gaussian prior
+        low[i, 0] += blob(SIDE, 2 * (4 + jr), 2 * (4 + jc) - 3, width=0.4)
+        truth[i] = (7.5 + 8 * (2 * (4 + jc) - 3), 7.5 + 8 * 2 * (4 + jr))
+    feats = {
+        "low": feature_set("low", low, geometry(SIDE, 8.0, 7.5)),
+        "up": feature_set("up", up, geometry(8, 16.0, 7.5)),
+    }
+    return feats, truth, np.array([-24.0, 0.0])
+
+
+def noise(n: int = 30, seed: int = 9) -> dict[str, FeatureSet]:
+    rng = np.random.default_rng(seed)
+    return {
+        "low": feature_set("low", rng.normal(0, 0.05, (n, 1, SIDE, SIDE)).astype(np.float32), geometry(SIDE, 8.0, 7.5)),
+        "up": feature_set("up", rng.normal(0, 0.05, (n, 1, 8, 8)).astype(np.float32), geometry(8, 16.0, 7.5)),
+    }
+
+
+def test_a_child_follows_its_parent_across_images() -> None:
+    """The child's own window reaches +-8 px, the object moves 16 px: only the parent's shift explains it."""
+    feats, truth, offset = two_layer_case()
+    cfg = EGConfig(layers=("low", "up"), patterns=(1, 1), parents=1, iterations=10, window=0.07, max_candidates=10)
+    miner = ExplanatoryGraphMiner(cfg, device="cpu")
+    g = miner.fit(feats, noise())
+    low, up = g.layers
+    assert low.parents[0, 0] == 0
+    assert low.parent_offsets(up)[0, 0] == pytest.approx(offset, abs=2.0)  # the learned relation
+    inf = miner.infer(g, feats)
+    assert np.abs(inf.layers["low"].position[:, 0] - truth).max() <= 1e-3
+    assert inf.layers["low"].fires.all()
+    # Control: the same layer mined on its own cannot follow the object.
+    alone = ExplanatoryGraphMiner(EGConfig(layers=("low",), patterns=(1,), iterations=10, window=0.07), device="cpu")
+    solo = alone.infer(alone.fit({"low": feats["low"]}, noise()), {"low": feats["low"]})
+    assert np.abs(solo.layers["low"].position[:, 0] - truth).max(axis=1).max() >= 8
+
+
+def test_mining_is_deterministic_and_round_trips(tmp_path: Path) -> None:
+    feats, _, _ = two_layer_case(40, seed=3)
+    cfg = EGConfig(layers=("low", "up"), patterns=(3, 2), parents=2, iterations=4, seed=7)
+    a = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats)
+    b = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats)
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        assert np.array_equal(la.mu, lb.mu) and np.array_equal(la.parents, lb.parents)
+    a.save(tmp_path / "g.npz")
+    c = ExplanatoryGraph.load(tmp_path / "g.npz")
+    assert c.patterns == a.patterns and c.edges == a.edges
+    for la, lc in zip(a.layers, c.layers, strict=True):
+        assert np.array_equal(la.mu, lc.mu) and la.geometry == lc.geometry and np.array_equal(la.std, lc.std)
+
+
+@pytest.mark.parametrize("with_parents", [False, True])
+def test_the_numba_kernel_matches_the_torch_e_step(with_parents: bool) -> None:
+    torch.manual_seed(0)
+    b, d, n, side, r = 6, 5, 3, 12, 2
+    grid = Grid(side, side, 8.0, 8.0, 3.5, 3.5, r)
+    f = torch.relu(torch.randn(b, d, side, side))
+    p = d * n
+    mu = torch.rand(p, 2) * 96
+    sigma = torch.rand(p) * 8 + 3
+    filt = torch.arange(d).repeat_interleave(n)
+    pred = mu[None].expand(b, -1, -1)
+    up = None
+    if with_parents:
+        pu, m = 7, 3
+        idx = torch.randint(0, pu, (p, m))
+        up_pos, up_score = torch.rand(b, pu, 2) * 96, torch.rand(b, pu) * 2
+        up_mu, edge_w = torch.rand(pu, 2) * 96, torch.rand(p, m) + 0.1
+        w = edge_w[None] * up_score[:, idx].clamp(0, 1)
+        shift = (w[..., None] * (up_pos[:, idx] - up_mu[idx][None])).sum(-2) / w.sum(-1, keepdim=True)
+        pred = pred + shift
+        up = (idx, up_pos, up_score, up_mu, edge_w)
+    pos_n, score_n, st_n = e_step_numba(f, mu, sigma, n, grid, 0.1, True, up, 1.0)
+    pos_t, score_t, st_t = e_step(pad(f, r), pred, sigma, filt, grid, 0.1, True)
+    assert torch.allclose(pos_n, pos_t) and torch.allclose(score_n, score_t, rtol=1e-4, atol=1e-6)
+    assert st_n is not None and st_t is not None
+    for a, t in ((st_n.w, st_t.w), (st_n.dx, st_t.dx), (st_n.dy, st_t.dy), (st_n.dd, st_t.dd)):
+        assert torch.allclose(a, t, rtol=1e-3, atol=1e-3)
+
+
+def test_parent_selection_matches_the_slow_reference() -> None:
+    rng = np.random.default_rng(4)
+    n, pc, cu = 9, 6, 8
+    pos_c = torch.tensor(rng.uniform(0, 100, (n, pc, 2)), dtype=torch.float32)
+    pos_u = torch.tensor(rng.uniform(0, 100, (n, cu, 2)), dtype=torch.float32)
+    s_c = torch.tensor(np.maximum(rng.normal(1, 1, (n, pc)), 0), dtype=torch.float32)
+    s_u = torch.tensor(np.maximum(rng.normal(1, 1, (n, cu)), 0), dtype=torch.float32)
+    co, d = parent_scores(pos_c, s_c, pos_u, s_u)
+    co_ref, d_ref = slow_parent_scores(pos_c, s_c, pos_u, s_u)
+    assert torch.allclose(co.double(), co_ref, atol=1e-5)
+    assert torch.allclose(d.double(), d_ref, rtol=1e-3, atol=1e-2)
+    chosen = select_parents(pos_c, s_c, pos_u, s_u, torch.arange(cu), 3)
+    d2 = d_ref[co_ref > 0].mean()
+    want = torch.topk(co_ref * torch.exp(-d_ref / (2 * d2)), 3, dim=1).indices
+    assert torch.equal(chosen.index, want)
+    assert (chosen.weight[:, :-1] >= chosen.weight[:, 1:]).all()
+
+
+def test_stability_is_zero_for_a_perfect_detector_and_baselines_work() -> None:
+    n = 25
+    rng = np.random.default_rng(0)
+    heads = rng.uniform(20, 100, (n, 2))
+    back, tail = np.array([10.0, 20.0]), np.array([-30.0, 25.0])
+    kps = [{"head": tuple(h), "back": tuple(h + back), "tail": tuple(h + tail)} for h in heads]
+    parts = part_array(kps)
+    perfect = heads[:, None, :]  # one pattern always on the head; parts move rigidly with it
+    assert layer_stability(perfect, np.ones((n, 1)), parts, keep=1, top=20) == pytest.approx(0.0, abs=1e-9)
+    noisy = rng.uniform(0, 128, (n, 1, 2))
+    assert layer_stability(noisy, np.ones((n, 1)), parts, keep=1, top=20) > 10
+    maps = np.zeros((3, 2, SIDE, SIDE), np.float32)
+    maps[:, 0, 5, 9] = 3.0
+    maps[:, 1, 12, 2] = 1.0
+    pos, score = raw_filter_peaks(feature_set("l", maps, geometry()))
+    assert pos[0, 0].tolist() == [px(9), px(5)] and pos[0, 1].tolist() == [px(2), px(12)]
+    assert score[0].tolist() == [3.0, 1.0]
+
+
+def test_streaming_from_the_cache_gives_the_same_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers larger than the memory budget are streamed shard by shard: the result must not change."""
+    import kgexplain.explanatory_graph.miner as miner_module
+
+    feats, _, _ = two_layer_case(40, seed=5)
+    cfg = EGConfig(layers=("low", "up"), patterns=(2, 2), parents=1, iterations=3)
+    held = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats, noise())
+    monkeypatch.setattr(miner_module, "MEMORY_BUDGET", 0)
+    streamed = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats, noise())
+    for a, b in zip(held.layers, streamed.layers, strict=True):
+        assert np.allclose(a.mu, b.mu) and np.array_equal(a.parents, b.parents)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_mining_on_the_gpu_matches_the_cpu() -> None:
+    feats, _, _ = two_layer_case(40, seed=6)
+    cfg = EGConfig(layers=("low", "up"), patterns=(2, 2), parents=1, iterations=4)
+    cpu = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats, noise())
+    gpu = ExplanatoryGraphMiner(cfg, device="cuda").fit(feats, noise())
+    for a, b in zip(cpu.layers, gpu.layers, strict=True):
+        assert np.allclose(a.mu, b.mu, atol=0.5) and np.array_equal(a.parents, b.parents)
