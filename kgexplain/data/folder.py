@@ -53,3 +53,27 @@ class ImageFolder(ImageSource):
 
     def fingerprint(self) -> str:
         return files_fingerprint("folder", self.paths)
+
+
+class ImageFiles(ImageSource):
+    """Images named one by one (``kgexplain localize a.jpg b.png``); a missing file is an error up front."""
+
+    def __init__(self, paths: list[str | Path], min_side: int = MIN_SIDE) -> None:
+        self.paths = [Path(p).expanduser() for p in paths]
+        missing = [str(p) for p in self.paths if not p.is_file()]
+        if missing:
+            raise DataError(f"image not found: {missing[0]}", hint="check the path (and that it is a file)")
+        self.min_side = min_side
+        self.name = "files"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def record(self, index: int) -> Record:
+        return Record(id=str(self.paths[index]), path=self.paths[index])
+
+    def load_image(self, index: int) -> Image.Image:
+        return load_rgb(self.paths[index], self.min_side)
+
+    def fingerprint(self) -> str:
+        return files_fingerprint("files", self.paths)

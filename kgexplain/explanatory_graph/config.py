@@ -63,3 +63,10 @@ class EGConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EGConfig:
+        """The inverse of :meth:`to_dict` (JSON turns tuples into lists; unknown keys are ignored)."""
+        known = set(cls.__dataclass_fields__)
+        args: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
+        return cls(**args)

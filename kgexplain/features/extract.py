@@ -22,7 +22,7 @@ from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.images import LoadReport, reason_of
 from kgexplain.devices import autocast, resolve_device
 from kgexplain.errors import ImageDecodeError, LayerError
-from kgexplain.features.cache import FeatureSet, ShardWriter, cache_key, load_complete
+from kgexplain.features.cache import FeatureSet, Shard, ShardWriter, cache_key, load_complete
 from kgexplain.features.hooks import capture_layers, forward
 from kgexplain.geometry import LayerGeometry, geometries
 from kgexplain.models.layers import LayerSpec
@@ -275,3 +275,43 @@ def _layer_shape(handle: ModelHandle, spec: LayerSpec, size: int) -> tuple[int, 
         c, h, w = cap[spec.name].pre.shape[1:]
         _SHAPE_MEMO[key] = (int(c), int(h), int(w))
     return _SHAPE_MEMO[key]
+
+
+def features_of(
+    handle: ModelHandle,
+    images: np.ndarray,
+    layers: Sequence[str],
+    *,
+    ids: Sequence[str] | None = None,
+    relu: str = "pre",
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    amp: bool = True,
+) -> dict[str, FeatureSet]:
+    """Features of framed images already in memory ((n, H, W, 3) uint8, all one size), kept in memory.
+
+    For a handful of images (localisation, tests) where a data source and the disk cache are overkill.
+    """
+    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"expected (n, S, S, 3) uint8 images, got shape {images.shape}")
+    specs = [handle.layer(n) for n in layers]
+    dev = resolve_device(device)
+    handle.to(dev)
+    size = int(images.shape[1])
+    geo = geometries_for(handle, specs, size)
+    bs = batch_size or (64 if dev.type == "cuda" else 32)
+    parts: dict[str, list[torch.Tensor]] = {s.name: [] for s in specs}
+    for lo in range(0, len(images), bs):
+        x = normalise(torch.from_numpy(np.ascontiguousarray(images[lo : lo + bs])).to(dev), handle)
+        with torch.no_grad(), autocast(dev, amp), capture_layers(handle.module, specs, stop=True) as cap:
+            forward(handle.module, x)
+            for s in specs:
+                parts[s.name].append(cap[s.name].get(relu).to(torch.float16).cpu())  # as the cache stores them
+    n = len(images)
+    names = list(ids) if ids is not None else [str(i) for i in range(n)]
+    out: dict[str, FeatureSet] = {}
+    for s in specs:
+        data = torch.cat(parts[s.name]).numpy() if n else np.zeros((0, *_layer_shape(handle, s, size)), np.float16)
+        shard = Shard(0, np.arange(n, dtype=np.int64), names, [], data=data)
+        out[s.name] = FeatureSet(s.name, relu, geo[s.name], tuple(data.shape[1:]), [shard])
+    return out
