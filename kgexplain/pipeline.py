@@ -173,6 +173,13 @@ def _eg_config(cfg: BuildConfig, handle: ModelHandle) -> EGConfig:
         raise UsageError(str(e)) from e
 
 
+def _weights_spec(weights: str | None) -> str | None:
+    """Weights as a later command can load them again: names stay, paths become absolute."""
+    if weights is None or weights in ("imagenet", "none", "shipped"):
+        return weights
+    return str(Path(weights).expanduser().resolve())
+
+
 def _open_store(cfg: BuildConfig, ws: Workspace) -> GraphStore:
     store = open_store(ws.location, user=cfg.user, password=cfg.password, database=cfg.database, artifacts=ws.artifacts)
     try:
@@ -294,6 +301,7 @@ def _build(
     timings["stability_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    graph_ref = store.artifacts.put_file(cached, "graphs")  # what `aog learn` and `localize` infer with
     _, shared_nodes, shared_rels = model_rows(
         handle, {n: feats[n].geometry for n in layers}, {n: feats[n].shape[0] for n in layers}
     )
@@ -305,8 +313,17 @@ def _build(
         "eg",
         model_id,
         objects.name,
-        {**determinants, "framing": framing.describe(), "top_inferences": cfg.top_inferences, "patches": cfg.patches},
         {
+            **determinants,
+            "framing": framing.describe(),
+            "input_size": framing.size,
+            "top_inferences": cfg.top_inferences,
+            "patches": cfg.patches,
+            "load": {"model": cfg.model, "weights": _weights_spec(cfg.weights)},
+            "synthetic": {"category": cfg.category, "n": cfg.n, "seed": cfg.seed} if synthetic else None,
+        },
+        {
+            "graph": {"path": graph_ref.path, "sha256": graph_ref.sha256},
             "patterns": graph.patterns,
             "edges": graph.edges,
             "images": len(rows),
