@@ -64,9 +64,19 @@ def progress_enabled(ctx: click.Context) -> bool:
 
 
 def _register() -> None:
-    from kgexplain.cli import build_cmd, data_cmd, doctor_cmd, features_cmd, graph_cmd, models_cmd, store_cmd, zoo_cmd
+    from kgexplain.cli import (
+        aog_cmd,
+        build_cmd,
+        data_cmd,
+        doctor_cmd,
+        features_cmd,
+        graph_cmd,
+        models_cmd,
+        store_cmd,
+        zoo_cmd,
+    )
 
-    for module in (build_cmd, data_cmd, doctor_cmd, features_cmd, graph_cmd, models_cmd, store_cmd, zoo_cmd):
+    for module in (aog_cmd, build_cmd, data_cmd, doctor_cmd, features_cmd, graph_cmd, models_cmd, store_cmd, zoo_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 
