@@ -64,9 +64,7 @@ def learn_part(
         if not len(cols):
             continue
         part.templates.append(
-            Template(
-                k, example_ids[k], False, cols, examples.layer[cols], examples.index[cols], offset, _normalised(score)
-            )
+            Template(k, example_ids[k], False, examples.layer[cols], examples.index[cols], offset, _normalised(score))
         )
     if not part.templates:
         raise ValueError(f"no pattern fires on any example of part {name!r}")
@@ -114,7 +112,6 @@ def _grow(part: PartModel, det: Detections, flipped: Detections | None) -> None:
             tpl.k,
             tpl.example,
             tpl.flipped,
-            keep,
             det.layer[keep],
             det.index[keep],
             mean[keep].astype(np.float32),

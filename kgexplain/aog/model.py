@@ -33,7 +33,6 @@ class Template:
     k: int
     example: str  # image id of the annotated example
     flipped: bool  # learnt on the mirrored example
-    patterns: np.ndarray  # (S,) column indices into the detections the template was learnt from
     layer: np.ndarray  # (S,) layer index of each selected pattern
     index: np.ndarray  # (S,) index within its layer
     offset: np.ndarray  # (S, 2) part centre minus the pattern's position, framed pixels

@@ -260,11 +260,8 @@ def load_part(store: GraphStore, build: Build, part: str, category: str | None =
         if store._label_exists("Run")
         else []
     )
-    mine = [
-        (r["id"], json.loads(r["config"]))
-        for r in rows
-        if json.loads(r["config"]).get("build") == build.run and json.loads(r["config"]).get("part") == part
-    ]
+    configs = [(r["id"], json.loads(r["config"] or "{}")) for r in rows]
+    mine = [(rid, c) for rid, c in configs if c.get("build") == build.run and c.get("part") == part]
     if category is not None:
         mine = [m for m in mine if m[1].get("category") == category]
     if not mine:
@@ -310,7 +307,6 @@ def load_part(store: GraphStore, build: Build, part: str, category: str | None =
                 kk,
                 str(rs[0]["example"]),
                 bool(rs[0]["flipped"]),
-                np.zeros(len(rs), np.int64),
                 li_idx[:, 0],
                 li_idx[:, 1],
                 np.array([[r["dx"], r["dy"]] for r in rs], np.float32),
