@@ -12,6 +12,7 @@ from kgexplain.aog.detections import Detections, RawFilterReference, graph_detec
 from kgexplain.aog.vote import Localisation
 from kgexplain.data.base import Affine, Framed, Framing, ImageSource
 from kgexplain.explanatory_graph import ExplanatoryGraph, ExplanatoryGraphMiner
+from kgexplain.features.cache import FeatureSet
 from kgexplain.features.extract import features_of
 from kgexplain.models.registry import ModelHandle
 
@@ -57,10 +58,10 @@ class Detector:
         feats = features_of(self.handle, images, layers, ids=ids, device=self.device)
         return self.from_features(feats)
 
-    def from_features(self, feats: Mapping[str, object]) -> Detections:
+    def from_features(self, feats: Mapping[str, FeatureSet]) -> Detections:
         if self.raw is not None:
-            return raw_filter_detections(feats, self.raw)  # type: ignore[arg-type]
-        inference = self.miner.infer(self.graph, feats)  # type: ignore[arg-type]
+            return raw_filter_detections(feats, self.raw)
+        inference = self.miner.infer(self.graph, feats)
         return graph_detections(self.graph, inference)
 
     def both(self, batch: FramedBatch) -> tuple[Detections, Detections]:

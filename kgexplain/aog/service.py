@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from kgexplain.aog.learn import learn_part
 from kgexplain.aog.model import AOGConfig, PartModel, Template
-from kgexplain.aog.run import Detector, FramedBatch, frame
+from kgexplain.aog.run import Detector, FramedBatch, frame, to_source
 from kgexplain.aog.vote import Localisation, localise
 from kgexplain.data.base import Affine, Framing, ImageSource
 from kgexplain.data.select import open_source
@@ -181,7 +181,7 @@ def learn(
         or "object"
     )
     pool = unlabelled if unlabelled is not None else (own if own is not None else examples)
-    rows = [i for i in range(len(pool))]
+    rows = list(range(len(pool)))
     say(f"learning '{part}' ({cat}) from {k} examples; growing on {len(rows)} unlabelled images")
     pool_framing = build.framing_for(all(pool.record(i).box is not None for i in rows[:50]))
     batch = frame(pool, rows, pool_framing)
@@ -328,8 +328,6 @@ def localise_source(
     build: Build, part: PartModel, source: ImageSource, chunk: int = 64, progress: Callable[[int], None] | None = None
 ) -> tuple[list[Located], FramedBatch | None, dict[str, float]]:
     """Localise ``part`` on every image of ``source`` (cropped to its box when it has one)."""
-    from kgexplain.aog.run import to_source
-
     out: list[Located] = []
     timings = {"frame_s": 0.0, "detect_s": 0.0, "vote_s": 0.0}
     last: FramedBatch | None = None
