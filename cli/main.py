@@ -71,12 +71,14 @@ def _register() -> None:
         doctor_cmd,
         features_cmd,
         graph_cmd,
+        info_cmd,
         models_cmd,
         store_cmd,
         zoo_cmd,
     )
 
-    for module in (aog_cmd, build_cmd, data_cmd, doctor_cmd, features_cmd, graph_cmd, models_cmd, store_cmd, zoo_cmd):
+    first = (aog_cmd, build_cmd, data_cmd, doctor_cmd, features_cmd, graph_cmd, info_cmd, models_cmd)
+    for module in (*first, store_cmd, zoo_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -7,6 +7,7 @@ them into the node and relationship tables of one run, with the stable ids of ``
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,3 +205,38 @@ def write_shared(store: GraphStore, nodes: Mapping[str, pa.Table], rels: Mapping
 
 def write_run(store: GraphStore, run: RunRecord, rows: EGRunRows) -> None:
     store.write_run(run, rows.nodes, rows.rels)
+
+
+def metric_rows(run: str, metrics: Sequence[Mapping[str, Any]]) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
+    """Metric nodes with MEASURES (``layer_id``) and MEASURED_ON (``image_id``) relationships.
+
+    Each metric is a mapping of Metric properties (``id`` without the run prefix) plus optional ``layer_id`` /
+    ``image_id``; ``extra`` may be a dict (stored as JSON).
+    """
+    props = ("id", "run", "kind", "name", "value", "layer", "image", "checkpoint", "extra", "artifact", "artifact_sha")
+    cols: dict[str, list[Any]] = {k: [] for k in props}
+    measures: dict[str, list[str]] = {"from": [], "to": []}
+    measured_on: dict[str, list[str]] = {"from": [], "to": []}
+    for m in metrics:
+        mid = f"{run}/{m['id']}"
+        for k in props:
+            v = mid if k == "id" else run if k == "run" else m.get(k)
+            if k == "extra" and isinstance(v, Mapping):
+                v = json.dumps(v, sort_keys=True)
+            if k == "value" and v is not None:
+                v = float(v) if np.isfinite(v) else None
+            cols[k].append(v)
+        if m.get("layer_id"):
+            measures["from"].append(mid)
+            measures["to"].append(m["layer_id"])
+        if m.get("image_id"):
+            measured_on["from"].append(mid)
+            measured_on["to"].append(m["image_id"])
+    types = {"value": pa.float64()}
+    nodes = {"Metric": pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in cols.items()})}
+    rels = {}
+    if measures["from"]:
+        rels["MEASURES"] = pa.table(measures)
+    if measured_on["from"]:
+        rels["MEASURED_ON"] = pa.table(measured_on)
+    return nodes, rels

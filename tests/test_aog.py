@@ -126,6 +126,7 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path) -> None:
     assert none_yet.exit_code != 0 and "Error:" in none_yet.output
     first = json.loads(_run("aog", "learn", "--part", "head", "--store", store, "--json").stdout)
     assert first["templates"] == 3 and first["patterns_used"] > 0
+
     def counts() -> dict[str, int]:  # Meta gains a rewrite marker; everything else must not change
         c = json.loads(_run("stats", "--store", store, "--json").stdout)["counts"]
         return {k: v for k, v in c.items() if k != "Meta"}

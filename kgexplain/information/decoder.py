@@ -1,0 +1,194 @@
+"""Decoders that invert a layer's feature back to the image, for reconstruction uncertainty (RU).
+
+One architecture for every comparison (paper sec. 4): a 1x1 stem, six residual blocks, the first log2(stride) of
+which upsample by two with a transposed conv on both tracks, and a 3x3 conv to RGB with a sigmoid ([0, 1] image).
+The width follows the resolution (16 channels at full resolution, doubling per halving, at most 128), so a decoder
+for an early layer costs about as much as one for a deep layer. Trained with MSE to the [0, 1] image.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kgexplain.data.base import Framing, ImageSource
+from kgexplain.errors import UsageError
+from kgexplain.features.extract import normalise
+from kgexplain.information.sid import NoiseProbe
+from kgexplain.models.registry import ModelHandle
+from kgexplain.store.ids import digest
+
+BLOCKS = 6
+
+
+def _width(level: int) -> int:
+    """Channels at resolution input / 2**level."""
+    return int(min(128, 16 * 2**level))
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, up: bool) -> None:
+        super().__init__()
+        if up:
+            self.conv1: nn.Module = nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
+            self.skip: nn.Module = nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
+        else:
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+            self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(F.relu(self.conv1(x))) + self.skip(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, in_channels: int, stride: int) -> None:
+        super().__init__()
+        ups = round(math.log2(max(1, stride)))
+        if 2**ups != stride or ups > BLOCKS:
+            raise UsageError(f"a decoder needs a power-of-two stride of at most {2**BLOCKS}, not {stride}")
+        level = ups
+        self.stem = nn.Conv2d(in_channels, _width(level), 1)
+        blocks = []
+        for i in range(BLOCKS):
+            up = i < ups
+            nxt = level - 1 if up else level
+            blocks.append(ResBlock(_width(level), _width(nxt), up))
+            level = nxt
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Conv2d(_width(0), 3, 3, padding=1)
+        self.in_channels, self.stride = in_channels, stride
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(self.blocks(F.relu(self.stem(f)))))
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 1e-3
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def to_unit(x: torch.Tensor, handle: ModelHandle) -> torch.Tensor:
+    """Normalised images back to [0, 1]."""
+    mean = torch.tensor(handle.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(handle.std, device=x.device).view(1, 3, 1, 1)
+    return x * std + mean
+
+
+def decoder_path(cache: Path, handle: ModelHandle, layer: str) -> Path:
+    return cache / "decoders" / f"{handle.short_id}-{layer}.pt"
+
+
+def load_decoder(cache: Path, handle: ModelHandle, layer: str, device: torch.device | str = "cpu") -> Decoder:
+    path = decoder_path(cache, handle, layer)
+    if not path.is_file():
+        raise UsageError(
+            f"no RU decoder for {handle.name} layer {layer!r} in {path.parent}",
+            hint=f"train one: kgexplain decoders train --layers {layer} (same --model/--weights/--store)",
+        )
+    blob = torch.load(path, map_location=device, weights_only=True)
+    dec = Decoder(int(blob["in_channels"]), int(blob["stride"]))
+    dec.load_state_dict(blob["state"])
+    return dec.to(device).eval()
+
+
+def decoder_info(cache: Path, handle: ModelHandle, layer: str) -> dict[str, Any] | None:
+    path = decoder_path(cache, handle, layer)
+    if not path.is_file():
+        return None
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: blob[k] for k in ("layer", "model", "data", "config", "mse", "seconds", "images")} | {"path": str(path)}
+
+
+def _stride(handle: ModelHandle, layer: str, feat: torch.Tensor, size: int) -> int:
+    stride = size // feat.shape[-1]
+    if stride * feat.shape[-1] != size:
+        raise UsageError(f"layer {layer!r}: a {feat.shape[-1]} px map does not divide the {size} px input")
+    return stride
+
+
+def train_decoders(
+    handle: ModelHandle,
+    layers: list[str],
+    source: ImageSource,
+    framing: Framing,
+    cache: Path,
+    config: DecoderConfig | None = None,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train one decoder per layer on the source's images; saved under ``cache/decoders``. Returns their info."""
+    cfg = config or DecoderConfig()
+    torch.manual_seed(cfg.seed)
+    images = np.stack([framing.apply(source, i, with_mask=False).image for i in range(len(source))])
+    x_all = normalise(torch.from_numpy(images), handle)
+    probe = NoiseProbe(handle, layers)
+    with torch.no_grad():
+        first = probe(x_all[:1].to(device))
+    decoders = {
+        n: Decoder(f.shape[1], _stride(handle, n, f, framing.size)).to(device)
+        for n, f in zip(layers, first, strict=True)
+    }
+    params = [p for d in decoders.values() for p in d.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    last = {n: float("nan") for n in layers}
+    for _epoch in range(cfg.epochs):
+        order = torch.randperm(len(x_all), generator=gen)
+        sums = {n: 0.0 for n in layers}
+        for start in range(0, len(order), cfg.batch_size):
+            xb = x_all[order[start : start + cfg.batch_size]].to(device)
+            target = to_unit(xb, handle)
+            with torch.no_grad():
+                feats = probe(xb)
+            loss = torch.zeros((), device=device)
+            for n, f in zip(layers, feats, strict=True):
+                mse = F.mse_loss(decoders[n](f), target)
+                sums[n] += float(mse.detach()) * len(xb)
+                loss = loss + mse
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if progress:
+                progress(len(xb))
+        last = {n: sums[n] / len(x_all) for n in layers}
+    seconds = time.perf_counter() - t0
+    out = []
+    folder = cache / "decoders"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = source.fingerprint()
+    for n, dec in decoders.items():
+        path = decoder_path(cache, handle, n)
+        blob = {
+            "state": dec.cpu().state_dict(),
+            "in_channels": dec.in_channels,
+            "stride": dec.stride,
+            "layer": n,
+            "model": handle.identity,
+            "data": data,
+            "config": cfg.to_dict() | {"framing": framing.describe(), "id": digest([data, cfg.to_dict()])},
+            "mse": last[n],
+            "seconds": seconds,
+            "images": len(x_all),
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(blob, tmp)
+        tmp.replace(path)  # never a half-written decoder
+        out.append({"layer": n, "mse": round(last[n], 5), "images": len(x_all), "path": str(path)})
+    return out

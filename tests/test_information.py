@@ -1,0 +1,186 @@
+"""SID / RU / concentration: coherency, the constraint, determinism, a known answer, the CLI and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from kgexplain.cli.main import cli
+from PIL import Image
+from torch import nn
+
+from kgexplain.data.base import Framing
+from kgexplain.data.select import open_source
+from kgexplain.data.synth.animals import ANIMALS
+from kgexplain.features.extract import normalise
+from kgexplain.information import SIDConfig, SIDEstimator, concentration
+from kgexplain.information.gradient import gradient_maps, rescaled_pair
+from kgexplain.models import load_model
+from kgexplain.models.registry import ModelHandle
+
+from .conftest import write_png
+
+FAST = SIDConfig(steps=30, samples=4, eval_samples=24)
+
+
+@pytest.fixture(scope="module")
+def toy_images(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    src = open_source(synth=True, data_dir=tmp_path_factory.mktemp("synth"), n=2, seed=4, categories=list(ANIMALS))
+    return np.stack([Framing(128, "none").apply(src, i).image for i in range(2)])
+
+
+def test_rescaling_a_layer_pair_leaves_sid_but_not_the_gradient_map(toy_images: np.ndarray) -> None:
+    handle = load_model("toynet", "shipped")
+    x = normalise(torch.from_numpy(toy_images[:1]), handle)
+    scaled = rescaled_pair(handle, "conv3_1")
+    with torch.no_grad():
+        y, y2 = handle.module(x), scaled.module(x)
+    assert torch.allclose(y, y2, rtol=1e-4, atol=1e-4)
+    a = SIDEstimator(handle, ["conv3_1"], FAST).fit(x)
+    b = SIDEstimator(scaled, ["conv3_1"], FAST).fit(x)
+    sa, sb = np.exp(a.log_sigma), np.exp(b.log_sigma)
+    assert np.abs(sb - sa).sum() / np.abs(sa).sum() < 0.03
+    ga, gb = gradient_maps(handle, x, ["conv3_1"])["conv3_1"], gradient_maps(scaled, x, ["conv3_1"])["conv3_1"]
+    assert np.abs(gb - ga).sum() / np.abs(ga).sum() > 2.0  # the gradient map grows by the factor 4
+    # Without the delta_f^2 normalisation the scaled layer would look far less sensitive: the test can fail.
+    assert a.delta2[0, 0] / b.delta2[0, 0] == pytest.approx(16.0, rel=1e-3)
+
+
+def test_constraint_is_reached_and_a_seed_gives_the_same_map(toy_images: np.ndarray) -> None:
+    handle = load_model("toynet", "shipped")
+    x = normalise(torch.from_numpy(toy_images), handle)
+    est = SIDEstimator(handle, ["conv2_2", "conv5_2"], FAST)
+    r1 = est.fit(x)
+    assert r1.log_sigma.shape == (2, 2, 9, 9)
+    assert (np.abs(r1.constraint - 1) <= 0.1).all(), r1.constraint
+    assert np.isfinite(r1.lam).all() and (r1.mu > 0).all()
+    r2 = SIDEstimator(handle, ["conv2_2", "conv5_2"], FAST).fit(x)
+    np.testing.assert_array_equal(r1.log_sigma, r2.log_sigma)
+    r3 = SIDEstimator(handle, ["conv2_2", "conv5_2"], SIDConfig(**{**FAST.to_dict(), "seed": 5})).fit(x)
+    assert not np.array_equal(r1.log_sigma, r3.log_sigma)
+    # Deeper layers discard more input information (the paper's layerwise trend) on this trained net.
+    assert r1.log_sigma[:, 1].mean() > r1.log_sigma[:, 0].mean()
+
+
+def test_delta_f2_is_the_small_noise_limit(toy_images: np.ndarray) -> None:
+    handle = load_model("toynet", "shipped")
+    x = normalise(torch.from_numpy(toy_images[:1]), handle).double()
+    handle.module.double()
+    est = SIDEstimator(handle, ["conv3_2"], SIDConfig(delta_samples=64))
+    d2 = float(est.delta2(x)[0, 0])
+    gen = torch.Generator().manual_seed(1)
+    tau = 1e-4
+    with torch.no_grad():
+        f = est.probe(x)[0]
+        fd = np.mean(
+            [
+                float((est.probe(x + tau * torch.randn(x.shape, generator=gen, dtype=x.dtype))[0] - f).pow(2).sum())
+                for _ in range(64)
+            ]
+        )
+    handle.module.float()
+    assert fd / tau**2 == pytest.approx(d2, rel=0.15)
+
+
+class LeftHalf(nn.Module):
+    """Zeroes the right part of a map: a feature that sees only the left of the image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = torch.zeros_like(x)
+        keep[..., :24] = 1.0
+        return x * keep
+
+
+def test_known_answer_information_outside_the_receptive_area_is_discarded() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), LeftHalf())
+    handle = ModelHandle.from_module(net, {"feat": "1"}, input_size=56)
+    x = torch.randn(1, 3, 56, 56)
+    r = SIDEstimator(handle, ["feat"], SIDConfig(steps=40, samples=4, grid=4)).fit(x)
+    pixel = r.pixel_map(0, 0, 56)
+    left = np.zeros((56, 56), bool)
+    left[:, :24] = True
+    assert pixel[:, 32:].mean() > pixel[:, :20].mean() + 2.0  # sigma clamps to its maximum where nothing is seen
+    assert concentration(pixel, left) > 2.0
+    assert abs(r.constraint[0, 0] - 1) <= 0.1
+
+
+def _run(*args: str, ok: bool = True):  # type: ignore[no-untyped-def]
+    result = CliRunner().invoke(cli, ["-q", *args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+FAST_CLI = ("--steps", "12", "--samples", "4")
+
+
+def test_cli_info_on_images_stores_metrics_and_writes_maps(tmp_path: Path) -> None:
+    store, out = str(tmp_path / "store"), tmp_path / "out"
+    a, b = write_png(tmp_path / "a.png", (64, 48)), write_png(tmp_path / "b.png", (50, 50), seed=1)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[10:30, 20:40] = 255
+    Image.fromarray(mask).save(tmp_path / "ma.png")
+    Image.fromarray(mask).save(tmp_path / "mb.png")
+    args = [str(a), str(b), "--layers", "conv3_2,conv5_2", "--store", store, "--out", str(out), *FAST_CLI]
+    masks = ["--mask", str(tmp_path / "ma.png"), "--mask", str(tmp_path / "mb.png")]
+    rows = json.loads(_run("info", *args, *masks, "--json").stdout)
+    assert len(rows) == 4 and {r["layer"] for r in rows} == {"conv3_2", "conv5_2"}
+    assert all(abs(r["constraint"] - 1) <= 0.1 and r["concentration"] is not None for r in rows)
+    assert len(list(out.glob("*-sid.npy"))) == 4 and len(list(out.glob("*-sid.png"))) == 4
+    assert (out / "curves.png").is_file()
+    assert np.load(next(out.glob("0000-*conv5_2-sid.npy"))).shape == (128, 128)
+    q = (
+        "MATCH (m:Metric)-[:MEASURES]->(l:Layer), (m)-[:MEASURED_ON]->(i:Image) WHERE m.kind = 'sid' "
+        "RETURN l.name AS layer, i.path AS path, m.value AS value, m.artifact AS artifact ORDER BY layer, path"
+    )
+    stored = json.loads(_run("query", q, "--store", store, "--json").stdout)
+    assert len(stored) == 4 and all(Path(store, "artifacts", s["artifact"]).is_file() for s in stored)
+    again = json.loads(_run("info", *args, *masks, "--json").stdout)
+    assert again == rows  # deterministic for the noise seed; the run is replaced, not duplicated
+    assert len(json.loads(_run("query", q, "--store", store, "--json").stdout)) == 4
+
+
+def test_cli_info_bad_input_fails_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    a = write_png(tmp_path / "a.png", (40, 40))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    cases = [
+        ([str(tmp_path / "missing.png")], "image not found"),
+        ([str(a), str(bad)], "bad.png"),
+        ([str(a), "--layers", "conv9_9"], "conv9_9"),
+        ([str(a), "--mask", str(tmp_path / "nomask.png")], "mask file not found"),
+        ([str(a), str(a), "--mask", str(a)], "1 --mask for 2 images"),
+        ([str(a), "--ru", "--layers", "conv5_2"], "no RU decoder"),
+    ]
+    for args, message in cases:
+        res = _run("info", *args, "--store", store, "--out", str(tmp_path / "o"), *FAST_CLI, ok=False)
+        assert res.exit_code != 0 and message in res.output and "Traceback" not in res.output, res.output
+        assert len(res.output.strip().splitlines()) <= 2, res.output
+    if Path(store).exists():
+        runs = _run("query", "MATCH (r:Run) RETURN count(r) AS n", "--store", store, "--json").stdout
+        assert json.loads(runs)[0]["n"] == 0
+
+
+def test_cli_decoders_then_ru_over_a_data_set(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    trained = json.loads(
+        _run("decoders", "train", "--layers", "conv4_2", "--n", "8", "--epochs", "1", "--store", store, "--json").stdout
+    )
+    assert trained[0]["layer"] == "conv4_2" and trained[0]["mse"] > 0
+    listed = json.loads(_run("decoders", "list", "--store", store, "--json").stdout)
+    assert [r["layer"] for r in listed] == ["conv4_2"]
+    out = tmp_path / "out"
+    summary = json.loads(
+        _run(
+            "info", "--n", "2", "--layers", "conv4_2", "--ru", "--store", store, "--out", str(out), *FAST_CLI, "--json"
+        ).stdout
+    )
+    row = summary[0]
+    assert row["images"] == 2 and np.isfinite(row["ru"]) and row["concentration"] is not None
+    assert len(list(out.glob("*-ru.npy"))) == 2
