@@ -109,7 +109,10 @@ class EmbeddedStore(GraphStore):
             try:
                 return ladybug.Database(str(path), read_only=read_only)
             except RuntimeError as e:
-                transient = "checkpoint" in str(e).lower() and read_only
+                text = str(e).lower()
+                # The writer is checkpointing, or has just created / truncated its WAL (a reader then sees an
+                # empty .wal file): both pass within moments.
+                transient = read_only and ("checkpoint" in text or ("past the end" in text and ".wal" in text))
                 if not transient or time.monotonic() > deadline:
                     if transient:
                         raise StoreError(
