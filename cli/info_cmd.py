@@ -36,6 +36,14 @@ def _layers(handle_layers: tuple[str, ...], layers: str | None) -> list[str]:
     return chosen
 
 
+DATA_KEYS = ("images", "annotations", "cub", "cub_classes", "split", "labels", "limit")
+
+
+def _pop_data(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take the data-source options (``data_options``) out of a command's keyword arguments."""
+    return {k: kwargs.pop(k) for k in DATA_KEYS}
+
+
 def _source(ws: Workspace, opts: dict[str, Any], n: int, seed: int) -> Any:
     given = any(opts[k] for k in ("images", "annotations", "cub"))
     return open_source(
@@ -143,7 +151,7 @@ def info_command(
     Metric nodes per image and layer linked to the Image and Layer, the maps as artifacts.
     """
     sopts = _store_opts(kwargs)
-    data = {k: kwargs.pop(k) for k in ("images", "annotations", "cub", "cub_classes", "split", "labels", "limit")}
+    data = _pop_data(kwargs)
     crop = kwargs.pop("crop")
     kwargs.pop("data_kind")
     if paths and any(data[k] for k in ("images", "annotations", "cub")):
@@ -250,7 +258,7 @@ def train_command(
 ) -> None:
     """Train one decoder per layer (MSE to the image) and cache it in the store's artifacts; re-training replaces."""
     sopts = _store_opts(kwargs)
-    data = {k: kwargs.pop(k) for k in ("images", "annotations", "cub", "cub_classes", "split", "labels", "limit")}
+    data = _pop_data(kwargs)
     crop = kwargs.pop("crop")
     ws = Workspace.resolve(sopts["store"], sopts["artifacts"]).ensure()
     handle = load_model(model_name, weights, trust_checkpoint=trust_checkpoint)

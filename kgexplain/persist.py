@@ -185,11 +185,9 @@ def eg_run_rows(
     nodes = {"Pattern": pa.table(pat_cols)}
     rels = {"OF_FILTER": pa.table(of_filter), "PARENT": pa.table(parent), "FIRES_ON": pa.table(fires)}
     if metrics:
-        keys = sorted({k for m in metrics for k in m} - {"layer_id"})  # from_pylist would take the first row's keys
-        nodes["Metric"] = pa.table({k: [m.get(k) for m in metrics] for k in keys})
-        measured = [(m["id"], m["layer_id"]) for m in metrics if m.get("layer_id")]
-        if measured:
-            rels["MEASURES"] = pa.table({"from": [a for a, _ in measured], "to": [b for _, b in measured]})
+        metric_nodes, metric_rels = metric_rows(run, metrics)
+        nodes.update(metric_nodes)
+        rels.update(metric_rels)
     counts = {"patterns": len(pat_cols["id"]), "parents": len(parent["from"]), "inferences": len(fires["from"])}
     return EGRunRows(nodes, rels, counts)
 
@@ -210,8 +208,8 @@ def write_run(store: GraphStore, run: RunRecord, rows: EGRunRows) -> None:
 def metric_rows(run: str, metrics: Sequence[Mapping[str, Any]]) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
     """Metric nodes with MEASURES (``layer_id``) and MEASURED_ON (``image_id``) relationships.
 
-    Each metric is a mapping of Metric properties (``id`` without the run prefix) plus optional ``layer_id`` /
-    ``image_id``; ``extra`` may be a dict (stored as JSON).
+    Each metric is a mapping of Metric properties (``id`` without the run prefix, no ``run``) plus optional
+    ``layer_id`` / ``image_id``; ``extra`` may be a dict (stored as JSON).
     """
     props = ("id", "run", "kind", "name", "value", "layer", "image", "checkpoint", "extra", "artifact", "artifact_sha")
     cols: dict[str, list[Any]] = {k: [] for k in props}
@@ -224,7 +222,7 @@ def metric_rows(run: str, metrics: Sequence[Mapping[str, Any]]) -> tuple[dict[st
             if k == "extra" and isinstance(v, Mapping):
                 v = json.dumps(v, sort_keys=True)
             if k == "value" and v is not None:
-                v = float(v) if np.isfinite(v) else None
+                v = float(v)
             cols[k].append(v)
         if m.get("layer_id"):
             measures["from"].append(mid)

@@ -431,8 +431,7 @@ def _stability(
         out[method] = res.value
         metrics.append(
             {
-                "id": f"{run_id}/stability/{method}",
-                "run": run_id,
+                "id": f"stability/{method}",
                 "kind": "stability",
                 "name": method,
                 "value": res.value,
@@ -441,8 +440,7 @@ def _stability(
         for name, v in res.per_layer.items():
             metrics.append(
                 {
-                    "id": f"{run_id}/stability/{method}/{name}",
-                    "run": run_id,
+                    "id": f"stability/{method}/{name}",
                     "kind": "stability",
                     "name": method,
                     "value": v,

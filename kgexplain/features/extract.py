@@ -169,7 +169,7 @@ def extract_features(
         return Extraction(features, report, 0.0, 0, from_cache)
 
     sizes: dict[str, tuple[int, ...] | None] = {s.name: None for s in todo}
-    per_image = max(int(np.prod(_layer_shape(handle, s, framing.size))) * 2 for s in todo)
+    per_image = max(int(np.prod(layer_shape(handle, s, framing.size))) * 2 for s in todo)
     bs = batch_size or (64 if dev.type == "cuda" else 32)
     shard_n = shard_images or max(bs, (SHARD_BYTES // per_image) // bs * bs)
     shard_n = max(1, min(shard_n, max(n, 1)))
@@ -221,7 +221,7 @@ def extract_features(
                 if w.done(k):
                     continue
                 parts = buffers[s.name]
-                shape = sizes[s.name] or _layer_shape(handle, s, framing.size)
+                shape = sizes[s.name] or layer_shape(handle, s, framing.size)
                 data = torch.cat(parts).numpy() if parts else np.zeros((0, *shape), np.float16)
                 w.write(k, data, shard_indices, shard_ids, shard_skips)
             for s in todo:
@@ -251,7 +251,7 @@ def extract_features(
             flush(current)
     seconds = time.perf_counter() - t0
 
-    shapes = {s.name: sizes[s.name] or _layer_shape(handle, s, framing.size) for s in todo}
+    shapes = {s.name: sizes[s.name] or layer_shape(handle, s, framing.size) for s in todo}
     for s in todo:
         features[s.name] = writers[s.name].finish(layer_geo[s.name], shapes[s.name], n_shards)  # type: ignore[arg-type]
     first = writers[todo[0].name]
@@ -265,7 +265,7 @@ def extract_features(
 _SHAPE_MEMO: dict[tuple[str, str, int], tuple[int, int, int]] = {}
 
 
-def _layer_shape(handle: ModelHandle, spec: LayerSpec, size: int) -> tuple[int, int, int]:
+def layer_shape(handle: ModelHandle, spec: LayerSpec, size: int) -> tuple[int, int, int]:
     """(C, H, W) of a layer at input ``size`` (memoised per model identity)."""
     key = (handle.identity, spec.name, size)
     if key not in _SHAPE_MEMO:
@@ -311,7 +311,7 @@ def features_of(
     names = list(ids) if ids is not None else [str(i) for i in range(n)]
     out: dict[str, FeatureSet] = {}
     for s in specs:
-        data = torch.cat(parts[s.name]).numpy() if n else np.zeros((0, *_layer_shape(handle, s, size)), np.float16)
+        data = torch.cat(parts[s.name]).numpy() if n else np.zeros((0, *layer_shape(handle, s, size)), np.float16)
         shard = Shard(0, np.arange(n, dtype=np.int64), names, [], data=data)
         out[s.name] = FeatureSet(s.name, relu, geo[s.name], tuple(data.shape[1:]), [shard])
     return out

@@ -115,7 +115,7 @@ def decoder_info(cache: Path, handle: ModelHandle, layer: str) -> dict[str, Any]
     return {k: blob[k] for k in ("layer", "model", "data", "config", "mse", "seconds", "images")} | {"path": str(path)}
 
 
-def _stride(handle: ModelHandle, layer: str, feat: torch.Tensor, size: int) -> int:
+def _stride(layer: str, feat: torch.Tensor, size: int) -> int:
     stride = size // feat.shape[-1]
     if stride * feat.shape[-1] != size:
         raise UsageError(f"layer {layer!r}: a {feat.shape[-1]} px map does not divide the {size} px input")
@@ -141,8 +141,7 @@ def train_decoders(
     with torch.no_grad():
         first = probe(x_all[:1].to(device))
     decoders = {
-        n: Decoder(f.shape[1], _stride(handle, n, f, framing.size)).to(device)
-        for n, f in zip(layers, first, strict=True)
+        n: Decoder(f.shape[1], _stride(n, f, framing.size)).to(device) for n, f in zip(layers, first, strict=True)
     }
     params = [p for d in decoders.values() for p in d.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr)

@@ -6,7 +6,7 @@ map_ij = sqrt(sum_c (dy / df_ijc)^2), y the score of the predicted (or given) cl
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ def gradient_maps(
     outputs: dict[str, torch.Tensor] = {}
     hooks = []
 
-    def hook_for(name: str):  # type: ignore[no-untyped-def]
+    def hook_for(name: str) -> Callable[[nn.Module, object, torch.Tensor], torch.Tensor]:
         def hook(_m: nn.Module, _inp: object, out: torch.Tensor) -> torch.Tensor:
             outputs[name] = out
             return out.clone()  # in-place ReLUs downstream must not overwrite the tensor we differentiate by

@@ -120,9 +120,7 @@ def measure(
     x_all = normalise(torch.from_numpy(np.stack([f.image for f in frames])), handle)
     size = x_all.shape[-1]
     masks = list(masks) if masks is not None else [object_mask(f) for f in frames]
-    d2 = torch.cat([est.delta2(x_all[i : i + batch].to(device)) for i in range(0, len(frames), batch)])
-    if cfg.delta == "images":
-        d2 = d2.mean(0, keepdim=True).expand(len(frames), -1).clone()
+    d2 = est.reference_delta2(x_all, batch)
     records: list[MapRecord] = []
     passes = 0
     for start in range(0, len(frames), batch):

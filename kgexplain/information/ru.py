@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 
 from kgexplain.information.decoder import Decoder, to_unit
@@ -56,9 +55,3 @@ def fit_ru(
     result.extra = {"ru": torch.stack(maps, 1).cpu().numpy()}  # (B, L, H, W)
     result.passes += 1
     return result
-
-
-def ru_total(result: SIDResult) -> np.ndarray:
-    """(B, L) per-pixel RU averaged over the image."""
-    assert result.extra is not None
-    return np.asarray(result.extra["ru"].mean((2, 3)))

@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from kgexplain.data.base import Framed, Framing, ImageSource
 from kgexplain.errors import DataError, UsageError
-from kgexplain.features.extract import geometries_for
+from kgexplain.features.extract import geometries_for, layer_shape
 from kgexplain.information.decoder import load_decoder
 from kgexplain.information.measure import Measurement, measure
 from kgexplain.information.sid import SIDConfig
@@ -94,7 +94,7 @@ def info_run(
 
     size = frames[0].image.shape[0]
     geoms = geometries_for(handle, [handle.layer(n) for n in layers], size)
-    channels = {n: _channels(handle, n, size) for n in layers}
+    channels = {n: layer_shape(handle, handle.layer(n), size)[0] for n in layers}
     model_id, shared_nodes, shared_rels = model_rows(handle, geoms, channels)
     image_ids, image_table = image_rows(source, [f.index for f in frames], source.name)
     shared_nodes["Image"] = image_table
@@ -174,15 +174,6 @@ def info_run(
     )
     store.write_run(record, nodes, rels)
     return InfoResult(weights_label, run, m, [f.id for f in frames], files)
-
-
-def _channels(handle: ModelHandle, layer: str, size: int) -> int:
-    from kgexplain.information.sid import NoiseProbe
-
-    with torch.no_grad():
-        p = next(handle.module.parameters())
-        f = NoiseProbe(handle, [layer])(torch.zeros(1, 3, size, size, device=p.device))[0]
-    return int(f.shape[1])
 
 
 def plot_curves(results: Sequence[InfoResult], path: Path) -> Path:

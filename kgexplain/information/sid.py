@@ -73,10 +73,6 @@ class SIDResult:
     passes: int  # forward+backward passes of the noise batch (steps) plus forward-only passes (search, eval)
     extra: dict[str, np.ndarray] | None = None  # e.g. the RU maps
 
-    @property
-    def constraint_rel_err(self) -> np.ndarray:
-        return np.abs(self.constraint - 1.0)
-
     def pixel_map(self, b: int, l: int, size: int) -> np.ndarray:
         """Pixel-level SID H_i = log sigma_i + C at the input resolution (nearest upsampling of the grid)."""
         grid = torch.from_numpy(self.log_sigma[b, l][None, None].astype(np.float32))
@@ -135,8 +131,19 @@ class SIDEstimator:
         self.layers = list(layers)
 
     def delta2(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L) delta_f^2 of each image."""
         gen = torch.Generator(device=x.device).manual_seed(self.cfg.seed + 7919)
         return self.probe.delta2(x, self.cfg.delta_samples, gen)
+
+    def reference_delta2(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """(B, L) delta_f^2 to normalise with: per image, or (``cfg.delta == "images"``, the paper) averaged over
+        all the images given. ``batch`` images at a time; ``x`` may live on another device than the model."""
+        dev = next(iter(self.probe.handle.module.parameters()), torch.empty(0)).device
+        step = batch or len(x)
+        d2 = torch.cat([self.delta2(x[i : i + step].to(dev)) for i in range(0, len(x), step)])
+        if self.cfg.delta == "images":
+            d2 = d2.mean(0, keepdim=True).expand(len(x), -1).clone()
+        return d2
 
     def _change(
         self, x: torch.Tensor, clean: list[torch.Tensor], log_sigma: torch.Tensor, eps: torch.Tensor
@@ -156,15 +163,10 @@ class SIDEstimator:
         return xn, torch.stack(change, 1), noisy
 
     def _measure(
-        self,
-        x: torch.Tensor,
-        clean: list[torch.Tensor],
-        log_sigma: torch.Tensor,
-        gen: torch.Generator,
-        count: list[int],
-    ) -> torch.Tensor:
+        self, x: torch.Tensor, clean: list[torch.Tensor], log_sigma: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, int]:
         """||f'-f||^2 per sample (B, L, S) on fresh noise, adding batches until the relative standard error of the
-        mean is below tolerance / 5 (at most 4 batches); ``count[0]`` receives the passes used."""
+        mean is below tolerance / 5 (at most 4 batches), and the number of passes used."""
         cfg = self.cfg
         b, n_layers = log_sigma.shape[:2]
         size = x.shape[-1]
@@ -173,12 +175,11 @@ class SIDEstimator:
             eps = torch.randn((b, n_layers, cfg.eval_samples, 3, size, size), generator=gen, device=x.device)
             with torch.no_grad():
                 parts.append(self._change(x, clean, log_sigma, eps)[1])
-            count[0] += 1
             ch = torch.cat(parts, 2)
             sem = ch.std(2) / math.sqrt(ch.shape[2]) / ch.mean(2).clamp_min(1e-30)
             if bool((sem < cfg.tolerance / 5).all()):
                 break
-        return ch
+        return ch, len(parts)
 
     def fit(self, x: torch.Tensor, delta2: torch.Tensor | None = None, entropy: EntropyTerm | None = None) -> SIDResult:
         """x: (B, 3, H, W) normalised images. delta2: (B, L) to use (default: measured here, per cfg.delta)."""
@@ -189,9 +190,7 @@ class SIDEstimator:
         g = cfg.grid_for(size)
         gen = torch.Generator(device=dev).manual_seed(cfg.seed)
         if delta2 is None:
-            delta2 = self.delta2(x)
-            if cfg.delta == "images":
-                delta2 = delta2.mean(0, keepdim=True).expand(b, -1).clone()
+            delta2 = self.reference_delta2(x)
         delta2 = delta2.to(dev).clamp_min(1e-30)
         target = cfg.alpha * delta2
         clean = self.probe.clean(x)
@@ -256,8 +255,8 @@ class SIDEstimator:
         # The reported value: measured on fresh noise (more samples while its standard error is large); a map
         # that misses is moved along the shift by the pooled estimate and measured again on new noise.
         for _attempt in range(3):
-            ch = self._measure(x, clean, s_final, gen, passes_box := [0])
-            passes += passes_box[0]
+            ch, used = self._measure(x, clean, s_final, gen)
+            passes += used
             c_fresh = ch.mean(2) / target
             miss = (c_fresh - 1).abs() > cfg.tolerance / 2
             if not bool(miss.any()):
