@@ -72,12 +72,13 @@ def _register() -> None:
         features_cmd,
         graph_cmd,
         info_cmd,
+        kp_cmd,
         models_cmd,
         store_cmd,
         zoo_cmd,
     )
 
-    first = (aog_cmd, build_cmd, data_cmd, doctor_cmd, features_cmd, graph_cmd, info_cmd, models_cmd)
+    first = (aog_cmd, build_cmd, data_cmd, doctor_cmd, features_cmd, graph_cmd, info_cmd, kp_cmd, models_cmd)
     for module in (*first, store_cmd, zoo_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)

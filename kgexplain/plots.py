@@ -50,3 +50,60 @@ def curves(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _class_colours(n: int) -> np.ndarray:
+    return np.asarray(plt.get_cmap("tab10" if n <= 10 else "tab20")(np.arange(n) % (10 if n <= 10 else 20)))
+
+
+def embedding_3d(
+    points: np.ndarray,
+    classes: np.ndarray,
+    directions: np.ndarray,
+    names: Sequence[str],
+    path: Path,
+    title: str = "",
+    faint: np.ndarray | None = None,
+) -> Path:
+    """3-D scatter of embedded features coloured by class, with each class's unit direction drawn as an arrow
+    scaled to the data; ``faint`` (bool per point) draws those points lighter (e.g. regions that are no knowledge
+    points). Only the first three coordinates are shown."""
+    pts = np.asarray(points, np.float64)[:, :3]
+    colours = _class_colours(len(names))
+    fig = plt.figure(figsize=(5.6, 5.0))
+    ax = fig.add_subplot(projection="3d")
+    alpha = np.where(faint, 0.12, 0.75) if faint is not None else np.full(len(pts), 0.7)
+    rgba = colours[np.clip(classes, 0, len(names) - 1)].copy()
+    rgba[:, 3] = alpha
+    ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=rgba, s=6, depthshade=False)
+    reach = float(np.percentile(np.linalg.norm(pts, axis=1), 95)) if len(pts) else 1.0
+    for c, name in enumerate(names):
+        d = np.asarray(directions[c], np.float64)[:3] * reach * 1.15
+        ax.plot([0, d[0]], [0, d[1]], [0, d[2]], color=colours[c], lw=2)
+        ax.text(d[0], d[1], d[2], name, color=colours[c], fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def region_boxes(
+    image: np.ndarray, boxes: Sequence[tuple[float, float, float, float, int]], names: Sequence[str], path: Path
+) -> Path:
+    """Draw (x0, y0, x1, y1, class) rectangles on ``image`` in the class colours; writes a PNG."""
+    colours = _class_colours(len(names))
+    fig, ax = plt.subplots(figsize=(3.2, 3.2))
+    ax.imshow(image)
+    for x0, y0, x1, y1, c in boxes:
+        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colours[c], lw=1.5))
+    seen = sorted({int(b[4]) for b in boxes})
+    ax.set_title(", ".join(names[c] for c in seen) or "no knowledge points", fontsize=8)
+    ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

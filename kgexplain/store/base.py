@@ -30,7 +30,13 @@ from kgexplain.store.artifacts import Artifacts
 from kgexplain.store.schema import Schema, load_schema
 
 ARROW_TYPES = {"STRING": pa.string(), "INT64": pa.int64(), "DOUBLE": pa.float64(), "BOOL": pa.bool_()}
-RUN_SCOPED = ("Pattern", "Part", "Template", "Metric")  # labels with a `run` property, replaced per run
+RUN_SCOPED = (
+    "Pattern",
+    "Part",
+    "Template",
+    "Metric",
+    "KnowledgePoint",
+)  # labels with a `run` property, replaced per run
 SCHEMA_KEY = "schema_version"
 
 
