@@ -31,7 +31,7 @@ from .store_cmd import _store_opts, open_from
 
 def checkpoint_list(model_name: str, weights: str | None, checkpoints: str | None) -> list[str | None]:
     """The weights to analyse, in order: one ``--weights`` or the ``--checkpoints`` list ("epochs" expands to the
-    toy net's shipped per-epoch checkpoints followed by the final one)."""
+    toy net's shipped per-epoch checkpoints, see ``zoo.training_series``)."""
     if checkpoints and weights:
         raise UsageError("give --weights or --checkpoints, not both")
     if not checkpoints:
@@ -43,9 +43,9 @@ def checkpoint_list(model_name: str, weights: str | None, checkpoints: str | Non
         if item == "epochs":
             if model_name != "toynet":
                 raise UsageError("--checkpoints epochs names the toy net's shipped checkpoints", hint="list PATHs")
-            from kgexplain.zoo import shipped_checkpoint, shipped_checkpoints
+            from kgexplain.zoo import training_series
 
-            out += [str(p) for p in shipped_checkpoints()] + [str(shipped_checkpoint())]
+            out += [str(p) for p in training_series()]
         else:
             out.append(item)
     if not out:
@@ -61,7 +61,7 @@ def checkpoint_list(model_name: str, weights: str | None, checkpoints: str | Non
     default=None,
     metavar="epochs|W1,W2,...",
     help="Analyse a series of checkpoints (weights specs or PATHs, in training order); 'epochs' = the toy net's "
-    "shipped epoch checkpoints and the final one.",
+    "shipped per-epoch checkpoints (the last is the shipped final net).",
 )
 @trust_option
 @click.option("--layers", default=None, metavar="L1,L2,...", help="Layers (default: the model's paper layers).")

@@ -106,8 +106,10 @@ def analyse_layers(
     kappa: KappaTable,
     cfg: KPConfig,
     log: Callable[[str], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> Analysis:
-    """Everything after the forward pass (CPU tensors)."""
+    """Everything after the forward pass. ``col`` holds CPU tensors; the per-layer fits (the costly part) run on
+    ``device``, the small sample embedding on the CPU."""
     t0 = time.perf_counter()
     emb = fit_sample(col.sample, col.logits, kappa, cfg.sample)
     g = emb.embed(col.sample)
@@ -120,8 +122,11 @@ def analyse_layers(
     for name in layers:
         t = time.perf_counter()
         regions = col.regions[name]
-        w, v = fit_importance(regions, nb, cfg.importance)
-        proj = fit_regional(regions, w, nb, g, kappa, cfg.regional)
+        on_dev = regions.to(device)
+        w, v = fit_importance(on_dev, nb, cfg.importance)
+        proj = fit_regional(on_dev, w, nb, g, kappa, cfg.regional)
+        del on_dev
+        w, v = w.cpu(), v.cpu()
         h = proj.embed(regions)
         pts = knowledge_points(h, emb, truth, cfg.tau, cfg.reference)
         ci, cs = per_image_pearson(h.norm(dim=-1), w)
@@ -153,4 +158,4 @@ def analyse(
     else:
         grid = cfg.grid
     col = collect(handle, images, layers, sample_layer, grid=grid, batch=batch, device=device)
-    return analyse_layers(col, truth, layers, kappa, cfg, log)
+    return analyse_layers(col, truth, layers, kappa, cfg, log, device)

@@ -3,9 +3,14 @@
 The DNN's sample-wise similarity is P(j | i) ∝ exp(kappa_p cos(z_i, z_j)) over a fixed set of other samples j
 (``others`` drawn at random per sample, as the authors' code; z are the logits). The features infer
 Q_w(j | i) ∝ exp(sum_r w_i^r max_r' kappa' sum_k v_i^k f̂_i^(r,k) f̂_j^(r',k)), with f̂ the unit regional features.
-Sample i's own w_i and v_i are fitted to min KL(P(. | i) || Q_w(. | i)) by SGD with momentum; after each step both are
-made non-negative and L1-normalised (w_i ← |w_i| / |w_i|_1). Samples are independent, so a batch of them is fitted
-at once with its own optimiser state (the authors' code let momentum and weight decay touch every row of the table).
+Sample i's own w_i and v_i are fitted to min KL(P(. | i) || Q_w(. | i)); after each step both are made non-negative
+and L1-normalised (w_i ← |w_i| / |w_i|_1). Samples are independent, so a batch of them is fitted at once with its own
+optimiser state (the authors' code let momentum and weight decay touch every row of the table).
+
+The optimiser is Adam with a step of ``lr`` times the uniform weight (1/R for w, 1/K for v), not the authors' SGD
+(lr 0.05, momentum 0.9): the gradient scales with kappa' / K, so a fixed SGD step that suits K = 512 channels jumps
+around the simplex on layers with fewer channels. Measured on the one-informative-region test case (K = 12): SGD as
+the authors put region 0 first in 29 % of the samples, this Adam step in 98 %.
 """
 
 from __future__ import annotations
@@ -23,8 +28,7 @@ class ImportanceConfig:
     kappa_p: float = 5.0  # concentration of the DNN's similarity P(j | i)
     kappa: float = 1000.0  # kappa' of eq. 12
     steps: int = 20
-    lr: float = 0.05
-    momentum: float = 0.9
+    lr: float = 0.1  # Adam step, relative to the uniform weight
     budget: int = 2**24  # floats of the (batch, others, R, R) similarity tensor per batch
     seed: int = 0
 
@@ -66,21 +70,24 @@ def fit_importance(
     cfg: ImportanceConfig,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``regions`` (N, R, K) raw regional features → (w (N, R), v (N, K)), each row non-negative with sum 1."""
+    """``regions`` (N, R, K) raw regional features → (w (N, R), v (N, K)), each row non-negative with sum 1.
+    Runs on ``regions``' device."""
     n, r, k = regions.shape
+    dev = regions.device
     unit = F.normalize(regions.float(), dim=2)
-    w_all = torch.empty((n, r))
-    v_all = torch.empty((n, k))
-    p_all = nb.log_p.exp()
+    w_all = torch.empty((n, r), device=dev)
+    v_all = torch.empty((n, k), device=dev)
+    index, log_p_all = nb.index.to(dev), nb.log_p.to(dev)
+    p_all = log_p_all.exp()
     step = _batch_size(nb.index.shape[1], r, cfg.budget)
     for lo in range(0, n, step):
         hi = min(n, lo + step)
         fi = unit[lo:hi]  # (B, R, K)
-        fj = unit[nb.index[lo:hi]]  # (B, J, R, K)
-        p, log_p = p_all[lo:hi], nb.log_p[lo:hi]
-        w = torch.full((hi - lo, r), 1.0 / r, requires_grad=True)
-        v = torch.full((hi - lo, k), 1.0 / k, requires_grad=True)
-        opt = torch.optim.SGD([w, v], lr=cfg.lr, momentum=cfg.momentum)
+        fj = unit[index[lo:hi]]  # (B, J, R, K)
+        p, log_p = p_all[lo:hi], log_p_all[lo:hi]
+        w = torch.full((hi - lo, r), 1.0 / r, device=dev, requires_grad=True)
+        v = torch.full((hi - lo, k), 1.0 / k, device=dev, requires_grad=True)
+        opt = torch.optim.Adam([{"params": [w], "lr": cfg.lr / r}, {"params": [v], "lr": cfg.lr / k}])
         for _ in range(cfg.steps):
             sim = torch.einsum("brk,bjsk->bjrs", fi * v[:, None, :], fj)  # (B, J, R, R')
             best = sim.amax(dim=3)  # most similar region r' of j for each region r of i

@@ -4,7 +4,11 @@ L = L_similarity + alpha L_align. L_similarity = KL(P(. | i) || Q_Lambda(. | i))
 (see importance.neighbours), with log Q_Lambda(j | i) = log softmax_j sum_r w_j^r log Q(h_j^r | h_i) and
 log Q(h_j^r | h_i) = max_r' log p_vMF(h_j^r | mu = h_i^r', kappa(|h_j^r|)) (eq. 9, the revised vMF of the sample
 embedding, normaliser included). L_align = -sum_r w_i^r cos(h_i^r, g_i) aligns the regions to the sample embedding's
-coordinate system. Regional features are scaled (one factor per layer) to a mean norm of sqrt(K), like the sample
+coordinate system. L_similarity only sees cosines between regions and strengths, so it is blind to a rotation of h;
+only L_align fixes the orientation that the class directions need. With the paper's alpha = 0.1 the fit often
+settles in a rotated solution: on the one-informative-region test case region 0 pointed to its true class for 2 of
+3 classes (0.1) against 3 of 3 (1.0), and on the toy net (300 images, conv5_2) the reliable ratio was 0.47 (0.1)
+against 0.94 (1.0). The default is therefore alpha = 1; ``--alpha 0.1`` gives the paper's setting. Regional features are scaled (one factor per layer) to a mean norm of sqrt(K), like the sample
 feature, so the same initialisation and learning rate serve every layer.
 """
 
@@ -27,8 +31,9 @@ class RegionalConfig:
     dim: int = 3
     epochs: int = 20
     lr: float = 0.01
-    alpha: float = 0.1
+    alpha: float = 1.0  # the paper: 0.1; see the module docstring
     init_std: float = 0.1
+    batch: int = 16  # samples per step (fewer when the budget below asks for it)
     budget: int = 2**23  # floats of the (batch, others, R, R) cosine tensor per batch
     seed: int = 0
 
@@ -83,25 +88,28 @@ def fit_regional(
     cfg: RegionalConfig,
     progress: Callable[[int], None] | None = None,
 ) -> RegionalEmbedding:
-    """``regions`` (N, R, K), ``w`` (N, R) regional importance, ``g`` (N, d') the sample embedding."""
+    """``regions`` (N, R, K), ``w`` (N, R) regional importance, ``g`` (N, d') the sample embedding; runs on
+    ``regions``' device, returns Lambda on the CPU."""
     n, r, k = regions.shape
+    dev = regions.device
     gen = torch.Generator().manual_seed(cfg.seed)
     f = regions.float()
     scale = float(k**0.5 / f.norm(dim=2).mean().clamp_min(1e-12))
     f = f * scale
-    lam = (torch.randn((cfg.dim, k), generator=gen) * cfg.init_std / k**0.5).requires_grad_(True)
+    lam = (torch.randn((cfg.dim, k), generator=gen) * cfg.init_std / k**0.5).to(dev).requires_grad_(True)
+    index, log_p, w, g = nb.index.to(dev), nb.log_p.to(dev), w.to(dev), g.to(dev)
     opt = torch.optim.Adam([lam], lr=cfg.lr)
-    step = _batch_size(nb.index.shape[1], r, cfg.budget)
+    step = min(cfg.batch, _batch_size(nb.index.shape[1], r, cfg.budget))
     total = 0.0
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=gen)
         total = 0.0
         for lo in range(0, n, step):
-            idx = order[lo : lo + step]
+            idx = order[lo : lo + step].to(dev)
             hi = f[idx] @ lam.T  # (B, R, d')
-            others = nb.index[idx]  # (B, J)
+            others = index[idx]  # (B, J)
             hj = f[others] @ lam.T  # (B, J, R, d')
-            sim = _similarity_loss(hi, hj, w[others], nb.log_p[idx], kappa)
+            sim = _similarity_loss(hi, hj, w[others], log_p[idx], kappa)
             align = -(w[idx] * F.cosine_similarity(hi, g[idx][:, None, :], dim=-1)).sum()
             loss = (sim + cfg.alpha * align) / len(idx)
             opt.zero_grad(set_to_none=True)
@@ -110,4 +118,4 @@ def fit_regional(
             total += float(loss.detach()) * len(idx)
         if progress:
             progress(1)
-    return RegionalEmbedding(lam.detach(), scale, total / n)
+    return RegionalEmbedding(lam.detach().cpu(), scale, total / n)

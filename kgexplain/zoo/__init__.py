@@ -25,3 +25,12 @@ def shipped_checkpoint() -> Path:
 def shipped_checkpoints() -> list[Path]:
     """The packaged per-epoch checkpoints of the same training run, first to last."""
     return sorted(WEIGHTS_DIR.glob("toynet-epoch*.pt"), key=lambda p: int(p.stem.split("epoch")[1]))
+
+
+def training_series() -> list[Path]:
+    """The per-epoch checkpoints then the final one, the final left out when it is the last epoch's file."""
+    epochs = shipped_checkpoints()
+    final = shipped_checkpoint()
+    if epochs and epochs[-1].read_bytes() == final.read_bytes():
+        return epochs
+    return [*epochs, final]

@@ -1,0 +1,123 @@
+"""Knowledge points on the reference workload (toy net): sample embedding, importance, counts through training.
+
+    python bench/knowledge_points.py --seed 0 --n 200 --json
+        {"corr_norm_entropy": ..., "corr_pca": ..., "corr_importance_strength": ..., "reliable_ratio": {layer: r},
+         "kp_by_checkpoint": [...], "seconds_per_layer": ...}
+
+With seed S: N synthetic object images (data seed S, the six animals, whole image) and fit seed S.
+- corr_norm_entropy: Pearson(|g|, entropy of the model's output) for the shipped (final) toy net's sample embedding;
+  corr_pca the same for |PCA to d' = 3| of the same sample features. Extras: the same against log entropy and the
+  Spearman rank correlations (the toy net is so confident that the entropy is ~0 for most images; see README).
+- corr_importance_strength: mean over images of Pearson(|h^(r)|, w^(r)) at the last layer (paper Table 2);
+  per layer under corr_importance_by_layer.
+- reliable_ratio: reliable / all knowledge points per layer (final net), tau = 0.4 after normalising each layer's
+  mean |h| to 1.
+- kp_by_checkpoint: per checkpoint (the shipped epoch checkpoints; the last is the final net), knowledge points per
+  image, reliable ones per image and the ratio for each of --checkpoint-layers, and the checkpoint's
+  corr_norm_entropy.
+- seconds_per_layer: wall time of importance + projection + counting for one layer on N images (mean over the final
+  net's layers; the forward pass is excluded and listed as collect_seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kgexplain.data.base import Framing
+from kgexplain.data.select import open_source
+from kgexplain.data.synth.animals import ANIMALS
+from kgexplain.knowledge_points.analyse import KPConfig, analyse_layers
+from kgexplain.knowledge_points.collect import collect
+from kgexplain.knowledge_points.importance import ImportanceConfig
+from kgexplain.knowledge_points.kappa import KappaTable
+from kgexplain.knowledge_points.regional import RegionalConfig
+from kgexplain.knowledge_points.sample import SampleConfig
+from kgexplain.models import load_model
+from kgexplain.zoo import shipped_checkpoint, training_series
+
+
+def r4(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), 4)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n", type=int, default=200, help="images")
+    ap.add_argument("--layers", default="conv2_2,conv3_2,conv4_2,conv5_2", help="layers of the final net")
+    ap.add_argument("--checkpoint-layers", default="conv3_2,conv5_2", help="layers per checkpoint")
+    ap.add_argument("--no-checkpoints", action="store_true", help="only the final net")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    layers = args.layers.split(",")
+    ck_layers = args.checkpoint_layers.split(",")
+    cfg = KPConfig(
+        sample=SampleConfig(seed=args.seed),
+        importance=ImportanceConfig(seed=args.seed),
+        regional=RegionalConfig(seed=args.seed),
+    )
+    with tempfile.TemporaryDirectory() as d:
+        src = open_source(synth=True, data_dir=Path(d), n=args.n, seed=args.seed, categories=list(ANIMALS))
+        frames = [Framing(128, "none").apply(src, i) for i in range(len(src))]
+    images = np.stack([f.image for f in frames])
+    kappa = KappaTable.load()
+
+    def run(weights: str, chosen: list[str]) -> tuple[Any, float]:
+        handle = load_model("toynet", weights)
+        handle.to(args.device)
+        names = list(handle.class_names or [])
+        truth = np.array([names.index(f.label) for f in frames])
+        t = time.perf_counter()
+        col = collect(handle, images, chosen, "conv5_2", grid=8, device=args.device)
+        collect_s = time.perf_counter() - t
+        return analyse_layers(col, truth, chosen, kappa, replace(cfg), device=args.device), collect_s
+
+    final, collect_s = run(str(shipped_checkpoint()), layers)
+    out: dict[str, Any] = {
+        "corr_norm_entropy": r4(final.corr["corr_norm_entropy"]),
+        "corr_pca": r4(final.corr["corr_pca"]),
+        "corr_importance_strength": r4(final.layers[layers[-1]].corr_importance),
+        "reliable_ratio": {n: r4(r.points.ratio) for n, r in final.layers.items()},
+        "kp_by_checkpoint": [],
+        "seconds_per_layer": round(float(np.mean([r.seconds for r in final.layers.values()])), 2),
+        "images": args.n,
+        "collect_seconds": round(collect_s, 2),
+        "sample_correlations": {k: r4(v) for k, v in final.corr.items()},
+        "corr_importance_by_layer": {n: r4(r.corr_importance) for n, r in final.layers.items()},
+        "kp_per_image": {n: round(r.points.count / args.n, 2) for n, r in final.layers.items()},
+        "reliable_per_image": {n: round(r.points.reliable_count / args.n, 2) for n, r in final.layers.items()},
+        "accuracy": round(float((final.collected.logits.argmax(1).numpy() == final.truth).mean()), 4),
+        "device": args.device,
+    }
+    if not args.no_checkpoints:
+        for path in training_series():
+            a, _ = run(str(path), ck_layers)
+            out["kp_by_checkpoint"].append(
+                {
+                    "checkpoint": path.stem,
+                    "accuracy": round(float((a.collected.logits.argmax(1).numpy() == a.truth).mean()), 4),
+                    "corr_norm_entropy": r4(a.corr["corr_norm_entropy"]),
+                    "kp_per_image": {n: round(r.points.count / args.n, 2) for n, r in a.layers.items()},
+                    "reliable_per_image": {n: round(r.points.reliable_count / args.n, 2) for n, r in a.layers.items()},
+                    "reliable_ratio": {n: r4(r.points.ratio) for n, r in a.layers.items()},
+                }
+            )
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

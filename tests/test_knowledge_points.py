@@ -1,0 +1,165 @@
+"""Knowledge points: importance, regional projection, counts (known-answer case), persistence and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.special as sp
+import torch
+from click.testing import CliRunner
+from kgexplain.cli.main import cli
+
+from kgexplain.knowledge_points.analyse import KPConfig, analyse_layers
+from kgexplain.knowledge_points.collect import Collected
+from kgexplain.knowledge_points.importance import ImportanceConfig, fit_importance, neighbours
+from kgexplain.knowledge_points.kappa import KappaSpec, KappaTable
+from kgexplain.knowledge_points.regional import RegionalConfig, log_vmf_normaliser
+from kgexplain.knowledge_points.sample import SampleConfig
+
+from .conftest import write_png
+
+
+@pytest.fixture(scope="module")
+def kappa() -> KappaTable:
+    return KappaTable.load(KappaSpec(samples=2000))
+
+
+def one_region_case(
+    n: int = 150, side: int = 4, k: int = 12, c: int = 3, seed: int = 0
+) -> tuple[Collected, np.ndarray]:
+    """Regional features where only region 0 encodes the class (a class-specific channel group); every other
+    region is class-independent clutter. The logits read region 0 only."""
+    gen = torch.Generator().manual_seed(seed)
+    r = side * side
+    y = torch.arange(n) % c
+    regions = torch.rand((n, r, k), generator=gen) * 0.5  # clutter
+    group = k // c
+    strength = 1.0 + 2.0 * torch.rand(n, generator=gen)
+    for i in range(n):
+        lo = int(y[i]) * group
+        regions[i, 0] = torch.rand(k, generator=gen) * 0.1
+        regions[i, 0, lo : lo + group] += strength[i]
+    readout = torch.zeros((c, k))
+    for cls in range(c):
+        readout[cls, cls * group : (cls + 1) * group] = 1.0
+    logits = regions[:, 0] @ readout.T * 1.5
+    col = Collected(logits, regions.mean(1), {"L": regions}, {"L": side})
+    return col, y.numpy()
+
+
+def test_importance_rows_are_distributions_and_neighbours_exclude_self() -> None:
+    logits = torch.randn(30, 4)
+    nb = neighbours(logits, others=10, kappa_p=5.0)
+    assert nb.index.shape == (30, 10)
+    assert not (nb.index == torch.arange(30)[:, None]).any()
+    assert torch.allclose(nb.log_p.exp().sum(1), torch.ones(30), atol=1e-5)
+    w, v = fit_importance(torch.rand(30, 9, 5), nb, ImportanceConfig(steps=3))
+    for t in (w, v):
+        assert (t >= 0).all() and torch.allclose(t.sum(1), torch.ones(len(t)), atol=1e-5)
+
+
+def test_vmf_normaliser_matches_the_bessel_form() -> None:
+    k = torch.tensor([0.01, 0.5, 3.0, 40.0, 600.0])
+    nu = 0.5
+    kn = k.double().numpy()
+    expected = nu * np.log(kn) - 1.5 * math.log(2 * math.pi) - (np.log(sp.ive(nu, kn)) + kn)
+    assert np.allclose(log_vmf_normaliser(k, 3).numpy(), expected, atol=1e-3)
+    assert np.allclose(log_vmf_normaliser(k.double(), 5).numpy(), log_vmf_normaliser(k.double(), 5).numpy())
+
+
+def test_known_answer_the_class_lives_in_one_region(kappa: KappaTable) -> None:
+    col, y = one_region_case()
+    cfg = KPConfig(
+        sample=SampleConfig(steps=400),
+        importance=ImportanceConfig(others=40),
+        regional=RegionalConfig(epochs=15),
+    )
+    a = analyse_layers(col, y, ["L"], kappa, cfg)
+    res = a.layers["L"]
+    # importance: region 0 is the most important region of most samples
+    assert (res.w.argmax(1) == 0).float().mean() > 0.8
+    # the projection: region 0 is the strongest, and it points to the true class
+    strength = res.h.norm(dim=-1)
+    assert (strength.argmax(1) == 0).float().mean() > 0.8
+    pts = res.points
+    assert pts.is_kp[:, 0].mean() > 0.8 and pts.reliable[:, 0].mean() > 0.8
+    # clutter regions are rarely knowledge points, and those that are, are no better than chance
+    assert pts.is_kp[:, 1:].mean() < 0.3
+    assert pts.ratio > 0.6
+    assert res.corr_importance > 0.3
+    assert a.corr["corr_norm_entropy"] < -0.3
+
+
+FAST = ["--epochs", "2", "--others", "20", "--layers", "conv3_2,conv5_2"]
+
+
+def _run(*args: str, ok: bool = True):  # type: ignore[no-untyped-def]
+    result = CliRunner().invoke(cli, ["-q", *args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def test_cli_kp_over_checkpoints_stores_points_and_answers_queries(tmp_path: Path) -> None:
+    from kgexplain.zoo import training_series
+
+    store, out = str(tmp_path / "store"), tmp_path / "out"
+    series = training_series()
+    ckpts = f"{series[0]},{series[-1]}"
+    args = ["--n", "24", "--checkpoints", ckpts, "--store", store, "--out", str(out), *FAST]
+    rows = json.loads(_run("kp", *args, "--json").stdout)
+    assert [(r["checkpoint"], r["layer"]) for r in rows] == [
+        (series[0].stem, "conv3_2"), (series[0].stem, "conv5_2"),
+        (series[-1].stem, "conv3_2"), (series[-1].stem, "conv5_2"),
+    ]  # fmt: skip
+    assert all(0 <= r["reliable"] <= r["kp"] <= r["regions"] for r in rows)
+    assert (out / "counts.png").is_file() and (out / "checkpoints.png").is_file()
+    assert (out / series[-1].stem / "sample-embedding.png").is_file()
+    assert (out / series[-1].stem / "regions-conv5_2.png").is_file()
+    last = rows[-1]
+    q = (
+        "MATCH (k:KnowledgePoint)-[:KP_IN]->(l:Layer), (k)-[:KP_ON]->(i:Image) "
+        f"WHERE k.reliable AND l.name = 'conv5_2' AND k.checkpoint = '{series[-1].stem}' "
+        "RETURN k.cls AS cls, i.label AS label, count(k) AS n ORDER BY cls"
+    )
+    stored = json.loads(_run("query", q, "--store", store, "--json").stdout)
+    assert sum(s["n"] for s in stored) == last["reliable"]
+    assert all(s["cls"] == s["label"] for s in stored)  # reliable = points to the labelled class
+    metric = (
+        "MATCH (m:Metric)-[:MEASURES]->(l:Layer) WHERE m.kind = 'kp_layer' AND m.name = 'kp' "
+        "RETURN m.checkpoint AS ck, l.name AS layer, m.value AS v ORDER BY ck, layer"
+    )
+    metrics = json.loads(_run("query", metric, "--store", store, "--json").stdout)
+    assert sorted((m["ck"], m["layer"], m["v"]) for m in metrics) == sorted(
+        (r["checkpoint"], r["layer"], float(r["kp"])) for r in rows
+    )
+    again = json.loads(_run("kp", *args, "--json").stdout)
+    assert [(r["kp"], r["reliable"]) for r in again] == [(r["kp"], r["reliable"]) for r in rows]
+    count = "MATCH (k:KnowledgePoint) RETURN count(k) AS n"
+    assert json.loads(_run("query", count, "--store", store, "--json").stdout)[0]["n"] == sum(r["kp"] for r in rows)
+
+
+def test_cli_kp_bad_input_fails_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    folder = tmp_path / "imgs"
+    for i in range(3):
+        write_png(folder / f"x{i}.png", (40, 40), seed=i)
+    cases = [
+        (["--layers", "conv9_9"], "conv9_9"),
+        (["--weights", "shipped", "--checkpoints", "epochs"], "not both"),
+        (["--model", "vgg16", "--checkpoints", "epochs"], "toy net"),
+        (["--checkpoints", str(tmp_path / "missing.pt")], "missing.pt"),
+        (["--images", str(tmp_path / "nowhere")], "nowhere"),
+        (["--images", str(folder)], "--truth predicted"),
+    ]
+    for args, message in cases:
+        res = _run("kp", *args, "--store", store, "--out", str(tmp_path / "o"), *FAST[:4], ok=False)
+        assert res.exit_code != 0 and message in res.output and "Traceback" not in res.output, res.output
+        assert len(res.output.strip().splitlines()) <= 2, res.output
+    if Path(store).exists():
+        runs = _run("query", "MATCH (r:Run) RETURN count(r) AS n", "--store", store, "--json").stdout
+        assert json.loads(runs)[0]["n"] == 0
