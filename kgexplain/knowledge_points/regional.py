@@ -8,8 +8,10 @@ coordinate system. L_similarity only sees cosines between regions and strengths,
 only L_align fixes the orientation that the class directions need. With the paper's alpha = 0.1 the fit often
 settles in a rotated solution: on the one-informative-region test case region 0 pointed to its true class for 2 of
 3 classes (0.1) against 3 of 3 (1.0), and on the toy net (300 images, conv5_2) the reliable ratio was 0.47 (0.1)
-against 0.94 (1.0). The default is therefore alpha = 1; ``--alpha 0.1`` gives the paper's setting. Regional features are scaled (one factor per layer) to a mean norm of sqrt(K), like the sample
-feature, so the same initialisation and learning rate serve every layer.
+against 0.94 (1.0). The default is therefore alpha = 1; ``--alpha 0.1`` gives the paper's setting.
+
+Regional features are scaled (one factor per layer) to a mean norm of sqrt(K), like the sample feature, so the same
+initialisation and learning rate serve every layer.
 """
 
 from __future__ import annotations
