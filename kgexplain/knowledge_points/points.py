@@ -1,7 +1,7 @@
 """Knowledge points (paper 3.4): regions whose projected feature is discriminative enough, max_c p(c | h) > tau.
 
 Before counting, each layer's h are rescaled so that their mean strength E_{x,r} |h^(r)| equals a common reference
-(the sample embedding's mean |g|), which makes one tau fair across layers (appendix F). p(c | h) is the revised-vMF
+(1 by default, as the authors' code), which makes one tau fair across layers (appendix F). p(c | h) is the revised-vMF
 posterior with the sample embedding's class directions and priors (eq. 6). A knowledge point is reliable when its
 argmax class is the image's true class.
 """
@@ -47,7 +47,7 @@ def knowledge_points(
     h: torch.Tensor, sample: SampleEmbedding, truth: np.ndarray, tau: float = 0.4, reference: float | None = None
 ) -> Points:
     """``h`` (N, R, d') regional embeddings; ``truth`` (N,) class indices (-1: unknown); ``reference`` the mean
-    strength every layer is normalised to (default: the sample embedding's mean |g| is passed by the caller)."""
+    strength every layer is normalised to (default 1)."""
     strength = h.norm(dim=-1)
     ref = float(reference) if reference is not None else 1.0
     hn = h * (ref / strength.mean().clamp_min(1e-12))
