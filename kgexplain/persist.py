@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from kgexplain.data.base import ImageSource
 from kgexplain.explanatory_graph.graph import ExplanatoryGraph, Inference
+from kgexplain.features.extract import geometries_for, layer_shape
 from kgexplain.geometry import LayerGeometry
 from kgexplain.models.registry import ModelHandle
 from kgexplain.store import GraphStore, RunRecord
@@ -190,6 +191,18 @@ def eg_run_rows(
         rels.update(metric_rels)
     counts = {"patterns": len(pat_cols["id"]), "parents": len(parent["from"]), "inferences": len(fires["from"])}
     return EGRunRows(nodes, rels, counts)
+
+
+def layer_and_image_rows(
+    handle: ModelHandle, layers: Sequence[str], source: ImageSource, indices: Sequence[int], size: int
+) -> tuple[str, list[str], dict[str, pa.Table], dict[str, pa.Table]]:
+    """The shared rows a per-layer, per-image run links to: (model id, image ids, nodes, relationships) for the
+    model's ``layers`` at input ``size`` and the source images at ``indices``."""
+    geoms = geometries_for(handle, [handle.layer(n) for n in layers], size)
+    channels = {n: layer_shape(handle, handle.layer(n), size)[0] for n in layers}
+    model_id, nodes, rels = model_rows(handle, geoms, channels)
+    image_ids, nodes["Image"] = image_rows(source, indices, source.name)
+    return model_id, image_ids, nodes, rels
 
 
 def write_shared(store: GraphStore, nodes: Mapping[str, pa.Table], rels: Mapping[str, pa.Table]) -> None:

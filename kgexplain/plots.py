@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -11,6 +12,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
+
+
+def _save(fig: Any, path: Path, dpi: int) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def heat_overlay(image: np.ndarray, values: np.ndarray, path: Path, alpha: float = 0.55) -> Path:
@@ -45,11 +54,7 @@ def curves(
     axes[0][0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 110)
 
 
 def _class_colours(n: int) -> np.ndarray:
@@ -83,11 +88,7 @@ def embedding_3d(
         ax.text(d[0], d[1], d[2], name, color=colours[c], fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 110)
 
 
 def region_boxes(
@@ -102,8 +103,4 @@ def region_boxes(
     seen = sorted({int(b[4]) for b in boxes})
     ax.set_title(", ".join(names[c] for c in seen) or "no knowledge points", fontsize=8)
     ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 100)

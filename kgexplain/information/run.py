@@ -15,12 +15,11 @@ from PIL import Image, UnidentifiedImageError
 
 from kgexplain.data.base import Framed, Framing, ImageSource
 from kgexplain.errors import DataError, UsageError
-from kgexplain.features.extract import geometries_for, layer_shape
 from kgexplain.information.decoder import load_decoder
 from kgexplain.information.measure import Measurement, measure
 from kgexplain.information.sid import SIDConfig
 from kgexplain.models.registry import ModelHandle
-from kgexplain.persist import image_rows, metric_rows, model_rows, write_shared
+from kgexplain.persist import layer_and_image_rows, metric_rows, write_shared
 from kgexplain.plots import curves, heat_overlay
 from kgexplain.store import GraphStore, RunRecord
 from kgexplain.store import ids as I
@@ -93,11 +92,9 @@ def info_run(
     m = measure(handle, frames, layers, config, decoders, masks, batch, device, progress)
 
     size = frames[0].image.shape[0]
-    geoms = geometries_for(handle, [handle.layer(n) for n in layers], size)
-    channels = {n: layer_shape(handle, handle.layer(n), size)[0] for n in layers}
-    model_id, shared_nodes, shared_rels = model_rows(handle, geoms, channels)
-    image_ids, image_table = image_rows(source, [f.index for f in frames], source.name)
-    shared_nodes["Image"] = image_table
+    model_id, image_ids, shared_nodes, shared_rels = layer_and_image_rows(
+        handle, layers, source, [f.index for f in frames], size
+    )
     determinants = {
         "layers": list(layers),
         "sid": config.to_dict(),

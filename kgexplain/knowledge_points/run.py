@@ -13,11 +13,10 @@ import torch
 
 from kgexplain.data.base import Framed, ImageSource
 from kgexplain.errors import UsageError
-from kgexplain.features.extract import geometries_for, layer_shape
 from kgexplain.knowledge_points.analyse import Analysis, KPConfig, analyse
 from kgexplain.knowledge_points.kappa import KappaTable
 from kgexplain.models.registry import ModelHandle
-from kgexplain.persist import image_rows, metric_rows, model_rows, write_shared
+from kgexplain.persist import layer_and_image_rows, metric_rows, write_shared
 from kgexplain.plots import curves, embedding_3d, region_boxes
 from kgexplain.store import GraphStore, RunRecord
 from kgexplain.store import ids as I
@@ -166,12 +165,9 @@ def kp_run(
     if not names:
         names = [str(c) for c in range(a.collected.logits.shape[1])]
 
-    size = frames[0].image.shape[0]
-    geoms = geometries_for(handle, [handle.layer(n) for n in layers], size)
-    channels = {n: layer_shape(handle, handle.layer(n), size)[0] for n in layers}
-    model_id, shared_nodes, shared_rels = model_rows(handle, geoms, channels)
-    image_ids, image_table = image_rows(source, [f.index for f in frames], source.name)
-    shared_nodes["Image"] = image_table
+    model_id, image_ids, shared_nodes, shared_rels = layer_and_image_rows(
+        handle, layers, source, [f.index for f in frames], frames[0].image.shape[0]
+    )
     determinants = {
         "layers": list(layers),
         "sample_layer": sample_layer,
