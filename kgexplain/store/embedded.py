@@ -108,11 +108,14 @@ class EmbeddedStore(GraphStore):
         while True:
             try:
                 return ladybug.Database(str(path), read_only=read_only)
-            except RuntimeError as e:
+            except (RuntimeError, ValueError) as e:
                 text = str(e).lower()
                 # The writer is checkpointing, or has just created / truncated its WAL (a reader then sees an
-                # empty .wal file): both pass within moments.
-                transient = read_only and ("checkpoint" in text or ("past the end" in text and ".wal" in text))
+                # empty .wal file), or is appending to it (a reader replaying a half-written record fails with
+                # "vector::reserve", a ValueError): all pass within moments.
+                transient = read_only and (
+                    "checkpoint" in text or ("past the end" in text and ".wal" in text) or "vector::reserve" in text
+                )
                 if not transient or time.monotonic() > deadline:
                     if transient:
                         raise StoreError(
