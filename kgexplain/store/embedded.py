@@ -112,9 +112,14 @@ class EmbeddedStore(GraphStore):
                 text = str(e).lower()
                 # The writer is checkpointing, or has just created / truncated its WAL (a reader then sees an
                 # empty .wal file), or is appending to it (a reader replaying a half-written record fails with
-                # "vector::reserve", a ValueError): all pass within moments.
+                # "vector::reserve", a ValueError, or with an engine assertion while the WAL is there): all pass
+                # within moments.
+                replaying = "assertion failed" in text and path.with_name(path.name + ".wal").exists()
                 transient = read_only and (
-                    "checkpoint" in text or ("past the end" in text and ".wal" in text) or "vector::reserve" in text
+                    "checkpoint" in text
+                    or ("past the end" in text and ".wal" in text)
+                    or "vector::reserve" in text
+                    or replaying
                 )
                 if not transient or time.monotonic() > deadline:
                     if transient:
