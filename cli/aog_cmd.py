@@ -16,7 +16,7 @@ from kgexplain.data.select import open_source
 from kgexplain.devices import resolve_device
 from kgexplain.errors import UsageError
 
-from .main import progress_enabled, status
+from .context import progress_enabled, status
 from .options import device_option, output_options, store_options
 from .output import emit_object, emit_rows
 from .store_cmd import _store_opts, open_from

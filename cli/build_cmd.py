@@ -9,7 +9,7 @@ import click
 from kgexplain.data.synth import ANIMALS
 from kgexplain.pipeline import BuildConfig, build
 
-from .main import progress_enabled, status
+from .context import progress_enabled, status
 from .options import data_options, device_option, model_options, output_options, store_options
 from .output import emit_object
 

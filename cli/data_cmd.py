@@ -13,7 +13,7 @@ from kgexplain.data.synth import CATEGORIES, write_synth
 from kgexplain.errors import ImageDecodeError
 from kgexplain.workspace import Workspace
 
-from .main import progress_enabled
+from .context import progress_enabled
 from .options import data_options, output_options, store_option
 from .output import emit_object
 

@@ -11,7 +11,7 @@ from kgexplain.features.extract import default_framing
 from kgexplain.models import load_model
 from kgexplain.workspace import Workspace
 
-from .main import progress_enabled
+from .context import progress_enabled
 from .options import data_options, device_option, model_options, output_options, store_option
 from .output import emit_object
 

@@ -23,7 +23,7 @@ from kgexplain.models import load_model
 from kgexplain.models.registry import ARCHITECTURES
 from kgexplain.workspace import Workspace
 
-from .main import progress_enabled, status
+from .context import progress_enabled, status
 from .options import data_options, device_option, output_options, store_options
 from .output import emit_rows
 from .store_cmd import _store_opts, open_from

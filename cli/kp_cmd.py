@@ -21,9 +21,10 @@ from kgexplain.knowledge_points.run import kp_run, plot_counts
 from kgexplain.knowledge_points.sample import SampleConfig
 from kgexplain.models import load_model
 from kgexplain.workspace import Workspace
+from kgexplain.zoo import training_series
 
+from .context import status
 from .info_cmd import _layers, _pop_data, _safe, _source, model_choice, trust_option
-from .main import status
 from .options import data_options, device_option, output_options, store_options
 from .output import emit_rows
 from .store_cmd import _store_opts, open_from
@@ -43,8 +44,6 @@ def checkpoint_list(model_name: str, weights: str | None, checkpoints: str | Non
         if item == "epochs":
             if model_name != "toynet":
                 raise UsageError("--checkpoints epochs names the toy net's shipped checkpoints", hint="list PATHs")
-            from kgexplain.zoo import training_series
-
             out += [str(p) for p in training_series()]
         else:
             out.append(item)

@@ -10,6 +10,19 @@ from typing import Any
 
 import click
 import torch
+from kgexplain.cli import (
+    aog_cmd,
+    build_cmd,
+    data_cmd,
+    doctor_cmd,
+    features_cmd,
+    graph_cmd,
+    info_cmd,
+    kp_cmd,
+    models_cmd,
+    store_cmd,
+    zoo_cmd,
+)
 
 import kgexplain
 from kgexplain.errors import KgExplainError
@@ -53,35 +66,19 @@ def cli(ctx: click.Context, quiet: bool) -> None:
     ctx.obj["quiet"] = quiet
 
 
-def status(ctx: click.Context, message: str) -> None:
-    """A status line on stderr unless --quiet."""
-    if not (ctx.find_root().obj or {}).get("quiet"):
-        click.echo(message, err=True)
-
-
-def progress_enabled(ctx: click.Context) -> bool:
-    return not (ctx.find_root().obj or {}).get("quiet")
-
-
-def _register() -> None:
-    from kgexplain.cli import (
-        aog_cmd,
-        build_cmd,
-        data_cmd,
-        doctor_cmd,
-        features_cmd,
-        graph_cmd,
-        info_cmd,
-        kp_cmd,
-        models_cmd,
-        store_cmd,
-        zoo_cmd,
-    )
-
-    first = (aog_cmd, build_cmd, data_cmd, doctor_cmd, features_cmd, graph_cmd, info_cmd, kp_cmd, models_cmd)
-    for module in (*first, store_cmd, zoo_cmd):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
+COMMAND_MODULES = (
+    aog_cmd,
+    build_cmd,
+    data_cmd,
+    doctor_cmd,
+    features_cmd,
+    graph_cmd,
+    info_cmd,
+    kp_cmd,
+    models_cmd,
+    store_cmd,
+    zoo_cmd,
+)
+for _module in COMMAND_MODULES:
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from kgexplain.models import ARCHITECTURES, describe_layers, load_model
+from kgexplain.features.geometry import describe_layers
+from kgexplain.models import ARCHITECTURES, load_model
 
 from .options import output_options
 from .output import emit_rows

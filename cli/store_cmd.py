@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
 
-from kgexplain.errors import UsageError
+from kgexplain.errors import StoreError, UsageError
 from kgexplain.store import GraphStore, is_bolt_url, open_store, queries, resolve_location
 from kgexplain.store.cypher import is_write_query, to_embedded_dialect
+from kgexplain.store.embedded import GRAPH_FILE
 from kgexplain.store.graph import best_paths
+from kgexplain.store.isolated import run_isolated
 from kgexplain.store.transfer import FORMATS, export, push
 
-from .main import status
+from .context import status
 from .options import output_options, store_options
 from .output import emit_object, emit_rows, table
 
@@ -78,12 +81,6 @@ def query_command(
         with open_from(opts, read_only=not write) as store:
             result = store.query(cypher, values, write=write)
     else:
-        from pathlib import Path
-
-        from kgexplain.errors import StoreError
-        from kgexplain.store.embedded import GRAPH_FILE
-        from kgexplain.store.isolated import run_isolated
-
         if not (Path(location).expanduser() / GRAPH_FILE).exists():
             raise StoreError(f"no kgexplain store at {location}", hint="run `kgexplain build` first, or pass --store")
         result = run_isolated(location, to_embedded_dialect(cypher), values, write, timeout)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from kgexplain.models import load_model
-from kgexplain.zoo.train import TrainConfig, evaluate_synth, train_toynet
+from kgexplain.models.training import TrainConfig, evaluate_synth, train_toynet
 
-from .main import status
+from .context import status
 from .options import device_option, output_options, threads_option
 from .output import emit_object
 

@@ -12,10 +12,14 @@ from typing import Any
 import torch
 
 import kgexplain
+from kgexplain.errors import KgExplainError
 from kgexplain.models.registry import ARCHITECTURES
 from kgexplain.models.weights import OFFLINE_ENV, imagenet_cache_path, offline
+from kgexplain.store import is_bolt_url, open_store, resolve_location
+from kgexplain.store.embedded import GRAPH_FILE
 from kgexplain.store.schema import load_schema
 from kgexplain.workspace import folder_size
+from kgexplain.zoo import WEIGHTS_DIR
 
 
 def _version(pkg: str) -> str:
@@ -43,8 +47,6 @@ def checks(store: str | None = None) -> list[dict[str, Any]]:
         add("cuda", "warn", "no CUDA device; miners run on the CPU (--device cpu)")
 
     rows.append(store_check(store))
-
-    from kgexplain.zoo import WEIGHTS_DIR
 
     shipped = WEIGHTS_DIR / "toynet.pt"
     epochs = sorted(WEIGHTS_DIR.glob("toynet-epoch*.pt"))
@@ -77,10 +79,6 @@ def checks(store: str | None = None) -> list[dict[str, Any]]:
 
 def store_check(location: str | None) -> dict[str, Any]:
     """Is the store there, which backend, which schema version; for Neo4j: does it answer."""
-    from kgexplain.errors import KgExplainError
-    from kgexplain.store import is_bolt_url, open_store, resolve_location
-    from kgexplain.store.embedded import GRAPH_FILE
-
     try:
         loc = resolve_location(location)
     except KgExplainError as e:

@@ -19,7 +19,7 @@ import pyarrow as pa
 from kgexplain.data.base import ImageSource
 from kgexplain.explanatory_graph.graph import ExplanatoryGraph, Inference
 from kgexplain.features.extract import geometries_for, layer_shape
-from kgexplain.geometry import LayerGeometry
+from kgexplain.features.geometry import LayerGeometry
 from kgexplain.models.registry import ModelHandle
 from kgexplain.store import GraphStore, RunRecord
 from kgexplain.store import ids as I

@@ -31,7 +31,7 @@ from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryG
 from kgexplain.explanatory_graph.patches import contact_sheet, png, top_patches
 from kgexplain.explanatory_graph.stability import PARTS, part_array, random_positions, raw_filter_peaks, stability
 from kgexplain.features.extract import Extraction, default_framing, extract_features
-from kgexplain.geometry import scaled_patch_size
+from kgexplain.features.geometry import scaled_patch_size
 from kgexplain.models.registry import ModelHandle, load_model
 from kgexplain.persist import PatchRef, eg_run_rows, image_rows, model_rows, write_run, write_shared
 from kgexplain.store import GraphStore, RunRecord, open_store

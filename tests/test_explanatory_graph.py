@@ -13,7 +13,7 @@ from kgexplain.explanatory_graph.estep import Grid, e_step, e_step_numba, pad
 from kgexplain.explanatory_graph.parents import parent_scores, select_parents, slow_parent_scores
 from kgexplain.explanatory_graph.stability import layer_stability, part_array, raw_filter_peaks
 from kgexplain.features.cache import FeatureSet, Shard
-from kgexplain.geometry import LayerGeometry
+from kgexplain.features.geometry import LayerGeometry
 
 STRIDE, CENTRE, SIDE = 8.0, 3.5, 16  # a 16x16 map on a 128 px image
 

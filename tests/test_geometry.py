@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from kgexplain.geometry import LayerGeometry, analytic_geometry, empirical_geometry, geometries, layer_geometry
+from kgexplain.features.geometry import LayerGeometry, analytic_geometry, empirical_geometry, geometries, layer_geometry
 from kgexplain.models import load_model
 from kgexplain.models.layers import LayerSpec
 

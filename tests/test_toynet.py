@@ -6,8 +6,8 @@ from torch import nn
 
 from kgexplain.models import load_model
 from kgexplain.models.toynet import ToyVGG, fold_batch_norm
+from kgexplain.models.training import TrainConfig, evaluate_synth, train_toynet
 from kgexplain.zoo import SYNTH_CLASSES, shipped_checkpoint, shipped_checkpoints
-from kgexplain.zoo.train import TrainConfig, evaluate_synth, train_toynet
 
 
 def test_folding_batch_norm_preserves_the_function() -> None:

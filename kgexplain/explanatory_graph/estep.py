@@ -135,7 +135,7 @@ def e_step(
 
 def numba_available() -> bool:
     try:
-        import numba  # noqa: F401
+        import numba  # noqa: F401  # lazy: numba takes a while to load; only the CPU kernel needs it
     except ImportError:  # pragma: no cover - numba is a dependency; this guards odd platforms
         return False
     return True
@@ -157,6 +157,7 @@ def e_step_numba(
     The prediction ``mu + Delta`` is computed inside the kernel from ``upper`` = (parent index (P, M), the
     parents' positions (B, Pu, 2) and scores (B, Pu) on these images, their mu (Pu, 2), the edge weights (P, M)).
     """
+    # lazy: importing the kernel loads numba, which only the CPU path needs
     from kgexplain.explanatory_graph.estep_numba import estep_kernel
 
     def arr(t: torch.Tensor, dtype: type = np.float32) -> np.ndarray:

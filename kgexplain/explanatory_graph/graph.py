@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from kgexplain.geometry import LayerGeometry
+from kgexplain.features.geometry import LayerGeometry
 
 
 @dataclass

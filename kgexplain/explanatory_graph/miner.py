@@ -28,7 +28,7 @@ from kgexplain.explanatory_graph.graph import ExplanatoryGraph, Inference, Layer
 from kgexplain.explanatory_graph.normalise import background_std, responses
 from kgexplain.explanatory_graph.parents import Parents, candidates, select_parents
 from kgexplain.features.cache import FeatureSet
-from kgexplain.geometry import LayerGeometry
+from kgexplain.features.geometry import LayerGeometry
 
 MEMORY_BUDGET = 2 << 30  # padded responses of a layer kept on the device up to this size
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from kgexplain.errors import CacheError
-from kgexplain.geometry import LayerGeometry
+from kgexplain.features.geometry import LayerGeometry
 
 FORMAT_VERSION = 1
 

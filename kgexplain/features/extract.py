@@ -23,8 +23,8 @@ from kgexplain.data.images import LoadReport, reason_of
 from kgexplain.devices import autocast, resolve_device
 from kgexplain.errors import ImageDecodeError, LayerError
 from kgexplain.features.cache import FeatureSet, Shard, ShardWriter, cache_key, load_complete
+from kgexplain.features.geometry import LayerGeometry, geometries
 from kgexplain.features.hooks import capture_layers, forward
-from kgexplain.geometry import LayerGeometry, geometries
 from kgexplain.models.layers import LayerSpec
 from kgexplain.models.registry import ModelHandle
 

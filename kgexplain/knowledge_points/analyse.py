@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kgexplain.features.extract import layer_shape
 from kgexplain.knowledge_points.collect import Collected, collect
 from kgexplain.knowledge_points.importance import ImportanceConfig, fit_importance, neighbours
 from kgexplain.knowledge_points.kappa import KappaTable
@@ -77,7 +78,7 @@ def _round(x: float, nd: int = 4) -> float | None:
 
 def strength_correlations(g: torch.Tensor, sample_feature: torch.Tensor, ent: np.ndarray) -> dict[str, float]:
     """Pearson of |g| (and of |PCA_3(f)|) with the output entropy, and with log entropy (see README)."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # lazy: scipy.stats takes half a second to load
 
     norm = g.norm(dim=1).numpy()
     pca = pca_norms(sample_feature, g.shape[1])
@@ -151,11 +152,6 @@ def analyse(
 ) -> Analysis:
     """``images`` (N, S, S, 3) uint8 framed for the model; ``truth`` (N,) class indices (-1 unknown)."""
     sample_layer = sample_layer or list(handle.layers)[-1]
-    if cfg.grid is None:
-        from kgexplain.features.extract import layer_shape
-
-        grid = min(layer_shape(handle, handle.layer(sample_layer), images.shape[1])[1:])
-    else:
-        grid = cfg.grid
+    grid = cfg.grid or min(layer_shape(handle, handle.layer(sample_layer), images.shape[1])[1:])
     col = collect(handle, images, layers, sample_layer, grid=grid, batch=batch, device=device)
     return analyse_layers(col, truth, layers, kappa, cfg, log, device)

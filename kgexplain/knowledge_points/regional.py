@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import scipy.special as sp
 import torch
 import torch.nn.functional as F
 
@@ -46,8 +47,6 @@ class RegionalConfig:
 def log_vmf_normaliser(kappa: torch.Tensor, d: int = 3) -> torch.Tensor:
     """log C_d(kappa) on the unit sphere in R^d; closed form for d = 3, the Bessel form otherwise."""
     if d != 3:  # not differentiable in kappa (only the d' = 3 default is trained through it)
-        import scipy.special as sp
-
         nu = d / 2 - 1
         k_np = kappa.detach().double().clamp_min(1e-6).cpu().numpy()
         log_bessel = np.log(sp.ive(nu, k_np)) + k_np  # log I_nu(kappa)

@@ -15,6 +15,7 @@ from kgexplain.data.base import Framed, ImageSource
 from kgexplain.errors import UsageError
 from kgexplain.knowledge_points.analyse import Analysis, KPConfig, analyse
 from kgexplain.knowledge_points.kappa import KappaTable
+from kgexplain.knowledge_points.points import knowledge_points
 from kgexplain.models.registry import ModelHandle
 from kgexplain.persist import layer_and_image_rows, metric_rows, write_shared
 from kgexplain.plots import curves, embedding_3d, region_boxes
@@ -156,8 +157,6 @@ def kp_run(
     a = analyse(handle, images, truth if truth is not None else np.full(len(frames), -1), layers, kappa, cfg,
                 sample_layer, device, batch, log)  # fmt: skip
     if truth is None:  # reliability against the model's own prediction
-        from kgexplain.knowledge_points.points import knowledge_points
-
         truth = a.collected.logits.argmax(1).numpy()
         for layer in a.layers.values():
             layer.points = knowledge_points(layer.h, a.sample, truth, cfg.tau, cfg.reference)

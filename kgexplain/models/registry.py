@@ -17,13 +17,16 @@ from torch import nn
 
 from kgexplain.errors import ModelError, UsageError
 from kgexplain.models import layers as L
+from kgexplain.models.toynet import ToyVGG
 from kgexplain.models.weights import (
     extract_state_dict,
+    imagenet_weights_enum,
     load_checkpoint_object,
     load_imagenet_state_dict,
     load_state_dict_into,
     sha256_file,
 )
+from kgexplain.zoo import SYNTH_CLASSES, shipped_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -144,7 +147,7 @@ def _features(model: nn.Module) -> nn.Sequential:
 
 def _torchvision(name: str) -> Callable[[int | None], nn.Module]:
     def build(num_classes: int | None) -> nn.Module:
-        from torchvision import models
+        from torchvision import models  # lazy: torchvision takes a second to load; the toy net needs none of it
 
         kwargs = {} if num_classes is None else {"num_classes": num_classes}
         return models.get_model(name, weights=None, **kwargs)
@@ -211,9 +214,6 @@ register_architecture(
 
 
 def _build_toynet(num_classes: int | None) -> nn.Module:
-    from kgexplain.models.toynet import ToyVGG
-    from kgexplain.zoo import SYNTH_CLASSES
-
     return ToyVGG(num_classes or len(SYNTH_CLASSES))
 
 
@@ -272,8 +272,6 @@ def load_model(
         state, label = load_imagenet_state_dict(name, allow_download=allow_download)
         module = arch.build(None)
         load_state_dict_into(module, state, label, name)
-        from kgexplain.models.weights import imagenet_weights_enum
-
         class_names = list(imagenet_weights_enum(name).meta.get("categories", [])) or None
     else:
         if spec == "shipped":
@@ -281,8 +279,6 @@ def load_model(
                 raise UsageError(
                     f"only toynet has shipped weights, not {name}", hint="use --weights imagenet, none or a PATH"
                 )
-            from kgexplain.zoo import shipped_checkpoint
-
             path = shipped_checkpoint()
         else:
             path = Path(spec).expanduser()

@@ -24,7 +24,7 @@ def offline() -> bool:
 
 def imagenet_weights_enum(arch: str) -> Any:
     """torchvision's default ImageNet weights entry for ``arch`` (e.g. ``VGG16_Weights.IMAGENET1K_V1``)."""
-    from torchvision.models import get_model_weights
+    from torchvision.models import get_model_weights  # lazy: torchvision takes a second to load
 
     return get_model_weights(arch).DEFAULT
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from kgexplain.errors import StoreError
 from kgexplain.store.artifacts import ArtifactRef, Artifacts
 from kgexplain.store.base import GraphStore, QueryResult, RunRecord
+from kgexplain.store.embedded import EmbeddedStore
 from kgexplain.store.schema import Schema, load_schema
 
 BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
@@ -67,7 +68,7 @@ def open_store(
     """Open (creating when writable) the store at ``location``: a folder (embedded) or a Bolt URL (Neo4j)."""
     loc = resolve_location(location)
     if is_bolt_url(loc):
-        from kgexplain.store.neo4j_store import Neo4jStore
+        from kgexplain.store.neo4j_store import Neo4jStore  # lazy: the Neo4j driver loads only for a bolt:// store
 
         return Neo4jStore(
             loc,
@@ -78,6 +79,4 @@ def open_store(
             read_only=read_only,
             batch_size=batch_size,
         )
-    from kgexplain.store.embedded import EmbeddedStore
-
     return EmbeddedStore(Path(loc), read_only=read_only, artifacts=artifacts)

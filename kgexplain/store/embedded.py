@@ -19,12 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ladybug
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from kgexplain.errors import StoreError
 from kgexplain.store.artifacts import Artifacts
 from kgexplain.store.base import RUN_SCOPED, GraphStore, QueryResult, chunks, conform
+from kgexplain.store.cypher import is_write_query
 
 GRAPH_FILE = "graph.lbdb"
 CREATE_BATCH = 5000
@@ -69,8 +71,6 @@ class EmbeddedStore(GraphStore):
     backend = "embedded"
 
     def __init__(self, folder: str | Path, read_only: bool = False, artifacts: str | Path | None = None) -> None:
-        import ladybug
-
         self.folder = Path(folder).expanduser()
         super().__init__(str(self.folder), Artifacts(artifacts or self.folder / "artifacts"), read_only)
         path = self.folder / GRAPH_FILE
@@ -287,8 +287,6 @@ class EmbeddedStore(GraphStore):
 
     # ------------------------------------------------------------------ reads
     def query(self, cypher: str, params: Mapping[str, Any] | None = None, write: bool = False) -> QueryResult:
-        from kgexplain.store.cypher import is_write_query
-
         if not write and is_write_query(cypher):
             raise StoreError("this query writes to the store", hint="pass --write to allow it")
         if write and self.read_only:
@@ -307,8 +305,6 @@ class EmbeddedStore(GraphStore):
     def fetch_table(
         self, cypher: str, params: Mapping[str, Any] | None = None, columns: list[str] | None = None
     ) -> pa.Table:
-        from kgexplain.store.cypher import is_write_query
-
         if is_write_query(cypher):
             raise StoreError("fetch_table() is for read queries")
         table: pa.Table = self._execute(cypher, params).get_as_arrow()

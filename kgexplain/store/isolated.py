@@ -19,6 +19,7 @@ from typing import Any
 
 from kgexplain.errors import StoreError
 from kgexplain.store.base import QueryResult
+from kgexplain.store.embedded import EmbeddedStore
 
 
 def run_isolated(
@@ -55,8 +56,6 @@ def run_isolated(
 def main() -> int:
     req = json.loads(sys.stdin.read())
     try:
-        from kgexplain.store.embedded import EmbeddedStore
-
         with EmbeddedStore(req["location"], read_only=not req["write"]) as store:
             res = store.query(req["query"], req["params"], write=req["write"])
         print(json.dumps({"columns": res.columns, "rows": res.rows}, default=str))

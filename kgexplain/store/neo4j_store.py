@@ -13,11 +13,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import neo4j
 import pyarrow as pa
+from neo4j import exceptions as nx
+from neo4j.graph import Node, Relationship
+from neo4j.graph import Path as GraphPath
 
 from kgexplain.errors import StoreError
 from kgexplain.store.artifacts import Artifacts
 from kgexplain.store.base import RUN_SCOPED, GraphStore, QueryResult, chunks, conform
+from kgexplain.store.cypher import is_write_query
 
 DEFAULT_BATCH = 2000
 DELETE_BATCH = 10_000
@@ -33,9 +38,6 @@ def credentials(user: str | None, password: str | None) -> tuple[str, str] | Non
 
 
 def _plain(value: Any) -> Any:
-    from neo4j.graph import Node, Relationship
-    from neo4j.graph import Path as GraphPath
-
     if isinstance(value, Node):
         return {"_label": next(iter(value.labels), ""), **{k: _plain(v) for k, v in value.items()}}
     if isinstance(value, Relationship):
@@ -64,9 +66,6 @@ class Neo4jStore(GraphStore):
         batch_size: int | None = None,
         connect_timeout: float = 10.0,
     ) -> None:
-        import neo4j
-        from neo4j import exceptions as nx
-
         art = artifacts or os.environ.get("KGEXPLAIN_ARTIFACTS") or "kgexplain-artifacts"
         super().__init__(url, Artifacts(art), read_only)
         self.database = database or os.environ.get("NEO4J_DATABASE") or "neo4j"
@@ -97,9 +96,6 @@ class Neo4jStore(GraphStore):
 
     # ------------------------------------------------------------------ low level
     def _run(self, cypher: str, params: Mapping[str, Any] | None = None, write: bool = True) -> QueryResult:
-        import neo4j
-        from neo4j import exceptions as nx
-
         if self._driver is None:
             raise StoreError("the store is closed")
         try:
@@ -223,8 +219,6 @@ class Neo4jStore(GraphStore):
 
     # ------------------------------------------------------------------ reads
     def query(self, cypher: str, params: Mapping[str, Any] | None = None, write: bool = False) -> QueryResult:
-        from kgexplain.store.cypher import is_write_query
-
         if not write and is_write_query(cypher):
             raise StoreError("this query writes to the store", hint="pass --write to allow it")
         if write and self.read_only:

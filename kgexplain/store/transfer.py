@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import pyarrow as pa
 
 from kgexplain.errors import StoreError, UsageError
@@ -104,8 +105,6 @@ def export(store: GraphStore, fmt: str, out: str | Path, run: str | None = None)
                     f.write(json.dumps(obj) + "\n")
                 counts[name] = len(table)
     else:
-        import networkx as nx
-
         g = nx.MultiDiGraph()
         for kind, name, table in iter_graph(store, run):
             for row in table.to_pylist():

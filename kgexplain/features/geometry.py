@@ -26,7 +26,9 @@ import torch
 from torch import fx, nn
 
 from kgexplain.errors import LayerError
+from kgexplain.features.hooks import capture_layers, forward
 from kgexplain.models.layers import LayerSpec
+from kgexplain.models.registry import ModelHandle
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,6 @@ def _propagate(model: nn.Module) -> dict[str, _G]:
 
 
 def _map_size(model: nn.Module, spec: LayerSpec, input_h: int, input_w: int) -> tuple[int, int]:
-    from kgexplain.features.hooks import capture_layers, forward
 
     device = next(iter(model.parameters()), torch.empty(0)).device
     x = torch.zeros(1, 3, input_h, input_w, device=device)
@@ -314,7 +315,6 @@ def empirical_geometry(model: nn.Module, spec: LayerSpec, input_h: int, input_w:
 def _measure(
     probe: nn.Module, channels: int, model: nn.Module, spec: LayerSpec, input_h: int, input_w: int
 ) -> LayerGeometry:
-    from kgexplain.features.hooks import capture_layers, forward
 
     size_h, size_w = input_h, input_w
     for _ in range(4):  # grow the probe input until the central cell's field is not cut by the border
@@ -375,7 +375,6 @@ def geometries(
     model: nn.Module, specs: list[LayerSpec], input_h: int, input_w: int | None = None
 ) -> dict[str, LayerGeometry]:
     """Geometry of several layers with one trace and one forward pass (measured where tracing fails)."""
-    from kgexplain.features.hooks import capture_layers, forward
 
     input_w = input_w or input_h
     try:
@@ -398,3 +397,32 @@ def geometries(
                 g.sx, g.sy, g.cx, g.cy, g.rx, g.ry, int(t.shape[2]), int(t.shape[3]), input_h, input_w, "analytic"
             )
     return out
+
+
+def describe_layers(handle: ModelHandle, size: int | None = None) -> list[dict[str, object]]:
+    """One row per named layer: module, channels, map size, stride, centre and receptive field in pixels."""
+    size = size or handle.input_size
+    specs = list(handle.layers.values())
+    geo = geometries(handle.module, specs, size, size)
+    device = next(iter(handle.module.parameters()), torch.empty(0)).device
+    with torch.no_grad(), capture_layers(handle.module, specs, stop=True) as cap:
+        forward(handle.module, torch.zeros(1, 3, size, size, device=device))
+    aliases = {v: k for k, v in handle.aliases.items()}
+    rows: list[dict[str, object]] = []
+    for spec in specs:
+        g = geo.get(spec.name)
+        if g is None:
+            continue
+        rows.append(
+            {
+                "layer": spec.name + (f" ({aliases[spec.name]})" if spec.name in aliases else ""),
+                "module": spec.module,
+                "channels": int(cap[spec.name].post.shape[1]),
+                "map": f"{g.map_h}x{g.map_w}",
+                "stride": g.stride_x,
+                "centre": g.centre_x,
+                "rf": g.rf_x,
+                "default": spec.name in handle.default_layers,
+            }
+        )
+    return rows

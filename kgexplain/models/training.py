@@ -22,6 +22,7 @@ from torch import nn
 
 from kgexplain.data.synth.dataset import GENERATOR_VERSION, render_arrays
 from kgexplain.devices import resolve_device, torch_threads
+from kgexplain.errors import ModelError
 from kgexplain.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelHandle
 from kgexplain.models.toynet import TOYNET_CHANNELS, TOYNET_DEPTHS, TOYNET_INPUT_SIZE, ToyVGG, fold_batch_norm
 from kgexplain.zoo import SYNTH_CLASSES
@@ -177,8 +178,6 @@ def evaluate_synth(
     handle.to(dev)
     names = handle.class_names or list(SYNTH_CLASSES)
     if list(names) != list(SYNTH_CLASSES):
-        from kgexplain.errors import ModelError
-
         raise ModelError(f"{handle.name} was not trained on the synthetic classes ({', '.join(SYNTH_CLASSES)})")
     t0 = time.perf_counter()
     x, y = render_arrays(n, seed, handle.input_size, workers=workers)
