@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from tqdm import tqdm
 
 from kgexplain.aog import service
 from kgexplain.aog.overlay import overlay
@@ -16,7 +14,7 @@ from kgexplain.data.select import open_source
 from kgexplain.devices import resolve_device
 from kgexplain.errors import UsageError
 
-from .context import progress_enabled, status
+from .context import progress_of, status
 from .options import device_option, output_options, store_options
 from .output import emit_object, emit_rows
 from .store_cmd import _store_opts, open_from
@@ -76,7 +74,7 @@ def learn_command(
     with open_from(_store_opts(kwargs), read_only=False) as store:
         store.ensure_writable()
         build = service.open_build(store, run, _device(device))
-        learnt = service.learn(store, build, part, source, k, category, seed, pool, say=lambda m: status(ctx, m))
+        learnt = service.learn(store, build, part, source, k, category, seed, pool, progress=progress_of(ctx))
     t = learnt.part.templates
     result = {
         "run": learnt.run,
@@ -140,10 +138,7 @@ def localize_command(
     # Decode everything first: an unreadable image fails before anything is written.
     for i in range(len(source)):
         source.load_image(i)
-    with tqdm(
-        total=len(source), unit="img", desc="localise", file=sys.stderr, disable=not progress_enabled(ctx)
-    ) as bar:
-        found, _, timings = service.localise_source(build, model, source, progress=bar.update)
+    found, _, timings = service.localise_source(build, model, source, progress=progress_of(ctx))
     rows = []
     for i, f in enumerate(found):
         row = {"image": f.image, **f.result}

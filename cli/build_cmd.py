@@ -9,7 +9,7 @@ import click
 from kgexplain.data.synth import ANIMALS
 from kgexplain.pipeline import BuildConfig, build
 
-from .context import progress_enabled, status
+from .context import progress_of
 from .options import data_options, device_option, model_options, output_options, store_options
 from .output import emit_object
 
@@ -125,10 +125,9 @@ def build_command(
         top_inferences=top_inferences,
         device=device,
         batch_size=batch_size,
-        progress=progress_enabled(ctx),
         **store,
     )
-    result = build(cfg, log=lambda m: status(ctx, m))
+    result = build(cfg, progress=progress_of(ctx))
     s = result.summary()
     lines = [
         f"run {s['run']} in {s['store']} ({'mined' if s['mined'] else 'graph from cache'})",

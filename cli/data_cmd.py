@@ -13,7 +13,7 @@ from kgexplain.data.synth import CATEGORIES, write_synth
 from kgexplain.errors import ImageDecodeError
 from kgexplain.workspace import Workspace
 
-from .context import progress_enabled
+from .context import progress_enabled, progress_of
 from .options import data_options, output_options, store_option
 from .output import emit_object
 
@@ -56,8 +56,7 @@ def synth_command(
     tail, belly, nose, neck, front_foot, hind_foot. Image i is a pure function of (seed, i, size).
     """
     t0 = time.perf_counter()
-    with tqdm(total=n, unit="img", desc="synth", disable=not progress_enabled(ctx), leave=False) as bar:
-        source = write_synth(out, n, seed, size, categories or None, workers, bar.update, overwrite)
+    source = write_synth(out, n, seed, size, categories or None, workers, progress_of(ctx), overwrite)
     seconds = time.perf_counter() - t0
     result = {
         "out": out,

@@ -11,7 +11,7 @@ from kgexplain.features.extract import default_framing
 from kgexplain.models import load_model
 from kgexplain.workspace import Workspace
 
-from .context import progress_enabled
+from .context import progress_of
 from .options import data_options, device_option, model_options, output_options, store_option
 from .output import emit_object
 
@@ -86,7 +86,7 @@ def features_command(
         batch_size=batch_size,
         cache_dir=ws.cache,
         amp=not no_amp,
-        progress=progress_enabled(ctx),
+        progress=progress_of(ctx),
     )
     out = {
         "source": source.name,

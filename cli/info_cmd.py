@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from tqdm import tqdm
 
 from kgexplain.data.base import Framing
 from kgexplain.data.folder import ImageFiles
@@ -23,7 +21,7 @@ from kgexplain.models import load_model
 from kgexplain.models.registry import ARCHITECTURES
 from kgexplain.workspace import Workspace
 
-from .context import progress_enabled, status
+from .context import progress_of, status
 from .options import data_options, device_option, output_options, store_options
 from .output import emit_rows
 from .store_cmd import _store_opts, open_from
@@ -183,25 +181,22 @@ def info_command(
         for label, handle in handles:
             handle.to(dev)
             status(ctx, f"{handle.name} ({label}): {len(frames)} images x {len(chosen)} layers ...")
-            with tqdm(
-                total=len(frames), unit="img", desc=label, file=sys.stderr, disable=not progress_enabled(ctx)
-            ) as bar:
-                res = info_run(
-                    store,
-                    handle,
-                    label,
-                    source,
-                    frames,
-                    chosen,
-                    cfg,
-                    ru=ru,
-                    decoder_cache=ws.cache,
-                    masks=mask_arrays,
-                    batch=batch_size,
-                    device=dev,
-                    out=out_dir / _safe(label) if len(handles) > 1 else out_dir,
-                    progress=bar.update,
-                )
+            res = info_run(
+                store,
+                handle,
+                label,
+                source,
+                frames,
+                chosen,
+                cfg,
+                ru=ru,
+                decoder_cache=ws.cache,
+                masks=mask_arrays,
+                batch=batch_size,
+                device=dev,
+                out=out_dir / _safe(label) if len(handles) > 1 else out_dir,
+                progress=progress_of(ctx),
+            )
             results.append(res)
             m = res.measurement
             status(
@@ -271,10 +266,7 @@ def train_command(
     base = default_framing(handle, source)
     framing = Framing(base.size, crop or "none")
     cfg = DecoderConfig(epochs=epochs, batch_size=batch_size, lr=lr)
-    with tqdm(
-        total=len(source) * epochs, unit="img", desc="decoders", file=sys.stderr, disable=not progress_enabled(ctx)
-    ) as bar:
-        rows = train_decoders(handle, chosen, source, framing, ws.cache, cfg, dev, progress=bar.update)
+    rows = train_decoders(handle, chosen, source, framing, ws.cache, cfg, dev, progress=progress_of(ctx))
     emit_rows(rows, fmt)
 
 

@@ -23,7 +23,7 @@ from kgexplain.models import load_model
 from kgexplain.workspace import Workspace
 from kgexplain.zoo import training_series
 
-from .context import status
+from .context import progress_of, status
 from .info_cmd import _layers, _pop_data, _safe, _source, model_choice, trust_option
 from .options import data_options, device_option, output_options, store_options
 from .output import emit_rows
@@ -167,7 +167,7 @@ def kp_command(
             res = kp_run(
                 store, handle, _safe(label), source, frames, chosen, cfg, kappa, truth_mode=truth,
                 sample_layer=sample_layer, device=dev, batch=batch_size,
-                out=out_dir / _safe(label) if len(handles) > 1 else out_dir, log=lambda m: status(ctx, "  " + m),
+                out=out_dir / _safe(label) if len(handles) > 1 else out_dir, progress=progress_of(ctx),
             )  # fmt: skip
             results.append(res)
             status(ctx, f"stored run {res.run} in {time.perf_counter() - t0:.1f} s")

@@ -16,7 +16,7 @@ from kgexplain.store.graph import best_paths
 from kgexplain.store.isolated import run_isolated
 from kgexplain.store.transfer import FORMATS, export, push
 
-from .context import status
+from .context import progress_of, status
 from .options import output_options, store_options
 from .output import emit_object, emit_rows, table
 
@@ -312,7 +312,7 @@ def push_command(
             batch_size=batch_size,
             artifacts=source.artifacts.root,
         ) as dest:
-            counts = push(source, dest, run, log=lambda m: status(ctx, m))
+            counts = push(source, dest, run, progress=progress_of(ctx))
     click.echo(f"pushed {sum(counts.values())} rows to {target}")
 
 

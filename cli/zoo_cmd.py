@@ -7,7 +7,7 @@ import click
 from kgexplain.models import load_model
 from kgexplain.models.training import TrainConfig, evaluate_synth, train_toynet
 
-from .context import status
+from .context import progress_of
 from .options import device_option, output_options, threads_option
 from .output import emit_object
 
@@ -53,7 +53,7 @@ def train_command(
 ) -> None:
     """Train the toy net; checkpoints after every epoch (use them with --weights PATH)."""
     cfg = TrainConfig(n_train=n_train, epochs=epochs, seed=seed, batch_size=batch_size, device=device, threads=threads)
-    result = train_toynet(out, cfg, log=lambda m: status(ctx, m))
+    result = train_toynet(out, cfg, progress=progress_of(ctx))
     text = (
         f"trained in {result.seconds:.0f} s (data {result.data_seconds:.0f} s); validation accuracy "
         f"{result.accuracy:.3f}; final checkpoint {result.final}"

@@ -13,7 +13,7 @@ so re-running a build changes nothing and an interrupted build finishes when run
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,11 +34,11 @@ from kgexplain.features.extract import Extraction, default_framing, extract_feat
 from kgexplain.features.geometry import scaled_patch_size
 from kgexplain.models.registry import ModelHandle, load_model
 from kgexplain.persist import PatchRef, eg_run_rows, image_rows, model_rows, write_run, write_shared
+from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, RunRecord, open_store
 from kgexplain.store import ids as I
 from kgexplain.workspace import Workspace, folder_size
 
-Log = Callable[[str], None]
 ALGORITHM = "eg-1"  # bump when mining changes results: it is part of the run id
 
 
@@ -76,7 +76,6 @@ class BuildConfig:
     device: str = "auto"
     batch_size: int | None = None
     trust_checkpoint: bool = False
-    progress: bool = False
 
 
 @dataclass
@@ -127,14 +126,17 @@ class BuildResult:
         }
 
 
-def _open_data(cfg: BuildConfig, ws: Workspace, say: Log) -> tuple[ImageSource, ImageSource | None, bool]:
+def _open_data(
+    cfg: BuildConfig, ws: Workspace, progress: Progress | None
+) -> tuple[ImageSource, ImageSource | None, bool]:
     """Objects, negatives, and whether this is the synthetic reference workload."""
     if not (cfg.images or cfg.annotations or cfg.cub):
         if cfg.category == BACKGROUND:
             raise UsageError("the background class has no object to explain", hint="pick an animal with --category")
         say(
+            progress,
             f"reference workload: {cfg.n} synthetic '{cfg.category}' images + {cfg.n} background images "
-            f"(seed {cfg.seed})"
+            f"(seed {cfg.seed})",
         )
         both = open_source(
             synth=True, data_dir=ws.data, n=2 * cfg.n, seed=cfg.seed, categories=[cfg.category, BACKGROUND]
@@ -151,7 +153,7 @@ def _open_data(cfg: BuildConfig, ws: Workspace, say: Log) -> tuple[ImageSource, 
     )
     negatives = open_source(images=cfg.negatives) if cfg.negatives else None
     if negatives is None:
-        say("no --negatives: features are normalised by the object images' own statistics")
+        say(progress, "no --negatives: features are normalised by the object images' own statistics")
     return source, negatives, False
 
 
@@ -190,10 +192,9 @@ def _open_store(cfg: BuildConfig, ws: Workspace) -> GraphStore:
     return store
 
 
-def build(cfg: BuildConfig | None = None, log: Log | None = None) -> BuildResult:
+def build(cfg: BuildConfig | None = None, progress: Progress | None = None) -> BuildResult:
     """Run the whole pipeline and persist one run; returns what was built and measured."""
     cfg = cfg or BuildConfig()
-    say = log or (lambda _m: None)
     timings: dict[str, float] = {}
     ws = Workspace.resolve(cfg.store, cfg.artifacts).ensure()
 
@@ -208,7 +209,7 @@ def build(cfg: BuildConfig | None = None, log: Log | None = None) -> BuildResult
     store = _open_store(cfg, ws)
     try:
         return _build(
-            cfg, say, timings, ws, handle, eg_cfg, device.type if device.type == "cpu" else str(device), store
+            cfg, progress, timings, ws, handle, eg_cfg, device.type if device.type == "cpu" else str(device), store
         )
     finally:
         store.close()
@@ -216,7 +217,7 @@ def build(cfg: BuildConfig | None = None, log: Log | None = None) -> BuildResult
 
 def _build(
     cfg: BuildConfig,
-    say: Log,
+    progress: Progress | None,
     timings: dict[str, float],
     ws: Workspace,
     handle: ModelHandle,
@@ -224,9 +225,9 @@ def _build(
     device: str,
     store: GraphStore,
 ) -> BuildResult:
-    say(f"model {handle.name} ({handle.weights}), layers {', '.join(eg_cfg.layers)}; store {ws.location}")
+    say(progress, f"model {handle.name} ({handle.weights}), layers {', '.join(eg_cfg.layers)}; store {ws.location}")
     t = time.perf_counter()
-    objects, negatives, synthetic = _open_data(cfg, ws, say)
+    objects, negatives, synthetic = _open_data(cfg, ws, progress)
     timings["data_s"] = time.perf_counter() - t
 
     framing = _framing(cfg, handle, objects, synthetic)
@@ -241,7 +242,7 @@ def _build(
         device=device,
         batch_size=cfg.batch_size,
         cache_dir=ws.cache,
-        progress=cfg.progress,
+        progress=progress,
     )
     neg_extraction = None
     if negatives is not None:
@@ -254,10 +255,10 @@ def _build(
             device=device,
             batch_size=cfg.batch_size,
             cache_dir=ws.cache,
-            progress=cfg.progress,
+            progress=progress,
         )
     timings["features_s"] = time.perf_counter() - t
-    say(f"features: {extraction.report.summary()}")
+    say(progress, f"features: {extraction.report.summary()}")
     feats = extraction.features
     if len(next(iter(feats.values()))) < 2:
         raise UsageError("mining needs at least two usable images", hint="add images or fix the skipped ones")
@@ -274,15 +275,17 @@ def _build(
     data_label = cfg.category if synthetic else Path(objects.name.split(":", 1)[-1]).name
     run_id = I.run_id("eg", handle.name, data_label, determinants)
 
-    miner = ExplanatoryGraphMiner(eg_cfg, device=device, progress=cfg.progress)
+    miner = ExplanatoryGraphMiner(eg_cfg, device=device)
     cached = ws.cache / "eg" / f"{run_id}.npz"
     t = time.perf_counter()
     from_cache = cached.exists()
     if from_cache:
         graph = ExplanatoryGraph.load(cached)
     else:
-        say(f"mining {len(layers)} layers on {len(next(iter(feats.values())))} images")
-        graph = miner.fit(feats, neg_extraction.features if neg_extraction else None, model=handle.identity)
+        say(progress, f"mining {len(layers)} layers on {len(next(iter(feats.values())))} images")
+        graph = miner.fit(
+            feats, neg_extraction.features if neg_extraction else None, model=handle.identity, progress=progress
+        )
         cached.parent.mkdir(parents=True, exist_ok=True)
         graph.save(cached)
     timings["mining_s"] = time.perf_counter() - t
@@ -334,8 +337,9 @@ def _build(
     write_run(store, run, run_rows)
     timings["store_s"] = time.perf_counter() - t
     say(
+        progress,
         f"stored run {run_id}: {run_rows.counts['patterns']} patterns, {run_rows.counts['parents']} parent edges, "
-        f"{run_rows.counts['inferences']} top inferences"
+        f"{run_rows.counts['inferences']} top inferences",
     )
     return BuildResult(
         run_id,

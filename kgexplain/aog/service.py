@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,9 @@ from kgexplain.data.synth import BACKGROUND
 from kgexplain.errors import DataError, StoreError, UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
 from kgexplain.models.registry import ModelHandle, load_model
+from kgexplain.progress import Progress, say, task
 from kgexplain.store import GraphStore, RunRecord
 from kgexplain.store import ids as I
-
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -158,10 +156,9 @@ def learn(
     seed: int | None = None,
     unlabelled: ImageSource | None = None,
     config: AOGConfig | None = None,
-    say: Log | None = None,
+    progress: Progress | None = None,
 ) -> Learnt:
     """Learn ``part`` from K annotated examples (default: the build's own synthetic ground truth) and store it."""
-    say = say or (lambda _m: None)
     t0 = time.perf_counter()
     own = build_images(store, build)
     if examples is None:
@@ -182,7 +179,7 @@ def learn(
     )
     pool = unlabelled if unlabelled is not None else (own if own is not None else examples)
     rows = list(range(len(pool)))
-    say(f"learning '{part}' ({cat}) from {k} examples; growing on {len(rows)} unlabelled images")
+    say(progress, f"learning '{part}' ({cat}) from {k} examples; growing on {len(rows)} unlabelled images")
     pool_framing = build.framing_for(all(pool.record(i).box is not None for i in rows[:50]))
     batch = frame(pool, rows, pool_framing)
     det_ex = build.detector(ex.images, ex.ids)
@@ -325,27 +322,27 @@ class Located:
 
 
 def localise_source(
-    build: Build, part: PartModel, source: ImageSource, chunk: int = 64, progress: Callable[[int], None] | None = None
+    build: Build, part: PartModel, source: ImageSource, chunk: int = 64, progress: Progress | None = None
 ) -> tuple[list[Located], FramedBatch | None, dict[str, float]]:
     """Localise ``part`` on every image of ``source`` (cropped to its box when it has one)."""
     out: list[Located] = []
     timings = {"frame_s": 0.0, "detect_s": 0.0, "vote_s": 0.0}
     last: FramedBatch | None = None
-    for lo in range(0, len(source), chunk):
-        idx = list(range(lo, min(lo + chunk, len(source))))
-        t = time.perf_counter()
-        has_boxes = all(source.record(i).box is not None for i in idx)
-        batch = frame(source, idx, build.framing_for(has_boxes))
-        timings["frame_s"] += time.perf_counter() - t
-        t = time.perf_counter()
-        det, det_f = build.detector.both(batch)
-        timings["detect_s"] += time.perf_counter() - t
-        t = time.perf_counter()
-        locs = localise(det, part, det_f if part.config.flip else None)
-        timings["vote_s"] += time.perf_counter() - t
-        for j, loc in enumerate(locs):
-            out.append(Located(batch.ids[j], to_source(loc, batch.affines[j]), loc, batch.affines[j]))
-        last = batch
-        if progress:
-            progress(len(idx))
+    with task(progress, "localise", len(source), "img") as advance:
+        for lo in range(0, len(source), chunk):
+            idx = list(range(lo, min(lo + chunk, len(source))))
+            t = time.perf_counter()
+            has_boxes = all(source.record(i).box is not None for i in idx)
+            batch = frame(source, idx, build.framing_for(has_boxes))
+            timings["frame_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            det, det_f = build.detector.both(batch)
+            timings["detect_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            locs = localise(det, part, det_f if part.config.flip else None)
+            timings["vote_s"] += time.perf_counter() - t
+            for j, loc in enumerate(locs):
+                out.append(Located(batch.ids[j], to_source(loc, batch.affines[j]), loc, batch.affines[j]))
+            last = batch
+            advance(len(idx))
     return out, last, timings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from kgexplain.data.annotations import AnnotatedImages
@@ -12,6 +12,7 @@ from kgexplain.data.folder import ImageFolder
 from kgexplain.data.subset import Subset
 from kgexplain.data.synth.dataset import check_categories, write_synth
 from kgexplain.errors import UsageError
+from kgexplain.progress import Progress
 
 
 def synth_folder(data_dir: Path, n: int, seed: int, size: int, categories: Sequence[str]) -> Path:
@@ -33,7 +34,7 @@ def open_source(
     cub_classes: Sequence[str] | None = None,
     split: str = "all",
     limit: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ImageSource:
     """Open exactly one source; ``synth`` writes the synthetic set into ``data_dir`` (reused when present)."""
     chosen = [

@@ -11,15 +11,12 @@ re-chosen every iteration from the second on (``parents.py``). Everything is in 
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from kgexplain.devices import resolve_device
 from kgexplain.explanatory_graph.config import EGConfig
@@ -29,6 +26,7 @@ from kgexplain.explanatory_graph.normalise import background_std, responses
 from kgexplain.explanatory_graph.parents import Parents, candidates, select_parents
 from kgexplain.features.cache import FeatureSet
 from kgexplain.features.geometry import LayerGeometry
+from kgexplain.progress import Progress, task
 
 MEMORY_BUDGET = 2 << 30  # padded responses of a layer kept on the device up to this size
 
@@ -118,12 +116,9 @@ def parent_shift(
 class ExplanatoryGraphMiner:
     """Learns an explanatory graph from feature maps (``fit``) and infers its patterns on images (``infer``)."""
 
-    def __init__(
-        self, config: EGConfig, device: str | torch.device = "auto", progress: bool = False, kernel: str = "auto"
-    ) -> None:
+    def __init__(self, config: EGConfig, device: str | torch.device = "auto", kernel: str = "auto") -> None:
         self.config = config
         self.device = resolve_device(device)
-        self.progress = progress
         if kernel not in ("auto", "numba", "torch"):
             raise ValueError("kernel must be auto, numba or torch")
         if kernel == "auto":
@@ -168,6 +163,7 @@ class ExplanatoryGraphMiner:
         features: Mapping[str, FeatureSet],
         negatives: Mapping[str, FeatureSet] | None = None,
         model: str = "",
+        progress: Progress | None = None,
     ) -> ExplanatoryGraph:
         """Mine the layers ``config.layers`` (bottom to top) from the features of the object images.
 
@@ -187,9 +183,7 @@ class ExplanatoryGraphMiner:
         states: dict[str, LayerState] = {}
         upper: LayerState | None = None
         total_steps = len(names) * (cfg.iterations + 1)
-        with tqdm(
-            total=total_steps, desc="mining", unit="step", file=sys.stderr, disable=not self.progress, leave=False
-        ) as bar:
+        with task(progress, "mining", total_steps, "step") as advance:
             for li in reversed(range(len(names))):
                 name = names[li]
                 neg = negatives.get(name) if negatives else None
@@ -197,7 +191,7 @@ class ExplanatoryGraphMiner:
                     std = background_std(neg, self.device)
                 else:
                     std = background_std(features[name], self.device, per_position=False)
-                state = self._fit_layer(li, name, features[name], std, upper, gen, bar)
+                state = self._fit_layer(li, name, features[name], std, upper, gen, advance)
                 states[name] = state
                 upper = state
         layers = [
@@ -256,7 +250,7 @@ class ExplanatoryGraphMiner:
         std: torch.Tensor,
         upper: LayerState | None,
         gen: torch.Generator,
-        bar: Any,
+        advance: Callable[[int], None],
     ) -> LayerState:
         cfg = self.config
         geo = fs.geometry
@@ -301,7 +295,7 @@ class ExplanatoryGraphMiner:
             if not final:
                 mu, sigma = self._m_step(mu, sigma, stats, sigma_max)
             seconds["em"] += time.perf_counter() - t
-            bar.update(1)
+            advance(1)
         seconds["total"] = time.perf_counter() - t0
         return LayerState(name, geo, grid, filt, kk, mu, sigma, parents, pos, score, std, seconds)
 

@@ -7,7 +7,6 @@ every shard is written as soon as its last batch is done and memory stays bounde
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.images import LoadReport, reason_of
@@ -27,6 +25,7 @@ from kgexplain.features.geometry import LayerGeometry, geometries
 from kgexplain.features.hooks import capture_layers, forward
 from kgexplain.models.layers import LayerSpec
 from kgexplain.models.registry import ModelHandle
+from kgexplain.progress import Progress, task
 
 SHARD_BYTES = 128 << 20  # target size of one shard of the largest layer
 
@@ -117,7 +116,7 @@ def extract_features(
     cache_dir: str | Path | None = None,
     amp: bool = True,
     workers: int | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
     shard_images: int | None = None,
 ) -> Extraction:
     """Feature maps of ``layers`` (default: the model's default layers) for every decodable image of ``source``.
@@ -211,9 +210,7 @@ def extract_features(
     shard_skips: list[tuple[str, str]] = []
     current = pending[0] if pending else -1
     model = handle.module
-    with tqdm(
-        total=todo_images, unit="img", desc="features", file=sys.stderr, disable=not progress, leave=False
-    ) as bar:
+    with task(progress, "features", todo_images, "img") as advance:
 
         def flush(k: int) -> None:
             for s in todo:
@@ -246,7 +243,7 @@ def extract_features(
                         buffers[s.name].append(t.to(torch.float16).cpu())
                 shard_indices.extend(batch["indices"])
                 shard_ids.extend(batch["ids"])
-            bar.update(len(batch["indices"]) + len(batch["skipped"]))
+            advance(len(batch["indices"]) + len(batch["skipped"]))
         if current >= 0:
             flush(current)
     seconds = time.perf_counter() - t0

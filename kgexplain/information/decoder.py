@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from kgexplain.errors import UsageError
 from kgexplain.features.extract import normalise
 from kgexplain.information.sid import NoiseProbe
 from kgexplain.models.registry import ModelHandle
+from kgexplain.progress import Progress, task
 from kgexplain.store.ids import digest
 
 BLOCKS = 6
@@ -130,7 +130,7 @@ def train_decoders(
     cache: Path,
     config: DecoderConfig | None = None,
     device: torch.device | str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Train one decoder per layer on the source's images; saved under ``cache/decoders``. Returns their info."""
     cfg = config or DecoderConfig()
@@ -148,25 +148,25 @@ def train_decoders(
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
     last = {n: float("nan") for n in layers}
-    for _epoch in range(cfg.epochs):
-        order = torch.randperm(len(x_all), generator=gen)
-        sums = {n: 0.0 for n in layers}
-        for start in range(0, len(order), cfg.batch_size):
-            xb = x_all[order[start : start + cfg.batch_size]].to(device)
-            target = to_unit(xb, handle)
-            with torch.no_grad():
-                feats = probe(xb)
-            loss = torch.zeros((), device=device)
-            for n, f in zip(layers, feats, strict=True):
-                mse = F.mse_loss(decoders[n](f), target)
-                sums[n] += float(mse.detach()) * len(xb)
-                loss = loss + mse
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if progress:
-                progress(len(xb))
-        last = {n: sums[n] / len(x_all) for n in layers}
+    with task(progress, "decoders", len(x_all) * cfg.epochs, "img") as advance:
+        for _epoch in range(cfg.epochs):
+            order = torch.randperm(len(x_all), generator=gen)
+            sums = {n: 0.0 for n in layers}
+            for start in range(0, len(order), cfg.batch_size):
+                xb = x_all[order[start : start + cfg.batch_size]].to(device)
+                target = to_unit(xb, handle)
+                with torch.no_grad():
+                    feats = probe(xb)
+                loss = torch.zeros((), device=device)
+                for n, f in zip(layers, feats, strict=True):
+                    mse = F.mse_loss(decoders[n](f), target)
+                    sums[n] += float(mse.detach()) * len(xb)
+                    loss = loss + mse
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                advance(len(xb))
+            last = {n: sums[n] / len(x_all) for n in layers}
     seconds = time.perf_counter() - t0
     out = []
     folder = cache / "decoders"

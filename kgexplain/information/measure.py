@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +16,7 @@ from kgexplain.information.decoder import Decoder
 from kgexplain.information.ru import fit_ru
 from kgexplain.information.sid import SIDConfig, SIDEstimator, concentration
 from kgexplain.models.registry import ModelHandle
+from kgexplain.progress import Progress, task
 
 
 def object_mask(frame: Framed) -> np.ndarray | None:
@@ -106,7 +107,7 @@ def measure(
     masks: Sequence[np.ndarray | None] | None = None,
     batch: int = 2,
     device: torch.device | str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Measurement:
     """SID maps (and RU maps when ``decoders`` are given) for every frame and layer.
 
@@ -123,35 +124,35 @@ def measure(
     d2 = est.reference_delta2(x_all, batch)
     records: list[MapRecord] = []
     passes = 0
-    for start in range(0, len(frames), batch):
-        xb = x_all[start : start + batch].to(device)
-        res = est.fit(xb, delta2=d2[start : start + batch])
-        passes += res.passes
-        ru = fit_ru(est, decoders, xb, delta2=d2[start : start + batch]) if decoders else None
-        if ru is not None:
-            passes += ru.passes
-        for b in range(xb.shape[0]):
-            i = start + b
-            for j, layer in enumerate(layers):
-                smap = res.pixel_map(b, j, size)
-                mask = masks[i]
-                rec = MapRecord(
-                    image=i,
-                    layer=layer,
-                    sid=float(smap.mean()),
-                    concentration=concentration(smap, mask) if mask is not None else float("nan"),
-                    constraint=float(res.constraint[b, j]),
-                    lam=float(res.lam[b, j]),
-                    sid_map=smap.astype(np.float32),
-                )
-                if ru is not None and ru.extra is not None:
-                    rmap = ru.extra["ru"][b, j].astype(np.float32)
-                    rec.ru, rec.ru_map = float(rmap.mean()), rmap
-                    rec.ru_constraint = float(ru.constraint[b, j])
-                    rec.ru_concentration = concentration(rmap, mask) if mask is not None else float("nan")
-                records.append(rec)
-        if progress:
-            progress(int(xb.shape[0]))
+    with task(progress, "information", len(frames), "img") as advance:
+        for start in range(0, len(frames), batch):
+            xb = x_all[start : start + batch].to(device)
+            res = est.fit(xb, delta2=d2[start : start + batch])
+            passes += res.passes
+            ru = fit_ru(est, decoders, xb, delta2=d2[start : start + batch]) if decoders else None
+            if ru is not None:
+                passes += ru.passes
+            for b in range(xb.shape[0]):
+                i = start + b
+                for j, layer in enumerate(layers):
+                    smap = res.pixel_map(b, j, size)
+                    mask = masks[i]
+                    rec = MapRecord(
+                        image=i,
+                        layer=layer,
+                        sid=float(smap.mean()),
+                        concentration=concentration(smap, mask) if mask is not None else float("nan"),
+                        constraint=float(res.constraint[b, j]),
+                        lam=float(res.lam[b, j]),
+                        sid_map=smap.astype(np.float32),
+                    )
+                    if ru is not None and ru.extra is not None:
+                        rmap = ru.extra["ru"][b, j].astype(np.float32)
+                        rec.ru, rec.ru_map = float(rmap.mean()), rmap
+                        rec.ru_constraint = float(ru.constraint[b, j])
+                        rec.ru_concentration = concentration(rmap, mask) if mask is not None else float("nan")
+                    records.append(rec)
+            advance(int(xb.shape[0]))
     return Measurement(
         layers=layers,
         records=records,

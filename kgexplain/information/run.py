@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,9 @@ from kgexplain.information.sid import SIDConfig
 from kgexplain.models.registry import ModelHandle
 from kgexplain.persist import layer_and_image_rows, metric_rows, write_shared
 from kgexplain.plots import curves, heat_overlay
+from kgexplain.progress import Progress
 from kgexplain.store import GraphStore, RunRecord
 from kgexplain.store import ids as I
-
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -81,7 +80,7 @@ def info_run(
     batch: int = 2,
     device: torch.device | str = "cpu",
     out: Path | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> InfoResult:
     """Measure one model on the frames, store the run (metrics + map artifacts), write files under ``out``."""
     decoders = None

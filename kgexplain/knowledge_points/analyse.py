@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from kgexplain.knowledge_points.points import Points, knowledge_points
 from kgexplain.knowledge_points.regional import RegionalConfig, RegionalEmbedding, fit_regional
 from kgexplain.knowledge_points.sample import SampleConfig, SampleEmbedding, entropy, fit_sample, pca_norms, pearson
 from kgexplain.models.registry import ModelHandle
+from kgexplain.progress import Progress, say
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def analyse_layers(
     layers: Sequence[str],
     kappa: KappaTable,
     cfg: KPConfig,
-    log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     device: torch.device | str = "cpu",
 ) -> Analysis:
     """Everything after the forward pass. ``col`` holds CPU tensors; the per-layer fits (the costly part) run on
@@ -116,25 +117,23 @@ def analyse_layers(
     g = emb.embed(col.sample)
     ent = entropy(col.logits).numpy()
     corr = strength_correlations(g, col.sample, ent)
-    if log:
-        log(f"sample embedding: KL {emb.loss:.4f}, corr(|g|, entropy) {corr['corr_norm_entropy']:.3f}")
+    say(progress, f"sample embedding: KL {emb.loss:.4f}, corr(|g|, entropy) {corr['corr_norm_entropy']:.3f}")
     nb = neighbours(col.logits, cfg.importance.others, cfg.importance.kappa_p, cfg.importance.seed)
     results = {}
     for name in layers:
         t = time.perf_counter()
         regions = col.regions[name]
         on_dev = regions.to(device)
-        w, v = fit_importance(on_dev, nb, cfg.importance)
-        proj = fit_regional(on_dev, w, nb, g, kappa, cfg.regional)
+        w, v = fit_importance(on_dev, nb, cfg.importance, progress)
+        proj = fit_regional(on_dev, w, nb, g, kappa, cfg.regional, progress)
         del on_dev
         w, v = w.cpu(), v.cpu()
         h = proj.embed(regions)
         pts = knowledge_points(h, emb, truth, cfg.tau, cfg.reference)
         ci, cs = per_image_pearson(h.norm(dim=-1), w)
         results[name] = LayerResult(name, col.grid[name], w, v, proj, h, pts, ci, cs, time.perf_counter() - t)
-        if log:
-            s = results[name].summary()
-            log(f"{name}: {s['kp']} knowledge points, {s['reliable']} reliable ({s['seconds']} s)")
+        s = results[name].summary()
+        say(progress, f"{name}: {s['kp']} knowledge points, {s['reliable']} reliable ({s['seconds']} s)")
     return Analysis(emb, g, ent, corr, results, col, truth, time.perf_counter() - t0)
 
 
@@ -148,10 +147,10 @@ def analyse(
     sample_layer: str | None = None,
     device: torch.device | str = "cpu",
     batch: int = 64,
-    log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Analysis:
     """``images`` (N, S, S, 3) uint8 framed for the model; ``truth`` (N,) class indices (-1 unknown)."""
     sample_layer = sample_layer or list(handle.layers)[-1]
     grid = cfg.grid or min(layer_shape(handle, handle.layer(sample_layer), images.shape[1])[1:])
-    col = collect(handle, images, layers, sample_layer, grid=grid, batch=batch, device=device)
-    return analyse_layers(col, truth, layers, kappa, cfg, log, device)
+    col = collect(handle, images, layers, sample_layer, grid=grid, batch=batch, device=device, progress=progress)
+    return analyse_layers(col, truth, layers, kappa, cfg, progress, device)

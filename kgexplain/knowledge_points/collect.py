@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +13,7 @@ from kgexplain.errors import LayerError
 from kgexplain.features.extract import normalise
 from kgexplain.features.hooks import capture_layers
 from kgexplain.models.registry import ModelHandle
+from kgexplain.progress import Progress, task
 
 
 @dataclass
@@ -31,7 +32,7 @@ def collect(
     grid: int = 8,
     batch: int = 64,
     device: torch.device | str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Collected:
     """``images`` (N, S, S, 3) uint8. Regional maps larger than ``grid`` are average-pooled to grid x grid, so
     every layer is analysed with the same number of regions (as the paper does for fair comparisons)."""
@@ -40,7 +41,11 @@ def collect(
     logits, sample = [], []
     regions: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     sides: dict[str, int] = {}
-    with torch.no_grad(), capture_layers(handle.module, specs) as cap:
+    with (
+        torch.no_grad(),
+        capture_layers(handle.module, specs) as cap,
+        task(progress, "features", len(images), "img") as advance,
+    ):
         for lo in range(0, len(images), batch):
             x = normalise(torch.from_numpy(np.ascontiguousarray(images[lo : lo + batch])), handle).to(device)
             out = handle.module(x)
@@ -54,6 +59,5 @@ def collect(
                 sides[n] = side
                 f = F.adaptive_avg_pool2d(f, side)
                 regions[n].append(f.flatten(2).transpose(1, 2).cpu())
-            if progress:
-                progress(len(x))
+            advance(len(x))
     return Collected(torch.cat(logits), torch.cat(sample), {n: torch.cat(v) for n, v in regions.items()}, sides)

@@ -15,11 +15,12 @@ the authors put region 0 first in 29 % of the samples, this Adam step in 98 %.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+
+from kgexplain.progress import Progress, task
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def fit_importance(
     regions: torch.Tensor,
     nb: Neighbours,
     cfg: ImportanceConfig,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``regions`` (N, R, K) raw regional features → (w (N, R), v (N, K)), each row non-negative with sum 1.
     Runs on ``regions``' device."""
@@ -80,28 +81,28 @@ def fit_importance(
     index, log_p_all = nb.index.to(dev), nb.log_p.to(dev)
     p_all = log_p_all.exp()
     step = _batch_size(nb.index.shape[1], r, cfg.budget)
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        fi = unit[lo:hi]  # (B, R, K)
-        fj = unit[index[lo:hi]]  # (B, J, R, K)
-        p, log_p = p_all[lo:hi], log_p_all[lo:hi]
-        w = torch.full((hi - lo, r), 1.0 / r, device=dev, requires_grad=True)
-        v = torch.full((hi - lo, k), 1.0 / k, device=dev, requires_grad=True)
-        opt = torch.optim.Adam([{"params": [w], "lr": cfg.lr / r}, {"params": [v], "lr": cfg.lr / k}])
-        for _ in range(cfg.steps):
-            sim = torch.einsum("brk,bjsk->bjrs", fi * v[:, None, :], fj)  # (B, J, R, R')
-            best = sim.amax(dim=3)  # most similar region r' of j for each region r of i
-            score = cfg.kappa * (best * w[:, None, :]).sum(2)  # (B, J)
-            loss = (p * (log_p - torch.log_softmax(score, dim=1))).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                for t in (w, v):
-                    t.abs_()
-                    t.div_(t.sum(1, keepdim=True).clamp_min(1e-12))
-        w_all[lo:hi] = w.detach()
-        v_all[lo:hi] = v.detach()
-        if progress:
-            progress(hi - lo)
+    with task(progress, "importance", n, "img") as advance:
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            fi = unit[lo:hi]  # (B, R, K)
+            fj = unit[index[lo:hi]]  # (B, J, R, K)
+            p, log_p = p_all[lo:hi], log_p_all[lo:hi]
+            w = torch.full((hi - lo, r), 1.0 / r, device=dev, requires_grad=True)
+            v = torch.full((hi - lo, k), 1.0 / k, device=dev, requires_grad=True)
+            opt = torch.optim.Adam([{"params": [w], "lr": cfg.lr / r}, {"params": [v], "lr": cfg.lr / k}])
+            for _ in range(cfg.steps):
+                sim = torch.einsum("brk,bjsk->bjrs", fi * v[:, None, :], fj)  # (B, J, R, R')
+                best = sim.amax(dim=3)  # most similar region r' of j for each region r of i
+                score = cfg.kappa * (best * w[:, None, :]).sum(2)  # (B, J)
+                loss = (p * (log_p - torch.log_softmax(score, dim=1))).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    for t in (w, v):
+                        t.abs_()
+                        t.div_(t.sum(1, keepdim=True).clamp_min(1e-12))
+            w_all[lo:hi] = w.detach()
+            v_all[lo:hi] = v.detach()
+            advance(hi - lo)
     return w_all, v_all

@@ -17,7 +17,6 @@ initialisation and learning rate serve every layer.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 from kgexplain.knowledge_points.importance import Neighbours, _batch_size
 from kgexplain.knowledge_points.kappa import KappaTable
+from kgexplain.progress import Progress, task
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def fit_regional(
     g: torch.Tensor,
     kappa: KappaTable,
     cfg: RegionalConfig,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> RegionalEmbedding:
     """``regions`` (N, R, K), ``w`` (N, R) regional importance, ``g`` (N, d') the sample embedding; runs on
     ``regions``' device, returns Lambda on the CPU."""
@@ -102,21 +102,21 @@ def fit_regional(
     opt = torch.optim.Adam([lam], lr=cfg.lr)
     step = min(cfg.batch, _batch_size(nb.index.shape[1], r, cfg.budget))
     total = 0.0
-    for _ in range(cfg.epochs):
-        order = torch.randperm(n, generator=gen)
-        total = 0.0
-        for lo in range(0, n, step):
-            idx = order[lo : lo + step].to(dev)
-            hi = f[idx] @ lam.T  # (B, R, d')
-            others = index[idx]  # (B, J)
-            hj = f[others] @ lam.T  # (B, J, R, d')
-            sim = _similarity_loss(hi, hj, w[others], log_p[idx], kappa)
-            align = -(w[idx] * F.cosine_similarity(hi, g[idx][:, None, :], dim=-1)).sum()
-            loss = (sim + cfg.alpha * align) / len(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        if progress:
-            progress(1)
+    with task(progress, "projection", cfg.epochs, "epoch") as advance:
+        for _ in range(cfg.epochs):
+            order = torch.randperm(n, generator=gen)
+            total = 0.0
+            for lo in range(0, n, step):
+                idx = order[lo : lo + step].to(dev)
+                hi = f[idx] @ lam.T  # (B, R, d')
+                others = index[idx]  # (B, J)
+                hj = f[others] @ lam.T  # (B, J, R, d')
+                sim = _similarity_loss(hi, hj, w[others], log_p[idx], kappa)
+                align = -(w[idx] * F.cosine_similarity(hi, g[idx][:, None, :], dim=-1)).sum()
+                loss = (sim + cfg.alpha * align) / len(idx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            advance(1)
     return RegionalEmbedding(lam.detach().cpu(), scale, total / n)

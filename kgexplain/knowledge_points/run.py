@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,9 @@ from kgexplain.knowledge_points.points import knowledge_points
 from kgexplain.models.registry import ModelHandle
 from kgexplain.persist import layer_and_image_rows, metric_rows, write_shared
 from kgexplain.plots import curves, embedding_3d, region_boxes
+from kgexplain.progress import Progress
 from kgexplain.store import GraphStore, RunRecord
 from kgexplain.store import ids as I
-
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -148,14 +147,14 @@ def kp_run(
     device: torch.device | str = "cpu",
     batch: int = 64,
     out: Path | None = None,
-    log: Log | None = None,
+    progress: Progress | None = None,
 ) -> KPResult:
     """Analyse one model on the frames, store the run (KnowledgePoint nodes, Metric rows), write plots to ``out``."""
     names = list(handle.class_names or [])
     truth = truth_of(frames, names, truth_mode)
     images = np.stack([f.image for f in frames])
     a = analyse(handle, images, truth if truth is not None else np.full(len(frames), -1), layers, kappa, cfg,
-                sample_layer, device, batch, log)  # fmt: skip
+                sample_layer, device, batch, progress)  # fmt: skip
     if truth is None:  # reliability against the model's own prediction
         truth = a.collected.logits.argmax(1).numpy()
         for layer in a.layers.values():

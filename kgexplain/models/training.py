@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from kgexplain.devices import resolve_device, torch_threads
 from kgexplain.errors import ModelError
 from kgexplain.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelHandle
 from kgexplain.models.toynet import TOYNET_CHANNELS, TOYNET_DEPTHS, TOYNET_INPUT_SIZE, ToyVGG, fold_batch_norm
+from kgexplain.progress import Progress, say
 from kgexplain.zoo import SYNTH_CLASSES
 
 VALIDATION_SEED_OFFSET = 10_000
@@ -114,17 +114,16 @@ def checkpoint_payload(model: ToyVGG, meta: dict[str, Any]) -> dict[str, Any]:
 def train_toynet(
     out_dir: str | Path,
     config: TrainConfig | None = None,
-    log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train the toy net; writes ``toynet-epochN.pt`` per epoch, ``toynet.pt`` (final) and ``training.json``."""
     cfg = config or TrainConfig()
-    say = log or (lambda _msg: None)
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
     with torch_threads(cfg.threads):
-        say(f"rendering {cfg.n_train} training and {cfg.n_val} validation images ({cfg.size} px)")
+        say(progress, f"rendering {cfg.n_train} training and {cfg.n_val} validation images ({cfg.size} px)")
         x_train, y_train = render_arrays(cfg.n_train, cfg.seed, cfg.size, workers=cfg.workers)
         x_val, y_val = render_arrays(cfg.n_val, cfg.seed + VALIDATION_SEED_OFFSET, cfg.size, workers=cfg.workers)
         data_seconds = time.perf_counter() - t_start
@@ -160,8 +159,9 @@ def train_toynet(
             stats = EpochStats(epoch, float(np.mean(losses[-20:])), acc, time.perf_counter() - t_start, path.name)
             epochs.append(stats)
             say(
+                progress,
                 f"epoch {epoch}/{cfg.epochs}: loss {stats.loss:.3f}, validation accuracy {acc:.3f}, "
-                f"{stats.seconds:.0f} s"
+                f"{stats.seconds:.0f} s",
             )
         final = out / "toynet.pt"
         shutil.copyfile(out / epochs[-1].checkpoint, final)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import networkx as nx
 import pyarrow as pa
 
 from kgexplain.errors import StoreError, UsageError
+from kgexplain.progress import Progress, say
 from kgexplain.store.base import RUN_SCOPED, GraphStore, RunRecord
 
 FORMATS = ("graphml", "jsonl", "csv")
@@ -120,10 +121,9 @@ def export(store: GraphStore, fmt: str, out: str | Path, run: str | None = None)
 
 
 def push(
-    source: GraphStore, target: GraphStore, run: str | None = None, log: Callable[[str], None] | None = None
+    source: GraphStore, target: GraphStore, run: str | None = None, progress: Progress | None = None
 ) -> dict[str, int]:
     """Copy ``source`` (or one run) into ``target``, idempotently."""
-    say = log or (lambda _m: None)
     if source.url == target.url:
         raise UsageError("source and target are the same store")
     target.ensure_writable()
@@ -133,7 +133,7 @@ def push(
         if source._label_exists(label):
             t = _node_table(source, label, None)
             counts[label] = target.ensure_nodes(label, t)
-            say(f"{label}: {len(t)} rows, {counts[label]} new")
+            say(progress, f"{label}: {len(t)} rows, {counts[label]} new")
     for rel in ("OF_MODEL", "IN_LAYER"):
         if source._label_exists(rel):
             counts[rel] = target.ensure_rels(rel, _rel_table(source, rel, None))
@@ -143,7 +143,7 @@ def push(
         raise StoreError(f"no run {run!r} in {source.url}", hint="`kgexplain runs` lists them")
     for r in run_rows:
         if r.get("status") != "complete":
-            say(f"run {r['id']}: skipped (status {r.get('status')})")
+            say(progress, f"run {r['id']}: skipped (status {r.get('status')})")
             continue
         nodes = {label: _node_table(source, label, r["id"]) for label in RUN_SCOPED if source._label_exists(label)}
         rels = {
@@ -162,5 +162,5 @@ def push(
         target.write_run(record, {k: v for k, v in nodes.items() if len(v)}, {k: v for k, v in rels.items() if len(v)})
         n = sum(len(v) for v in nodes.values()) + sum(len(v) for v in rels.values())
         counts[f"run:{r['id']}"] = n
-        say(f"run {r['id']}: {n} rows")
+        say(progress, f"run {r['id']}: {n} rows")
     return counts

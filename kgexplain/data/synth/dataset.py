@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +25,7 @@ from kgexplain.data.base import ImageSource, Record
 from kgexplain.data.synth.animals import KEYPOINTS
 from kgexplain.data.synth.scene import BACKGROUND, CATEGORIES, SynthImage, render
 from kgexplain.errors import DataError
+from kgexplain.progress import Progress, task
 
 # Bump whenever rendering changes: it is part of every fingerprint, so stale caches are never reused.
 GENERATOR_VERSION = 2  # 2: keypoints along multi-segment limbs fixed (images unchanged)
@@ -128,7 +129,7 @@ def write_synth(
     size: int = 128,
     categories: Sequence[str] | None = None,
     workers: int = 2,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
     overwrite: bool = False,
 ) -> AnnotatedImages:
     """Write a synthetic data set to ``out`` (reused when a complete one with the same parameters is there)."""
@@ -160,18 +161,17 @@ def write_synth(
     jobs = [(seed, lo, min(lo + chunk, n), size, cats, str(out)) for lo in range(0, n, chunk)]
     entries: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for part in pool.map(_write_range, jobs):
+    with task(progress, "synth", n, "img") as advance:
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for part in pool.map(_write_range, jobs):
+                    entries.extend(part)
+                    advance(len(part))
+        else:
+            for job in jobs:
+                part = _write_range(job)
                 entries.extend(part)
-                if progress:
-                    progress(len(part))
-    else:
-        for job in jobs:
-            part = _write_range(job)
-            entries.extend(part)
-            if progress:
-                progress(len(part))
+                advance(len(part))
     write_annotations(
         ann, entries, synth=spec, keypoint_names=list(KEYPOINTS), seconds=round(time.perf_counter() - t0, 3)
     )
