@@ -25,13 +25,12 @@ import json
 import math
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from kgexplain.data.base import Framing
-from kgexplain.data.select import open_source
+from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
 from kgexplain.features.extract import normalise
 from kgexplain.information import SIDConfig, SIDEstimator, measure
@@ -63,7 +62,7 @@ def main() -> None:
     layers = args.layers.split(",")
     cfg = SIDConfig(seed=args.seed)
     with tempfile.TemporaryDirectory() as d:
-        src = open_source(synth=True, data_dir=Path(d), n=args.n, seed=args.seed, categories=list(ANIMALS))
+        src = DataSpec(n=args.n, seed=args.seed, categories=ANIMALS).open(d)
         frames = [Framing(128, "none").apply(src, i) for i in range(len(src))]
 
     trained = load_model("toynet", "shipped")

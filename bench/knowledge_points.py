@@ -26,14 +26,13 @@ import json
 import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from kgexplain.data.base import Framing
-from kgexplain.data.select import open_source
+from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
 from kgexplain.knowledge_points.analyse import KPConfig, analyse_layers
 from kgexplain.knowledge_points.collect import collect
@@ -68,7 +67,7 @@ def main() -> None:
         regional=RegionalConfig(seed=args.seed),
     )
     with tempfile.TemporaryDirectory() as d:
-        src = open_source(synth=True, data_dir=Path(d), n=args.n, seed=args.seed, categories=list(ANIMALS))
+        src = DataSpec(n=args.n, seed=args.seed, categories=ANIMALS).open(d)
         frames = [Framing(128, "none").apply(src, i) for i in range(len(src))]
     images = np.stack([f.image for f in frames])
     kappa = KappaTable.load()

@@ -27,14 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kgexplain import BuildConfig, DataSpec, StoreSpec, run_build
 from kgexplain.aog import AOGConfig, learn_part, localise
 from kgexplain.aog.detections import raw_filter_reference
 from kgexplain.aog.run import Detector, frame, score_points
 from kgexplain.data.base import Framing
-from kgexplain.data.select import open_source
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraphMiner
 from kgexplain.features.extract import normalise
-from kgexplain.pipeline import BuildConfig, build
 
 PARTS = ("head", "back", "tail")
 
@@ -58,7 +57,8 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        res = build(BuildConfig(store=d, seed=args.seed, n=args.train, category=args.category, patches=0, device="cpu"))
+        cfg = BuildConfig(seed=args.seed, n=args.train, category=args.category, patches=0, device="cpu")
+        res = run_build(cfg, StoreSpec(d))
         feats = res.extraction.features
         framing = Framing(res.model.input_size, "box")
         size = framing.size
@@ -69,9 +69,7 @@ def main() -> None:
             "raw_filter_aog": Detector(res.model, res.graph, miner, "cpu", raw=raw_filter_reference(feats)),
         }
         train = frame(res.objects, rows, framing)
-        test_src = open_source(
-            synth=True, data_dir=Path(d) / "test", n=args.n, seed=args.seed + 10_000, categories=[args.category]
-        )
+        test_src = DataSpec(n=args.n, seed=args.seed + 10_000, categories=(args.category,)).open(Path(d) / "test")
         test = frame(test_src, range(len(test_src)), framing)
         rng = np.random.default_rng(args.seed)
         ex = np.sort(rng.choice(len(rows), args.k, replace=False))

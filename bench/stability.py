@@ -16,7 +16,7 @@ import json
 import tempfile
 import time
 
-from kgexplain.pipeline import BuildConfig, build
+from kgexplain import BuildConfig, StoreSpec, run_build
 
 
 def main() -> None:
@@ -29,8 +29,8 @@ def main() -> None:
     args = ap.parse_args()
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        res = build(
-            BuildConfig(store=d, seed=args.seed, n=args.n, category=args.category, patches=0, device=args.device)
+        res = run_build(
+            BuildConfig(seed=args.seed, n=args.n, category=args.category, patches=0, device=args.device), StoreSpec(d)
         )
     st = res.stability
     out = {

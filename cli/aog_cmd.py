@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import click
 
-from kgexplain.aog import service
-from kgexplain.aog.overlay import overlay
-from kgexplain.data.folder import ImageFiles
-from kgexplain.data.select import open_source
-from kgexplain.devices import resolve_device
+from kgexplain.data.spec import DataSpec
 from kgexplain.errors import UsageError
+from kgexplain.jobs import LearnConfig, LocalizeConfig, run_learn, run_localize
+from kgexplain.store import StoreSpec
 
-from .context import progress_of, status
+from .context import progress_of
 from .options import device_option, output_options, store_options
-from .output import emit_object, emit_rows
-from .store_cmd import _store_opts, open_from
-
-
-def _device(device: str) -> str:
-    dev = resolve_device(device)
-    return "cpu" if dev.type == "cpu" else str(dev)
+from .output import emit_result
 
 
 @click.group("aog")
@@ -60,8 +49,8 @@ def learn_command(
     run: str | None,
     unlabelled: str | None,
     device: str,
+    store: StoreSpec,
     fmt: str,
-    **kwargs: Any,
 ) -> None:
     """Learn PART's And-Or graph from K annotated examples and store it (Part -> Template -> USES -> Pattern).
 
@@ -69,30 +58,17 @@ def learn_command(
     """
     if examples and cub:
         raise UsageError("give --examples or --cub, not both")
-    source = open_source(annotations=examples) if examples else open_source(cub=cub) if cub else None
-    pool = open_source(images=unlabelled) if unlabelled else None
-    with open_from(_store_opts(kwargs), read_only=False) as store:
-        store.ensure_writable()
-        build = service.open_build(store, run, _device(device))
-        learnt = service.learn(store, build, part, source, k, category, seed, pool, progress=progress_of(ctx))
-    t = learnt.part.templates
-    result = {
-        "run": learnt.run,
-        "build": build.run,
-        "part": learnt.part.name,
-        "category": learnt.part.category,
-        "templates": len(t),
-        "patterns_used": learnt.counts["uses"],
-        "examples": learnt.examples,
-        "unlabelled_images": learnt.unlabelled,
-        "seconds": round(learnt.seconds, 1),
-    }
-    text = (
-        f"learnt '{result['part']}' ({result['category']}) on {build.run}: {len(t)} templates, "
-        f"{result['patterns_used']} pattern uses, from {', '.join(learnt.examples)} "
-        f"(+{learnt.unlabelled} unlabelled) in {result['seconds']} s; stored as run {learnt.run}"
+    config = LearnConfig(
+        part=part,
+        examples=DataSpec(annotations=examples, cub=cub) if examples or cub else None,
+        k=k,
+        seed=seed,
+        category=category,
+        run=run,
+        unlabelled=DataSpec(images=unlabelled) if unlabelled else None,
+        device=device,
     )
-    emit_object(result, fmt, text)
+    emit_result(run_learn(config, store, progress_of(ctx)), fmt)
 
 
 @click.command("localize")
@@ -120,8 +96,8 @@ def localize_command(
     run: str | None,
     out: str | None,
     device: str,
+    store: StoreSpec,
     fmt: str,
-    **kwargs: Any,
 ) -> None:
     """Find PART on new images: JSON or a table of (image, x, y, box, score, template) in the images' pixels.
 
@@ -129,39 +105,15 @@ def localize_command(
     """
     if bool(images) == bool(annotations):
         raise UsageError("give image files or --annotations FILE (one of them)")
-    source = open_source(annotations=annotations) if annotations else ImageFiles(list(images))
-    out_dir = Path(out) if out else None
-    with open_from(_store_opts(kwargs)) as store:
-        store.check_schema()
-        build = service.open_build(store, run, _device(device))
-        model = service.load_part(store, build, part, category)
-    # Decode everything first: an unreadable image fails before anything is written.
-    for i in range(len(source)):
-        source.load_image(i)
-    found, _, timings = service.localise_source(build, model, source, progress=progress_of(ctx))
-    rows = []
-    for i, f in enumerate(found):
-        row = {"image": f.image, **f.result}
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            name = f"{i:05d}-{Path(f.image).stem}-{part}.png"
-            img = overlay(source.load_image(i), f.result, f.loc.voters, f.affine)
-            img.save(out_dir / name)
-            row["overlay"] = str(out_dir / name)
-        rows.append(row)
-    status(
-        ctx,
-        f"{len(rows)} images in {sum(timings.values()):.2f} s "
-        f"({', '.join(f'{k} {v:.2f}' for k, v in timings.items())})",
+    config = LocalizeConfig(
+        part=part,
+        images=DataSpec(files=images, annotations=annotations),
+        category=category,
+        run=run,
+        out=out,
+        device=device,
     )
-    if fmt == "json":
-        emit_object({"part": part, "run": build.run, "results": rows}, fmt)
-    else:
-        emit_rows(
-            rows,
-            fmt,
-            ["image", "part", "x", "y", "box", "score", "template", "flipped"] + (["overlay"] if out_dir else []),
-        )
+    emit_result(run_localize(config, store, progress_of(ctx)), fmt)
 
 
 COMMANDS = [aog_group, localize_command]

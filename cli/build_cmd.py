@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
+from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth import ANIMALS
-from kgexplain.pipeline import BuildConfig, build
+from kgexplain.jobs import BuildConfig, run_build
+from kgexplain.store import StoreSpec
 
 from .context import progress_of
-from .options import data_options, device_option, model_options, output_options, store_options
-from .output import emit_object
+from .options import data_options, device_option, layers_option, model_options, output_options, store_options
+from .output import emit_result
 
 
 @click.command("build")
 @model_options()
-@click.option(
-    "--layers",
-    default=None,
-    metavar="L1,L2,...",
-    help="Layers to mine, bottom to top (default: the paper's layers for the model).",
-)
-@data_options
+@layers_option("Layers to mine, bottom to top (default: the paper's layers for the model).")
+@data_options(sized=False)
 @click.option(
     "--negatives",
     type=click.Path(),
@@ -71,16 +66,8 @@ def build_command(
     model_name: str,
     weights: str | None,
     trust_checkpoint: bool,
-    layers: str | None,
-    data_kind: str | None,
-    images: str | None,
-    annotations: str | None,
-    cub: str | None,
-    cub_classes: tuple[str, ...],
-    split: str,
-    labels: tuple[str, ...],
-    limit: int | None,
-    crop: str | None,
+    layers: tuple[str, ...],
+    data: DataSpec,
     negatives: str | None,
     category: str,
     n: int,
@@ -89,10 +76,10 @@ def build_command(
     parents: int | None,
     patches: int,
     top_inferences: int,
+    store: StoreSpec,
     device: str,
     batch_size: int | None,
     fmt: str,
-    **store: Any,
 ) -> None:
     """Mine an explanatory graph for a model and a set of images, and store it.
 
@@ -102,20 +89,13 @@ def build_command(
     sheets -> location stability (where head/back/tail keypoints exist) -> one run in the store.
     Re-running the same build changes nothing; an interrupted build finishes when run again.
     """
-    cfg = BuildConfig(
+    config = BuildConfig(
         model=model_name,
         weights=weights,
         trust_checkpoint=trust_checkpoint,
-        layers=[x.strip() for x in layers.split(",") if x.strip()] if layers else None,
-        images=images,
-        annotations=annotations,
-        cub=cub,
-        cub_classes=cub_classes,
-        split=split,
-        labels=labels,
-        limit=limit,
-        crop=crop,
-        negatives=negatives,
+        layers=layers,
+        data=data,
+        negatives=DataSpec(images=negatives) if negatives else None,
         category=category,
         n=n,
         seed=seed,
@@ -125,29 +105,8 @@ def build_command(
         top_inferences=top_inferences,
         device=device,
         batch_size=batch_size,
-        **store,
     )
-    result = build(cfg, progress=progress_of(ctx))
-    s = result.summary()
-    lines = [
-        f"run {s['run']} in {s['store']} ({'mined' if s['mined'] else 'graph from cache'})",
-        f"model {s['model']} ({s['weights']}); images: {result.extraction.report.summary()}",
-    ]
-    for name, info in s["layers"].items():
-        c, h, w = info["shape"]
-        lines.append(
-            f"  {name:10s} {c:4d} filters {h}x{w}  {info['patterns']:6d} patterns "
-            f"{info['parent_edges']:7d} parent edges"
-        )
-    if s["stability"]:
-        st = s["stability"]
-        lines.append(
-            f"location stability (lower is better): patterns {st['patterns']:.4f}, raw filter peaks "
-            f"{st['raw_filter']:.4f}, random {st['random']:.4f}; ratio {st['ratio']:.2f}"
-        )
-    lines.append("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
-    lines.append("next: kgexplain patterns --top 5 | kgexplain show PATTERN | kgexplain stats")
-    emit_object(s, fmt, "\n".join(lines))
+    emit_result(run_build(config, store, progress_of(ctx)), fmt)
 
 
 COMMANDS = [build_command]

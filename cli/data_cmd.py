@@ -5,16 +5,14 @@ from __future__ import annotations
 import time
 
 import click
-from tqdm import tqdm
 
-from kgexplain.data.images import LoadReport, reason_of
-from kgexplain.data.select import open_source
+from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth import CATEGORIES, write_synth
-from kgexplain.errors import ImageDecodeError
-from kgexplain.workspace import Workspace
+from kgexplain.errors import UsageError
+from kgexplain.store import StoreSpec
 
-from .context import progress_enabled, progress_of
-from .options import data_options, output_options, store_option
+from .context import progress_of
+from .options import data_options, output_options, store_options
 from .output import emit_object
 
 
@@ -71,49 +69,18 @@ def synth_command(
 
 
 @data_group.command("check")
-@data_options
-@click.option("--n", type=click.IntRange(min=1), default=None, help="Synthetic set size (with --data synth).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Synthetic set seed.")
-@store_option
+@data_options(n_help="Synthetic set size (with --data synth).")
+@store_options
 @output_options
 @click.pass_context
-def check_command(
-    ctx: click.Context,
-    data_kind: str | None,
-    images: str | None,
-    annotations: str | None,
-    cub: str | None,
-    cub_classes: tuple[str, ...],
-    split: str,
-    labels: tuple[str, ...],
-    limit: int | None,
-    crop: str | None,
-    n: int | None,
-    seed: int,
-    store: str | None,
-    fmt: str,
-) -> None:
+def check_command(ctx: click.Context, data: DataSpec, store: StoreSpec, fmt: str) -> None:
     """Decode every image of a source and report what would be used or skipped (and why)."""
-    source = open_source(
-        images=images,
-        annotations=annotations,
-        cub=cub,
-        synth=data_kind == "synth",
-        data_dir=Workspace.resolve(store).ensure().data if data_kind == "synth" else None,
-        n=n,
-        seed=seed,
-        labels=labels,
-        cub_classes=cub_classes,
-        split=split,
-        limit=limit,
-    )
-    report = LoadReport(total=len(source))
-    for i in tqdm(range(len(source)), unit="img", disable=not progress_enabled(ctx), leave=False):
-        try:
-            source.load_image(i)
-            report.loaded += 1
-        except ImageDecodeError as e:
-            report.add_skip(source.record(i).id, reason_of(e))
+    if data.synthetic and not data.synth:
+        raise UsageError(
+            "give a data source to check", hint="--images DIR, --annotations FILE, --cub DIR or --data synth"
+        )
+    source = data.open(store.workspace().ensure() if data.synth else None)
+    report = source.check(progress_of(ctx))
     emit_object({"source": source.name, **report.to_dict(), "labels": source.labels()}, fmt, report.summary())
 
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import click
 
 from kgexplain import doctor
+from kgexplain.store import StoreSpec
 
-from .options import output_options, store_option
+from .options import output_options, store_options
 from .output import emit_rows
 
 
 @click.command("doctor")
-@store_option
+@store_options
 @output_options
-def doctor_command(store: str | None, fmt: str) -> None:
+def doctor_command(store: StoreSpec, fmt: str) -> None:
     """Check torch, CUDA, the store folder, the weights cache and the shipped toy net."""
     rows = doctor.checks(store)
     emit_rows(rows, fmt, ["check", "status", "detail"])

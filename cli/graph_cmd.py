@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from kgexplain.errors import UsageError
+from kgexplain.store import StoreSpec
 from kgexplain.store.graph import centrality, groups, neighbourhood, run_subgraph, write_graphml
 
 from .options import output_options, store_options
 from .output import emit_rows
-from .store_cmd import _store_opts, open_from
 
 
 @click.group("graph")
@@ -26,11 +24,10 @@ def graph_group() -> None:
 @click.option("--top", type=click.IntRange(min=1), default=20, show_default=True)
 @store_options
 @output_options
-def centrality_command(run: str, layers: tuple[str, ...], method: str, top: int, fmt: str, **kwargs: Any) -> None:
+def centrality_command(run: str, layers: tuple[str, ...], method: str, top: int, store: StoreSpec, fmt: str) -> None:
     """The most central patterns of a run by co-activation (PageRank, or weighted in-degree)."""
-    with open_from(_store_opts(kwargs)) as store:
-        store.check_schema()
-        g = run_subgraph(store, run, list(layers) or None)
+    with store.read() as db:
+        g = run_subgraph(db, run, list(layers) or None)
     emit_rows(centrality(g, top, method), fmt, ["pattern", "layer", "centrality", "children", "parents"])
 
 
@@ -42,12 +39,11 @@ def centrality_command(run: str, layers: tuple[str, ...], method: str, top: int,
 @store_options
 @output_options
 def groups_command(
-    run: str, layers: tuple[str, ...], min_weight: float, min_size: int, fmt: str, **kwargs: Any
+    run: str, layers: tuple[str, ...], min_weight: float, min_size: int, store: StoreSpec, fmt: str
 ) -> None:
     """Connected groups of co-activating patterns, largest first."""
-    with open_from(_store_opts(kwargs)) as store:
-        store.check_schema()
-        g = run_subgraph(store, run, list(layers) or None)
+    with store.read() as db:
+        g = run_subgraph(db, run, list(layers) or None)
     emit_rows(groups(g, min_weight, min_size), fmt, ["group", "size", "layers", "top_pattern"])
 
 
@@ -60,17 +56,16 @@ def groups_command(
 @click.option("--direction", type=click.Choice(["up", "down", "both"]), default="both", show_default=True)
 @store_options
 def graphml_command(
-    out: str, run: str | None, layers: tuple[str, ...], around: str | None, hops: int, direction: str, **kwargs: Any
+    out: str, run: str | None, layers: tuple[str, ...], around: str | None, hops: int, direction: str, store: StoreSpec
 ) -> None:
     """Write a subgraph (a run, or the neighbourhood of a pattern) as GraphML for Gephi, yEd, Cytoscape."""
     if (run is None) == (around is None):
         raise UsageError("give either --run or --around PATTERN")
-    with open_from(_store_opts(kwargs)) as store:
-        store.check_schema()
+    with store.read() as db:
         g = (
-            run_subgraph(store, run, list(layers) or None)
+            run_subgraph(db, run, list(layers) or None)
             if run
-            else neighbourhood(store, str(around), hops, direction).to_networkx(around)
+            else neighbourhood(db, str(around), hops, direction).to_networkx(around)
         )
     write_graphml(g, out)
     click.echo(f"wrote {g.number_of_nodes()} patterns and {g.number_of_edges()} edges to {out}")

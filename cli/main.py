@@ -24,8 +24,8 @@ from kgexplain.cli import (
     zoo_cmd,
 )
 
-import kgexplain
 from kgexplain.errors import KgExplainError
+from kgexplain.version import __version__
 
 
 def fail(ctx: click.Context, message: str, exit_code: int = 1) -> None:
@@ -50,7 +50,7 @@ class KgxGroup(click.Group):
 
 
 @click.group(cls=KgxGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(kgexplain.__version__, "--version", prog_name="kgexplain")
+@click.version_option(__version__, "--version", prog_name="kgexplain")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or status lines on stderr.")
 @click.pass_context
 def cli(ctx: click.Context, quiet: bool) -> None:

@@ -1,13 +1,18 @@
-"""Option decorators shared by commands (output format, device, store, model, data source)."""
+"""Option decorators shared by commands. Each group of options becomes one typed parameter of the command:
+``--json``/``--csv`` -> ``fmt``, the store options -> ``store: StoreSpec``, the data options -> ``data: DataSpec``,
+``--model``/``--weights`` -> ``model_name``, ``weights``, ``trust_checkpoint``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
 
+from kgexplain.data.spec import SYNTH_N, DataSpec
 from kgexplain.models.registry import ARCHITECTURES
+from kgexplain.store import StoreSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,10 +43,37 @@ device_option = click.option(
     help="auto, cpu, cuda or cuda:N (env KGEXPLAIN_DEVICE).",
 )
 
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for PyTorch (default: PyTorch's choice)."
+)
+
+
+def layers_option(help: str = "Layers (default: the model's paper layers).") -> Callable[[F], F]:
+    """``--layers L1,L2,...`` into a tuple of names (empty: the model's default)."""
+
+    def split(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...]:
+        return tuple(x.strip() for x in value.split(",") if x.strip()) if value else ()
+
+    return click.option("--layers", default=None, metavar="L1,L2,...", callback=split, help=help)
+
 
 def store_options(f: F) -> F:
-    """Where the store is and how to reach it (``--store`` is a folder or a bolt:// / neo4j:// URL)."""
-    return _stack(
+    """Where the store is and how to reach it, as ``store: StoreSpec`` (``--store`` is a folder or a bolt:// /
+    neo4j:// URL)."""
+
+    @functools.wraps(f)
+    def command(
+        *args: Any,
+        store: str | None,
+        user: str | None,
+        password: str | None,
+        database: str | None,
+        artifacts: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        return f(*args, store=StoreSpec(store, user, password, database, artifacts), **kwargs)
+
+    return _stack(  # type: ignore[return-value]
         click.option(
             "--store",
             default=None,
@@ -60,33 +92,27 @@ def store_options(f: F) -> F:
             metavar="DIR",
             help="Artifacts folder for a Neo4j store (default ./kgexplain-artifacts).",
         ),
-    )(f)
+    )(command)
 
 
-store_option = click.option(
-    "--store",
-    default=None,
-    envvar="KGEXPLAIN_STORE",
-    metavar="DIR",
-    help="Store folder (env KGEXPLAIN_STORE; default ./kgexplain-store).",
-)
-
-
-def model_options(default: str = "toynet") -> Callable[[F], F]:
+def model_options(multiple_weights: bool = False, weights_help: str | None = None) -> Callable[[F], F]:
+    """``--model``, ``--weights`` (one, or repeatable) and ``--trust-checkpoint``."""
     return _stack(
         click.option(
             "--model",
             "model_name",
             type=click.Choice(sorted(ARCHITECTURES)),
-            default=default,
+            default="toynet",
             show_default=True,
             help="Architecture (see `kgexplain models`).",
         ),
         click.option(
             "--weights",
             default=None,
+            multiple=multiple_weights,
             metavar="imagenet|none|shipped|PATH",
-            help="Weights: torchvision ImageNet weights, random init, the toy net's shipped checkpoint, "
+            help=weights_help
+            or "Weights: torchvision ImageNet weights, random init, the toy net's shipped checkpoint, "
             "or a local state dict / checkpoint. Default: imagenet (toynet: shipped).",
         ),
         click.option(
@@ -97,53 +123,105 @@ def model_options(default: str = "toynet") -> Callable[[F], F]:
     )
 
 
-def data_options(f: F) -> F:
-    return _stack(
-        click.option(
-            "--data",
-            "data_kind",
-            type=click.Choice(["synth"]),
-            default=None,
-            help="Use the synthetic reference data set (the default when no other source is given).",
-        ),
-        click.option(
-            "--images",
-            type=click.Path(),
-            default=None,
-            metavar="DIR",
-            help="A folder of images (sub-folders are class labels).",
-        ),
-        click.option(
-            "--annotations",
-            type=click.Path(),
-            default=None,
-            metavar="FILE",
-            help="An annotations JSON (see README: image path, box, keypoints, mask).",
-        ),
-        click.option("--cub", type=click.Path(), default=None, metavar="DIR", help="A CUB-200-2011 folder."),
-        click.option(
-            "--cub-class",
-            "cub_classes",
-            multiple=True,
-            metavar="ID|NAME",
-            help="CUB class(es) to use (id or part of the name); repeatable.",
-        ),
-        click.option(
-            "--split", type=click.Choice(["train", "test", "all"]), default="all", show_default=True, help="CUB split."
-        ),
-        click.option(
-            "--label", "labels", multiple=True, metavar="LABEL", help="Only images with this label; repeatable."
-        ),
-        click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many images."),
-        click.option(
-            "--crop",
-            type=click.Choice(["none", "box"]),
-            default=None,
-            help="Crop to the object box before resizing (default: box for CUB, none otherwise).",
-        ),
-    )(f)
+def data_options(
+    sized: bool = True,
+    n: int | None = None,
+    seed: int = 0,
+    n_min: int = 1,
+    categories: Sequence[str] | None = None,
+    n_help: str = "Synthetic images (default data).",
+    seed_help: str = "Synthetic set seed.",
+) -> Callable[[F], F]:
+    """The data source as ``data: DataSpec``: one of ``--images``, ``--annotations``, ``--cub``, ``--data synth``
+    (the synthetic set is the default), with ``--label``, ``--limit`` and ``--crop``; ``--n`` and ``--seed`` size the
+    synthetic set (``sized=False``: neither option, the command has its own)."""
 
+    def wrap(f: F) -> F:
+        @functools.wraps(f)
+        def command(
+            *args: Any,
+            data_kind: str | None,
+            images: str | None,
+            annotations: str | None,
+            cub: str | None,
+            cub_classes: tuple[str, ...],
+            split: str,
+            labels: tuple[str, ...],
+            limit: int | None,
+            crop: str | None,
+            **kwargs: Any,
+        ) -> Any:
+            synth_n = kwargs.pop("n") if sized else None
+            synth_seed = kwargs.pop("seed") if sized else seed
+            spec = DataSpec(
+                images=images,
+                annotations=annotations,
+                cub=cub,
+                cub_classes=cub_classes,
+                split=split,
+                labels=labels,
+                limit=limit,
+                crop=crop,
+                synth=data_kind == "synth",
+                n=synth_n or SYNTH_N,
+                seed=synth_seed,
+                categories=tuple(categories) if categories else None,
+            )
+            return f(*args, data=spec, **kwargs)
 
-threads_option = click.option(
-    "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for PyTorch (default: PyTorch's choice)."
-)
+        options = [
+            click.option(
+                "--data",
+                "data_kind",
+                type=click.Choice(["synth"]),
+                default=None,
+                help="Use the synthetic reference data set (the default when no other source is given).",
+            ),
+            click.option(
+                "--images",
+                type=click.Path(),
+                default=None,
+                metavar="DIR",
+                help="A folder of images (sub-folders are class labels).",
+            ),
+            click.option(
+                "--annotations",
+                type=click.Path(),
+                default=None,
+                metavar="FILE",
+                help="An annotations JSON (see README: image path, box, keypoints, mask).",
+            ),
+            click.option("--cub", type=click.Path(), default=None, metavar="DIR", help="A CUB-200-2011 folder."),
+            click.option(
+                "--cub-class",
+                "cub_classes",
+                multiple=True,
+                metavar="ID|NAME",
+                help="CUB class(es) to use (id or part of the name); repeatable.",
+            ),
+            click.option(
+                "--split",
+                type=click.Choice(["train", "test", "all"]),
+                default="all",
+                show_default=True,
+                help="CUB split.",
+            ),
+            click.option(
+                "--label", "labels", multiple=True, metavar="LABEL", help="Only images with this label; repeatable."
+            ),
+            click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many images."),
+            click.option(
+                "--crop",
+                type=click.Choice(["none", "box"]),
+                default=None,
+                help="Crop to the object box before resizing (default: box for CUB, none otherwise).",
+            ),
+        ]
+        if sized:
+            options += [
+                click.option("--n", type=click.IntRange(min=n_min), default=n, show_default=n is not None, help=n_help),
+                click.option("--seed", type=int, default=seed, show_default=True, help=seed_help),
+            ]
+        return _stack(*options)(command)  # type: ignore[return-value]
+
+    return wrap

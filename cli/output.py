@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from kgexplain.jobs.common import JobResult
+
 
 def _cell(v: Any) -> str:
     if v is None:
@@ -72,3 +74,13 @@ def emit_object(obj: dict[str, Any], fmt: str, text: str | None = None) -> None:
         click.echo(to_csv([flat]))
     else:
         click.echo(text if text is not None else "\n".join(f"{k}: {_cell(v)}" for k, v in obj.items()))
+
+
+def emit_result(result: JobResult, fmt: str) -> None:
+    """A job's result: ``--json`` its JSON, ``--csv`` its rows, else its text (or its rows as a table)."""
+    if fmt == "json":
+        click.echo(to_json(result.to_json()))
+    elif fmt == "csv":
+        click.echo(to_csv(result.rows(), result.columns()))
+    else:
+        click.echo(result.text() or table(result.rows(), result.columns()))

@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from dataclasses import fields, replace
 from typing import Any
 
 import click
 
-from kgexplain.errors import StoreError, UsageError
-from kgexplain.store import GraphStore, is_bolt_url, open_store, queries, resolve_location
-from kgexplain.store.cypher import is_write_query, to_embedded_dialect
-from kgexplain.store.embedded import GRAPH_FILE
+from kgexplain.errors import UsageError
+from kgexplain.store import StoreSpec, is_bolt_url, queries
+from kgexplain.store.cypher import is_write_query
 from kgexplain.store.graph import best_paths
-from kgexplain.store.isolated import run_isolated
 from kgexplain.store.transfer import FORMATS, export, push
 
 from .context import progress_of, status
 from .options import output_options, store_options
 from .output import emit_object, emit_rows, table
-
-
-def open_from(opts: dict[str, Any], read_only: bool = True) -> GraphStore:
-    return open_store(
-        opts["store"],
-        read_only=read_only,
-        user=opts["user"],
-        password=opts["password"],
-        database=opts["database"],
-        artifacts=opts["artifacts"],
-    )
-
-
-def _store_opts(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: kwargs.pop(k) for k in ("store", "user", "password", "database", "artifacts")}
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -65,25 +48,17 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
 @store_options
 @output_options
 def query_command(
-    cypher: str, params: tuple[str, ...], write: bool, timeout: float | None, fmt: str, **kwargs: Any
+    cypher: str, params: tuple[str, ...], write: bool, timeout: float | None, store: StoreSpec, fmt: str
 ) -> None:
     """Run a Cypher query (read-only unless --write).
 
     On the embedded store the query runs in a child process (an engine crash cannot take the store with it),
     and the Neo4j forms type(r), elementId(n), toInteger(x) and toFloat(x) are translated.
     """
-    opts = _store_opts(kwargs)
     values = parse_params(params)
     if not write and is_write_query(cypher):
         raise UsageError("this query writes to the store", hint="pass --write to allow it")
-    location = resolve_location(opts["store"])
-    if is_bolt_url(location):
-        with open_from(opts, read_only=not write) as store:
-            result = store.query(cypher, values, write=write)
-    else:
-        if not (Path(location).expanduser() / GRAPH_FILE).exists():
-            raise StoreError(f"no kgexplain store at {location}", hint="run `kgexplain build` first, or pass --store")
-        result = run_isolated(location, to_embedded_dialect(cypher), values, write, timeout)
+    result = store.query(cypher, values, write=write, timeout=timeout)
     emit_rows(result.records(), fmt, result.columns)
 
 
@@ -96,12 +71,11 @@ def query_command(
 @store_options
 @output_options
 def patterns_command(
-    run: str | None, model: str | None, layer: str | None, filter_: int | None, top: int, fmt: str, **kwargs: Any
+    run: str | None, model: str | None, layer: str | None, filter_: int | None, top: int, store: StoreSpec, fmt: str
 ) -> None:
     """The highest-scoring patterns with their prior positions (pixels) and best patch."""
-    with open_from(_store_opts(kwargs)) as store:
-        store.check_schema()
-        rows = queries.patterns(store, run=run, model=model, layer=layer, filter=filter_, top=top)
+    with store.read() as db:
+        rows = queries.patterns(db, run=run, model=model, layer=layer, filter=filter_, top=top)
     emit_rows(rows, fmt, ["pattern", "layer", "filter", "k", "score", "mu_x", "mu_y", "sigma", "fires", "patch"])
 
 
@@ -112,11 +86,10 @@ def patterns_command(
 )
 @store_options
 @output_options
-def show_command(pattern_id: str, limit: int, fmt: str, **kwargs: Any) -> None:
+def show_command(pattern_id: str, limit: int, store: StoreSpec, fmt: str) -> None:
     """One pattern with its parents, children and top images."""
-    with open_from(_store_opts(kwargs)) as store:
-        store.check_schema()
-        p = queries.pattern(store, pattern_id, limit)
+    with store.read() as db:
+        p = queries.pattern(db, pattern_id, limit)
     if fmt != "table":
         emit_object(p, "json")
         return
@@ -155,13 +128,12 @@ def paths_command(
     k: int,
     direction: str,
     to_layer: str | None,
+    store: StoreSpec,
     fmt: str,
-    **kwargs: Any,
 ) -> None:
     """The strongest co-activation paths from SOURCE (to TARGET), ranked by the product of edge strengths."""
-    with open_from(_store_opts(kwargs)) as store:
-        store.check_schema()
-        found = best_paths(store, source, target, max_hops=max_hops, k=k, direction=direction, to_layer=to_layer)
+    with store.read() as db:
+        found = best_paths(db, source, target, max_hops=max_hops, k=k, direction=direction, to_layer=to_layer)
     emit_rows([p.to_dict() for p in found], fmt, ["hops", "score", "path"])
 
 
@@ -169,14 +141,13 @@ def paths_command(
 @store_options
 @output_options
 @click.pass_context
-def runs_group(ctx: click.Context, fmt: str, **kwargs: Any) -> None:
+def runs_group(ctx: click.Context, store: StoreSpec, fmt: str) -> None:
     """List the runs in the store (`kgexplain runs delete RUN` removes one)."""
     ctx.ensure_object(dict)
-    ctx.obj["store_opts"] = _store_opts(kwargs)
+    ctx.obj["store"] = store
     if ctx.invoked_subcommand is None:
-        with open_from(ctx.obj["store_opts"]) as store:
-            store.check_schema()
-            rows = queries.runs(store)
+        with store.read() as db:
+            rows = queries.runs(db)
         emit_rows(rows, fmt, ["run", "kind", "model", "data", "status", "started", "finished"])
 
 
@@ -184,12 +155,14 @@ def runs_group(ctx: click.Context, fmt: str, **kwargs: Any) -> None:
 @click.argument("run_id")
 @store_options
 @click.pass_context
-def runs_delete(ctx: click.Context, run_id: str, **kwargs: Any) -> None:
+def runs_delete(ctx: click.Context, run_id: str, store: StoreSpec) -> None:
     """Delete RUN_ID and everything it wrote (shared models, layers and images stay)."""
-    mine = _store_opts(kwargs)
-    opts = {k: mine[k] if mine[k] is not None else v for k, v in ctx.obj["store_opts"].items()}
-    with open_from(opts, read_only=False) as store:
-        if not store.delete_run(run_id):
+    given = ctx.obj["store"]  # options given before `delete` count where none are given after it
+    spec = replace(
+        given, **{f.name: getattr(store, f.name) for f in fields(store) if getattr(store, f.name) is not None}
+    )
+    with spec.open() as db:
+        if not db.delete_run(run_id):
             raise UsageError(f"no run {run_id!r} in the store", hint="`kgexplain runs` lists them")
     click.echo(f"deleted run {run_id}")
 
@@ -197,11 +170,10 @@ def runs_delete(ctx: click.Context, run_id: str, **kwargs: Any) -> None:
 @click.command("stats")
 @store_options
 @output_options
-def stats_command(fmt: str, **kwargs: Any) -> None:
+def stats_command(store: StoreSpec, fmt: str) -> None:
     """Counts per label and relationship, and patterns per run and layer."""
-    with open_from(_store_opts(kwargs)) as store:
-        store.check_schema()
-        s = queries.stats(store)
+    with store.read() as db:
+        s = queries.stats(db)
     if fmt == "json":
         emit_object(s, "json")
         return
@@ -219,47 +191,46 @@ def store_group() -> None:
 
 @store_group.command("init")
 @store_options
-def store_init(**kwargs: Any) -> None:
+def store_init(store: StoreSpec) -> None:
     """Create the schema (tables, constraints, indexes); safe to run again."""
-    with open_from(_store_opts(kwargs), read_only=False) as store:
-        store.init_schema()
-        click.echo(f"store {store.url} ready (schema v{store.schema.version}, {store.backend})")
+    with store.open() as db:
+        db.init_schema()
+        click.echo(f"store {db.url} ready (schema v{db.schema.version}, {db.backend})")
 
 
 @store_group.command("upgrade")
 @store_options
-def store_upgrade(**kwargs: Any) -> None:
+def store_upgrade(store: StoreSpec) -> None:
     """Add what a newer schema has (new tables, columns, indexes) to an existing store."""
-    with open_from(_store_opts(kwargs), read_only=False) as store:
-        added = store.upgrade()
-        click.echo(f"store {store.url} at schema v{store.schema.version}; added: {', '.join(added) or 'nothing'}")
+    with store.open() as db:
+        added = db.upgrade()
+        click.echo(f"store {db.url} at schema v{db.schema.version}; added: {', '.join(added) or 'nothing'}")
 
 
 @store_group.command("drop")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @store_options
-def store_drop(yes: bool, **kwargs: Any) -> None:
+def store_drop(yes: bool, store: StoreSpec) -> None:
     """Delete every node, relationship and table of the store (artifacts are kept)."""
-    opts = _store_opts(kwargs)
     if not yes:
-        click.confirm(f"Delete everything in {resolve_location(opts['store'])}?", abort=True)
-    with open_from(opts, read_only=False) as store:
-        store.drop()
-        click.echo(f"dropped {store.url}")
+        click.confirm(f"Delete everything in {store.url}?", abort=True)
+    with store.open() as db:
+        db.drop()
+        click.echo(f"dropped {db.url}")
 
 
 @store_group.command("info")
 @store_options
 @output_options
-def store_info(fmt: str, **kwargs: Any) -> None:
+def store_info(store: StoreSpec, fmt: str) -> None:
     """Backend, location, schema version and artifacts folder."""
-    with open_from(_store_opts(kwargs)) as store:
+    with store.open(read_only=True) as db:
         info = {
-            "store": store.url,
-            "backend": store.backend,
-            "schema_version": store.stored_schema_version(),
-            "code_schema_version": store.schema.version,
-            "artifacts": str(store.artifacts.root),
+            "store": db.url,
+            "backend": db.backend,
+            "schema_version": db.stored_schema_version(),
+            "code_schema_version": db.schema.version,
+            "artifacts": str(db.artifacts.root),
         }
     emit_object(info, fmt)
 
@@ -270,11 +241,10 @@ def store_info(fmt: str, **kwargs: Any) -> None:
 @click.option("--run", default=None, help="Only this run (plus the shared models, layers, filters, images).")
 @store_options
 @click.pass_context
-def export_command(ctx: click.Context, format_: str, out: str, run: str | None, **kwargs: Any) -> None:
+def export_command(ctx: click.Context, format_: str, out: str, run: str | None, store: StoreSpec) -> None:
     """Export the store (or one run) as GraphML, JSON lines or CSV."""
-    with open_from(_store_opts(kwargs)) as store:
-        store.check_schema()
-        counts = export(store, format_, out, run)
+    with store.read() as db:
+        counts = export(db, format_, out, run)
     status(ctx, ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     click.echo(f"wrote {sum(counts.values())} nodes and relationships to {out}")
 
@@ -296,22 +266,15 @@ def push_command(
     to_password: str | None,
     to_database: str | None,
     batch_size: int | None,
-    **kwargs: Any,
+    store: StoreSpec,
 ) -> None:
     """Copy the store (or one run) into Neo4j; pushing again changes nothing."""
-    opts = _store_opts(kwargs)
-    if not is_bolt_url(resolve_location(target)):
+    to = StoreSpec(target, to_user or store.user, to_password or store.password, to_database, batch_size=batch_size)
+    if not is_bolt_url(to.url):
         raise UsageError(f"--to must be a bolt:// or neo4j:// URL, not {target!r}")
-    with open_from(opts) as source:
-        source.check_schema()
-        with open_store(
-            target,
-            user=to_user or opts["user"],
-            password=to_password or opts["password"],
-            database=to_database,
-            batch_size=batch_size,
-            artifacts=source.artifacts.root,
-        ) as dest:
+    with store.read() as source:
+        to = replace(to, artifacts=str(source.artifacts.root))
+        with to.open() as dest:
             counts = push(source, dest, run, progress=progress_of(ctx))
     click.echo(f"pushed {sum(counts.values())} rows to {target}")
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import torch
 
-import kgexplain
 from kgexplain.errors import KgExplainError
 from kgexplain.models.registry import ARCHITECTURES
 from kgexplain.models.weights import OFFLINE_ENV, imagenet_cache_path, offline
-from kgexplain.store import is_bolt_url, open_store, resolve_location
+from kgexplain.store import StoreSpec, is_bolt_url
 from kgexplain.store.embedded import GRAPH_FILE
 from kgexplain.store.schema import load_schema
+from kgexplain.version import __version__
 from kgexplain.workspace import folder_size
 from kgexplain.zoo import WEIGHTS_DIR
 
@@ -29,14 +29,14 @@ def _version(pkg: str) -> str:
         return "not installed"
 
 
-def checks(store: str | None = None) -> list[dict[str, Any]]:
+def checks(store: StoreSpec | None = None) -> list[dict[str, Any]]:
     """Rows of (check, status, detail); status is ok, warn or missing."""
     rows: list[dict[str, Any]] = []
 
     def add(check: str, status: str, detail: str) -> None:
         rows.append({"check": check, "status": status, "detail": detail})
 
-    add("kgexplain", "ok", f"{kgexplain.__version__} ({Path(kgexplain.__file__).parent})")
+    add("kgexplain", "ok", f"{__version__} ({Path(__file__).resolve().parent})")
     add("python", "ok", f"{platform.python_version()} ({sys.executable})")
     add("torch", "ok", f"{torch.__version__}, {torch.get_num_threads()} CPU threads")
     add("torchvision", "ok", _version("torchvision"))
@@ -46,7 +46,7 @@ def checks(store: str | None = None) -> list[dict[str, Any]]:
     else:
         add("cuda", "warn", "no CUDA device; miners run on the CPU (--device cpu)")
 
-    rows.append(store_check(store))
+    rows.append(store_check(store or StoreSpec()))
 
     shipped = WEIGHTS_DIR / "toynet.pt"
     epochs = sorted(WEIGHTS_DIR.glob("toynet-epoch*.pt"))
@@ -77,10 +77,10 @@ def checks(store: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def store_check(location: str | None) -> dict[str, Any]:
+def store_check(store: StoreSpec) -> dict[str, Any]:
     """Is the store there, which backend, which schema version; for Neo4j: does it answer."""
     try:
-        loc = resolve_location(location)
+        loc = store.url
     except KgExplainError as e:
         return {"check": "store", "status": "warn", "detail": str(e)}
     if not is_bolt_url(loc):
@@ -94,9 +94,9 @@ def store_check(location: str | None) -> dict[str, Any]:
                 "detail": f"{folder} (embedded; not created yet: `kgexplain build` creates it)",
             }
     try:
-        with open_store(loc, read_only=True) as store:
-            version = store.stored_schema_version()
-            backend = store.backend
+        with store.open(read_only=True) as db:
+            version = db.stored_schema_version()
+            backend = db.backend
             size = folder_size(Path(loc).expanduser()) / 1e6 if backend == "embedded" else None
     except KgExplainError as e:
         return {"check": "store", "status": "warn", "detail": str(e)}

@@ -1,11 +1,12 @@
-"""The workspace: where a store's artifacts live (generated data, feature caches, patches, maps, plots).
+"""Where a store lives (a folder, or a Bolt URL for Neo4j) and its workspace: the folder of artifacts beside it
+(generated data, feature caches, patches, maps, plots).
 
 For the embedded store (a folder, ``./kgexplain-store`` by default or ``$KGEXPLAIN_STORE``) the artifacts are in
 ``<folder>/artifacts`` next to ``<folder>/graph.lbdb``; for a Neo4j store they are in ``--artifacts`` (or
 ``$KGEXPLAIN_ARTIFACTS``, default ``./kgexplain-artifacts``)::
 
     artifacts/data/       generated data sets (the synthetic reference workload)
-    artifacts/cache/      feature caches (float16 shards, see kgexplain.features.cache)
+    artifacts/cache/      feature caches (float16 shards, see kgexplain.features.cache), decoders, the kappa table
     artifacts/patches/... content-addressed files referenced from the graph
 """
 
@@ -16,7 +17,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kgexplain.errors import StoreError
-from kgexplain.store import is_bolt_url, resolve_location
+
+BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+DEFAULT_STORE = "kgexplain-store"
+
+
+def resolve_location(location: str | os.PathLike[str] | None = None) -> str:
+    """``--store`` value -> a folder path or a Bolt URL (``neo4j`` alone means ``$NEO4J_URI``)."""
+    loc = str(location) if location not in (None, "") else os.environ.get("KGEXPLAIN_STORE") or DEFAULT_STORE
+    if loc.strip().lower() == "neo4j":
+        uri = os.environ.get("NEO4J_URI")
+        if not uri:
+            raise StoreError("--store neo4j needs NEO4J_URI", hint="export NEO4J_URI=bolt://localhost:7687")
+        loc = uri
+    if "://" in loc:
+        scheme = loc.split("://", 1)[0].lower()
+        if scheme not in BOLT_SCHEMES:
+            raise StoreError(
+                f"unsupported store URL scheme {scheme!r} in {loc!r}",
+                hint="use a folder for the embedded store, or bolt://HOST:7687 / neo4j://HOST:7687",
+            )
+    return loc
+
+
+def is_bolt_url(location: str) -> bool:
+    return "://" in location and location.split("://", 1)[0].lower() in BOLT_SCHEMES
 
 
 @dataclass(frozen=True)
@@ -36,11 +61,6 @@ class Workspace:
         return cls(loc, art)
 
     @property
-    def root(self) -> Path:
-        """The store folder (embedded) or the artifacts folder (Neo4j)."""
-        return self.artifacts if is_bolt_url(self.location) else Path(self.location).expanduser()
-
-    @property
     def cache(self) -> Path:
         return self.artifacts / "cache"
 
@@ -49,6 +69,7 @@ class Workspace:
         return self.artifacts / "data"
 
     def ensure(self) -> Workspace:
+        """Create the artifacts folder; fail clearly when it cannot be written."""
         try:
             self.artifacts.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from kgexplain.data.images import load_mask
+from kgexplain.data.images import LoadReport, load_mask, reason_of
+from kgexplain.errors import ImageDecodeError
+from kgexplain.progress import Progress, task
 
 Box = tuple[float, float, float, float]
 Point = tuple[float, float]
@@ -81,6 +83,19 @@ class ImageSource(ABC):
 
     def describe(self) -> str:
         return f"{self.name} ({len(self)} images)"
+
+    def check(self, progress: Progress | None = None) -> LoadReport:
+        """Decode every image and count what would be used and what skipped, and why."""
+        report = LoadReport(total=len(self))
+        with task(progress, "check", len(self), "img") as advance:
+            for i in range(len(self)):
+                try:
+                    self.load_image(i)
+                    report.loaded += 1
+                except ImageDecodeError as e:
+                    report.add_skip(self.record(i).id, reason_of(e))
+                advance(1)
+        return report
 
 
 def files_fingerprint(kind: str, paths: list[Path], extra: Any = None) -> str:
@@ -172,6 +187,10 @@ class Framing:
         w, h = source.image_size(index)
         affine = region_affine(self.region(rec, w, h), self.size, self.size)
         return {k: affine.point(*p) for k, p in rec.keypoints.items()}
+
+    def apply_all(self, source: ImageSource) -> list[Framed]:
+        """Every image of ``source`` framed; an unreadable one fails before any is used."""
+        return [self.apply(source, i) for i in range(len(source))]
 
     def apply(self, source: ImageSource, index: int, with_mask: bool = True) -> Framed:
         rec = source.record(index)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kgexplain.errors import ImageDecodeError
+from kgexplain.errors import DataError, ImageDecodeError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MIN_SIDE = 16
@@ -131,3 +131,16 @@ class LoadReport:
 
     def to_dict(self) -> dict[str, object]:
         return {"total": self.total, "loaded": self.loaded, "skipped": dict(self.skipped)}
+
+
+def load_mask_file(path: str | Path, size: int) -> np.ndarray:
+    """A mask image given by the user (non-zero = object), resized to ``size`` x ``size`` (the model input)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"mask file not found: {p}", hint="pass one --mask per image, in the same order")
+    try:
+        with Image.open(p) as im:
+            m = np.asarray(im.convert("L").resize((size, size), Image.Resampling.NEAREST))
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"cannot read mask {p}: {e}", hint="masks are image files (PNG), non-zero = object") from e
+    return m > 0

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from kgexplain.errors import UsageError
+
 # Per-architecture defaults: the paper's layers and patterns per filter (or density of the map).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "vgg16": {"layers": ("conv4_2", "conv4_3", "conv5_2", "conv5_3"), "density": (0.05, 0.05, 0.1, 0.1)},
@@ -56,9 +58,9 @@ class EGConfig:
                 cfg = replace(cfg, density=tuple(d.get("density", ())), patterns=tuple(d.get("patterns", ())))
         n = len(cfg.layers)
         if cfg.patterns and len(cfg.patterns) != n:
-            raise ValueError(f"{len(cfg.patterns)} pattern counts for {n} layers")
+            raise UsageError(f"{len(cfg.patterns)} pattern counts for {n} layers", hint="give one per layer")
         if cfg.density and len(cfg.density) != n:
-            raise ValueError(f"{len(cfg.density)} densities for {n} layers")
+            raise UsageError(f"{len(cfg.density)} densities for {n} layers", hint="give one per layer")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:

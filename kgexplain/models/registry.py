@@ -105,7 +105,7 @@ class ModelHandle:
             class_names=class_names,
         )
 
-    def to(self, device: torch.device) -> ModelHandle:
+    def to(self, device: torch.device | str) -> ModelHandle:
         self.module.to(device)
         return self
 

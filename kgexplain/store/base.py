@@ -24,10 +24,11 @@ from typing import Any
 
 import pyarrow as pa
 
-import kgexplain
 from kgexplain.errors import StoreError
 from kgexplain.store.artifacts import Artifacts
 from kgexplain.store.schema import Schema, load_schema
+from kgexplain.version import __version__
+from kgexplain.workspace import Workspace
 
 ARROW_TYPES = {"STRING": pa.string(), "INT64": pa.int64(), "DOUBLE": pa.float64(), "BOOL": pa.bool_()}
 RUN_SCOPED = (
@@ -132,10 +133,16 @@ class GraphStore(ABC):
     def _apply_ddl(self) -> None: ...
 
     @abstractmethod
-    def _label_exists(self, label: str) -> bool: ...
+    def has_label(self, label: str) -> bool:
+        """Whether the store has a table (embedded) or any node or relationship (Neo4j) of this label or type."""
+
+    @property
+    def workspace(self) -> Workspace:
+        """The store's artifacts folder as a workspace: generated data sets, caches."""
+        return Workspace(self.url, self.artifacts.root)
 
     def stored_schema_version(self) -> int | None:
-        if not self._label_exists("Meta"):
+        if not self.has_label("Meta"):
             return None
         v = self.query("MATCH (m:Meta) WHERE m.id = $k RETURN m.value", {"k": SCHEMA_KEY}).scalar()
         return int(v) if v is not None else None
@@ -148,7 +155,7 @@ class GraphStore(ABC):
         self._apply_ddl()
         if stored is None:
             self._put_meta(SCHEMA_KEY, str(self.schema.version))
-            self._put_meta("created_by", f"kgexplain {kgexplain.__version__}")
+            self._put_meta("created_by", f"kgexplain {__version__}")
 
     def check_schema(self) -> None:
         """Fail clearly when the store was written by another schema version."""
@@ -210,7 +217,7 @@ class GraphStore(ABC):
     ) -> None: ...
 
     def run_status(self, run_id: str) -> str | None:
-        if not self._label_exists("Run"):
+        if not self.has_label("Run"):
             return None
         return self.query("MATCH (r:Run) WHERE r.id = $id RETURN r.status", {"id": run_id}).scalar()
 
@@ -278,7 +285,7 @@ class GraphStore(ABC):
             "model": run.model,
             "data": run.data,
             "config": json.dumps(run.config, sort_keys=True, default=str),
-            "code_version": kgexplain.__version__,
+            "code_version": __version__,
             "status": status,
             "stats": json.dumps(run.stats, sort_keys=True, default=str),
         }
@@ -312,10 +319,10 @@ class GraphStore(ABC):
         """Number of nodes per label and relationships per type."""
         out = {}
         for label in self.schema.nodes:
-            if self._label_exists(label):
+            if self.has_label(label):
                 out[label] = int(self.query(f"MATCH (n:{label}) RETURN count(n)").scalar() or 0)
         for rel in self.schema.rels.values():
-            if self._label_exists(rel.name):
+            if self.has_label(rel.name):
                 out[rel.name] = int(
                     self.query(f"MATCH (:{rel.source})-[e:{rel.name}]->(:{rel.target}) RETURN count(e)").scalar() or 0
                 )

@@ -154,7 +154,7 @@ class EmbeddedStore(GraphStore):
             self._tables = {row[0] for row in res.get_all()}
         return self._tables
 
-    def _label_exists(self, label: str) -> bool:
+    def has_label(self, label: str) -> bool:
         return label in self.tables()
 
     def _apply_ddl(self) -> None:

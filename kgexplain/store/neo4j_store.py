@@ -129,7 +129,7 @@ class Neo4jStore(GraphStore):
             raise StoreError(f"query failed: {(e.message or str(e)).strip().splitlines()[0]}") from e
         return QueryResult(list(keys), [[_plain(v) for v in r.values()] for r in records])
 
-    def _label_exists(self, label: str) -> bool:
+    def has_label(self, label: str) -> bool:
         return True  # Neo4j is schema-free: every label "exists"
 
     def stored_schema_version(self) -> int | None:

@@ -82,8 +82,50 @@ def pattern(store: GraphStore, pattern_id: str, limit: int = 10) -> dict[str, An
     return out
 
 
+def complete_runs(store: GraphStore, kind: str) -> list[dict[str, Any]]:
+    """The complete runs of one kind, newest first: id, config (JSON text), finished."""
+    if not store.has_label("Run"):
+        return []
+    return store.query(
+        "MATCH (r:Run) WHERE r.kind = $kind AND r.status = 'complete' "
+        "RETURN r.id AS id, r.config AS config, r.finished AS finished ORDER BY finished DESC",
+        {"kind": kind},
+    ).records()
+
+
+def run(store: GraphStore, run_id: str) -> dict[str, Any] | None:
+    """One run's row (kind, model, status, config and stats as JSON text), or None."""
+    if not store.has_label("Run"):
+        return None
+    rows = store.query(
+        "MATCH (r:Run) WHERE r.id = $id RETURN r.kind AS kind, r.model AS model, r.status AS status, "
+        "r.config AS config, r.stats AS stats",
+        {"id": run_id},
+    ).records()
+    return rows[0] if rows else None
+
+
+def part(store: GraphStore, aog_run: str) -> dict[str, Any] | None:
+    """The Part node an AOG run wrote: id, category and box size (w, h)."""
+    rows = store.query(
+        "MATCH (p:Part) WHERE p.run = $run RETURN p.id AS id, p.category AS category, p.box_w AS w, p.box_h AS h",
+        {"run": aog_run},
+    ).records()
+    return rows[0] if rows else None
+
+
+def template_uses(store: GraphStore, aog_run: str) -> list[dict[str, Any]]:
+    """Every USES edge of an AOG run's templates with its template and pattern, by template then weight."""
+    return store.query(
+        "MATCH (t:Template)-[u:USES]->(q:Pattern) WHERE t.run = $run "
+        "RETURN t.k AS k, t.example AS example, t.flipped AS flipped, q.layer AS layer, q.filter AS filter, "
+        "q.k AS pk, u.dx AS dx, u.dy AS dy, u.weight AS weight ORDER BY k, weight DESC",
+        {"run": aog_run},
+    ).records()
+
+
 def runs(store: GraphStore) -> list[dict[str, Any]]:
-    if not store._label_exists("Run"):
+    if not store.has_label("Run"):
         return []
     return store.query(
         "MATCH (r:Run) RETURN r.id AS run, r.kind AS kind, r.model AS model, r.data AS data, r.status AS status, "
@@ -94,7 +136,7 @@ def runs(store: GraphStore) -> list[dict[str, Any]]:
 def stats(store: GraphStore) -> dict[str, Any]:
     """Counts per label and relationship type, and patterns per run and layer."""
     per_layer = []
-    if store._label_exists("Pattern"):
+    if store.has_label("Pattern"):
         per_layer = store.query(
             "MATCH (p:Pattern) RETURN p.run AS run, p.layer AS layer, count(p) AS patterns, "
             "avg(p.sigma) AS mean_sigma ORDER BY run, layer"

@@ -54,10 +54,10 @@ def _rel_table(store: GraphStore, rel: str, run: str | None) -> pa.Table:
 def iter_graph(store: GraphStore, run: str | None = None) -> Iterator[tuple[str, str, pa.Table]]:
     """("node", label, table) and ("rel", type, table) for everything in the store (or one run)."""
     for label in store.schema.nodes:
-        if label != "Meta" and store._label_exists(label):
+        if label != "Meta" and store.has_label(label):
             yield "node", label, _node_table(store, label, run)
     for rel in store.schema.rels:
-        if store._label_exists(rel):
+        if store.has_label(rel):
             yield "rel", rel, _rel_table(store, rel, run)
 
 
@@ -130,14 +130,14 @@ def push(
     counts: dict[str, int] = {}
     shared = [label for label in source.schema.nodes if label not in (*RUN_SCOPED, "Meta", "Run")]
     for label in shared:
-        if source._label_exists(label):
+        if source.has_label(label):
             t = _node_table(source, label, None)
             counts[label] = target.ensure_nodes(label, t)
             say(progress, f"{label}: {len(t)} rows, {counts[label]} new")
     for rel in ("OF_MODEL", "IN_LAYER"):
-        if source._label_exists(rel):
+        if source.has_label(rel):
             counts[rel] = target.ensure_rels(rel, _rel_table(source, rel, None))
-    run_rows = _node_table(source, "Run", run).to_pylist() if source._label_exists("Run") else []
+    run_rows = _node_table(source, "Run", run).to_pylist() if source.has_label("Run") else []
     run_rows.sort(key=lambda r: r.get("started") or "")  # a run may use patterns of an earlier one
     if run is not None and not run_rows:
         raise StoreError(f"no run {run!r} in {source.url}", hint="`kgexplain runs` lists them")
@@ -145,11 +145,11 @@ def push(
         if r.get("status") != "complete":
             say(progress, f"run {r['id']}: skipped (status {r.get('status')})")
             continue
-        nodes = {label: _node_table(source, label, r["id"]) for label in RUN_SCOPED if source._label_exists(label)}
+        nodes = {label: _node_table(source, label, r["id"]) for label in RUN_SCOPED if source.has_label(label)}
         rels = {
             rel: _rel_table(source, rel, r["id"])
             for rel, spec in source.schema.rels.items()
-            if spec.source in RUN_SCOPED and source._label_exists(rel)
+            if spec.source in RUN_SCOPED and source.has_label(rel)
         }
         record = RunRecord(
             r["id"],

@@ -1,19 +1,18 @@
-"""``kgexplain build`` as a library function.
+"""``kgexplain build`` as a library call: :func:`run_build`.
 
 model -> data -> features -> explanatory graph (mined, or from the run's cache) -> inference -> top patches and
 contact sheets -> location stability (where keypoints exist) -> one run in the store.
 
-With no arguments it runs the offline reference workload: synthetic images of one category (cropped to their
-object boxes, the paper's protocol) plus background images (the negatives that normalise the features), the
-shipped toy net, and the embedded store ``./kgexplain-store``. Every stage is idempotent: features and the mined
-graph are cached by what determines them, patches are content-addressed, and the store replaces the run's rows,
-so re-running a build changes nothing and an interrupted build finishes when run again.
+With the default :class:`BuildConfig` it runs the offline reference workload: synthetic images of one category
+(cropped to their object boxes, the paper's protocol) plus background images (the negatives that normalise the
+features) and the shipped toy net. Every stage is idempotent: features and the mined graph are cached by what
+determines them, patches are content-addressed, and the store replaces the run's rows, so re-running a build changes
+nothing and an interrupted build finishes when run again.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,64 +21,67 @@ from typing import Any
 import numpy as np
 
 from kgexplain.data.base import Framing, ImageSource
-from kgexplain.data.select import open_source
+from kgexplain.data.spec import DataSpec
 from kgexplain.data.subset import Subset
 from kgexplain.data.synth import BACKGROUND
-from kgexplain.devices import resolve_device
 from kgexplain.errors import UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner, Inference
 from kgexplain.explanatory_graph.patches import contact_sheet, png, top_patches
-from kgexplain.explanatory_graph.stability import PARTS, part_array, random_positions, raw_filter_peaks, stability
-from kgexplain.features.extract import Extraction, default_framing, extract_features
+from kgexplain.explanatory_graph.stability import (
+    PARTS,
+    StabilityResult,
+    part_array,
+    random_positions,
+    raw_filter_peaks,
+    stability,
+)
+from kgexplain.features.cache import FeatureSet
+from kgexplain.features.extract import Extraction, extract_features
 from kgexplain.features.geometry import scaled_patch_size
+from kgexplain.jobs.common import JobResult, device_name, opened
 from kgexplain.models.registry import ModelHandle, load_model
-from kgexplain.persist import PatchRef, eg_run_rows, image_rows, model_rows, write_run, write_shared
+from kgexplain.persist.eg import PatchRef, build_record, eg_run_rows, stability_metrics
+from kgexplain.persist.shared import image_rows, model_rows, write_shared
 from kgexplain.progress import Progress, say
-from kgexplain.store import GraphStore, RunRecord, open_store
+from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.store import ids as I
 from kgexplain.workspace import Workspace, folder_size
 
 ALGORITHM = "eg-1"  # bump when mining changes results: it is part of the run id
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuildConfig:
+    """What to mine. The defaults are the offline reference workload and the paper's settings.
+
+    ``data`` are the images to explain; when it names no source, the synthetic workload is used: ``n`` images of
+    ``category`` and as many background images from ``seed``, cropped to their boxes. ``negatives`` are background
+    images that normalise the features (without them, user data is normalised by its own statistics).
+    """
+
     model: str = "toynet"
-    weights: str | None = None
-    layers: Sequence[str] | None = None
-    # data: the synthetic workload unless a folder / annotations / CUB is given
-    images: str | None = None
-    annotations: str | None = None
-    cub: str | None = None
-    cub_classes: Sequence[str] = ()
-    split: str = "all"
-    labels: Sequence[str] = ()
-    limit: int | None = None
-    crop: str | None = None
-    negatives: str | None = None  # a folder of background images (feature normalisation)
+    weights: str | None = None  # imagenet | none | shipped | PATH (default: the model's own)
+    trust_checkpoint: bool = False
+    layers: tuple[str, ...] = ()  # bottom to top; default: the paper's layers for the model
+    data: DataSpec = field(default_factory=DataSpec)
+    negatives: DataSpec | None = None
     category: str = "bird"  # synthetic workload: the category to explain
     n: int = 300  # synthetic workload: images of the category (and as many background images)
-    seed: int = 0
-    # mining
-    iterations: int | None = None
-    parents: int | None = None
+    seed: int = 0  # synthetic workload seed
+    iterations: int | None = None  # EM iterations per layer (default 20)
+    parents: int | None = None  # parents per pattern, M (default 15)
     mining_seed: int = 0
-    patches: int = 5  # top patches per pattern (0: none)
+    patches: int = 5  # top patches stored per pattern (0: none)
     top_inferences: int = 10  # FIRES_ON relationships per pattern
     sheet_patterns: int = 40  # patterns per layer on the contact sheet
-    # execution
-    store: str | None = None
-    user: str | None = None
-    password: str | None = None
-    database: str | None = None
-    artifacts: str | None = None
     device: str = "auto"
-    batch_size: int | None = None
-    trust_checkpoint: bool = False
+    batch_size: int | None = None  # images per forward pass
 
 
 @dataclass
-class BuildResult:
+class BuildResult(JobResult):
+    """What a build made and measured; ``summary()`` is what ``kgexplain build --json`` prints."""
+
     run: str
     workspace: Workspace
     model: ModelHandle
@@ -125,12 +127,37 @@ class BuildResult:
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
         }
 
+    def to_json(self) -> Any:
+        return self.summary()
+
+    def text(self) -> str:
+        s = self.summary()
+        lines = [
+            f"run {s['run']} in {s['store']} ({'mined' if s['mined'] else 'graph from cache'})",
+            f"model {s['model']} ({s['weights']}); images: {self.extraction.report.summary()}",
+        ]
+        for name, info in s["layers"].items():
+            c, h, w = info["shape"]
+            lines.append(
+                f"  {name:10s} {c:4d} filters {h}x{w}  {info['patterns']:6d} patterns "
+                f"{info['parent_edges']:7d} parent edges"
+            )
+        if s["stability"]:
+            st = s["stability"]
+            lines.append(
+                f"location stability (lower is better): patterns {st['patterns']:.4f}, raw filter peaks "
+                f"{st['raw_filter']:.4f}, random {st['random']:.4f}; ratio {st['ratio']:.2f}"
+            )
+        lines.append("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
+        lines.append("next: kgexplain patterns --top 5 | kgexplain show PATTERN | kgexplain stats")
+        return "\n".join(lines)
+
 
 def _open_data(
     cfg: BuildConfig, ws: Workspace, progress: Progress | None
 ) -> tuple[ImageSource, ImageSource | None, bool]:
     """Objects, negatives, and whether this is the synthetic reference workload."""
-    if not (cfg.images or cfg.annotations or cfg.cub):
+    if cfg.data.synthetic:
         if cfg.category == BACKGROUND:
             raise UsageError("the background class has no object to explain", hint="pick an animal with --category")
         say(
@@ -138,41 +165,25 @@ def _open_data(
             f"reference workload: {cfg.n} synthetic '{cfg.category}' images + {cfg.n} background images "
             f"(seed {cfg.seed})",
         )
-        both = open_source(
-            synth=True, data_dir=ws.data, n=2 * cfg.n, seed=cfg.seed, categories=[cfg.category, BACKGROUND]
-        )
+        both = DataSpec(n=2 * cfg.n, seed=cfg.seed, categories=(cfg.category, BACKGROUND)).open(ws)
         return Subset.by_label(both, [cfg.category]), Subset.by_label(both, [BACKGROUND]), True
-    source = open_source(
-        images=cfg.images,
-        annotations=cfg.annotations,
-        cub=cfg.cub,
-        labels=cfg.labels or None,
-        cub_classes=cfg.cub_classes,
-        split=cfg.split,
-        limit=cfg.limit,
-    )
-    negatives = open_source(images=cfg.negatives) if cfg.negatives else None
+    source = cfg.data.open(ws)
+    negatives = cfg.negatives.open(ws) if cfg.negatives is not None else None
     if negatives is None:
         say(progress, "no --negatives: features are normalised by the object images' own statistics")
     return source, negatives, False
 
 
-def _framing(cfg: BuildConfig, handle: ModelHandle, source: ImageSource, synthetic: bool) -> Framing:
-    base = default_framing(handle, source)
-    crop = cfg.crop or ("box" if synthetic else base.crop)
-    return Framing(base.size, crop)
-
-
 def _eg_config(cfg: BuildConfig, handle: ModelHandle) -> EGConfig:
-    eg = EGConfig(layers=tuple(cfg.layers or ()), seed=cfg.mining_seed)
+    eg = EGConfig(layers=tuple(cfg.layers), seed=cfg.mining_seed)
     if cfg.iterations is not None:
         eg = replace(eg, iterations=cfg.iterations)
     if cfg.parents is not None:
         eg = replace(eg, parents=cfg.parents)
-    try:
-        return eg.with_model_defaults(handle.name, handle.default_layers)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
+    eg = eg.with_model_defaults(handle.name, handle.default_layers)
+    for name in eg.layers:
+        handle.layer(name)
+    return eg
 
 
 def _weights_spec(weights: str | None) -> str | None:
@@ -182,81 +193,69 @@ def _weights_spec(weights: str | None) -> str | None:
     return str(Path(weights).expanduser().resolve())
 
 
-def _open_store(cfg: BuildConfig, ws: Workspace) -> GraphStore:
-    store = open_store(ws.location, user=cfg.user, password=cfg.password, database=cfg.database, artifacts=ws.artifacts)
-    try:
-        store.ensure_writable()
-    except Exception:
-        store.close()
-        raise
-    return store
+def run_build(
+    config: BuildConfig | None = None, store: GraphStore | StoreSpec | None = None, progress: Progress | None = None
+) -> BuildResult:
+    """Mine an explanatory graph and store it as one run; returns what was built and measured.
 
+    ``store`` is an open store, or a :class:`StoreSpec` (default: ``./kgexplain-store``) that is opened after the
+    cheap checks (model, layers, device, data source), so a mistake fails before any store is created.
 
-def build(cfg: BuildConfig | None = None, progress: Progress | None = None) -> BuildResult:
-    """Run the whole pipeline and persist one run; returns what was built and measured."""
-    cfg = cfg or BuildConfig()
+    Example::
+
+        from kgexplain import BuildConfig, StoreSpec, run_build
+
+        result = run_build(BuildConfig(n=40, iterations=3), StoreSpec("my-store"))
+        print(result.run, result.summary()["stability"])
+    """
+    cfg = config or BuildConfig()
     timings: dict[str, float] = {}
-    ws = Workspace.resolve(cfg.store, cfg.artifacts).ensure()
-
-    # Cheap checks first: model, layers, device, store. Mistakes fail before any data is generated.
     t = time.perf_counter()
+    cfg.data.check()
+    if cfg.negatives is not None:
+        cfg.negatives.check()
     handle = load_model(cfg.model, cfg.weights, trust_checkpoint=cfg.trust_checkpoint)
     eg_cfg = _eg_config(cfg, handle)
-    for name in eg_cfg.layers:
-        handle.layer(name)
-    device = resolve_device(cfg.device)
+    device = device_name(cfg.device)
     timings["model_s"] = time.perf_counter() - t
-    store = _open_store(cfg, ws)
-    try:
-        return _build(
-            cfg, progress, timings, ws, handle, eg_cfg, device.type if device.type == "cpu" else str(device), store
-        )
-    finally:
-        store.close()
+    with opened(store or StoreSpec(), write=True) as db:
+        return _build(cfg, progress, timings, db, handle, eg_cfg, device)
 
 
 def _build(
     cfg: BuildConfig,
     progress: Progress | None,
     timings: dict[str, float],
-    ws: Workspace,
+    store: GraphStore,
     handle: ModelHandle,
     eg_cfg: EGConfig,
     device: str,
-    store: GraphStore,
 ) -> BuildResult:
+    ws = store.workspace.ensure()
     say(progress, f"model {handle.name} ({handle.weights}), layers {', '.join(eg_cfg.layers)}; store {ws.location}")
     t = time.perf_counter()
     objects, negatives, synthetic = _open_data(cfg, ws, progress)
     timings["data_s"] = time.perf_counter() - t
 
-    framing = _framing(cfg, handle, objects, synthetic)
+    framing = cfg.data.framing(handle.input_size, objects, default_crop="box" if synthetic else None)
     layers = list(eg_cfg.layers)
     t = time.perf_counter()
-    extraction = extract_features(
-        handle,
-        objects,
-        layers,
-        framing=framing,
-        relu="pre",
-        device=device,
-        batch_size=cfg.batch_size,
-        cache_dir=ws.cache,
-        progress=progress,
-    )
-    neg_extraction = None
-    if negatives is not None:
-        neg_extraction = extract_features(
+
+    def extract(source: ImageSource, framing: Framing) -> Extraction:
+        return extract_features(
             handle,
-            negatives,
+            source,
             layers,
-            framing=Framing(framing.size),
+            framing=framing,
             relu="pre",
             device=device,
             batch_size=cfg.batch_size,
             cache_dir=ws.cache,
             progress=progress,
         )
+
+    extraction = extract(objects, framing)
+    neg_extraction = extract(negatives, Framing(framing.size)) if negatives is not None else None
     timings["features_s"] = time.perf_counter() - t
     say(progress, f"features: {extraction.report.summary()}")
     feats = extraction.features
@@ -283,9 +282,8 @@ def _build(
         graph = ExplanatoryGraph.load(cached)
     else:
         say(progress, f"mining {len(layers)} layers on {len(next(iter(feats.values())))} images")
-        graph = miner.fit(
-            feats, neg_extraction.features if neg_extraction else None, model=handle.identity, progress=progress
-        )
+        negative_feats = neg_extraction.features if neg_extraction else None
+        graph = miner.fit(feats, negative_feats, model=handle.identity, progress=progress)
         cached.parent.mkdir(parents=True, exist_ok=True)
         graph.save(cached)
     timings["mining_s"] = time.perf_counter() - t
@@ -296,11 +294,15 @@ def _build(
     rows = feats[layers[0]].indices
     t = time.perf_counter()
     image_ids, image_table = image_rows(objects, rows, objects.name)
-    patch_refs, sheets = _patches(cfg, graph, inference, objects, rows, framing, ws, store)
+    patch_refs, sheets = _patches(cfg, graph, inference, objects, rows, framing, store)
     timings["patches_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    stab, metrics = _stability(graph, inference, feats, objects, rows, framing, run_id, model_id, eg_cfg)
+    stab = _stability(graph, inference, feats, objects, rows, framing, eg_cfg)
+    summary: dict[str, Any] = {}
+    if stab:
+        summary = {method: res.value for method, res in stab.items()}
+        summary["ratio"] = summary["patterns"] / summary["raw_filter"] if summary["raw_filter"] else float("nan")
     timings["stability_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -310,31 +312,27 @@ def _build(
     )
     shared_nodes["Image"] = image_table
     write_shared(store, shared_nodes, shared_rels)
-    run_rows = eg_run_rows(run_id, model_id, graph, inference, image_ids, cfg.top_inferences, patch_refs, metrics)
-    run = RunRecord(
-        run_id,
-        "eg",
-        model_id,
-        objects.name,
-        {
-            **determinants,
-            "framing": framing.describe(),
-            "input_size": framing.size,
-            "top_inferences": cfg.top_inferences,
-            "patches": cfg.patches,
-            "load": {"model": cfg.model, "weights": _weights_spec(cfg.weights)},
-            "synthetic": {"category": cfg.category, "n": cfg.n, "seed": cfg.seed} if synthetic else None,
-        },
-        {
-            "graph": {"path": graph_ref.path, "sha256": graph_ref.sha256},
-            "patterns": graph.patterns,
-            "edges": graph.edges,
-            "images": len(rows),
-            "stability": stab,
-            "mining": graph.stats,
-        },
+    run_rows = eg_run_rows(
+        run_id, model_id, graph, inference, image_ids, cfg.top_inferences, patch_refs, stability_metrics(stab, model_id)
     )
-    write_run(store, run, run_rows)
+    config = {
+        **determinants,
+        "framing": framing.describe(),
+        "input_size": framing.size,
+        "top_inferences": cfg.top_inferences,
+        "patches": cfg.patches,
+        "load": {"model": cfg.model, "weights": _weights_spec(cfg.weights)},
+        "synthetic": {"category": cfg.category, "n": cfg.n, "seed": cfg.seed} if synthetic else None,
+    }
+    stats = {
+        "graph": {"path": graph_ref.path, "sha256": graph_ref.sha256},
+        "patterns": graph.patterns,
+        "edges": graph.edges,
+        "images": len(rows),
+        "stability": summary,
+        "mining": graph.stats,
+    }
+    store.write_run(build_record(run_id, model_id, objects.name, config, stats), run_rows.nodes, run_rows.rels)
     timings["store_s"] = time.perf_counter() - t
     say(
         progress,
@@ -352,7 +350,7 @@ def _build(
         graph,
         inference,
         from_cache,
-        stab,
+        summary,
         sheets,
         run_rows.counts,
         timings,
@@ -366,7 +364,6 @@ def _patches(
     source: ImageSource,
     rows: np.ndarray,
     framing: Framing,
-    ws: Workspace,
     store: GraphStore,
 ) -> tuple[dict[tuple[str, int, int], PatchRef], dict[str, str]]:
     if cfg.patches <= 0:
@@ -405,19 +402,17 @@ def _patches(
 def _stability(
     graph: ExplanatoryGraph,
     inference: Inference,
-    feats: dict[str, Any],
+    feats: dict[str, FeatureSet],
     source: ImageSource,
     rows: np.ndarray,
     framing: Framing,
-    run_id: str,
-    model_id: str,
     cfg: EGConfig,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> dict[str, StabilityResult]:
     """Location stability of the patterns and both baselines, when head/back/tail keypoints exist."""
     keypoints = [framing.keypoints(source, int(i)) for i in rows]
     parts = part_array(keypoints, PARTS)
     if np.isfinite(parts[..., 0]).any(axis=1).sum() < 2:
-        return {}, []
+        return {}
     diag = framing.size * 2**0.5
     keep = {layer.name: max(1, round(feats[layer.name].shape[0] / 3)) for layer in graph.layers}
     methods = {
@@ -428,29 +423,4 @@ def _stability(
             for n, li in inference.layers.items()
         },
     }
-    out: dict[str, Any] = {}
-    metrics: list[dict[str, Any]] = []
-    for method, layers in methods.items():
-        res = stability(layers, parts, diag, keep, cfg.top_images)
-        out[method] = res.value
-        metrics.append(
-            {
-                "id": f"stability/{method}",
-                "kind": "stability",
-                "name": method,
-                "value": res.value,
-            }
-        )
-        for name, v in res.per_layer.items():
-            metrics.append(
-                {
-                    "id": f"stability/{method}/{name}",
-                    "kind": "stability",
-                    "name": method,
-                    "value": v,
-                    "layer": name,
-                    "layer_id": I.layer_id(model_id, name),
-                }
-            )
-    out["ratio"] = out["patterns"] / out["raw_filter"] if out.get("raw_filter") else float("nan")
-    return out, metrics
+    return {method: stability(layers, parts, diag, keep, cfg.top_images) for method, layers in methods.items()}

@@ -1,0 +1,116 @@
+"""What a user names as "the data": :class:`DataSpec`, one source with its selection and its framing, and the one
+place where a source is opened.
+
+A spec is plain data; ``spec.open(workspace)`` opens the source (the synthetic reference set is written into the
+workspace's data folder the first time, and reused after), ``spec.framing(input_size, source)`` says how each image
+becomes a model input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kgexplain.data.annotations import AnnotatedImages
+from kgexplain.data.base import Framing, ImageSource
+from kgexplain.data.cub import CubDataset
+from kgexplain.data.folder import ImageFiles, ImageFolder
+from kgexplain.data.subset import Subset
+from kgexplain.data.synth.dataset import check_categories, write_synth
+from kgexplain.errors import UsageError
+from kgexplain.progress import Progress
+from kgexplain.workspace import Workspace
+
+SYNTH_N = 700  # images of the synthetic set when a command does not say otherwise
+
+
+def synth_folder(data_dir: Path, n: int, seed: int, size: int, categories: Sequence[str]) -> Path:
+    return data_dir / f"synth-s{seed}-n{n}-{size}px-{'+'.join(categories)}"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """One data source: ``files`` (images named one by one), ``images`` (a folder; sub-folders are labels),
+    ``annotations`` (an annotations JSON), ``cub`` (a CUB-200-2011 folder), or, when none is given, the synthetic
+    reference set (``n`` images of ``categories``, all by default, background included, from ``seed``).
+
+    ``labels`` keeps the images with these labels, ``limit`` the first N; ``crop`` is ``"box"`` (crop to the object
+    box before resizing), ``"none"``, or ``None`` for the source's own preference (box for CUB).
+
+    Example::
+
+        source = DataSpec(images="photos/", limit=50).open()
+        framing = DataSpec(cub="CUB_200_2011", cub_classes=("Laysan",)).framing(224, source)
+    """
+
+    files: tuple[str, ...] = ()
+    images: str | None = None
+    annotations: str | None = None
+    cub: str | None = None
+    cub_classes: tuple[str, ...] = ()
+    split: str = "all"
+    labels: tuple[str, ...] = ()
+    limit: int | None = None
+    crop: str | None = None
+    synth: bool = False  # the synthetic set asked for by name (``--data synth``): an error beside another source
+    n: int = SYNTH_N
+    seed: int = 0
+    size: int = 128
+    categories: tuple[str, ...] | None = None
+
+    def _given(self) -> list[str]:
+        named = (
+            ("IMAGE files", self.files),
+            ("--images", self.images),
+            ("--annotations", self.annotations),
+            ("--cub", self.cub),
+            ("--data synth", self.synth),
+        )
+        return [name for name, value in named if value]
+
+    @property
+    def synthetic(self) -> bool:
+        """True when this spec means the synthetic reference set."""
+        return not (self.files or self.images or self.annotations or self.cub)
+
+    def check(self) -> DataSpec:
+        """Fail on contradictions (two sources), before anything is opened."""
+        given = self._given()
+        if len(given) > 1:
+            raise UsageError(f"choose one data source, not {' and '.join(given)}")
+        if self.crop not in (None, "none", "box"):
+            raise UsageError(f"bad crop {self.crop!r}", hint="use none or box")
+        return self
+
+    def open(self, workspace: Workspace | str | Path | None = None, progress: Progress | None = None) -> ImageSource:
+        """Open the source. The synthetic set is written to the data folder of ``workspace`` (a store's workspace,
+        or a folder given as a path), and reused when it is there."""
+        self.check()
+        source: ImageSource
+        if self.files:
+            source = ImageFiles(list(self.files))
+        elif self.images:
+            source = ImageFolder(self.images)
+        elif self.annotations:
+            source = AnnotatedImages(self.annotations)
+        elif self.cub:
+            source = CubDataset(self.cub, classes=list(self.cub_classes) or None, split=self.split)
+        else:
+            if workspace is None:
+                raise UsageError("the synthetic data set needs a folder to be written to")
+            data_dir = workspace.data if isinstance(workspace, Workspace) else Path(workspace)
+            cats = check_categories(self.categories)
+            folder = synth_folder(data_dir, self.n, self.seed, self.size, cats)
+            source = write_synth(folder, self.n, self.seed, self.size, cats, progress=progress)
+        if self.labels:
+            source = Subset.by_label(source, list(self.labels), self.limit)
+        elif self.limit:
+            source = Subset(source, range(min(self.limit, len(source))), f"{source.name}[:{self.limit}]")
+        return source
+
+    def framing(self, input_size: int, source: ImageSource, default_crop: str | None = None) -> Framing:
+        """Resize to ``input_size``, cropped as ``crop`` says; without it as ``default_crop``, else as the source
+        prefers (box for CUB)."""
+        crop = self.crop or default_crop or str(getattr(source, "preferred_crop", "none"))
+        return Framing(input_size, crop)

@@ -1,0 +1,260 @@
+"""``kgexplain aog learn`` and ``kgexplain localize`` as library calls: :func:`run_learn` learns a part's And-Or
+graph from K annotated examples on a stored build; :func:`run_localize` finds the part on new images."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kgexplain.aog.learn import learn_part
+from kgexplain.aog.model import AOGConfig, PartModel
+from kgexplain.aog.overlay import overlay
+from kgexplain.aog.run import Detector, LoadedBuild, frame, localise_source, pick_examples
+from kgexplain.data.base import Framing, ImageSource
+from kgexplain.data.spec import DataSpec
+from kgexplain.data.subset import Subset
+from kgexplain.data.synth import BACKGROUND
+from kgexplain.errors import StoreError, UsageError
+from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
+from kgexplain.jobs.common import JobResult, device_name, opened
+from kgexplain.models.registry import load_model
+from kgexplain.persist.aog import aog_run_id, part_record, part_rows, read_part
+from kgexplain.progress import Progress, say
+from kgexplain.store import GraphStore, StoreSpec, queries
+
+
+def open_build(store: GraphStore, run: str | None = None, device: str = "cpu") -> LoadedBuild:
+    """A stored explanatory-graph build (default: the newest complete one) with its model and mined graph loaded."""
+    if run is None:
+        latest = queries.complete_runs(store, "eg")
+        if not latest:
+            raise UsageError(f"no explanatory graph in {store.url}", hint="run `kgexplain build` first")
+        run = str(latest[0]["id"])
+    row = queries.run(store, run)
+    if row is None:
+        raise UsageError(f"no run {run!r} in {store.url}", hint="`kgexplain runs` lists them")
+    if row["kind"] != "eg" or row["status"] != "complete":
+        raise UsageError(f"run {run!r} is not a complete explanatory-graph build", hint="`kgexplain runs` lists them")
+    config = json.loads(row["config"] or "{}")
+    stats = json.loads(row["stats"] or "{}")
+    ref = stats.get("graph")
+    load = config.get("load")
+    if not ref or not load:
+        raise StoreError(
+            f"run {run!r} was built by an older kgexplain without its graph file", hint="run `kgexplain build` again"
+        )
+    path = store.artifacts.path(ref["path"])
+    if not path.exists():
+        raise StoreError(f"the graph file of run {run!r} is missing: {path}", hint="run `kgexplain build` again")
+    handle = load_model(load["model"], load["weights"])
+    if handle.identity != config.get("model"):
+        raise UsageError(
+            f"the weights of {load['model']} changed since run {run!r} was built",
+            hint="rebuild with `kgexplain build`, or restore the checkpoint it used",
+        )
+    graph = ExplanatoryGraph.load(path)
+    eg = EGConfig.from_dict(graph.config or config.get("config", {}))
+    framing = Framing(int(config["input_size"]), "box" if "crop_box" in str(config.get("framing")) else "none")
+    miner = ExplanatoryGraphMiner(eg, device=device)
+    detector = Detector(handle, graph, miner, device)
+    return LoadedBuild(run, str(row["model"]), config, handle, graph, framing, detector)
+
+
+def build_images(store: GraphStore, build: LoadedBuild) -> ImageSource | None:
+    """The images the build mined (the synthetic workload only: user data sets are not reopened)."""
+    synth = build.config.get("synthetic")
+    if not synth:
+        return None
+    spec = DataSpec(n=2 * int(synth["n"]), seed=int(synth["seed"]), categories=(synth["category"], BACKGROUND))
+    return Subset.by_label(spec.open(store.workspace), [synth["category"]])
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Which part to learn, from which examples, on which build.
+
+    ``examples`` is an annotations JSON or CUB (the first ``k`` images with the part annotated, or ``k`` drawn with
+    ``seed``); without it, a build on the reference workload uses its own synthetic ground truth. The templates grow
+    on ``unlabelled`` images (default: the build's images, or the examples' other images).
+    """
+
+    part: str
+    examples: DataSpec | None = None
+    k: int = 3
+    seed: int | None = None
+    category: str | None = None  # default: the examples' label
+    run: str | None = None  # the build (default: the newest)
+    unlabelled: DataSpec | None = None
+    device: str = "auto"
+    aog: AOGConfig | None = None
+
+
+@dataclass
+class LearnResult(JobResult):
+    part: PartModel
+    run: str
+    build: str
+    examples: list[str]
+    unlabelled: int
+    seconds: float
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> Any:
+        return {
+            "run": self.run,
+            "build": self.build,
+            "part": self.part.name,
+            "category": self.part.category,
+            "templates": len(self.part.templates),
+            "patterns_used": self.counts["uses"],
+            "examples": self.examples,
+            "unlabelled_images": self.unlabelled,
+            "seconds": round(self.seconds, 1),
+        }
+
+    def text(self) -> str:
+        r = self.to_json()
+        return (
+            f"learnt '{r['part']}' ({r['category']}) on {self.build}: {r['templates']} templates, "
+            f"{r['patterns_used']} pattern uses, from {', '.join(self.examples)} "
+            f"(+{self.unlabelled} unlabelled) in {r['seconds']} s; stored as run {self.run}"
+        )
+
+
+def run_learn(
+    config: LearnConfig, store: GraphStore | StoreSpec | None = None, progress: Progress | None = None
+) -> LearnResult:
+    """Learn ``config.part`` from K annotated examples and store it as its own run (re-learning replaces it):
+    Part -> HAS_TEMPLATE -> Template -> USES -> Pattern.
+
+    Example::
+
+        from kgexplain import LearnConfig, StoreSpec, run_learn
+
+        learnt = run_learn(LearnConfig(part="head"), StoreSpec("my-store"))
+        print(learnt.run, len(learnt.part.templates))
+    """
+    t0 = time.perf_counter()
+    cfg = config
+    examples = cfg.examples.open() if cfg.examples is not None else None
+    unlabelled = cfg.unlabelled.open() if cfg.unlabelled is not None else None
+    device = device_name(cfg.device)
+    with opened(store or StoreSpec(), write=True) as db:
+        build = open_build(db, cfg.run, device)
+        own = build_images(db, build)
+        seed = cfg.seed
+        if examples is None:
+            if own is None:
+                raise UsageError(
+                    "this build's images carry no annotations", hint="pass --examples FILE (annotations JSON)"
+                )
+            examples = own
+            seed = 0 if seed is None else seed
+        chosen = pick_examples(examples, cfg.part, cfg.k, seed)
+        has_boxes = all(examples.record(i).box is not None for i in chosen)
+        framing = build.framing_for(has_boxes)
+        ex = frame(examples, chosen, framing)
+        centres = np.array([f[cfg.part] for f in ex.keypoints], np.float64)
+        cat = (
+            cfg.category
+            or examples.record(chosen[0]).label
+            or (build.config.get("synthetic") or {}).get("category")
+            or "object"
+        )
+        pool = unlabelled if unlabelled is not None else (own if own is not None else examples)
+        rows = list(range(len(pool)))
+        say(progress, f"learning '{cfg.part}' ({cat}) from {cfg.k} examples; growing on {len(rows)} unlabelled images")
+        pool_framing = build.framing_for(all(pool.record(i).box is not None for i in rows[:50]))
+        batch = frame(pool, rows, pool_framing)
+        det_ex = build.detector(ex.images, ex.ids)
+        det_u, det_uf = build.detector.both(batch)
+        model = learn_part(cfg.part, cat, det_ex, centres, ex.ids, framing.size, None, cfg.aog, det_u, det_uf)
+        run_id = aog_run_id(build.run, cat, cfg.part)
+        nodes, rels = part_rows(build.run, build.graph, model, run_id)
+        counts = {"parts": 1, "templates": len(nodes["Template"]), "uses": len(rels["USES"])}
+        extra = {"k": cfg.k, "seed": seed, "examples": ex.ids, "source": examples.name}
+        stats = {"templates": counts["templates"], "uses": counts["uses"]}
+        db.write_run(part_record(run_id, build.run, build.model_id, model, examples.name, extra, stats), nodes, rels)
+    return LearnResult(model, run_id, build.run, ex.ids, len(rows), time.perf_counter() - t0, counts)
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """Which part to find on which images. ``images`` are image files (used whole), or an annotations JSON (or any
+    other source) whose object boxes crop the images as the build's did."""
+
+    part: str
+    images: DataSpec
+    category: str | None = None  # when the part is learnt for several categories
+    run: str | None = None  # the build (default: the newest)
+    out: str | None = None  # write an overlay PNG per image here
+    device: str = "auto"
+
+
+LOCALIZE_COLUMNS = ["image", "part", "x", "y", "box", "score", "template", "flipped"]
+
+
+@dataclass
+class LocalizeResult(JobResult):
+    part: str
+    run: str  # the build
+    results: list[dict[str, Any]]  # per image: the part's position, box, score, ... in the image's pixels
+    timings: dict[str, float]
+    overlays: bool = False
+
+    def to_json(self) -> Any:
+        return {"part": self.part, "run": self.run, "results": self.results}
+
+    def rows(self) -> list[dict[str, Any]]:
+        return self.results
+
+    def columns(self) -> list[str]:
+        return LOCALIZE_COLUMNS + (["overlay"] if self.overlays else [])
+
+
+def run_localize(
+    config: LocalizeConfig, store: GraphStore | StoreSpec | None = None, progress: Progress | None = None
+) -> LocalizeResult:
+    """Find ``config.part`` on every image: position, box, score, template and facing, in the images' own pixels.
+
+    Example::
+
+        from kgexplain import DataSpec, LocalizeConfig, StoreSpec, run_localize
+
+        found = run_localize(LocalizeConfig("head", DataSpec(files=("bird.png",))), StoreSpec("my-store"))
+        print(found.results[0]["x"], found.results[0]["y"])
+    """
+    cfg = config
+    if cfg.images.synthetic:
+        raise UsageError("give image files or --annotations FILE (one of them)")
+    source = cfg.images.open()
+    device = device_name(cfg.device)
+    with opened(store or StoreSpec(), write=False) as db:
+        db.check_schema()
+        build = open_build(db, cfg.run, device)
+        model = read_part(db, build.run, build.graph, cfg.part, cfg.category)
+    # Decode everything first: an unreadable image fails before anything is written.
+    for i in range(len(source)):
+        source.load_image(i)
+    found, timings = localise_source(build, model, source, progress=progress)
+    out_dir = Path(cfg.out) if cfg.out else None
+    rows = []
+    for i, f in enumerate(found):
+        row = {"image": f.image, **f.result}
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            name = f"{i:05d}-{Path(f.image).stem}-{cfg.part}.png"
+            overlay(source.load_image(i), f.result, f.loc.voters, f.affine).save(out_dir / name)
+            row["overlay"] = str(out_dir / name)
+        rows.append(row)
+    say(
+        progress,
+        f"{len(rows)} images in {sum(timings.values()):.2f} s "
+        f"({', '.join(f'{k} {v:.2f}' for k, v in timings.items())})",
+    )
+    return LocalizeResult(cfg.part, build.run, rows, timings, out_dir is not None)

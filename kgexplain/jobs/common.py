@@ -1,0 +1,88 @@
+"""What the jobs share: the result protocol, opening the store late, models and layers by name."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from kgexplain.devices import resolve_device
+from kgexplain.errors import UsageError
+from kgexplain.models.registry import ModelHandle, load_model
+from kgexplain.store import GraphStore, StoreSpec
+from kgexplain.workspace import Workspace
+
+
+class JobResult:
+    """What every job returns: typed fields for Python users, and three views the CLI prints."""
+
+    def to_json(self) -> Any:
+        """What ``--json`` prints."""
+        raise NotImplementedError
+
+    def rows(self) -> list[dict[str, Any]]:
+        """What the table and ``--csv`` print; by default the JSON object's plain values as one row."""
+        obj = self.to_json()
+        return [{k: v for k, v in obj.items() if not isinstance(v, (dict, list))}]
+
+    def columns(self) -> list[str] | None:
+        """The table's columns, in order (None: the rows' keys)."""
+        return None
+
+    def text(self) -> str | None:
+        """A summary a person reads instead of the table (None: the table)."""
+        return None
+
+
+@contextlib.contextmanager
+def opened(store: GraphStore | StoreSpec, write: bool) -> Iterator[GraphStore]:
+    """The store to work on. A :class:`StoreSpec` is opened here and closed at the end, so a job can make its cheap
+    checks first and a mistake never creates or locks a store; an open store is used as it is (its owner closes it).
+    With ``write`` the store is initialised when new, and must be writable."""
+    if isinstance(store, StoreSpec):
+        with store.open(read_only=not write) as db:
+            if write:
+                db.ensure_writable()
+            yield db
+        return
+    if write:
+        store.ensure_writable()
+    yield store
+
+
+def workspace_of(store: GraphStore | StoreSpec) -> Workspace:
+    """The store's workspace (data sets, caches), without opening a :class:`StoreSpec`'s database."""
+    return store.workspace() if isinstance(store, StoreSpec) else store.workspace
+
+
+def device_name(device: str) -> str:
+    """``auto`` / ``cuda:N`` / ``cpu`` -> the device to run on, checked ("cpu" or e.g. "cuda:0")."""
+    dev = resolve_device(device)
+    return "cpu" if dev.type == "cpu" else str(dev)
+
+
+def checkpoint_label(weights: str | None) -> str:
+    """How a model's weights are named in results, run metrics and output folders: a file's stem, else the spec."""
+    if weights is None:
+        return "default"
+    return Path(weights).stem if "/" in weights or "\\" in weights else weights
+
+
+def load_models(
+    name: str, weights: Sequence[str | None], trust_checkpoint: bool
+) -> list[tuple[str | None, ModelHandle]]:
+    """(weights spec, handle) per weights spec (none given: the model's default weights), in order; every one is
+    loaded before any work starts, so a missing checkpoint fails first."""
+    specs = list(weights) or [None]
+    return [(w, load_model(name, w, trust_checkpoint=trust_checkpoint)) for w in specs]
+
+
+def chosen_layers(handle: ModelHandle, layers: Sequence[str], also: Sequence[str] = ()) -> list[str]:
+    """``layers`` (default: the model's paper layers), each checked against the model with ``also``."""
+    chosen = list(layers) or list(handle.default_layers)
+    if not chosen:
+        raise UsageError("no layers given", hint="pass --layers L1,L2 (see `kgexplain layers MODEL`)")
+    for name in [*chosen, *also]:
+        handle.layer(name)  # unknown layer names fail here, before any work
+    return chosen

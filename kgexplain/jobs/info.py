@@ -1,0 +1,258 @@
+"""``kgexplain info`` and ``kgexplain decoders train`` as library calls: :func:`run_info` measures per-pixel
+information discarding (SID, and RU with trained decoders) and the concentration, for one model or several
+checkpoints; :func:`run_decoders` trains the decoders RU needs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kgexplain.data.base import Framed, Framing
+from kgexplain.data.images import load_mask_file
+from kgexplain.data.spec import DataSpec
+from kgexplain.data.synth.animals import ANIMALS
+from kgexplain.errors import UsageError
+from kgexplain.information.decoder import DecoderConfig, load_decoder, train_decoders
+from kgexplain.information.measure import Measurement, measure
+from kgexplain.information.sid import SIDConfig
+from kgexplain.jobs.common import (
+    JobResult,
+    checkpoint_label,
+    chosen_layers,
+    device_name,
+    load_models,
+    opened,
+    workspace_of,
+)
+from kgexplain.models.registry import load_model
+from kgexplain.persist.info import info_metrics, info_record
+from kgexplain.persist.shared import layer_and_image_rows, metric_rows, write_shared
+from kgexplain.plots import curves, heat_overlay
+from kgexplain.progress import Progress, say
+from kgexplain.store import GraphStore, StoreSpec
+from kgexplain.store import ids as I
+
+
+@dataclass(frozen=True)
+class InfoConfig:
+    """What to measure. ``data`` is image files (one row per image and layer) or a data set (a summary row per
+    layer; default: 24 synthetic animals, objects only); ``masks`` are object masks for image files, in order.
+    Several ``weights`` (models or checkpoints) give one run and one curve each."""
+
+    model: str = "toynet"
+    weights: tuple[str | None, ...] = ()  # imagenet | none | shipped | PATH each; default: the model's own
+    trust_checkpoint: bool = False
+    layers: tuple[str, ...] = ()  # default: the model's paper layers
+    data: DataSpec = field(default_factory=lambda: DataSpec(n=24, categories=ANIMALS))
+    masks: tuple[str, ...] = ()
+    ru: bool = False  # also reconstruction uncertainty (needs trained decoders)
+    sid: SIDConfig = field(default_factory=SIDConfig)
+    batch_size: int = 2  # images per fit
+    out: str = "kgexplain-info"  # maps (.npy), overlays (.png) and curves.png
+    device: str = "auto"
+
+
+@dataclass
+class InfoRun:
+    """One model's (checkpoint's) measurement and the run it is stored as."""
+
+    weights: str
+    run: str
+    measurement: Measurement
+    image_names: list[str]
+    files: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"weights": self.weights, "image": self.image_names[r.image], **r.row()} for r in self.measurement.records
+        ]
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [{"weights": self.weights, **row} for row in self.measurement.summary()]
+
+
+@dataclass
+class InfoResult(JobResult):
+    runs: list[InfoRun]
+    per_image: bool  # image files: a row per image and layer; a data set: a summary row per layer
+    curves: str = ""
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [row for r in self.runs for row in (r.rows() if self.per_image else r.summary())]
+
+    def to_json(self) -> Any:
+        return self.rows()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:60] or "image"
+
+
+def run_info(
+    config: InfoConfig | None = None, store: GraphStore | StoreSpec | None = None, progress: Progress | None = None
+) -> InfoResult:
+    """Per-pixel SID (and RU) maps and the concentration per image and layer, stored as one run per weights
+    (Metric nodes linked to the Image and Layer, the maps as artifacts); maps, overlays and curves in ``out``.
+
+    Example::
+
+        from kgexplain import DataSpec, InfoConfig, StoreSpec, run_info
+
+        res = run_info(InfoConfig(data=DataSpec(files=("bird.png",)), layers=("conv5_2",)), StoreSpec("my-store"))
+        print(res.rows()[0]["sid"], res.rows()[0]["concentration"])
+    """
+    cfg = config or InfoConfig()
+    per_image = bool(cfg.data.files)
+    if cfg.masks and not per_image:
+        raise UsageError("--mask goes with IMAGE files", hint="data sets bring their own masks or boxes")
+    if cfg.masks and len(cfg.masks) != len(cfg.data.files):
+        raise UsageError(
+            f"{len(cfg.masks)} --mask for {len(cfg.data.files)} images", hint="pass one --mask per IMAGE, in order"
+        )
+    cfg.data.check()
+    device = device_name(cfg.device)
+    handles = load_models(cfg.model, cfg.weights, cfg.trust_checkpoint)
+    layers = chosen_layers(handles[0][1], cfg.layers)
+    store = store or StoreSpec()
+    ws = workspace_of(store).ensure()
+    source = cfg.data.open(ws, progress)
+    size = handles[0][1].input_size
+    framing = Framing(size, "none") if per_image else cfg.data.framing(size, source, default_crop="none")
+    frames = framing.apply_all(source)  # every image decoded before anything is measured or written
+    masks = [load_mask_file(p, framing.size) for p in cfg.masks] if cfg.masks else None
+    decoders = [{n: load_decoder(ws.cache, h, n, device) for n in layers} if cfg.ru else None for _, h in handles]
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = []
+    with opened(store, write=True) as db:
+        for (weights, handle), decoder in zip(handles, decoders, strict=True):
+            label = weights or "default"
+            folder = out_dir / checkpoint_label(weights) if len(handles) > 1 else out_dir
+            handle.to(device)
+            say(progress, f"{handle.name} ({label}): {len(frames)} images x {len(layers)} layers ...")
+            m = measure(handle, frames, layers, cfg.sid, decoder, masks, cfg.batch_size, device, progress)
+            run = _store(db, handle, label, source, frames, layers, cfg, m, masks)
+            files = _write_maps(m, frames, folder)
+            runs.append(InfoRun(label, run, m, [f.id for f in frames], files))
+            say(
+                progress,
+                f"stored run {run}: {len(m.records)} maps in {m.seconds:.1f} s "
+                f"({m.seconds / max(1, len(m.records)):.2f} s per map)",
+            )
+    curve = plot_curves(runs, out_dir / "curves.png")
+    say(progress, f"maps and overlays in {out_dir}/, curves in {curve}")
+    return InfoResult(runs, per_image, str(curve))
+
+
+def _store(
+    store: GraphStore,
+    handle: Any,
+    label: str,
+    source: Any,
+    frames: Sequence[Framed],
+    layers: Sequence[str],
+    cfg: InfoConfig,
+    m: Measurement,
+    masks: Sequence[Any] | None,
+) -> str:
+    """Store one measurement as a run; returns its id."""
+    size = frames[0].image.shape[0]
+    model_id, image_ids, shared_nodes, shared_rels = layer_and_image_rows(
+        handle, layers, source, [f.index for f in frames], size
+    )
+    determinants = {
+        "layers": list(layers),
+        "sid": cfg.sid.to_dict(),
+        "ru": cfg.ru,
+        "data": source.fingerprint(),
+        "masks": [None if mk is None else int(mk.sum()) for mk in (masks or [])],
+    }
+    run = I.run_id("info", handle.name, source.name, [model_id, determinants])
+    metrics = info_metrics(m, model_id, image_ids, label, cfg.sid.grid_for(size), store.artifacts)
+    nodes, rels = metric_rows(run, metrics)
+    write_shared(store, shared_nodes, shared_rels)
+    store.write_run(info_record(run, model_id, source.name, determinants, label, m), nodes, rels)
+    return run
+
+
+def _write_maps(m: Measurement, frames: Sequence[Framed], out: Path) -> list[str]:
+    """Each map as ``.npy`` (pixel entropies in nats) and as a heat-map overlay PNG."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = [f"{i:04d}-{_slug(Path(f.id).stem)}" for i, f in enumerate(frames)]
+    files: list[str] = []
+    for r in m.records:
+        for kind, arr in (("sid", r.sid_map), ("ru", r.ru_map)):
+            if arr is None:
+                continue
+            stem = out / f"{names[r.image]}-{r.layer}-{kind}"
+            np.save(stem.with_suffix(".npy"), arr)
+            heat_overlay(frames[r.image].image, arr, stem.with_suffix(".png"))
+            files += [str(stem.with_suffix(".npy")), str(stem.with_suffix(".png"))]
+    return files
+
+
+def plot_curves(runs: Sequence[InfoRun], path: Path) -> Path:
+    """SID (RU, concentration) per layer, one line per model/checkpoint."""
+    layers = runs[0].measurement.layers
+    keys = ["sid", "concentration"] + (["ru"] if any(r.measurement.records[0].ru is not None for r in runs) else [])
+    series: dict[str, dict[str, list[float | None]]] = {k: {} for k in keys}
+    for res in runs:
+        by_layer = {row["layer"]: row for row in res.measurement.summary()}
+        for k in keys:
+            series[k][res.weights] = [by_layer[n].get(k) for n in layers]  # type: ignore[misc]
+    return curves(series, layers, path, title="per-pixel information discarding (nats), mean over images")
+
+
+@dataclass(frozen=True)
+class DecodersConfig:
+    """Which decoders to train (one per layer, MSE to the image), on which images (default: 400 synthetic
+    animals of seed 1)."""
+
+    model: str = "toynet"
+    weights: str | None = None
+    trust_checkpoint: bool = False
+    layers: tuple[str, ...] = ()
+    data: DataSpec = field(default_factory=lambda: DataSpec(n=400, seed=1, categories=ANIMALS))
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    device: str = "auto"
+
+
+@dataclass
+class DecodersResult(JobResult):
+    decoders: list[dict[str, Any]]  # per layer: final MSE, training images, file
+
+    def rows(self) -> list[dict[str, Any]]:
+        return self.decoders
+
+    def to_json(self) -> Any:
+        return self.decoders
+
+
+def run_decoders(
+    config: DecodersConfig | None = None, store: GraphStore | StoreSpec | None = None, progress: Progress | None = None
+) -> DecodersResult:
+    """Train one decoder per layer and cache it in the store's workspace (re-training replaces it). No graph rows
+    are written, so a :class:`StoreSpec` is not even opened (a build can write to the store meanwhile).
+
+    Example::
+
+        from kgexplain import DecodersConfig, StoreSpec, run_decoders
+
+        run_decoders(DecodersConfig(layers=("conv3_2", "conv5_2")), StoreSpec("my-store"))
+    """
+    cfg = config or DecodersConfig()
+    cfg.data.check()
+    handle = load_model(cfg.model, cfg.weights, trust_checkpoint=cfg.trust_checkpoint)
+    layers = chosen_layers(handle, cfg.layers)
+    device = device_name(cfg.device)
+    handle.to(device)
+    ws = workspace_of(store or StoreSpec()).ensure()
+    source = cfg.data.open(ws)
+    framing = cfg.data.framing(handle.input_size, source, default_crop="none")
+    rows = train_decoders(handle, layers, source, framing, ws.cache, cfg.decoder, device, progress=progress)
+    return DecodersResult(rows)

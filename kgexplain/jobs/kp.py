@@ -1,0 +1,221 @@
+"""``kgexplain kp`` as a library call: :func:`run_kp` counts knowledge points per layer, image and class, for one
+model or a series of checkpoints."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kgexplain.data.base import Framed
+from kgexplain.data.spec import DataSpec
+from kgexplain.data.synth.animals import ANIMALS
+from kgexplain.errors import UsageError
+from kgexplain.jobs.common import (
+    JobResult,
+    checkpoint_label,
+    chosen_layers,
+    device_name,
+    load_models,
+    opened,
+    workspace_of,
+)
+from kgexplain.knowledge_points.analyse import Analysis, KPConfig, analyse
+from kgexplain.knowledge_points.figures import plot_counts, write_plots
+from kgexplain.knowledge_points.kappa import KappaTable
+from kgexplain.knowledge_points.points import knowledge_points
+from kgexplain.models.registry import ModelHandle
+from kgexplain.persist.kp import kp_record, kp_rows, layer_metrics
+from kgexplain.persist.shared import layer_and_image_rows, metric_rows, write_shared
+from kgexplain.progress import Progress, say
+from kgexplain.store import GraphStore, StoreSpec
+from kgexplain.store import ids as I
+from kgexplain.zoo import training_series
+
+
+def checkpoint_series(model: str, checkpoints: str) -> tuple[str, ...]:
+    """A comma-separated list of weights (specs or paths, in training order); ``epochs`` expands to the toy net's
+    shipped per-epoch checkpoints (the last is the shipped final net)."""
+    out: list[str] = []
+    for item in (x.strip() for x in checkpoints.split(",")):
+        if not item:
+            continue
+        if item == "epochs":
+            if model != "toynet":
+                raise UsageError("--checkpoints epochs names the toy net's shipped checkpoints", hint="list PATHs")
+            out += [str(p) for p in training_series()]
+        else:
+            out.append(item)
+    if not out:
+        raise UsageError("--checkpoints is empty", hint="e.g. --checkpoints epochs or --checkpoints a.pt,b.pt")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class KnowledgePointsConfig:
+    """What to analyse. Several ``weights`` (a series of checkpoints, in training order) give one run each and the
+    curves through training. ``data`` defaults to 200 synthetic animals; ``truth`` is ``label`` (reliable = points
+    to the image's labelled class) or ``predicted`` (to the model's prediction, for unlabelled data)."""
+
+    model: str = "toynet"
+    weights: tuple[str | None, ...] = ()  # default: the model's own weights
+    trust_checkpoint: bool = False
+    layers: tuple[str, ...] = ()  # default: the model's paper layers
+    sample_layer: str | None = None  # default: the last conv layer
+    data: DataSpec = field(default_factory=lambda: DataSpec(n=200, categories=ANIMALS))
+    analysis: KPConfig = field(default_factory=KPConfig)
+    truth: str = "label"
+    batch_size: int = 64
+    out: str = "kgexplain-kp"  # plots per checkpoint, counts.png, checkpoints.png
+    device: str = "auto"
+
+
+@dataclass
+class KPRun:
+    """One model's (checkpoint's) analysis and the run it is stored as."""
+
+    checkpoint: str
+    run: str
+    analysis: Analysis
+    class_names: list[str]
+    files: list[str] = field(default_factory=list)
+
+    def summary(self) -> list[dict[str, Any]]:
+        corr = self.analysis.corr["corr_norm_entropy"]
+        return [
+            {"checkpoint": self.checkpoint, **r.summary(), "corr_norm_entropy": round(corr, 4)}
+            for r in self.analysis.layers.values()
+        ]
+
+
+@dataclass
+class KnowledgePointsResult(JobResult):
+    runs: list[KPRun]
+    plots: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per checkpoint and layer."""
+        return [row for r in self.runs for row in r.summary()]
+
+    def to_json(self) -> Any:
+        return self.rows()
+
+
+def truth_of(frames: Sequence[Framed], class_names: Sequence[str] | None, mode: str) -> np.ndarray | None:
+    """True class index per image (-1 unknown); None for ``mode="predicted"`` (filled from the logits later)."""
+    if mode == "predicted":
+        return None
+    if mode != "label":
+        raise UsageError(f"bad truth {mode!r}", hint="use label or predicted")
+    if not class_names:
+        raise UsageError(
+            "the model has no class names, so image labels cannot be matched to its outputs",
+            hint="use --truth predicted (reliability against the model's own prediction)",
+        )
+    index = {c: i for i, c in enumerate(class_names)}
+    truth = np.array([index.get(f.label or "", -1) for f in frames], np.int64)
+    if (truth < 0).all():
+        raise UsageError(
+            "no image label names one of the model's classes",
+            hint="give data labelled with the model's class names, or use --truth predicted",
+        )
+    return truth
+
+
+def run_kp(
+    config: KnowledgePointsConfig | None = None,
+    store: GraphStore | StoreSpec | None = None,
+    progress: Progress | None = None,
+) -> KnowledgePointsResult:
+    """Fit the sample embedding, each sample's regional importance and a regional projection per layer; count the
+    knowledge points and the reliable ones; store a run per checkpoint (KnowledgePoint nodes, Metric rows) and write
+    the plots to ``out``.
+
+    Example::
+
+        from kgexplain import KnowledgePointsConfig, StoreSpec, run_kp
+
+        res = run_kp(KnowledgePointsConfig(layers=("conv3_2", "conv5_2")), StoreSpec("my-store"))
+        for row in res.rows():
+            print(row["checkpoint"], row["layer"], row["kp"], row["reliable_ratio"])
+    """
+    cfg = config or KnowledgePointsConfig()
+    cfg.data.check()
+    handles = load_models(cfg.model, cfg.weights, cfg.trust_checkpoint)
+    layers = chosen_layers(handles[0][1], cfg.layers, [cfg.sample_layer] if cfg.sample_layer else [])
+    device = device_name(cfg.device)
+    store = store or StoreSpec()
+    ws = workspace_of(store).ensure()
+    source = cfg.data.open(ws, progress)
+    frames = cfg.data.framing(handles[0][1].input_size, source, default_crop="none").apply_all(source)
+    if len(frames) < 2:
+        raise UsageError("knowledge points need at least 2 images")
+    truths = [truth_of(frames, h.class_names, cfg.truth) for _, h in handles]
+    kappa = KappaTable.load(cache=ws.cache / "kappa")
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = []
+    with opened(store, write=True) as db:
+        for (weights, handle), truth in zip(handles, truths, strict=True):
+            label = checkpoint_label(weights)
+            handle.to(device)
+            t0 = time.perf_counter()
+            say(progress, f"{handle.name} ({label}): {len(frames)} images x {len(layers)} layers ...")
+            run = _analyse_and_store(db, handle, label, source, frames, layers, truth, kappa, cfg, device, progress)
+            folder = out_dir / label if len(handles) > 1 else out_dir
+            folder.mkdir(parents=True, exist_ok=True)
+            run.files = write_plots(run.analysis, label, run.class_names, frames, folder)
+            runs.append(run)
+            say(progress, f"stored run {run.run} in {time.perf_counter() - t0:.1f} s")
+    plots = plot_counts([(r.checkpoint, r.analysis) for r in runs], out_dir)
+    say(progress, f"plots in {out_dir}/ ({', '.join(p.name for p in plots)})")
+    return KnowledgePointsResult(runs, [str(p) for p in plots])
+
+
+def _analyse_and_store(
+    store: GraphStore,
+    handle: ModelHandle,
+    checkpoint: str,
+    source: Any,
+    frames: Sequence[Framed],
+    layers: Sequence[str],
+    truth: np.ndarray | None,
+    kappa: KappaTable,
+    cfg: KnowledgePointsConfig,
+    device: str,
+    progress: Progress | None,
+) -> KPRun:
+    images = np.stack([f.image for f in frames])
+    known = truth if truth is not None else np.full(len(frames), -1)
+    a = analyse(handle, images, known, layers, kappa, cfg.analysis, cfg.sample_layer, device, cfg.batch_size, progress)
+    if truth is None:  # reliability against the model's own prediction
+        truth = a.collected.logits.argmax(1).numpy()
+        for layer in a.layers.values():
+            layer.points = knowledge_points(layer.h, a.sample, truth, cfg.analysis.tau, cfg.analysis.reference)
+        a.truth = truth
+    names = list(handle.class_names or []) or [str(c) for c in range(a.collected.logits.shape[1])]
+
+    model_id, image_ids, shared_nodes, shared_rels = layer_and_image_rows(
+        handle, layers, source, [f.index for f in frames], frames[0].image.shape[0]
+    )
+    determinants = {
+        "layers": list(layers),
+        "sample_layer": cfg.sample_layer,
+        "truth": cfg.truth,
+        "config": cfg.analysis.to_dict(),
+        "data": source.fingerprint(),
+    }
+    run = I.run_id("kp", handle.name, source.name, [model_id, determinants])
+    kp_table, kp_rels = kp_rows(run, checkpoint, model_id, a, frames, image_ids, names)
+    nodes, rels = metric_rows(run, layer_metrics(checkpoint, model_id, a))
+    nodes["KnowledgePoint"] = kp_table
+    rels.update(kp_rels)
+    write_shared(store, shared_nodes, shared_rels)
+    result = KPRun(checkpoint, run, a, names)
+    stats = {"summary": result.summary(), "corr": a.corr, "seconds": round(a.seconds, 2), "images": len(frames)}
+    store.write_run(kp_record(run, model_id, source.name, determinants, checkpoint, stats), nodes, rels)
+    return result

@@ -1,0 +1,111 @@
+"""How to reach a store: :class:`StoreSpec` (what ``--store``, ``--user``, ... describe) and :func:`open_store`.
+
+A spec is plain data; ``spec.open()`` opens the store (the caller owns it and closes it, e.g. with ``with``), and
+``spec.workspace()`` names its artifacts folder without opening the database.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kgexplain.errors import StoreError
+from kgexplain.store.base import GraphStore, QueryResult
+from kgexplain.store.cypher import to_embedded_dialect
+from kgexplain.store.embedded import GRAPH_FILE, EmbeddedStore
+from kgexplain.store.isolated import run_isolated
+from kgexplain.workspace import Workspace, is_bolt_url, resolve_location
+
+
+def open_store(
+    location: str | os.PathLike[str] | None = None,
+    *,
+    read_only: bool = False,
+    user: str | None = None,
+    password: str | None = None,
+    database: str | None = None,
+    artifacts: str | Path | None = None,
+    batch_size: int | None = None,
+) -> GraphStore:
+    """Open (creating when writable) the store at ``location``: a folder (embedded) or a Bolt URL (Neo4j)."""
+    loc = resolve_location(location)
+    if is_bolt_url(loc):
+        from kgexplain.store.neo4j_store import Neo4jStore  # lazy: the Neo4j driver loads only for a bolt:// store
+
+        return Neo4jStore(
+            loc,
+            user=user,
+            password=password,
+            database=database,
+            artifacts=artifacts,
+            read_only=read_only,
+            batch_size=batch_size,
+        )
+    return EmbeddedStore(Path(loc), read_only=read_only, artifacts=artifacts)
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Where a store is and how to reach it.
+
+    ``location`` is a folder (the embedded store) or ``bolt://HOST:7687`` / ``neo4j://...`` (Neo4j); ``None`` means
+    ``$KGEXPLAIN_STORE`` or ``./kgexplain-store``, and ``"neo4j"`` means ``$NEO4J_URI``. Credentials default to
+    ``$NEO4J_USERNAME`` / ``$NEO4J_PASSWORD``; ``artifacts`` is the Neo4j store's artifacts folder.
+
+    Example::
+
+        with StoreSpec("my-store").open(read_only=True) as store:
+            store.query("MATCH (r:Run) RETURN r.id").records()
+    """
+
+    location: str | None = None
+    user: str | None = None
+    password: str | None = None
+    database: str | None = None
+    artifacts: str | None = None
+    batch_size: int | None = None
+
+    @property
+    def url(self) -> str:
+        """The folder or Bolt URL this spec names (environment defaults applied)."""
+        return resolve_location(self.location)
+
+    def workspace(self) -> Workspace:
+        """The store's artifacts folder (data sets, caches, patches), without opening the database."""
+        return Workspace.resolve(self.location, self.artifacts)
+
+    def open(self, read_only: bool = False) -> GraphStore:
+        return open_store(
+            self.location,
+            read_only=read_only,
+            user=self.user,
+            password=self.password,
+            database=self.database,
+            artifacts=self.workspace().artifacts,
+            batch_size=self.batch_size,
+        )
+
+    def read(self) -> GraphStore:
+        """Open read-only a store that must exist and be at this kgexplain's schema version."""
+        store = self.open(read_only=True)
+        try:
+            store.check_schema()
+        except Exception:
+            store.close()
+            raise
+        return store
+
+    def query(
+        self, cypher: str, params: dict[str, Any] | None = None, write: bool = False, timeout: float | None = None
+    ) -> QueryResult:
+        """A user's Cypher, read-only unless ``write``. On the embedded store it runs in a child process (an engine
+        crash cannot take the store with it) in the engine's dialect (``type(r)``, ``elementId(n)``, ...
+        translated); on Neo4j directly."""
+        if is_bolt_url(self.url):
+            with self.open(read_only=not write) as store:
+                return store.query(cypher, params, write=write)
+        if not (Path(self.url).expanduser() / GRAPH_FILE).exists():
+            raise StoreError(f"no kgexplain store at {self.url}", hint="run `kgexplain build` first, or pass --store")
+        return run_isolated(self.url, to_embedded_dialect(cypher), params, write, timeout)
