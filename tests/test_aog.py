@@ -13,6 +13,7 @@ from kgexplain.cli.main import cli
 
 from kgexplain.aog import AOGConfig, Detections, learn_part, localise
 from kgexplain.aog.run import iou, score_points
+from kgexplain.errors import DataError
 
 SIZE = 64
 
@@ -99,8 +100,15 @@ def test_growing_on_unlabelled_images_drops_patterns_whose_offset_does_not_hold(
 
 def test_learning_needs_the_part_on_every_example() -> None:
     ex = _det(np.zeros((2, 8, 2)))
-    with pytest.raises(ValueError, match="every example"):
+    with pytest.raises(DataError, match="every example"):
         learn_part("head", "toy", ex, np.array([[1.0, 2.0], [np.nan, 1.0]]), ["a", "b"], SIZE)
+
+
+def test_a_part_no_pattern_fires_on_is_a_data_error_with_a_hint() -> None:
+    far = _det(np.zeros((2, 8, 2)), fires=np.zeros((2, 8), bool))
+    with pytest.raises(DataError, match="no pattern fires") as info:
+        learn_part("head", "toy", far, np.array([[30.0, 30.0], [31.0, 29.0]]), ["a", "b"], SIZE)
+    assert info.value.hint and "keypoints" in info.value.hint
 
 
 def test_iou() -> None:

@@ -18,6 +18,7 @@ import numpy as np
 from kgexplain.aog.detections import Detections
 from kgexplain.aog.model import AOGConfig, PartModel, Template
 from kgexplain.aog.vote import localise
+from kgexplain.errors import DataError, UsageError
 
 
 def _select(det: Detections, row: int, centre: np.ndarray, size: int, cfg: AOGConfig) -> tuple[np.ndarray, ...]:
@@ -54,9 +55,9 @@ def learn_part(
     cfg = config or AOGConfig()
     centres = np.asarray(centres, np.float64)
     if centres.shape != (examples.n, 2):
-        raise ValueError(f"{examples.n} examples but centres of shape {centres.shape}")
+        raise UsageError(f"{examples.n} examples but centres of shape {centres.shape}")
     if not np.isfinite(centres).all():
-        raise ValueError("every example needs the part's position")
+        raise DataError("every example needs the part's position", hint="annotate the part on every example")
     side = cfg.box_fraction * size
     part = PartModel(name, category, size, box or (side, side), list(examples.layers), [], cfg)
     for k in range(examples.n):
@@ -67,7 +68,10 @@ def learn_part(
             Template(k, example_ids[k], False, examples.layer[cols], examples.index[cols], offset, _normalised(score))
         )
     if not part.templates:
-        raise ValueError(f"no pattern fires on any example of part {name!r}")
+        raise DataError(
+            f"no pattern fires on any example of part {name!r}",
+            hint="check that the part's keypoints lie on the object, inside each example image",
+        )
     if unlabelled is not None and unlabelled.n:
         for _ in range(cfg.refine_rounds):
             _grow(part, unlabelled, unlabelled_flipped)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from kgexplain.aog.detections import Detections
 from kgexplain.aog.model import PartModel, Template
+from kgexplain.errors import UsageError
 
 
 @dataclass
@@ -97,7 +98,7 @@ def localise(
     """Localise ``part`` on each image of ``det``; ``flipped`` holds the detections on the mirrored images
     (in the mirrored image's coordinates) and is tried too, keeping the higher peak."""
     if not part.templates:
-        raise ValueError(f"part {part.name!r} has no templates")
+        raise UsageError(f"part {part.name!r} has no templates", hint="learn it again with `kgexplain aog learn`")
     size = part.size
     k, val, xs, ys = _peaks(vote_maps(det, part))
     flip = np.zeros(det.n, bool)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from kgexplain.errors import LayerError
 from kgexplain.features.geometry import LayerGeometry
 
 
@@ -52,7 +53,9 @@ class ExplanatoryGraph:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise KeyError(name)
+        raise LayerError(
+            f"the graph has no layer {name!r}", hint=f"its layers: {', '.join(lp.name for lp in self.layers)}"
+        )
 
     @property
     def patterns(self) -> int:

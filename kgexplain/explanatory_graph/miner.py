@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from kgexplain.devices import resolve_device
+from kgexplain.errors import DataError, UsageError
 from kgexplain.explanatory_graph.config import EGConfig
 from kgexplain.explanatory_graph.estep import Grid, Stats, e_step, e_step_numba, numba_available, pad
 from kgexplain.explanatory_graph.graph import ExplanatoryGraph, Inference, LayerInference, LayerPatterns
@@ -120,11 +121,11 @@ class ExplanatoryGraphMiner:
         self.config = config
         self.device = resolve_device(device)
         if kernel not in ("auto", "numba", "torch"):
-            raise ValueError("kernel must be auto, numba or torch")
+            raise UsageError(f"kernel must be auto, numba or torch, not {kernel!r}")
         if kernel == "auto":
             kernel = "numba" if self.device.type == "cpu" and numba_available() else "torch"
         if kernel == "numba" and self.device.type != "cpu":
-            raise ValueError("the numba kernel runs on the CPU only")
+            raise UsageError("the numba kernel runs on the CPU only", hint="use kernel='torch' on a GPU")
         self.kernel = kernel
 
     def _e_step(
@@ -174,10 +175,10 @@ class ExplanatoryGraphMiner:
         names = list(cfg.layers)
         missing = [n for n in names if n not in features]
         if missing:
-            raise KeyError(f"no features for layers {missing}")
+            raise UsageError(f"no features for layers {missing}", hint="extract every layer of the config")
         n_images = {len(features[n]) for n in names}
         if len(n_images) != 1 or 0 in n_images:
-            raise ValueError(f"the layers have different or no images: {n_images}")
+            raise DataError(f"the layers have different or no images: {n_images}")
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         t_start = time.perf_counter()
         states: dict[str, LayerState] = {}

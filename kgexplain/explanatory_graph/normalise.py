@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from kgexplain.errors import DataError
 from kgexplain.features.cache import FeatureSet
 
 
@@ -28,7 +29,7 @@ def background_std(
         s2 = (x * x).sum(0) if s2 is None else s2 + (x * x).sum(0)
         n += x.shape[0]
     if s1 is None or s2 is None or n < 2:
-        raise ValueError("background statistics need at least two images")
+        raise DataError("background statistics need at least two images", hint="give more --negatives")
     if not per_position:
         d, h, w = s1.shape
         m = n * h * w

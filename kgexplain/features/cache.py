@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kgexplain.errors import CacheError
+from kgexplain.errors import CacheError, DataError
 from kgexplain.features.geometry import LayerGeometry
 
 FORMAT_VERSION = 1
@@ -138,7 +138,7 @@ class FeatureSet:
     def position_of(self, source_index: int) -> int:
         hits = np.flatnonzero(self.indices == source_index)
         if not len(hits):
-            raise KeyError(source_index)
+            raise DataError(f"image {source_index} of the source is not in this feature set (skipped or not there)")
         return int(hits[0])
 
 

@@ -19,7 +19,7 @@ import torch
 from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.images import LoadReport, reason_of
 from kgexplain.devices import autocast, resolve_device
-from kgexplain.errors import ImageDecodeError, LayerError
+from kgexplain.errors import ImageDecodeError, LayerError, UsageError
 from kgexplain.features.cache import FeatureSet, Shard, ShardWriter, cache_key, load_complete
 from kgexplain.features.geometry import LayerGeometry, geometries
 from kgexplain.features.hooks import capture_layers, forward
@@ -125,10 +125,12 @@ def extract_features(
     ``relu`` is ``"pre"`` (before the nonlinearity, as the explanatory graph wants) or ``"post"``.
     """
     if relu not in ("pre", "post"):
-        raise ValueError("relu must be 'pre' or 'post'")
+        raise UsageError(f"relu must be 'pre' or 'post', not {relu!r}")
     specs = [handle.layer(n) for n in (layers or handle.default_layers)]
     if not specs:
-        raise ValueError("no layers requested and the model has no default layers")
+        raise UsageError(
+            "no layers requested and the model has no default layers", hint="pass --layers (see `kgexplain layers`)"
+        )
     framing = framing or default_framing(handle, source)
     dev = resolve_device(device)
     handle.to(dev)
@@ -290,7 +292,7 @@ def features_of(
     For a handful of images (localisation, tests) where a data source and the disk cache are overkill.
     """
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
-        raise ValueError(f"expected (n, S, S, 3) uint8 images, got shape {images.shape}")
+        raise UsageError(f"expected (n, S, S, 3) uint8 images, got shape {images.shape}")
     specs = [handle.layer(n) for n in layers]
     dev = resolve_device(device)
     handle.to(dev)

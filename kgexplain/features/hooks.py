@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kgexplain.errors import LayerError
+from kgexplain.errors import LayerError, UsageError
 from kgexplain.models.layers import LayerSpec
 
 
@@ -44,7 +44,7 @@ class Captured:
             return self.pre
         if relu == "post":
             return self.post
-        raise ValueError(f"relu must be 'pre' or 'post', not {relu!r}")
+        raise UsageError(f"relu must be 'pre' or 'post', not {relu!r}")
 
     def clear(self) -> None:
         self._pre = self._out = None

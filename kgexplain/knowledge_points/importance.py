@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from kgexplain.errors import DataError
 from kgexplain.progress import Progress, task
 
 
@@ -49,7 +50,7 @@ def neighbours(logits: torch.Tensor, others: int, kappa_p: float, seed: int = 0)
     """``others`` random samples j != i per sample i and log P(j | i) = log softmax_j(kappa_p cos(z_i, z_j))."""
     n = logits.shape[0]
     if n < 2:
-        raise ValueError("knowledge points need at least 2 samples")
+        raise DataError("knowledge points need at least 2 samples", hint="give more images")
     j = min(others, n - 1)
     gen = torch.Generator().manual_seed(seed)
     # a random permutation of the other samples per row: rank random keys with i itself pushed last

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kgexplain.errors import UsageError
 from kgexplain.knowledge_points.kappa import KappaTable
 
 
@@ -79,7 +80,7 @@ def fit_sample(f: torch.Tensor, logits: torch.Tensor, kappa: KappaTable, cfg: Sa
     M = (torch.randn((cfg.dim, f.shape[1]), generator=gen) * cfg.init_std / f.shape[1] ** 0.5).requires_grad_(True)
     opt = torch.optim.Adam([M], lr=cfg.lr)
     if cfg.responsibilities not in ("posterior", "targets"):
-        raise ValueError(f"responsibilities must be 'posterior' or 'targets', not {cfg.responsibilities!r}")
+        raise UsageError(f"responsibilities must be 'posterior' or 'targets', not {cfg.responsibilities!r}")
     loss = torch.zeros(())
     mu, log_pi = m_step(fs @ M.detach().T, p, kappa)
     for _ in range(cfg.steps):
