@@ -29,7 +29,7 @@ def aog_group() -> None:
     "are unlabelled images to grow on. Default: the build's own synthetic ground truth.",
 )
 @click.option("--cub", type=click.Path(file_okay=False), default=None, help="Or a CUB-200-2011 folder.")
-@click.option("--k", type=click.IntRange(min=1), default=3, show_default=True, help="Annotated examples (templates).")
+@click.option("--k", type=click.IntRange(min=1), default=3, help="Annotated examples (templates).")
 @click.option("--seed", type=int, default=None, help="Draw the K examples at random with this seed.")
 @click.option("--category", default=None, help="Category name of the part (default: the examples' label).")
 @click.option("--run", default=None, help="The build to learn on (default: the latest; see `kgexplain runs`).")
@@ -114,6 +114,3 @@ def localize_command(
         device=device,
     )
     emit_result(run_localize(config, store, progress_of(ctx)), fmt)
-
-
-COMMANDS = [aog_group, localize_command]

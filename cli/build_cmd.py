@@ -29,31 +29,22 @@ from .output import emit_result
     "--category",
     type=click.Choice(ANIMALS),
     default="bird",
-    show_default=True,
     help="Synthetic workload: the category to explain.",
 )
 @click.option(
     "--n",
     type=click.IntRange(min=2),
     default=300,
-    show_default=True,
     help="Synthetic workload: images of the category (and as many background images).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Synthetic workload seed.")
+@click.option("--seed", type=int, default=0, help="Synthetic workload seed.")
 @click.option("--iterations", type=click.IntRange(min=1), default=None, help="EM iterations per layer (default 20).")
 @click.option("--parents", type=click.IntRange(min=1), default=None, help="Parents per pattern, M (default 15).")
-@click.option(
-    "--patches",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Top patches stored per pattern (0: none).",
-)
+@click.option("--patches", type=click.IntRange(min=0), default=5, help="Top patches stored per pattern (0: none).")
 @click.option(
     "--top-inferences",
     type=click.IntRange(min=1),
     default=10,
-    show_default=True,
     help="Best images per pattern stored as FIRES_ON relationships.",
 )
 @store_options
@@ -107,6 +98,3 @@ def build_command(
         batch_size=batch_size,
     )
     emit_result(run_build(config, store, progress_of(ctx)), fmt)
-
-
-COMMANDS = [build_command]

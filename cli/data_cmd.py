@@ -23,9 +23,9 @@ def data_group() -> None:
 
 @data_group.command("synth")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write (created).")
-@click.option("--n", type=click.IntRange(min=1), default=700, show_default=True, help="Number of images.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Data set seed (image i depends only on seed, i).")
-@click.option("--size", type=click.IntRange(min=32), default=128, show_default=True, help="Image size in pixels.")
+@click.option("--n", type=click.IntRange(min=1), default=700, help="Number of images.")
+@click.option("--seed", type=int, default=0, help="Data set seed (image i depends only on seed, i).")
+@click.option("--size", type=click.IntRange(min=32), default=128, help="Image size in pixels.")
 @click.option(
     "--category",
     "categories",
@@ -33,7 +33,7 @@ def data_group() -> None:
     type=click.Choice(CATEGORIES),
     help="Only these categories (repeatable; default all, background included).",
 )
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Rendering processes.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, help="Rendering processes.")
 @click.option("--overwrite", is_flag=True, help="Replace a different data set already in --out.")
 @output_options
 @click.pass_context
@@ -82,6 +82,3 @@ def check_command(ctx: click.Context, data: DataSpec, store: StoreSpec, fmt: str
     source = data.open(store.workspace().ensure() if data.synth else None)
     report = source.check(progress_of(ctx))
     emit_object({"source": source.name, **report.to_dict(), "labels": source.labels()}, fmt, report.summary())
-
-
-COMMANDS = [data_group]

@@ -20,6 +20,3 @@ def doctor_command(store: StoreSpec, fmt: str) -> None:
     emit_rows(rows, fmt, ["check", "status", "detail"])
     if any(r["status"] == "missing" for r in rows):
         raise SystemExit(1)
-
-
-COMMANDS = [doctor_command]

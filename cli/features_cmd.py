@@ -21,7 +21,6 @@ from .output import emit_object
     "--relu",
     type=click.Choice(["pre", "post"]),
     default="pre",
-    show_default=True,
     help="Feature maps before or after the nonlinearity.",
 )
 @data_options(n_help="Synthetic set size (with --data synth).")
@@ -79,6 +78,3 @@ def features_command(
         ]
     )
     emit_object(out, fmt, text)
-
-
-COMMANDS = [features_command]

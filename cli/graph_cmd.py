@@ -20,8 +20,8 @@ def graph_group() -> None:
 @graph_group.command("centrality")
 @click.option("--run", required=True, help="The run (see `kgexplain runs`).")
 @click.option("--layer", "layers", multiple=True, help="Restrict to these layers (repeatable).")
-@click.option("--method", type=click.Choice(["pagerank", "degree"]), default="pagerank", show_default=True)
-@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--method", type=click.Choice(["pagerank", "degree"]), default="pagerank")
+@click.option("--top", type=click.IntRange(min=1), default=20)
 @store_options
 @output_options
 def centrality_command(run: str, layers: tuple[str, ...], method: str, top: int, store: StoreSpec, fmt: str) -> None:
@@ -34,8 +34,8 @@ def centrality_command(run: str, layers: tuple[str, ...], method: str, top: int,
 @graph_group.command("groups")
 @click.option("--run", required=True)
 @click.option("--layer", "layers", multiple=True, help="Restrict to these layers (repeatable).")
-@click.option("--min-weight", type=float, default=0.0, show_default=True, help="Ignore weaker co-activation edges.")
-@click.option("--min-size", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--min-weight", type=float, default=0.0, help="Ignore weaker co-activation edges.")
+@click.option("--min-size", type=click.IntRange(min=1), default=2)
 @store_options
 @output_options
 def groups_command(
@@ -52,8 +52,8 @@ def groups_command(
 @click.option("--run", default=None, help="A run's patterns and PARENT edges (optionally --layer ...).")
 @click.option("--layer", "layers", multiple=True)
 @click.option("--around", default=None, metavar="PATTERN", help="Or: the neighbourhood of one pattern.")
-@click.option("--hops", type=click.IntRange(min=1, max=8), default=2, show_default=True)
-@click.option("--direction", type=click.Choice(["up", "down", "both"]), default="both", show_default=True)
+@click.option("--hops", type=click.IntRange(min=1, max=8), default=2)
+@click.option("--direction", type=click.Choice(["up", "down", "both"]), default="both")
 @store_options
 def graphml_command(
     out: str, run: str | None, layers: tuple[str, ...], around: str | None, hops: int, direction: str, store: StoreSpec
@@ -69,6 +69,3 @@ def graphml_command(
         )
     write_graphml(g, out)
     click.echo(f"wrote {g.number_of_nodes()} patterns and {g.number_of_edges()} edges to {out}")
-
-
-COMMANDS = [graph_group]

@@ -36,26 +36,22 @@ from .output import emit_result, emit_rows
     help="Object mask per IMAGE (same order; non-zero = object) for the concentration.",
 )
 @data_options(n=24, categories=ANIMALS)
-@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=SIDConfig.alpha, show_default=True)
+@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=SIDConfig.alpha)
 @click.option("--grid", type=click.IntRange(min=1), default=None, help="Noise blocks per side (default: 14 px each).")
-@click.option("--steps", type=click.IntRange(min=1), default=SIDConfig.steps, show_default=True)
-@click.option("--samples", type=click.IntRange(min=1), default=SIDConfig.samples, show_default=True)
-@click.option(
-    "--noise-seed", type=int, default=0, show_default=True, help="Seed of the noise (maps are deterministic)."
-)
+@click.option("--steps", type=click.IntRange(min=1), default=SIDConfig.steps)
+@click.option("--samples", type=click.IntRange(min=1), default=SIDConfig.samples)
+@click.option("--noise-seed", type=int, default=0, help="Seed of the noise (maps are deterministic).")
 @click.option(
     "--delta",
     type=click.Choice(["images", "image"]),
     default="images",
-    show_default=True,
     help="delta_f^2 averaged over the images measured together (the paper), or per image.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True, help="Images per fit.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=2, help="Images per fit.")
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
     default="kgexplain-info",
-    show_default=True,
     help="Folder for the maps (.npy), overlays (.png) and the layer curves (curves.png).",
 )
 @device_option
@@ -115,9 +111,9 @@ def decoders_group() -> None:
 @model_options(weights_help="Weights (as for `info`).")
 @layers_option()
 @data_options(n=400, seed=1, categories=ANIMALS, n_help="Synthetic training images.")
-@click.option("--epochs", type=click.IntRange(min=1), default=DecoderConfig.epochs, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=DecoderConfig.batch_size, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DecoderConfig.lr, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=DecoderConfig.epochs)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DecoderConfig.batch_size)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DecoderConfig.lr)
 @device_option
 @store_options
 @output_options
@@ -163,6 +159,3 @@ def list_command(model_name: str, weights: str | None, trust_checkpoint: bool, s
         if info:
             rows.append({"layer": layer, "mse": round(info["mse"], 5), "images": info["images"], "path": info["path"]})
     emit_rows(rows, fmt)
-
-
-COMMANDS = [info_command, decoders_group]

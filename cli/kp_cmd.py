@@ -34,27 +34,26 @@ from .output import emit_result
     "(default: the last conv layer; the paper uses the feature before the last fully-connected layer)."
 )  # fmt: skip
 @data_options(n=200, n_min=2, categories=ANIMALS)
-@click.option("--tau", type=click.FloatRange(0, 1), default=KPConfig.tau, show_default=True,
+@click.option("--tau", type=click.FloatRange(0, 1), default=KPConfig.tau,
               help="A region is a knowledge point when max_c p(c|h) > tau.")  # fmt: skip
 @click.option("--grid", type=click.IntRange(min=1), default=None,
               help="Regions per side (default: the sample layer's map side).")  # fmt: skip
-@click.option("--dim", type=click.IntRange(min=2), default=3, show_default=True, help="Embedding dimension d'.")
-@click.option("--alpha", type=click.FloatRange(min=0), default=RegionalConfig.alpha, show_default=True,
+@click.option("--dim", type=click.IntRange(min=2), default=3, help="Embedding dimension d'.")
+@click.option("--alpha", type=click.FloatRange(min=0), default=RegionalConfig.alpha,
               help="Weight of the alignment loss.")  # fmt: skip
-@click.option("--others", type=click.IntRange(min=1), default=ImportanceConfig.others, show_default=True,
+@click.option("--others", type=click.IntRange(min=1), default=ImportanceConfig.others,
               help="Samples each sample is compared with (P(x2|x1)).")  # fmt: skip
-@click.option("--epochs", type=click.IntRange(min=1), default=RegionalConfig.epochs, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=RegionalConfig.epochs,
               help="Epochs of the regional projection.")  # fmt: skip
 @click.option(
     "--truth",
     type=click.Choice(["label", "predicted"]),
     default="label",
-    show_default=True,
     help="Reliable = points to the image's labelled class, or to the model's prediction (unlabelled data).",
 )
-@click.option("--fit-seed", type=int, default=0, show_default=True, help="Seed of the projections.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default="kgexplain-kp", show_default=True,
+@click.option("--fit-seed", type=int, default=0, help="Seed of the projections.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64)
+@click.option("--out", type=click.Path(file_okay=False), default="kgexplain-kp",
               help="Folder for the plots (per checkpoint) and counts.png.")  # fmt: skip
 @device_option
 @store_options
@@ -112,6 +111,3 @@ def kp_command(
         device=device,
     )
     emit_result(run_kp(config, store, progress_of(ctx)), fmt)
-
-
-COMMANDS = [kp_command]

@@ -10,19 +10,27 @@ from typing import Any
 
 import click
 import torch
-from kgexplain.cli import (
-    aog_cmd,
-    build_cmd,
-    data_cmd,
-    doctor_cmd,
-    features_cmd,
-    graph_cmd,
-    info_cmd,
-    kp_cmd,
-    models_cmd,
-    store_cmd,
-    zoo_cmd,
+from kgexplain.cli.aog_cmd import aog_group, localize_command
+from kgexplain.cli.build_cmd import build_command
+from kgexplain.cli.data_cmd import data_group
+from kgexplain.cli.doctor_cmd import doctor_command
+from kgexplain.cli.features_cmd import features_command
+from kgexplain.cli.graph_cmd import graph_group
+from kgexplain.cli.info_cmd import decoders_group, info_command
+from kgexplain.cli.kp_cmd import kp_command
+from kgexplain.cli.models_cmd import layers_command, models_command
+from kgexplain.cli.store_cmd import (
+    export_command,
+    paths_command,
+    patterns_command,
+    push_command,
+    query_command,
+    runs_group,
+    show_command,
+    stats_command,
+    store_group,
 )
+from kgexplain.cli.zoo_cmd import zoo_group
 
 from kgexplain.errors import KgExplainError
 from kgexplain.version import __version__
@@ -49,7 +57,10 @@ class KgxGroup(click.Group):
         return None
 
 
-@click.group(cls=KgxGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=KgxGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110, "show_default": True},
+)
 @click.version_option(__version__, "--version", prog_name="kgexplain")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or status lines on stderr.")
 @click.pass_context
@@ -66,19 +77,29 @@ def cli(ctx: click.Context, quiet: bool) -> None:
     ctx.obj["quiet"] = quiet
 
 
-COMMAND_MODULES = (
-    aog_cmd,
-    build_cmd,
-    data_cmd,
-    doctor_cmd,
-    features_cmd,
-    graph_cmd,
-    info_cmd,
-    kp_cmd,
-    models_cmd,
-    store_cmd,
-    zoo_cmd,
-)
-for _module in COMMAND_MODULES:
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
+COMMANDS = [
+    build_command,
+    features_command,
+    data_group,
+    models_command,
+    layers_command,
+    doctor_command,
+    zoo_group,
+    query_command,
+    patterns_command,
+    show_command,
+    paths_command,
+    runs_group,
+    stats_command,
+    graph_group,
+    store_group,
+    export_command,
+    push_command,
+    aog_group,
+    localize_command,
+    info_command,
+    decoders_group,
+    kp_command,
+]
+for _command in COMMANDS:
+    cli.add_command(_command)

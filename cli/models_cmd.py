@@ -39,6 +39,3 @@ def layers_command(model: str, size: int | None, fmt: str) -> None:
     """
     handle = load_model(model, "none")  # geometry does not depend on the weights
     emit_rows(describe_layers(handle, size), fmt)
-
-
-COMMANDS = [models_command, layers_command]

@@ -38,7 +38,6 @@ def output_options(f: F) -> F:
 device_option = click.option(
     "--device",
     default="auto",
-    show_default=True,
     envvar="KGEXPLAIN_DEVICE",
     help="auto, cpu, cuda or cuda:N (env KGEXPLAIN_DEVICE).",
 )
@@ -103,7 +102,6 @@ def model_options(multiple_weights: bool = False, weights_help: str | None = Non
             "model_name",
             type=click.Choice(sorted(ARCHITECTURES)),
             default="toynet",
-            show_default=True,
             help="Architecture (see `kgexplain models`).",
         ),
         click.option(
@@ -203,7 +201,6 @@ def data_options(
                 "--split",
                 type=click.Choice(["train", "test", "all"]),
                 default="all",
-                show_default=True,
                 help="CUB split.",
             ),
             click.option(
@@ -219,8 +216,8 @@ def data_options(
         ]
         if sized:
             options += [
-                click.option("--n", type=click.IntRange(min=n_min), default=n, show_default=n is not None, help=n_help),
-                click.option("--seed", type=int, default=seed, show_default=True, help=seed_help),
+                click.option("--n", type=click.IntRange(min=n_min), default=n, help=n_help),
+                click.option("--seed", type=int, default=seed, help=seed_help),
             ]
         return _stack(*options)(command)  # type: ignore[return-value]
 

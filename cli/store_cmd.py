@@ -67,7 +67,7 @@ def query_command(
 @click.option("--model", default=None, help="Architecture (vgg16) or model id (vgg16@...).")
 @click.option("--layer", default=None, help="Layer name, e.g. conv5_3.")
 @click.option("--filter", "filter_", type=int, default=None, help="Filter (channel) number.")
-@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--top", type=click.IntRange(min=1), default=20)
 @store_options
 @output_options
 def patterns_command(
@@ -81,9 +81,7 @@ def patterns_command(
 
 @click.command("show")
 @click.argument("pattern_id")
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=10, show_default=True, help="Parents, children and images to list."
-)
+@click.option("--limit", type=click.IntRange(min=1), default=10, help="Parents, children and images to list.")
 @store_options
 @output_options
 def show_command(pattern_id: str, limit: int, store: StoreSpec, fmt: str) -> None:
@@ -103,19 +101,12 @@ def show_command(pattern_id: str, limit: int, store: StoreSpec, fmt: str) -> Non
 @click.command("paths")
 @click.argument("source")
 @click.argument("target", required=False)
-@click.option("--max-hops", type=click.IntRange(min=1, max=8), default=3, show_default=True)
-@click.option(
-    "--k",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Best paths to return (0 with --to-layer: all).",
-)
+@click.option("--max-hops", type=click.IntRange(min=1, max=8), default=3)
+@click.option("--k", type=click.IntRange(min=0), default=5, help="Best paths to return (0 with --to-layer: all).")
 @click.option(
     "--direction",
     type=click.Choice(["up", "down"]),
     default="up",
-    show_default=True,
     help="up: towards parents (higher layers); down: towards children.",
 )
 @click.option("--to-layer", default=None, help="Only paths that end in this layer.")
@@ -277,16 +268,3 @@ def push_command(
         with to.open() as dest:
             counts = push(source, dest, run, progress=progress_of(ctx))
     click.echo(f"pushed {sum(counts.values())} rows to {target}")
-
-
-COMMANDS = [
-    query_command,
-    patterns_command,
-    show_command,
-    paths_command,
-    runs_group,
-    stats_command,
-    store_group,
-    export_command,
-    push_command,
-]

@@ -22,20 +22,12 @@ def zoo_group() -> None:
     "--out",
     type=click.Path(file_okay=False),
     default="toynet-run",
-    show_default=True,
     help="Folder for toynet-epochN.pt, toynet.pt and training.json.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option(
-    "--n",
-    "n_train",
-    type=click.IntRange(min=64),
-    default=8000,
-    show_default=True,
-    help="Training images (rendered once).",
-)
-@click.option("--seed", type=int, default=1, show_default=True, help="Training seed (data and init).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=5)
+@click.option("--n", "n_train", type=click.IntRange(min=64), default=8000, help="Training images (rendered once).")
+@click.option("--seed", type=int, default=1, help="Training seed (data and init).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64)
 @device_option
 @threads_option
 @output_options
@@ -62,15 +54,9 @@ def train_command(
 
 
 @zoo_group.command("eval")
-@click.option("--seed", type=int, default=12345, show_default=True, help="Seed of the freshly generated images.")
-@click.option("--n", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of images.")
-@click.option(
-    "--weights",
-    default="shipped",
-    show_default=True,
-    metavar="shipped|PATH",
-    help="The toy net's checkpoint to evaluate.",
-)
+@click.option("--seed", type=int, default=12345, help="Seed of the freshly generated images.")
+@click.option("--n", type=click.IntRange(min=1), default=1000, help="Number of images.")
+@click.option("--weights", default="shipped", metavar="shipped|PATH", help="The toy net's checkpoint to evaluate.")
 @device_option
 @output_options
 def eval_command(seed: int, n: int, weights: str, device: str, fmt: str) -> None:
@@ -78,6 +64,3 @@ def eval_command(seed: int, n: int, weights: str, device: str, fmt: str) -> None
     handle = load_model("toynet", weights)
     result = evaluate_synth(handle, n=n, seed=seed, device=device)
     emit_object(result, fmt, f"accuracy {result['accuracy']:.4f} on {n} images (seed {seed}, {handle.weights})")
-
-
-COMMANDS = [zoo_group]

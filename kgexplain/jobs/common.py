@@ -70,12 +70,14 @@ def checkpoint_label(weights: str | None) -> str:
 
 
 def load_models(
-    name: str, weights: Sequence[str | None], trust_checkpoint: bool
-) -> list[tuple[str | None, ModelHandle]]:
-    """(weights spec, handle) per weights spec (none given: the model's default weights), in order; every one is
-    loaded before any work starts, so a missing checkpoint fails first."""
+    name: str, weights: Sequence[str | None], trust_checkpoint: bool, layers: Sequence[str], also: Sequence[str] = ()
+) -> tuple[list[tuple[str | None, ModelHandle]], list[str]]:
+    """(weights spec, handle) per weights spec (none given: the model's default weights), in order, and the layers
+    to work on (:func:`chosen_layers`). Everything is loaded and checked before any work starts, so a missing
+    checkpoint or a wrong layer name fails first."""
     specs = list(weights) or [None]
-    return [(w, load_model(name, w, trust_checkpoint=trust_checkpoint)) for w in specs]
+    handles = [(w, load_model(name, w, trust_checkpoint=trust_checkpoint)) for w in specs]
+    return handles, chosen_layers(handles[0][1], layers, also)
 
 
 def chosen_layers(handle: ModelHandle, layers: Sequence[str], also: Sequence[str] = ()) -> list[str]:

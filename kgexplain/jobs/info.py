@@ -20,16 +20,7 @@ from kgexplain.errors import UsageError
 from kgexplain.information.decoder import DecoderConfig, load_decoder, train_decoders
 from kgexplain.information.measure import Measurement, measure
 from kgexplain.information.sid import SIDConfig
-from kgexplain.jobs.common import (
-    JobResult,
-    checkpoint_label,
-    chosen_layers,
-    device_name,
-    load_models,
-    opened,
-    workspace_of,
-)
-from kgexplain.models.registry import load_model
+from kgexplain.jobs.common import JobResult, checkpoint_label, device_name, load_models, opened, workspace_of
 from kgexplain.persist.info import info_metrics, info_record
 from kgexplain.persist.shared import layer_and_image_rows, metric_rows, write_shared
 from kgexplain.plots import curves, heat_overlay
@@ -116,8 +107,7 @@ def run_info(
         )
     cfg.data.check()
     device = device_name(cfg.device)
-    handles = load_models(cfg.model, cfg.weights, cfg.trust_checkpoint)
-    layers = chosen_layers(handles[0][1], cfg.layers)
+    handles, layers = load_models(cfg.model, cfg.weights, cfg.trust_checkpoint, cfg.layers)
     store = store or StoreSpec()
     ws = workspace_of(store).ensure()
     source = cfg.data.open(ws, progress)
@@ -247,8 +237,7 @@ def run_decoders(
     """
     cfg = config or DecodersConfig()
     cfg.data.check()
-    handle = load_model(cfg.model, cfg.weights, trust_checkpoint=cfg.trust_checkpoint)
-    layers = chosen_layers(handle, cfg.layers)
+    [(_, handle)], layers = load_models(cfg.model, (cfg.weights,), cfg.trust_checkpoint, cfg.layers)
     device = device_name(cfg.device)
     handle.to(device)
     ws = workspace_of(store or StoreSpec()).ensure()

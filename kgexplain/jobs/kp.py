@@ -15,15 +15,7 @@ from kgexplain.data.base import Framed
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
 from kgexplain.errors import UsageError
-from kgexplain.jobs.common import (
-    JobResult,
-    checkpoint_label,
-    chosen_layers,
-    device_name,
-    load_models,
-    opened,
-    workspace_of,
-)
+from kgexplain.jobs.common import JobResult, checkpoint_label, device_name, load_models, opened, workspace_of
 from kgexplain.knowledge_points.analyse import Analysis, KPConfig, analyse
 from kgexplain.knowledge_points.figures import plot_counts, write_plots
 from kgexplain.knowledge_points.kappa import KappaTable
@@ -145,8 +137,8 @@ def run_kp(
     """
     cfg = config or KnowledgePointsConfig()
     cfg.data.check()
-    handles = load_models(cfg.model, cfg.weights, cfg.trust_checkpoint)
-    layers = chosen_layers(handles[0][1], cfg.layers, [cfg.sample_layer] if cfg.sample_layer else [])
+    also = [cfg.sample_layer] if cfg.sample_layer else []
+    handles, layers = load_models(cfg.model, cfg.weights, cfg.trust_checkpoint, cfg.layers, also)
     device = device_name(cfg.device)
     store = store or StoreSpec()
     ws = workspace_of(store).ensure()
