@@ -38,8 +38,8 @@ class ProgressBars:
                 del self.bars[event.task]
             return
         if bar is None:
-            bar = self.bars[event.task] = tqdm(
-                total=event.total, desc=event.task, unit=event.unit, file=sys.stderr, leave=False
+            bar = self.bars[event.task] = tqdm(  # disable=None: no bars when stderr is not a terminal (logs, pipes)
+                total=event.total, desc=event.task, unit=event.unit, file=sys.stderr, leave=False, disable=None
             )
         if event.advance:
             bar.update(event.advance)

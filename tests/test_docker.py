@@ -21,10 +21,11 @@ def test_compose_has_a_pinned_neo4j_5_with_a_health_check() -> None:
         svc = doc["services"][name]
         assert svc["depends_on"]["neo4j"]["condition"] == "service_healthy"
         assert svc["build"]["dockerfile"] == "docker/Dockerfile"
-    assert doc["services"]["kgexplain-cuda"]["build"]["args"]["TORCH_INDEX"] == "https://pypi.org/simple"
+    assert doc["services"]["kgexplain-cuda"]["build"]["args"]["TORCH_INDEX"] == ""  # the default index: CUDA wheels
 
 
 def test_dockerfile_pins_the_projects_torch() -> None:
     text = (DOCKER / "Dockerfile").read_text()
     assert "torch==2.14.1" in text and "torchvision==0.29.1" in text
+    assert "pypi.org" not in text  # pip's default index needs no URL
     assert 'ENTRYPOINT ["kgexplain"]' in text
