@@ -7,10 +7,9 @@ import click
 from kgexplain.data.spec import DataSpec
 from kgexplain.errors import UsageError
 from kgexplain.jobs import LearnConfig, LocalizeConfig, run_learn, run_localize
-from kgexplain.store import StoreSpec
 
 from .context import progress_of
-from .options import device_option, output_options, store_options
+from .options import JobOptions, job_options
 from .output import emit_result
 
 
@@ -34,9 +33,7 @@ def aog_group() -> None:
 @click.option("--category", default=None, help="Category name of the part (default: the examples' label).")
 @click.option("--run", default=None, help="The build to learn on (default: the latest; see `kgexplain runs`).")
 @click.option("--unlabelled", type=click.Path(file_okay=False), default=None, help="A folder of unlabelled images.")
-@device_option
-@store_options
-@output_options
+@job_options
 @click.pass_context
 def learn_command(
     ctx: click.Context,
@@ -48,9 +45,7 @@ def learn_command(
     category: str | None,
     run: str | None,
     unlabelled: str | None,
-    device: str,
-    store: StoreSpec,
-    fmt: str,
+    job: JobOptions,
 ) -> None:
     """Learn PART's And-Or graph from K annotated examples and store it (Part -> Template -> USES -> Pattern).
 
@@ -66,9 +61,9 @@ def learn_command(
         category=category,
         run=run,
         unlabelled=DataSpec(images=unlabelled) if unlabelled else None,
-        device=device,
+        device=job.device,
     )
-    emit_result(run_learn(config, store, progress_of(ctx)), fmt)
+    emit_result(run_learn(config, job.store, progress_of(ctx)), job.fmt)
 
 
 @click.command("localize")
@@ -83,9 +78,7 @@ def learn_command(
 @click.option("--category", default=None, help="When the part is learnt for several categories.")
 @click.option("--run", default=None, help="The build (default: the latest).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write an overlay PNG per image here.")
-@device_option
-@store_options
-@output_options
+@job_options
 @click.pass_context
 def localize_command(
     ctx: click.Context,
@@ -95,9 +88,7 @@ def localize_command(
     category: str | None,
     run: str | None,
     out: str | None,
-    device: str,
-    store: StoreSpec,
-    fmt: str,
+    job: JobOptions,
 ) -> None:
     """Find PART on new images: JSON or a table of (image, x, y, box, score, template) in the images' pixels.
 
@@ -111,6 +102,6 @@ def localize_command(
         category=category,
         run=run,
         out=out,
-        device=device,
+        device=job.device,
     )
-    emit_result(run_localize(config, store, progress_of(ctx)), fmt)
+    emit_result(run_localize(config, job.store, progress_of(ctx)), job.fmt)

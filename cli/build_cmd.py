@@ -7,10 +7,9 @@ import click
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth import ANIMALS
 from kgexplain.jobs import BuildConfig, run_build
-from kgexplain.store import StoreSpec
 
 from .context import progress_of
-from .options import data_options, device_option, layers_option, model_options, output_options, store_options
+from .options import JobOptions, ModelOption, data_options, job_options, layers_option, model_options
 from .output import emit_result
 
 
@@ -47,16 +46,12 @@ from .output import emit_result
     default=10,
     help="Best images per pattern stored as FIRES_ON relationships.",
 )
-@store_options
-@device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per forward pass.")
-@output_options
+@job_options
 @click.pass_context
 def build_command(
     ctx: click.Context,
-    model_name: str,
-    weights: str | None,
-    trust_checkpoint: bool,
+    model: ModelOption,
     layers: tuple[str, ...],
     data: DataSpec,
     negatives: str | None,
@@ -67,10 +62,8 @@ def build_command(
     parents: int | None,
     patches: int,
     top_inferences: int,
-    store: StoreSpec,
-    device: str,
     batch_size: int | None,
-    fmt: str,
+    job: JobOptions,
 ) -> None:
     """Mine an explanatory graph for a model and a set of images, and store it.
 
@@ -81,9 +74,9 @@ def build_command(
     Re-running the same build changes nothing; an interrupted build finishes when run again.
     """
     config = BuildConfig(
-        model=model_name,
-        weights=weights,
-        trust_checkpoint=trust_checkpoint,
+        model=model.name,
+        weights=model.single,
+        trust_checkpoint=model.trust_checkpoint,
         layers=layers,
         data=data,
         negatives=DataSpec(images=negatives) if negatives else None,
@@ -94,7 +87,7 @@ def build_command(
         parents=parents,
         patches=patches,
         top_inferences=top_inferences,
-        device=device,
+        device=job.device,
         batch_size=batch_size,
     )
-    emit_result(run_build(config, store, progress_of(ctx)), fmt)
+    emit_result(run_build(config, job.store, progress_of(ctx)), job.fmt)

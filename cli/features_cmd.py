@@ -7,10 +7,9 @@ import click
 from kgexplain.data.spec import DataSpec
 from kgexplain.features import extract_features
 from kgexplain.models import load_model
-from kgexplain.store import StoreSpec
 
 from .context import progress_of
-from .options import data_options, device_option, layers_option, model_options, output_options, store_options
+from .options import JobOptions, ModelOption, data_options, job_options, layers_option, model_options
 from .output import emit_object
 
 
@@ -24,38 +23,32 @@ from .output import emit_object
     help="Feature maps before or after the nonlinearity.",
 )
 @data_options(n_help="Synthetic set size (with --data synth).")
-@store_options
-@device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--no-amp", is_flag=True, help="Full precision on the GPU.")
-@output_options
+@job_options
 @click.pass_context
 def features_command(
     ctx: click.Context,
-    model_name: str,
-    weights: str | None,
-    trust_checkpoint: bool,
+    model: ModelOption,
     layers: tuple[str, ...],
     relu: str,
     data: DataSpec,
-    store: StoreSpec,
-    device: str,
     batch_size: int | None,
     no_amp: bool,
-    fmt: str,
+    job: JobOptions,
 ) -> None:
     """Extract feature maps of a model's layers into the store's cache (float16 shards)."""
     progress = progress_of(ctx)
-    ws = store.workspace().ensure()
+    ws = job.store.workspace().ensure()
     source = data.open(ws, progress)
-    handle = load_model(model_name, weights, trust_checkpoint=trust_checkpoint)
+    handle = load_model(model.name, model.single, trust_checkpoint=model.trust_checkpoint)
     result = extract_features(
         handle,
         source,
         layers or None,
         framing=data.framing(handle.input_size, source),
         relu=relu,
-        device=device,
+        device=job.device,
         batch_size=batch_size,
         cache_dir=ws.cache,
         amp=not no_amp,
@@ -77,4 +70,4 @@ def features_command(
             for k, v in result.features.items()
         ]
     )
-    emit_object(out, fmt, text)
+    emit_object(out, job.fmt, text)

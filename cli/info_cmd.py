@@ -15,7 +15,16 @@ from kgexplain.models import load_model
 from kgexplain.store import StoreSpec
 
 from .context import progress_of
-from .options import data_options, device_option, layers_option, model_options, output_options, store_options
+from .options import (
+    JobOptions,
+    ModelOption,
+    data_options,
+    job_options,
+    layers_option,
+    model_options,
+    output_options,
+    store_options,
+)
 from .output import emit_result, emit_rows
 
 
@@ -54,16 +63,12 @@ from .output import emit_result, emit_rows
     default="kgexplain-info",
     help="Folder for the maps (.npy), overlays (.png) and the layer curves (curves.png).",
 )
-@device_option
-@store_options
-@output_options
+@job_options
 @click.pass_context
 def info_command(
     ctx: click.Context,
     paths: tuple[str, ...],
-    model_name: str,
-    weights: tuple[str, ...],
-    trust_checkpoint: bool,
+    model: ModelOption,
     layers: tuple[str, ...],
     ru: bool,
     masks: tuple[str, ...],
@@ -76,9 +81,7 @@ def info_command(
     delta: str,
     batch_size: int,
     out: str,
-    device: str,
-    store: StoreSpec,
-    fmt: str,
+    job: JobOptions,
 ) -> None:
     """How much input information each layer discards: per-pixel SID (and RU) maps and the concentration.
 
@@ -87,9 +90,9 @@ def info_command(
     Metric nodes per image and layer linked to the Image and Layer, the maps as artifacts.
     """
     config = InfoConfig(
-        model=model_name,
-        weights=weights,
-        trust_checkpoint=trust_checkpoint,
+        model=model.name,
+        weights=model.weights,
+        trust_checkpoint=model.trust_checkpoint,
         layers=layers,
         data=replace(data, files=paths),
         masks=masks,
@@ -97,9 +100,9 @@ def info_command(
         sid=SIDConfig(alpha=alpha, grid=grid, steps=steps, samples=samples, seed=noise_seed, delta=delta),
         batch_size=batch_size,
         out=out,
-        device=device,
+        device=job.device,
     )
-    emit_result(run_info(config, store, progress_of(ctx)), fmt)
+    emit_result(run_info(config, job.store, progress_of(ctx)), job.fmt)
 
 
 @click.group("decoders")
@@ -114,45 +117,39 @@ def decoders_group() -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=DecoderConfig.epochs)
 @click.option("--batch-size", type=click.IntRange(min=1), default=DecoderConfig.batch_size)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DecoderConfig.lr)
-@device_option
-@store_options
-@output_options
+@job_options
 @click.pass_context
 def train_command(
     ctx: click.Context,
-    model_name: str,
-    weights: str | None,
-    trust_checkpoint: bool,
+    model: ModelOption,
     layers: tuple[str, ...],
     data: DataSpec,
     epochs: int,
     batch_size: int,
     lr: float,
-    device: str,
-    store: StoreSpec,
-    fmt: str,
+    job: JobOptions,
 ) -> None:
     """Train one decoder per layer (MSE to the image) and cache it in the store's artifacts; re-training replaces."""
     config = DecodersConfig(
-        model=model_name,
-        weights=weights,
-        trust_checkpoint=trust_checkpoint,
+        model=model.name,
+        weights=model.single,
+        trust_checkpoint=model.trust_checkpoint,
         layers=layers,
         data=data,
         decoder=DecoderConfig(epochs=epochs, batch_size=batch_size, lr=lr),
-        device=device,
+        device=job.device,
     )
-    emit_result(run_decoders(config, store, progress_of(ctx)), fmt)
+    emit_result(run_decoders(config, job.store, progress_of(ctx)), job.fmt)
 
 
 @decoders_group.command("list")
 @model_options(weights_help="Weights (as for `info`).")
 @store_options
 @output_options
-def list_command(model_name: str, weights: str | None, trust_checkpoint: bool, store: StoreSpec, fmt: str) -> None:
+def list_command(model: ModelOption, store: StoreSpec, fmt: str) -> None:
     """The trained decoders of a model: layer, training data, final MSE."""
     cache = store.workspace().cache
-    handle = load_model(model_name, weights, trust_checkpoint=trust_checkpoint)
+    handle = load_model(model.name, model.single, trust_checkpoint=model.trust_checkpoint)
     rows = []
     for layer in handle.layers:
         info = decoder_info(cache, handle, layer)

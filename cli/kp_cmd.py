@@ -12,10 +12,9 @@ from kgexplain.knowledge_points.analyse import KPConfig
 from kgexplain.knowledge_points.importance import ImportanceConfig
 from kgexplain.knowledge_points.regional import RegionalConfig
 from kgexplain.knowledge_points.sample import SampleConfig
-from kgexplain.store import StoreSpec
 
 from .context import progress_of
-from .options import data_options, device_option, layers_option, model_options, output_options, store_options
+from .options import JobOptions, ModelOption, data_options, job_options, layers_option, model_options
 from .output import emit_result
 
 
@@ -55,16 +54,12 @@ from .output import emit_result
 @click.option("--batch-size", type=click.IntRange(min=1), default=64)
 @click.option("--out", type=click.Path(file_okay=False), default="kgexplain-kp",
               help="Folder for the plots (per checkpoint) and counts.png.")  # fmt: skip
-@device_option
-@store_options
-@output_options
+@job_options
 @click.pass_context
 def kp_command(
     ctx: click.Context,
-    model_name: str,
-    weights: str | None,
+    model: ModelOption,
     checkpoints: str | None,
-    trust_checkpoint: bool,
     layers: tuple[str, ...],
     sample_layer: str | None,
     data: DataSpec,
@@ -78,9 +73,7 @@ def kp_command(
     fit_seed: int,
     batch_size: int,
     out: str,
-    device: str,
-    store: StoreSpec,
-    fmt: str,
+    job: JobOptions,
 ) -> None:
     """Knowledge points: regions whose features are discriminative enough, per layer, image and class.
 
@@ -89,12 +82,12 @@ def kp_command(
     when that class is the true one. Default data: the synthetic reference workload. Stored as a run per checkpoint:
     KnowledgePoint nodes (KP_IN a Layer, KP_ON an Image) and Metric rows; prints one summary row per layer.
     """
-    if checkpoints and weights:
+    if checkpoints and model.weights:
         raise UsageError("give --weights or --checkpoints, not both")
     config = KnowledgePointsConfig(
-        model=model_name,
-        weights=checkpoint_series(model_name, checkpoints) if checkpoints else (weights,),
-        trust_checkpoint=trust_checkpoint,
+        model=model.name,
+        weights=checkpoint_series(model.name, checkpoints) if checkpoints else model.weights,
+        trust_checkpoint=model.trust_checkpoint,
         layers=layers,
         sample_layer=sample_layer,
         data=data,
@@ -108,6 +101,6 @@ def kp_command(
         truth=truth,
         batch_size=batch_size,
         out=out,
-        device=device,
+        device=job.device,
     )
-    emit_result(run_kp(config, store, progress_of(ctx)), fmt)
+    emit_result(run_kp(config, job.store, progress_of(ctx)), job.fmt)

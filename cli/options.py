@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
@@ -94,31 +95,73 @@ def store_options(f: F) -> F:
     )(command)
 
 
+@dataclass(frozen=True)
+class ModelOption:
+    """``--model``, ``--weights`` (none, one, or several) and ``--trust-checkpoint``."""
+
+    name: str
+    weights: tuple[str, ...]
+    trust_checkpoint: bool
+
+    @property
+    def single(self) -> str | None:
+        """The one ``--weights`` (None: the model's default)."""
+        return self.weights[0] if self.weights else None
+
+
 def model_options(multiple_weights: bool = False, weights_help: str | None = None) -> Callable[[F], F]:
-    """``--model``, ``--weights`` (one, or repeatable) and ``--trust-checkpoint``."""
-    return _stack(
-        click.option(
-            "--model",
-            "model_name",
-            type=click.Choice(sorted(ARCHITECTURES)),
-            default="toynet",
-            help="Architecture (see `kgexplain models`).",
-        ),
-        click.option(
-            "--weights",
-            default=None,
-            multiple=multiple_weights,
-            metavar="imagenet|none|shipped|PATH",
-            help=weights_help
-            or "Weights: torchvision ImageNet weights, random init, the toy net's shipped checkpoint, "
-            "or a local state dict / checkpoint. Default: imagenet (toynet: shipped).",
-        ),
-        click.option(
-            "--trust-checkpoint",
-            is_flag=True,
-            help="Allow checkpoints that pickle whole Python objects (only for files you trust).",
-        ),
-    )
+    """``--model``, ``--weights`` (one, or repeatable) and ``--trust-checkpoint`` as ``model: ModelOption``."""
+
+    def wrap(f: F) -> F:
+        @functools.wraps(f)
+        def command(*args: Any, model_name: str, weights: Any, trust_checkpoint: bool, **kwargs: Any) -> Any:
+            given = tuple(weights) if multiple_weights else ((weights,) if weights else ())
+            return f(*args, model=ModelOption(model_name, given, trust_checkpoint), **kwargs)
+
+        return _stack(
+            click.option(
+                "--model",
+                "model_name",
+                type=click.Choice(sorted(ARCHITECTURES)),
+                default="toynet",
+                help="Architecture (see `kgexplain models`).",
+            ),
+            click.option(
+                "--weights",
+                default=None,
+                multiple=multiple_weights,
+                metavar="imagenet|none|shipped|PATH",
+                help=weights_help
+                or "Weights: torchvision ImageNet weights, random init, the toy net's shipped checkpoint, "
+                "or a local state dict / checkpoint. Default: imagenet (toynet: shipped).",
+            ),
+            click.option(
+                "--trust-checkpoint",
+                is_flag=True,
+                help="Allow checkpoints that pickle whole Python objects (only for files you trust).",
+            ),
+        )(command)  # type: ignore[return-value]
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What every job command shares: the store it writes to, the device it runs on, how results are printed."""
+
+    store: StoreSpec
+    device: str
+    fmt: str
+
+
+def job_options(f: F) -> F:
+    """``--device``, the store options and ``--json`` / ``--csv`` as ``job: JobOptions``."""
+
+    @functools.wraps(f)
+    def command(*args: Any, device: str, store: StoreSpec, fmt: str, **kwargs: Any) -> Any:
+        return f(*args, job=JobOptions(store, device, fmt), **kwargs)
+
+    return _stack(device_option, store_options, output_options)(command)  # type: ignore[return-value]
 
 
 def data_options(
