@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from kgexplain.data.base import Framed, Framing
+from kgexplain.data.base import Framed, Framing, ImageSource
 from kgexplain.data.images import load_mask_file
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
@@ -21,6 +21,7 @@ from kgexplain.information.decoder import DecoderConfig, load_decoder, train_dec
 from kgexplain.information.measure import Measurement, measure
 from kgexplain.information.sid import SIDConfig
 from kgexplain.jobs.common import JobResult, checkpoint_label, device_name, load_models, opened, workspace_of
+from kgexplain.models.registry import ModelHandle
 from kgexplain.persist.info import info_metrics, info_record
 from kgexplain.persist.shared import layer_and_image_rows, metric_rows, write_shared
 from kgexplain.plots import curves, heat_overlay
@@ -141,14 +142,14 @@ def run_info(
 
 def _store(
     store: GraphStore,
-    handle: Any,
+    handle: ModelHandle,
     label: str,
-    source: Any,
+    source: ImageSource,
     frames: Sequence[Framed],
     layers: Sequence[str],
     cfg: InfoConfig,
     m: Measurement,
-    masks: Sequence[Any] | None,
+    masks: Sequence[np.ndarray] | None,
 ) -> str:
     """Store one measurement as a run; returns its id."""
     size = frames[0].image.shape[0]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kgexplain.data.base import Framed
+from kgexplain.data.base import Framed, ImageSource
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
 from kgexplain.errors import UsageError
@@ -172,7 +172,7 @@ def _analyse_and_store(
     store: GraphStore,
     handle: ModelHandle,
     checkpoint: str,
-    source: Any,
+    source: ImageSource,
     frames: Sequence[Framed],
     layers: Sequence[str],
     truth: np.ndarray | None,
