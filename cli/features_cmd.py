@@ -39,8 +39,9 @@ def features_command(
 ) -> None:
     """Extract feature maps of a model's layers into the store's cache (float16 shards)."""
     progress = progress_of(ctx)
-    ws = job.store.workspace().ensure()
+    ws = job.store.workspace()
     source = data.open(ws, progress)
+    ws.ensure()
     handle = load_model(model.name, model.single, trust_checkpoint=model.trust_checkpoint)
     result = extract_features(
         handle,

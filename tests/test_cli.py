@@ -150,6 +150,25 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path, args: list[s
     assert len(errors) == 1
 
 
+def test_missing_negatives_fail_before_the_store_is_created(tmp_path: Path) -> None:
+    for i in range(2):
+        write_png(tmp_path / "imgs" / f"{i}.png", size=(40, 40), seed=i)
+    store = tmp_path / "s"
+    args = [
+        "-q",
+        "build",
+        "--images",
+        str(tmp_path / "imgs"),
+        "--negatives",
+        str(tmp_path / "nope"),
+        "--store",
+        str(store),
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "negatives: image folder not found" in result.output
+    assert "--negatives" in result.output and not (store / "graph.lbdb").exists()
+
+
 def test_a_bad_layer_fails_before_any_data_is_generated(tmp_path: Path) -> None:
     store = tmp_path / "s"
     result = CliRunner().invoke(cli, ["-q", "build", "--layers", "conv6_1", "--store", str(store)])

@@ -24,7 +24,7 @@ from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.subset import Subset
 from kgexplain.data.synth import BACKGROUND
-from kgexplain.errors import UsageError
+from kgexplain.errors import DataError, UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner, Inference
 from kgexplain.explanatory_graph.patches import contact_sheet, png, top_patches
 from kgexplain.explanatory_graph.stability import (
@@ -38,7 +38,7 @@ from kgexplain.explanatory_graph.stability import (
 from kgexplain.features.cache import FeatureSet
 from kgexplain.features.extract import Extraction, extract_features
 from kgexplain.features.geometry import scaled_patch_size
-from kgexplain.jobs.common import JobResult, device_name, opened
+from kgexplain.jobs.common import JobResult, device_name, opened, workspace_of
 from kgexplain.models.registry import ModelHandle, load_model
 from kgexplain.persist.eg import PatchRef, build_record, eg_run_rows, stability_metrics
 from kgexplain.persist.shared import image_rows, model_rows, write_shared
@@ -168,7 +168,12 @@ def _open_data(
         both = DataSpec(n=2 * cfg.n, seed=cfg.seed, categories=(cfg.category, BACKGROUND)).open(ws)
         return Subset.by_label(both, [cfg.category]), Subset.by_label(both, [BACKGROUND]), True
     source = cfg.data.open(ws)
-    negatives = cfg.negatives.open(ws) if cfg.negatives is not None else None
+    negatives = None
+    if cfg.negatives is not None:
+        try:
+            negatives = cfg.negatives.open(ws)
+        except DataError as e:
+            raise DataError(f"negatives: {e.message}", hint="check the path passed to --negatives") from e
     if negatives is None:
         say(progress, "no --negatives: features are normalised by the object images' own statistics")
     return source, negatives, False
@@ -199,7 +204,8 @@ def run_build(
     """Mine an explanatory graph and store it as one run; returns what was built and measured.
 
     ``store`` is an open store, or a :class:`StoreSpec` (default: ``./kgexplain-store``) that is opened after the
-    cheap checks (model, layers, device, data source), so a mistake fails before any store is created.
+    checks (model, layers, device) and once the data sources are open, so a mistake fails before any store is
+    created.
 
     Example::
 
@@ -218,24 +224,35 @@ def run_build(
     eg_cfg = _eg_config(cfg, handle)
     device = device_name(cfg.device)
     timings["model_s"] = time.perf_counter() - t
-    with opened(store or StoreSpec(), write=True) as db:
-        return _build(cfg, progress, timings, db, handle, eg_cfg, device)
-
-
-def _build(
-    cfg: BuildConfig,
-    progress: Progress | None,
-    timings: dict[str, float],
-    store: GraphStore,
-    handle: ModelHandle,
-    eg_cfg: EGConfig,
-    device: str,
-) -> BuildResult:
-    ws = store.workspace.ensure()
+    store = store or StoreSpec()
+    ws = workspace_of(store)
     say(progress, f"model {handle.name} ({handle.weights}), layers {', '.join(eg_cfg.layers)}; store {ws.location}")
     t = time.perf_counter()
     objects, negatives, synthetic = _open_data(cfg, ws, progress)
     timings["data_s"] = time.perf_counter() - t
+    inputs = _Inputs(handle, eg_cfg, device, ws.ensure(), objects, negatives, synthetic)
+    with opened(store, write=True) as db:
+        return _build(cfg, inputs, db, progress, timings)
+
+
+@dataclass
+class _Inputs:
+    """What a build works on, checked and opened before the store is."""
+
+    handle: ModelHandle
+    eg: EGConfig
+    device: str
+    workspace: Workspace
+    objects: ImageSource
+    negatives: ImageSource | None
+    synthetic: bool
+
+
+def _build(
+    cfg: BuildConfig, inputs: _Inputs, store: GraphStore, progress: Progress | None, timings: dict[str, float]
+) -> BuildResult:
+    handle, eg_cfg, device, ws = inputs.handle, inputs.eg, inputs.device, inputs.workspace
+    objects, negatives, synthetic = inputs.objects, inputs.negatives, inputs.synthetic
 
     framing = cfg.data.framing(handle.input_size, objects, default_crop="box" if synthetic else None)
     layers = list(eg_cfg.layers)

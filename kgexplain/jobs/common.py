@@ -51,6 +51,11 @@ def opened(store: GraphStore | StoreSpec, write: bool) -> Iterator[GraphStore]:
     yield store
 
 
+def count(n: int, noun: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def workspace_of(store: GraphStore | StoreSpec) -> Workspace:
     """The store's workspace (data sets, caches), without opening a :class:`StoreSpec`'s database."""
     return store.workspace() if isinstance(store, StoreSpec) else store.workspace

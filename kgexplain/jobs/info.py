@@ -20,7 +20,7 @@ from kgexplain.errors import UsageError
 from kgexplain.information.decoder import DecoderConfig, load_decoder, train_decoders
 from kgexplain.information.measure import Measurement, measure
 from kgexplain.information.sid import SIDConfig
-from kgexplain.jobs.common import JobResult, checkpoint_label, device_name, load_models, opened, workspace_of
+from kgexplain.jobs.common import JobResult, checkpoint_label, count, device_name, load_models, opened, workspace_of
 from kgexplain.models.registry import ModelHandle
 from kgexplain.persist.info import info_metrics, info_record
 from kgexplain.persist.shared import layer_and_image_rows, metric_rows, write_shared
@@ -110,13 +110,14 @@ def run_info(
     device = device_name(cfg.device)
     handles, layers = load_models(cfg.model, cfg.weights, cfg.trust_checkpoint, cfg.layers)
     store = store or StoreSpec()
-    ws = workspace_of(store).ensure()
+    ws = workspace_of(store)
     source = cfg.data.open(ws, progress)
     size = handles[0][1].input_size
     framing = Framing(size, "none") if per_image else cfg.data.framing(size, source, default_crop="none")
     frames = framing.apply_all(source)  # every image decoded before anything is measured or written
     masks = [load_mask_file(p, framing.size) for p in cfg.masks] if cfg.masks else None
     decoders = [{n: load_decoder(ws.cache, h, n, device) for n in layers} if cfg.ru else None for _, h in handles]
+    ws.ensure()
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -125,7 +126,7 @@ def run_info(
             label = weights or "default"
             folder = out_dir / checkpoint_label(weights) if len(handles) > 1 else out_dir
             handle.to(device)
-            say(progress, f"{handle.name} ({label}): {len(frames)} images x {len(layers)} layers ...")
+            say(progress, f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')} ...")
             m = measure(handle, frames, layers, cfg.sid, decoder, masks, cfg.batch_size, device, progress)
             run = _store(db, handle, label, source, frames, layers, cfg, m, masks)
             files = _write_maps(m, frames, folder)
@@ -241,8 +242,9 @@ def run_decoders(
     [(_, handle)], layers = load_models(cfg.model, (cfg.weights,), cfg.trust_checkpoint, cfg.layers)
     device = device_name(cfg.device)
     handle.to(device)
-    ws = workspace_of(store or StoreSpec()).ensure()
+    ws = workspace_of(store or StoreSpec())
     source = cfg.data.open(ws)
+    ws.ensure()
     framing = cfg.data.framing(handle.input_size, source, default_crop="none")
     rows = train_decoders(handle, layers, source, framing, ws.cache, cfg.decoder, device, progress=progress)
     return DecodersResult(rows)

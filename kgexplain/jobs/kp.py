@@ -15,7 +15,7 @@ from kgexplain.data.base import Framed, ImageSource
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
 from kgexplain.errors import UsageError
-from kgexplain.jobs.common import JobResult, checkpoint_label, device_name, load_models, opened, workspace_of
+from kgexplain.jobs.common import JobResult, checkpoint_label, count, device_name, load_models, opened, workspace_of
 from kgexplain.knowledge_points.analyse import Analysis, KPConfig, analyse
 from kgexplain.knowledge_points.figures import plot_counts, write_plots
 from kgexplain.knowledge_points.kappa import KappaTable
@@ -141,13 +141,13 @@ def run_kp(
     handles, layers = load_models(cfg.model, cfg.weights, cfg.trust_checkpoint, cfg.layers, also)
     device = device_name(cfg.device)
     store = store or StoreSpec()
-    ws = workspace_of(store).ensure()
+    ws = workspace_of(store)
     source = cfg.data.open(ws, progress)
     frames = cfg.data.framing(handles[0][1].input_size, source, default_crop="none").apply_all(source)
     if len(frames) < 2:
         raise UsageError("knowledge points need at least 2 images")
     truths = [truth_of(frames, h.class_names, cfg.truth) for _, h in handles]
-    kappa = KappaTable.load(cache=ws.cache / "kappa")
+    kappa = KappaTable.load(cache=ws.ensure().cache / "kappa")
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -156,7 +156,7 @@ def run_kp(
             label = checkpoint_label(weights)
             handle.to(device)
             t0 = time.perf_counter()
-            say(progress, f"{handle.name} ({label}): {len(frames)} images x {len(layers)} layers ...")
+            say(progress, f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')} ...")
             run = _analyse_and_store(db, handle, label, source, frames, layers, truth, kappa, cfg, device, progress)
             folder = out_dir / label if len(handles) > 1 else out_dir
             folder.mkdir(parents=True, exist_ok=True)
