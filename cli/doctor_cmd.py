@@ -15,8 +15,10 @@ from .output import emit_rows
 @store_options
 @output_options
 def doctor_command(store: StoreSpec, fmt: str) -> None:
-    """Check torch, CUDA, the store folder, the weights cache and the shipped toy net."""
+    """Check torch, CUDA, the store (and every run in it), the weights cache and the shipped toy net.
+
+    Exits 1 when something is missing or the store is damaged."""
     rows = doctor.checks(store)
     emit_rows(rows, fmt, ["check", "status", "detail"])
-    if any(r["status"] == "missing" for r in rows):
+    if any(r["status"] in ("missing", "damaged") for r in rows):
         raise SystemExit(1)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from kgexplain.errors import UsageError
+from kgexplain.errors import StoreError, UsageError
 from kgexplain.store import StoreSpec, is_bolt_url, queries
 from kgexplain.store.cypher import is_write_query
 from kgexplain.store.graph import best_paths
@@ -224,6 +224,28 @@ def store_info(store: StoreSpec, fmt: str) -> None:
             "artifacts": str(db.artifacts.root),
         }
     emit_object(info, fmt)
+
+
+@store_group.command("check")
+@store_options
+@output_options
+def store_check(store: StoreSpec, fmt: str) -> None:
+    """Check every run against what it recorded when it was written: counts, ids, and that each id is found by
+    its key. Exits 1 when a run is damaged (then `kgexplain runs delete RUN` and run its command again)."""
+    checks = store.check()
+    rows = [{**c.to_dict(), "problems": "; ".join(c.problems)} for c in checks]
+    emit_rows(rows, fmt, ["run", "kind", "status", "problems"])
+    damaged = [c.run for c in checks if c.status == "damaged"]
+    if "(store)" in damaged:
+        raise StoreError(
+            "the store's database file cannot be read",
+            hint="keep a copy of the folder, then build into a new store (README 'Reliability')",
+        )
+    if damaged:
+        raise StoreError(
+            f"{len(damaged)} damaged run(s): {', '.join(damaged)}",
+            hint="`kgexplain runs delete RUN`, then run the command that made it again (README 'Reliability')",
+        )
 
 
 @click.command("export")

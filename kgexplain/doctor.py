@@ -30,7 +30,7 @@ def _version(pkg: str) -> str:
 
 
 def checks(store: StoreSpec | None = None) -> list[dict[str, Any]]:
-    """Rows of (check, status, detail); status is ok, warn or missing."""
+    """Rows of (check, status, detail); status is ok, warn, missing or damaged."""
     rows: list[dict[str, Any]] = []
 
     def add(check: str, status: str, detail: str) -> None:
@@ -78,7 +78,8 @@ def checks(store: StoreSpec | None = None) -> list[dict[str, Any]]:
 
 
 def store_check(store: StoreSpec) -> dict[str, Any]:
-    """Is the store there, which backend, which schema version; for Neo4j: does it answer."""
+    """Is the store there, which backend, which schema version, does every run hold what it wrote (status
+    ``damaged`` when not); for Neo4j: does it answer."""
     try:
         loc = store.url
     except KgExplainError as e:
@@ -104,4 +105,12 @@ def store_check(store: StoreSpec) -> dict[str, Any]:
     detail = f"{loc} ({backend}, schema v{version}" + (f", {size:.1f} MB" if size is not None else "") + ")"
     if version != load_schema().version:
         detail += f"; this kgexplain uses v{load_schema().version}: run `kgexplain store upgrade`"
+        return {"check": "store", "status": status, "detail": detail}
+    try:
+        damaged = [c.run for c in store.check() if c.status == "damaged"]
+    except KgExplainError as e:
+        return {"check": "store", "status": "damaged", "detail": f"{detail}; cannot be checked: {e}"}
+    if damaged:
+        status = "damaged"
+        detail += f"; damaged: {', '.join(damaged)} (see `kgexplain store check`)"
     return {"check": "store", "status": status, "detail": detail}

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kgexplain.errors import StoreError
+from kgexplain.store import faults
 from kgexplain.store.artifacts import Artifacts
 from kgexplain.store.base import RUN_SCOPED, GraphStore, QueryResult, chunks, conform
 from kgexplain.store.cypher import is_write_query
@@ -121,6 +122,8 @@ class EmbeddedStore(GraphStore):
                     or "vector::reserve" in text
                     or replaying
                 )
+                if transient and "recovery is pending" in text and EmbeddedStore._recover(path):
+                    continue  # a writer died while checkpointing; its checkpoint is now complete
                 if not transient or time.monotonic() > deadline:
                     if transient:
                         raise StoreError(
@@ -130,9 +133,28 @@ class EmbeddedStore(GraphStore):
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
+    @staticmethod
+    def _recover(path: Path) -> bool:
+        """Finish the checkpoint of a writer that died during it, by opening the database for writing (which is what
+        completes it). False when a live writer holds the lock: its checkpoint is running, and a reader waits."""
+        try:
+            db = ladybug.Database(str(path), read_only=False)
+        except RuntimeError as e:
+            if "lock" in str(e).lower():
+                return False
+            raise StoreError(
+                f"the store {path.parent} needs recovery after its writer died during a checkpoint: {_first_line(e)}",
+                hint="run `kgexplain store init --store ...` as a user who may write to it",
+            ) from e
+        db.close()
+        return True
+
     def close(self) -> None:
         conn, db = getattr(self, "_conn", None), getattr(self, "_db", None)
         if conn is not None:
+            if not self.read_only and faults.armed("checkpoint"):
+                faults.die_soon()  # lands inside the checkpoint below
+                conn.execute("CHECKPOINT")
             conn.close()
             self._conn = None
         if db is not None:
@@ -282,6 +304,7 @@ class EmbeddedStore(GraphStore):
                         hint="ids are run-scoped; was the run id reused by different data?",
                     )
                 self._copy(label, tbl)
+        faults.reach("write:nodes")
         for name, tbl in rels.items():
             self._copy(name, tbl)
 
@@ -296,8 +319,14 @@ class EmbeddedStore(GraphStore):
             res = res[-1]
         columns = list(res.get_column_names())
         rows = []
-        while res.has_next():
-            rows.append([plain(v) for v in res.get_next()])
+        try:
+            while res.has_next():
+                rows.append([plain(v) for v in res.get_next()])
+        except (RuntimeError, UnicodeDecodeError) as e:
+            raise StoreError(
+                f"the store returned unreadable data: {_first_line(e)}",
+                hint="the database file may be damaged: run `kgexplain store check`",
+            ) from e
         if write:
             self._tables = None
         return QueryResult(columns, rows)

@@ -15,7 +15,8 @@ from kgexplain.errors import StoreError
 from kgexplain.store.base import GraphStore, QueryResult
 from kgexplain.store.cypher import to_embedded_dialect
 from kgexplain.store.embedded import GRAPH_FILE, EmbeddedStore
-from kgexplain.store.isolated import run_isolated
+from kgexplain.store.integrity import RunCheck, check_store
+from kgexplain.store.isolated import check_isolated, run_isolated
 from kgexplain.workspace import Workspace, is_bolt_url, resolve_location
 
 
@@ -109,3 +110,14 @@ class StoreSpec:
         if not (Path(self.url).expanduser() / GRAPH_FILE).exists():
             raise StoreError(f"no kgexplain store at {self.url}", hint="run `kgexplain build` first, or pass --store")
         return run_isolated(self.url, to_embedded_dialect(cypher), params, write, timeout)
+
+    def check(self) -> list[RunCheck]:
+        """Every run checked against what it recorded when it was written (``kgexplain.store.integrity``). On the
+        embedded store the check runs in a child process, so a damaged file that crashes the engine is a verdict,
+        not a crash."""
+        if is_bolt_url(self.url):
+            with self.read() as store:
+                return check_store(store)
+        if not (Path(self.url).expanduser() / GRAPH_FILE).exists():
+            raise StoreError(f"no kgexplain store at {self.url}", hint="run `kgexplain build` first, or pass --store")
+        return check_isolated(self.url)
