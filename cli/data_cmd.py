@@ -8,7 +8,7 @@ import click
 
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth import CATEGORIES, write_synth
-from kgexplain.errors import UsageError
+from kgexplain.errors import DataError, UsageError
 from kgexplain.store import StoreSpec
 
 from .context import progress_of
@@ -82,3 +82,5 @@ def check_command(ctx: click.Context, data: DataSpec, store: StoreSpec, fmt: str
     source = data.open(store.workspace().ensure() if data.synth else None)
     report = source.check(progress_of(ctx))
     emit_object({"source": source.name, **report.to_dict(), "labels": source.labels()}, fmt, report.summary())
+    if not report.loaded:
+        raise DataError(f"no usable image in {source.name}", hint="see the reasons above")

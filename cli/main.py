@@ -6,7 +6,6 @@ Every command parses its options, calls one library function and prints the resu
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import click
@@ -35,9 +34,6 @@ from kgexplain.cli.zoo_cmd import zoo_group
 
 from kgexplain.errors import KgExplainError
 from kgexplain.version import __version__
-
-# torch's forward-mode AD (SID's delta_f^2) scripts its own decompositions with a deprecated call: not the user's
-warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 
 def fail(ctx: click.Context, message: str, exit_code: int = 1) -> None:

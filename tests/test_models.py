@@ -127,7 +127,7 @@ def test_wrong_architecture_and_bad_files_are_clear_errors(tmp_path: Path) -> No
         load_model("alexnet", tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelError, match="cannot read checkpoint"):
+    with pytest.raises(ModelError, match="is not a PyTorch checkpoint"):
         load_model("alexnet", junk)
     with pytest.raises(ModelError, match="no state dict"):
         load_model("alexnet", _save({"epoch": 1}, tmp_path / "meta.pt"))

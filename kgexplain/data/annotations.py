@@ -69,6 +69,40 @@ def _parse_entry(i: int, entry: Any, base: Path, file: Path) -> Record:
     )
 
 
+def _header_size(path: Path | None) -> tuple[int, int] | None:
+    """(w, h) from the image file's header; None when it cannot be read (the image is then skipped later)."""
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def _check_inside(rec: Record, where: str) -> None:
+    """The box must overlap the image and every keypoint lie on it (a box or point off the image is a typo)."""
+    if rec.box is None and not rec.keypoints:
+        return
+    size = _header_size(rec.path)
+    if size is None:
+        return
+    w, h = size
+    if rec.box is not None:
+        x0, y0, x1, y1 = rec.box
+        if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+            raise DataError(
+                f"{where}: box {list(rec.box)} lies outside the {w}x{h} image",
+                hint="boxes are [x0, y0, x1, y1] in pixels of the image file",
+            )
+    for name, (x, y) in rec.keypoints.items():
+        if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
+            raise DataError(
+                f"{where}: keypoint {name!r} at [{x:g}, {y:g}] lies outside the {w}x{h} image",
+                hint="keypoints are [x, y] pixel positions in the image file (null when not visible)",
+            )
+
+
 class AnnotatedImages(ImageSource):
     """Images listed in an annotations JSON file."""
 
@@ -87,6 +121,8 @@ class AnnotatedImages(ImageSource):
             raise DataError(f"{self.file} lists no images")
         base = self.file.parent
         self._records = [_parse_entry(i, e, base, self.file) for i, e in enumerate(entries)]
+        for i, rec in enumerate(self._records):
+            _check_inside(rec, f"{self.file}: images[{i}] ({rec.path.name if rec.path else rec.id})")
         ids = [r.id for r in self._records]
         if len(set(ids)) != len(ids):
             dup = next(x for x in ids if ids.count(x) > 1)

@@ -189,8 +189,19 @@ class Framing:
         return {k: affine.point(*p) for k, p in rec.keypoints.items()}
 
     def apply_all(self, source: ImageSource) -> list[Framed]:
-        """Every image of ``source`` framed; an unreadable one fails before any is used."""
+        """Every image of ``source`` framed; an unreadable one fails before any is used (images named one by one)."""
         return [self.apply(source, i) for i in range(len(source))]
+
+    def apply_usable(self, source: ImageSource) -> tuple[list[Framed], LoadReport]:
+        """The images of ``source`` that decode, framed, and how the others went (a data set: never fatal)."""
+        frames, report = [], LoadReport(total=len(source))
+        for i in range(len(source)):
+            try:
+                frames.append(self.apply(source, i))
+                report.loaded += 1
+            except ImageDecodeError as e:
+                report.add_skip(source.record(i).id, reason_of(e))
+        return frames, report
 
     def apply(self, source: ImageSource, index: int, with_mask: bool = True) -> Framed:
         rec = source.record(index)

@@ -12,10 +12,12 @@ from kgexplain.errors import DataError
 
 
 def list_images(root: Path) -> list[Path]:
+    """Image files under ``root`` (sorted; hidden ones left out). A link whose target is gone is listed too, so that
+    it is counted as a missing file rather than vanish without a word."""
     return sorted(
         p
         for p in root.rglob("*")
-        if p.is_file()
+        if (p.is_file() or (p.is_symlink() and not p.exists()))
         and p.suffix.lower() in IMAGE_EXTENSIONS
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -103,7 +104,9 @@ class NoiseProbe:
         out = torch.zeros(b, len(self.layers), device=x.device)
         for _ in range(samples):
             eps = torch.randn(x.shape, generator=generator, device=x.device)
-            with torch.no_grad(), fwAD.dual_level():
+            with torch.no_grad(), fwAD.dual_level(), warnings.catch_warnings():
+                # torch scripts its forward-AD decompositions on first use with a call it itself deprecates
+                warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
                 feats = self(fwAD.make_dual(x, eps))
                 for j, f in enumerate(feats):
                     out[:, j] += fwAD.unpack_dual(f).tangent.pow(2).flatten(1).sum(1)

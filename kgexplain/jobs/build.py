@@ -310,7 +310,7 @@ def _build(
 
     rows = feats[layers[0]].indices
     t = time.perf_counter()
-    image_ids, image_table = image_rows(objects, rows, objects.name)
+    image_ids, image_table = image_rows(objects, rows, objects.name, store.artifacts.root)
     patch_refs, sheets = _patches(cfg, graph, inference, objects, rows, framing, store)
     timings["patches_s"] = time.perf_counter() - t
 

@@ -7,9 +7,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from kgexplain.data.base import Framed, Framing, ImageSource
+from kgexplain.data.spec import DataSpec
 from kgexplain.devices import resolve_device
-from kgexplain.errors import UsageError
+from kgexplain.errors import DataError, UsageError
 from kgexplain.models.registry import ModelHandle, load_model
+from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.workspace import Workspace
 
@@ -49,6 +52,21 @@ def opened(store: GraphStore | StoreSpec, write: bool) -> Iterator[GraphStore]:
     if write:
         store.ensure_writable()
     yield store
+
+
+def framed(data: DataSpec, source: ImageSource, framing: Framing, progress: Progress | None) -> list[Framed]:
+    """The images to work on, decoded before anything is measured or written: image files named one by one must
+    all decode; a data set's unusable images are skipped and counted (never fatal), as the build does."""
+    if data.files:
+        return framing.apply_all(source)
+    frames, report = framing.apply_usable(source)
+    if report.skipped:
+        say(progress, f"images: {report.summary()}")
+    if not frames:
+        raise DataError(
+            f"no usable image in {source.name}", hint=f"{report.summary()}; `kgexplain data check` lists them"
+        )
+    return frames
 
 
 def count(n: int, noun: str) -> str:

@@ -20,7 +20,16 @@ from kgexplain.errors import UsageError
 from kgexplain.information.decoder import DecoderConfig, load_decoder, train_decoders
 from kgexplain.information.measure import Measurement, measure
 from kgexplain.information.sid import SIDConfig
-from kgexplain.jobs.common import JobResult, checkpoint_label, count, device_name, load_models, opened, workspace_of
+from kgexplain.jobs.common import (
+    JobResult,
+    checkpoint_label,
+    count,
+    device_name,
+    framed,
+    load_models,
+    opened,
+    workspace_of,
+)
 from kgexplain.models.registry import ModelHandle
 from kgexplain.persist.info import info_metrics, info_record
 from kgexplain.persist.shared import layer_and_image_rows, metric_rows, write_shared
@@ -114,7 +123,7 @@ def run_info(
     source = cfg.data.open(ws, progress)
     size = handles[0][1].input_size
     framing = Framing(size, "none") if per_image else cfg.data.framing(size, source, default_crop="none")
-    frames = framing.apply_all(source)  # every image decoded before anything is measured or written
+    frames = framed(cfg.data, source, framing, progress)
     masks = [load_mask_file(p, framing.size) for p in cfg.masks] if cfg.masks else None
     decoders = [{n: load_decoder(ws.cache, h, n, device) for n in layers} if cfg.ru else None for _, h in handles]
     ws.ensure()
@@ -155,7 +164,7 @@ def _store(
     """Store one measurement as a run; returns its id."""
     size = frames[0].image.shape[0]
     model_id, image_ids, shared_nodes, shared_rels = layer_and_image_rows(
-        handle, layers, source, [f.index for f in frames], size
+        handle, layers, source, [f.index for f in frames], size, store.artifacts.root
     )
     determinants = {
         "layers": list(layers),

@@ -15,7 +15,16 @@ from kgexplain.data.base import Framed, ImageSource
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
 from kgexplain.errors import UsageError
-from kgexplain.jobs.common import JobResult, checkpoint_label, count, device_name, load_models, opened, workspace_of
+from kgexplain.jobs.common import (
+    JobResult,
+    checkpoint_label,
+    count,
+    device_name,
+    framed,
+    load_models,
+    opened,
+    workspace_of,
+)
 from kgexplain.knowledge_points.analyse import Analysis, KPConfig, analyse
 from kgexplain.knowledge_points.figures import plot_counts, write_plots
 from kgexplain.knowledge_points.kappa import KappaTable
@@ -143,7 +152,7 @@ def run_kp(
     store = store or StoreSpec()
     ws = workspace_of(store)
     source = cfg.data.open(ws, progress)
-    frames = cfg.data.framing(handles[0][1].input_size, source, default_crop="none").apply_all(source)
+    frames = framed(cfg.data, source, cfg.data.framing(handles[0][1].input_size, source, "none"), progress)
     if len(frames) < 2:
         raise UsageError("knowledge points need at least 2 images")
     truths = [truth_of(frames, h.class_names, cfg.truth) for _, h in handles]
@@ -192,7 +201,7 @@ def _analyse_and_store(
     names = list(handle.class_names or []) or [str(c) for c in range(a.collected.logits.shape[1])]
 
     model_id, image_ids, shared_nodes, shared_rels = layer_and_image_rows(
-        handle, layers, source, [f.index for f in frames], frames[0].image.shape[0]
+        handle, layers, source, [f.index for f in frames], frames[0].image.shape[0], store.artifacts.root
     )
     determinants = {
         "layers": list(layers),

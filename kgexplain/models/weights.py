@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -74,22 +76,41 @@ def load_checkpoint_object(path: str | Path, trust: bool = False) -> Any:
         raise ModelError(f"checkpoint not found: {path}", hint="check the path passed to --weights")
     if path.is_dir():
         raise ModelError(f"checkpoint path is a directory: {path}", hint="pass the .pt/.pth file itself")
+    if not _looks_like_checkpoint(path):
+        raise ModelError(f"{path} is not a PyTorch checkpoint", hint=NOT_A_CHECKPOINT)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols in files that are not checkpoints
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "unsupported global" not in str(e).lower():  # not a pickled object, just not a checkpoint
-            raise ModelError(f"cannot read checkpoint {path}: {e}", hint="is it a PyTorch .pt/.pth file?") from e
+            raise ModelError(f"{path} is not a PyTorch checkpoint", hint=NOT_A_CHECKPOINT) from e
         if not trust:
             raise ModelError(
                 f"{path} holds pickled Python objects (a full model?), which are not loaded by default",
                 hint="save model.state_dict() instead, or pass --trust-checkpoint if you trust the file",
             ) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ModelError(f"cannot read checkpoint {path}: {e}", hint="is it a PyTorch .pt/.pth file?") from e
+        raise ModelError(f"cannot read checkpoint {path}: {_first_line(e)}", hint=NOT_A_CHECKPOINT) from e
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise ModelError(f"cannot unpickle checkpoint {path}: {e}") from e
+        raise ModelError(f"cannot unpickle checkpoint {path}: {_first_line(e)}") from e
+
+
+NOT_A_CHECKPOINT = "pass a complete file written by torch.save (.pt/.pth)"
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+    """torch.save writes a zip archive (the default since PyTorch 1.6) or, in the legacy format, a pickle."""
+    if zipfile.is_zipfile(path):
+        return True
+    with path.open("rb") as f:
+        return f.read(1) == b"\x80"  # the pickle protocol opcode of the legacy format
 
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")

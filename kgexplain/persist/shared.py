@@ -75,13 +75,27 @@ def model_rows(
     return model, nodes, rels
 
 
-def image_rows(source: ImageSource, indices: Sequence[int] | np.ndarray, dataset: str) -> tuple[list[str], pa.Table]:
-    """Image ids (per source index given) and the Image nodes."""
+def stored_path(path: Path, artifacts: Path | None) -> str:
+    """How an image's path is stored: relative to the store's artifacts folder when the image lies in it (the data
+    sets the store generated), so a copied or moved store still finds them; absolute otherwise."""
+    full = path.resolve()
+    if artifacts is not None:
+        try:
+            return full.relative_to(artifacts.resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(full)
+
+
+def image_rows(
+    source: ImageSource, indices: Sequence[int] | np.ndarray, dataset: str, artifacts: Path | None = None
+) -> tuple[list[str], pa.Table]:
+    """Image ids (per source index given) and the Image nodes (paths as :func:`stored_path` says)."""
     ids, paths, ws, hs, labels = [], [], [], [], []
     for i in indices:
         rec = source.record(int(i))
         ids.append(I.image_id(image_sha(source, int(i))))
-        paths.append(str(Path(rec.path).resolve()) if rec.path is not None else rec.id)
+        paths.append(stored_path(Path(rec.path), artifacts) if rec.path is not None else rec.id)
         size = rec.meta.get("size")
         if size is None:
             w, h = source.load_image(int(i)).size
@@ -95,14 +109,19 @@ def image_rows(source: ImageSource, indices: Sequence[int] | np.ndarray, dataset
 
 
 def layer_and_image_rows(
-    handle: ModelHandle, layers: Sequence[str], source: ImageSource, indices: Sequence[int], size: int
+    handle: ModelHandle,
+    layers: Sequence[str],
+    source: ImageSource,
+    indices: Sequence[int],
+    size: int,
+    artifacts: Path | None = None,
 ) -> tuple[str, list[str], dict[str, pa.Table], dict[str, pa.Table]]:
     """The shared rows a per-layer, per-image run links to: (model id, image ids, nodes, relationships) for the
     model's ``layers`` at input ``size`` and the source images at ``indices``."""
     geoms = geometries_for(handle, [handle.layer(n) for n in layers], size)
     channels = {n: layer_shape(handle, handle.layer(n), size)[0] for n in layers}
     model_id, nodes, rels = model_rows(handle, geoms, channels)
-    image_ids, nodes["Image"] = image_rows(source, indices, source.name)
+    image_ids, nodes["Image"] = image_rows(source, indices, source.name, artifacts)
     return model_id, image_ids, nodes, rels
 
 

@@ -6,9 +6,10 @@ filters are added as fixed text with their values always passed as parameters.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from kgexplain.errors import StoreError
+from kgexplain.errors import StoreError, UsageError
 from kgexplain.store.base import GraphStore
 
 
@@ -48,7 +49,21 @@ def patterns(
         "ORDER BY score DESC",
         params,
     ).records()
+    if not rows:
+        _check_names(store, run, layer)
     return rows
+
+
+def _check_names(store: GraphStore, run: str | None, layer: str | None) -> None:
+    """No pattern matched: say so when the run or the layer asked for holds no pattern at all."""
+    if run is not None and not store.query("MATCH (p:Pattern) WHERE p.run = $r RETURN count(p)", {"r": run}).scalar():
+        raise UsageError(f"no run {run!r} with patterns in the store", hint="`kgexplain runs` lists them")
+    if layer is not None:
+        known = [r[0] for r in store.query("MATCH (p:Pattern) RETURN DISTINCT p.layer ORDER BY p.layer").rows]
+        if layer not in known:
+            raise UsageError(
+                f"no patterns of layer {layer!r}", hint=f"layers with patterns: {', '.join(known) or 'none'}"
+            )
 
 
 def pattern(store: GraphStore, pattern_id: str, limit: int = 10) -> dict[str, Any]:
@@ -79,7 +94,18 @@ def pattern(store: GraphStore, pattern_id: str, limit: int = 10) -> dict[str, An
         "f.x AS x, f.y AS y, f.score AS score, f.rank AS rank, f.patch AS patch ORDER BY rank LIMIT $n",
         {"id": pattern_id, "n": int(limit)},
     ).records()
+    for row in out["images"]:
+        row["path"] = image_path(store, row["path"])
     return out
+
+
+def image_path(store: GraphStore, stored: str | None) -> str | None:
+    """An Image node's path as a file path here: paths relative to the store's artifacts folder (the data sets the
+    store generated) are resolved against it, wherever the store now is."""
+    if not stored or Path(stored).is_absolute():
+        return stored
+    here = store.artifacts.root / stored
+    return str(here) if here.exists() else stored  # not a file of the store: an id (in-memory images) as it was
 
 
 def complete_runs(store: GraphStore, kind: str) -> list[dict[str, Any]]:
