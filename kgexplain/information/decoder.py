@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from kgexplain.data.base import Framing, ImageSource
-from kgexplain.errors import UsageError
+from kgexplain.errors import DataError, UsageError
 from kgexplain.features.extract import normalise
 from kgexplain.information.sid import NoiseProbe
 from kgexplain.models.registry import ModelHandle
-from kgexplain.progress import Progress, task
+from kgexplain.progress import Progress, say, task
 from kgexplain.store.ids import digest
 
 BLOCKS = 6
@@ -135,7 +135,12 @@ def train_decoders(
     """Train one decoder per layer on the source's images; saved under ``cache/decoders``. Returns their info."""
     cfg = config or DecoderConfig()
     torch.manual_seed(cfg.seed)
-    images = np.stack([framing.apply(source, i, with_mask=False).image for i in range(len(source))])
+    frames, report = framing.apply_usable(source)  # unusable images are skipped and counted, as everywhere
+    if not frames:
+        raise DataError(f"no usable image in {source.name}", hint=report.summary())
+    if report.skipped:
+        say(progress, f"images: {report.summary()}")
+    images = np.stack([f.image for f in frames])
     x_all = normalise(torch.from_numpy(images), handle)
     probe = NoiseProbe(handle, layers)
     with torch.no_grad():

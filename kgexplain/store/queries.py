@@ -50,12 +50,17 @@ def patterns(
         params,
     ).records()
     if not rows:
-        _check_names(store, run, layer)
+        _check_names(store, run, layer, model)
     return rows
 
 
-def _check_names(store: GraphStore, run: str | None, layer: str | None) -> None:
-    """No pattern matched: say so when the run or the layer asked for holds no pattern at all."""
+def _check_names(store: GraphStore, run: str | None, layer: str | None, model: str | None) -> None:
+    """No pattern matched: say so when the run, layer or model asked for holds no pattern at all."""
+    if model is not None:
+        known = [str(r[0]) for r in store.query("MATCH (p:Pattern) RETURN DISTINCT p.model ORDER BY p.model").rows]
+        if not any(m == model or m.startswith(model + "@") for m in known):
+            hint = f"models with patterns: {', '.join(known) or 'none'}"
+            raise UsageError(f"no patterns of model {model!r}", hint=hint)
     if run is not None and not store.query("MATCH (p:Pattern) WHERE p.run = $r RETURN count(p)", {"r": run}).scalar():
         raise UsageError(f"no run {run!r} with patterns in the store", hint="`kgexplain runs` lists them")
     if layer is not None:

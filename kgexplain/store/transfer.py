@@ -70,6 +70,13 @@ def export(store: GraphStore, fmt: str, out: str | Path, run: str | None = None)
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}", hint=f"use {', '.join(FORMATS)}")
     out = Path(out).expanduser()
+    try:
+        return _export(store, fmt, out, run)
+    except OSError as e:
+        raise StoreError(f"cannot write {out}: {e.strerror or e}", hint="pass --out with a writable place") from e
+
+
+def _export(store: GraphStore, fmt: str, out: Path, run: str | None) -> dict[str, int]:
     counts: dict[str, int] = {}
     if fmt == "csv":
         out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from kgexplain.errors import StoreError
+from kgexplain.errors import StoreError, UsageError
 from kgexplain.store import GraphStore, queries
 from kgexplain.store.base import RunRecord
 from kgexplain.store.sample_graph import SampleGraph
@@ -129,6 +129,8 @@ def test_patterns_are_ranked_and_filtered(store: GraphStore, graph: SampleGraph)
     scores = [r["score"] for r in rows]
     assert scores == sorted(scores, reverse=True)
     assert all(r["filter"] == 2 for r in queries.patterns(store, filter=2, layer="conv4_1"))
-    assert queries.patterns(store, model="vgg16", top=1) and not queries.patterns(store, model="resnet50")
+    assert queries.patterns(store, model="vgg16", top=1)
+    with pytest.raises(UsageError, match="no patterns of model 'resnet50'"):  # a name the store has no pattern of
+        queries.patterns(store, model="resnet50")
     with pytest.raises(StoreError, match="no pattern"):
         queries.pattern(store, "nope")
