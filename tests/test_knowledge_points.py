@@ -94,7 +94,7 @@ def test_known_answer_the_class_lives_in_one_region(kappa: KappaTable) -> None:
     assert a.corr["corr_norm_entropy"] < -0.3
 
 
-FAST = ["--epochs", "2", "--others", "20", "--layers", "conv3_2,conv5_2"]
+FAST = ["--epochs", "2", "--others", "12", "--layers", "conv3_2,conv5_2"]
 
 
 def _run(*args: str, ok: bool = True):  # type: ignore[no-untyped-def]
@@ -110,7 +110,7 @@ def test_cli_kp_over_checkpoints_stores_points_and_answers_queries(tmp_path: Pat
     store, out = str(tmp_path / "store"), tmp_path / "out"
     series = training_series()
     ckpts = f"{series[0]},{series[-1]}"
-    args = ["--n", "24", "--checkpoints", ckpts, "--store", store, "--out", str(out), *FAST]
+    args = ["--n", "16", "--checkpoints", ckpts, "--store", store, "--out", str(out), *FAST]
     rows = json.loads(_run("kp", *args, "--json").stdout)
     assert [(r["checkpoint"], r["layer"]) for r in rows] == [
         (series[0].stem, "conv3_2"), (series[0].stem, "conv5_2"),
