@@ -1,6 +1,6 @@
 """Mining speed: explanatory-graph mining time / feature-extraction time of the same images, in one run.
 
-    python bench/mining_speed.py --json
+    python bench/mining_speed.py --json [--toy-n N] [--skip-vgg16]
         {"toy_ratio": ..., "vgg16_ratio": ..., "vgg16_peak_mb": ..., ...}
 
 * toy: the reference workload (N synthetic birds cropped to their boxes, as many background images for the
@@ -8,9 +8,11 @@
 * vgg16: VGG-16 with random weights (timing only) on 100 synthetic 224-px images; the paper's 4 layers and
   61,440 patterns. Run in a child process whose peak resident memory is reported (model, features and mining).
 
-Mining = fit (EM, parent selection) + inference on the same images. Extraction = a fresh forward pass over the
-same images (decoding included, no cache). The fused CPU kernel is compiled before timing (numba caches it on
-disk, so this is a one-time cost per installation; it is reported as compile_s).
+Mining = fit_infer: EM, parent selection and the inference on the same images (the fit's last pass, what
+`kgexplain build` runs). A separate `infer` over the same images (what `localize` and cached graphs cost) is
+reported as infer_s. Extraction = a fresh forward pass over the same images (decoding included, no cache). The
+fused CPU kernel is compiled before timing (numba caches it on disk, so this is a one-time cost per installation;
+it is reported as compile_s).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _mine(handle: Any, source: Any, negatives: Any, framing: Any, device: str, w
     extraction = _time_extraction(handle, source, layers, framing, device)
     miner = ExplanatoryGraphMiner(cfg, device=device)
     t = time.perf_counter()
-    graph = miner.fit(feats, neg, model=handle.identity)
+    graph, _ = miner.fit_infer(feats, neg, model=handle.identity)
     fit = time.perf_counter() - t
     t = time.perf_counter()
     miner.infer(graph, feats)
@@ -59,6 +61,7 @@ def _mine(handle: Any, source: Any, negatives: Any, framing: Any, device: str, w
         "extraction_s": extraction,
         "fit_s": fit,
         "infer_s": infer,
+        "mining_s": fit,
         "patterns": graph.patterns,
         "edges": graph.edges,
         "images": len(source),
@@ -78,7 +81,8 @@ def warm_kernel() -> float:
         torch.ones(1, 1),
         torch.zeros(1, 2),
         torch.ones(2, 1),
-    )  # parent index (P, M), positions, scores, mu, edge weights (P, M)
+        torch.ones(2, 1),
+    )  # parent index (P, M), positions, scores, mu, edge weights (P, M) of the shift and of the agreement
     for with_stats in (True, False):
         e_step_numba(f, mu, torch.ones(2), 2, Grid(4, 4, 1, 1, 0, 0, 1), 0.1, with_stats, up, 1.0)
         e_step_numba(f, mu, torch.ones(2), 2, Grid(4, 4, 1, 1, 0, 0, 1), 0.1, with_stats, None, 1.0)
@@ -141,17 +145,17 @@ def vgg16(n: int, seed: int, device: str) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=300, help="toy workload: object images")
+    ap.add_argument("--toy-n", "--n", dest="n", type=int, default=300, help="toy workload: object images")
     ap.add_argument("--vgg-n", type=int, default=100, help="VGG-16: object images")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--skip-vgg", action="store_true")
+    ap.add_argument("--skip-vgg16", "--skip-vgg", dest="skip_vgg", action="store_true", help="time the toy net only")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     compile_s = warm_kernel()
     t = toy(args.n, args.seed, args.device)
     result: dict[str, Any] = {
-        "toy_ratio": round((t["fit_s"] + t["infer_s"]) / t["extraction_s"], 2),
+        "toy_ratio": round(t["mining_s"] / t["extraction_s"], 2),
         "toy": {k: round(v, 3) if isinstance(v, float) else v for k, v in t.items()},
         "compile_s": round(compile_s, 2),
         "device": args.device,
@@ -162,7 +166,7 @@ def main() -> None:
         if "error" in v:
             result["vgg16_error"] = v["error"]
         else:
-            result["vgg16_ratio"] = round((v["fit_s"] + v["infer_s"]) / v["extraction_s"], 2)
+            result["vgg16_ratio"] = round(v["mining_s"] / v["extraction_s"], 2)
             result["vgg16_peak_mb"] = round(v["peak_mb"])
             result["vgg16"] = {k: round(x, 3) if isinstance(x, float) else x for k, x in v.items()}
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))

@@ -1,7 +1,8 @@
 """Location stability of mined patterns vs raw filter peaks vs random positions, on the reference workload.
 
     python bench/stability.py --seed 11 --n 300 --json
-        {"patterns": ..., "raw_filter": ..., "random": ..., "ratio": patterns / raw_filter}
+        {"patterns": ..., "raw_filter": ..., "random": ..., "ratio": patterns / raw_filter,
+         "per_layer": {layer: that layer's patterns / raw_filter}}
 
 Runs the same code as `kgexplain build` (shipped toy net, N synthetic images of --category cropped to their
 boxes, N background images for the normalisation) in a temporary store, with a data seed of your choice.
@@ -38,6 +39,7 @@ def main() -> None:
         "raw_filter": round(st["raw_filter"], 4),
         "random": round(st["random"], 4),
         "ratio": round(st["ratio"], 3),
+        "per_layer": {name: round(v, 3) for name, v in st["per_layer"].items()},
         "seed": args.seed,
         "n": args.n,
         "category": args.category,

@@ -39,6 +39,13 @@ from .output import emit_result
 @click.option("--seed", type=int, default=0, help="Synthetic workload seed.")
 @click.option("--iterations", type=click.IntRange(min=1), default=None, help="EM iterations per layer (default 20).")
 @click.option("--parents", type=click.IntRange(min=1), default=None, help="Parents per pattern, M (default 15).")
+@click.option(
+    "--em-images",
+    type=click.IntRange(min=0),
+    default=None,
+    help="EM iterates on a seeded sample of this many images, then one pass infers on all (default 100; "
+    "0: EM on every image, as the paper; slower, see README 'Explanatory graphs').",
+)
 @click.option("--patches", type=click.IntRange(min=0), default=5, help="Top patches stored per pattern (0: none).")
 @click.option(
     "--top-inferences",
@@ -60,6 +67,7 @@ def build_command(
     seed: int,
     iterations: int | None,
     parents: int | None,
+    em_images: int | None,
     patches: int,
     top_inferences: int,
     batch_size: int | None,
@@ -85,6 +93,7 @@ def build_command(
         seed=seed,
         iterations=iterations,
         parents=parents,
+        em_images=em_images,
         patches=patches,
         top_inferences=top_inferences,
         device=job.device,

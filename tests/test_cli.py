@@ -86,7 +86,10 @@ def test_build_reference_workload_end_to_end(tmp_path: Path) -> None:
     assert first["mined"] and first["patterns"] == 96 * 13 * 2 + 128 * 10 * 2
     assert first["stored"]["patterns"] == first["patterns"] and first["stored"]["parents"] == first["edges"]
     st = first["stability"]
-    assert 0 < st["patterns"] < st["random"] and st["raw_filter"] > 0
+    # 8 images and 3 iterations: the figures are computed and stored, not meaningful (tests/test_stability_slow.py
+    # checks the quality on the reference workload)
+    assert st["patterns"] > 0 and st["random"] > 0 and st["raw_filter"] > 0
+    assert set(st["per_layer"]) == set(first["layers"])
     for info in first["layers"].values():
         assert (store / "artifacts" / info["contact_sheet"]).is_file()
     stats = json.loads(run("stats", "--store", str(store), "--json").stdout)["counts"]

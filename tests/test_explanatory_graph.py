@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from kgexplain.errors import UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
 from kgexplain.explanatory_graph.estep import Grid, e_step, e_step_numba, pad
-from kgexplain.explanatory_graph.parents import parent_scores, select_parents, slow_parent_scores
+from kgexplain.explanatory_graph.miner import parent_shift
+from kgexplain.explanatory_graph.parents import Parents, parent_scores, select_parents, slow_parent_scores
 from kgexplain.explanatory_graph.stability import layer_stability, part_array, raw_filter_peaks
 from kgexplain.features.cache import FeatureSet, Shard
 from kgexplain.features.geometry import LayerGeometry
@@ -121,8 +123,18 @@ def test_mining_is_deterministic_and_round_trips(tmp_path: Path) -> None:
         assert np.array_equal(la.mu, lc.mu) and la.geometry == lc.geometry and np.array_equal(la.std, lc.std)
 
 
-@pytest.mark.parametrize("with_parents", [False, True])
-def test_the_numba_kernel_matches_the_torch_e_step(with_parents: bool) -> None:
+@pytest.mark.parametrize(
+    ("with_parents", "agreement", "noise_mode"),
+    [
+        (False, False, "cell"),
+        (True, False, "cell"),
+        (True, True, "cell"),
+        (True, True, "window"),
+        (False, False, "window"),
+    ],
+)
+def test_the_numba_kernel_matches_the_torch_e_step(with_parents: bool, agreement: bool, noise_mode: str) -> None:
+    score_norm = agreement  # with the agreement cases
     torch.manual_seed(0)
     b, d, n, side, r = 6, 5, 3, 12, 2
     grid = Grid(side, side, 8.0, 8.0, 3.5, 3.5, r)
@@ -132,18 +144,22 @@ def test_the_numba_kernel_matches_the_torch_e_step(with_parents: bool) -> None:
     sigma = torch.rand(p) * 8 + 3
     filt = torch.arange(d).repeat_interleave(n)
     pred = mu[None].expand(b, -1, -1)
-    up = None
+    up, agree = None, None
     if with_parents:
         pu, m = 7, 3
         idx = torch.randint(0, pu, (p, m))
         up_pos, up_score = torch.rand(b, pu, 2) * 96, torch.rand(b, pu) * 2
-        up_mu, edge_w = torch.rand(pu, 2) * 96, torch.rand(p, m) + 0.1
-        w = edge_w[None] * up_score[:, idx].clamp(0, 1)
-        shift = (w[..., None] * (up_pos[:, idx] - up_mu[idx][None])).sum(-2) / w.sum(-1, keepdim=True)
+        up_mu, edge_w = torch.rand(pu, 2) * 96, (torch.rand(p, m) + 0.1) / 100
+        shift, agree = parent_shift(
+            Parents(idx, torch.zeros(p, m), torch.zeros(p, m)), up_mu, edge_w, up_pos, up_score, 1.0
+        )
+        assert agree.min() < 0.5 < agree.max()  # the case exercises the factor
         pred = pred + shift
-        up = (idx, up_pos, up_score, up_mu, edge_w)
-    pos_n, score_n, st_n = e_step_numba(f, mu, sigma, n, grid, 0.1, True, up, 1.0)
-    pos_t, score_t, st_t = e_step(pad(f, r), pred, sigma, filt, grid, 0.1, True)
+        up = (idx, up_pos, up_score, up_mu, edge_w, edge_w)
+    pos_n, score_n, st_n = e_step_numba(f, mu, sigma, n, grid, 0.1, True, up, 1.0, agreement, noise_mode, score_norm)
+    pos_t, score_t, st_t = e_step(
+        pad(f, r), pred, sigma, filt, grid, 0.1, True, agree if agreement else None, noise_mode, score_norm
+    )
     assert torch.allclose(pos_n, pos_t) and torch.allclose(score_n, score_t, rtol=1e-4, atol=1e-6)
     assert st_n is not None and st_t is not None
     for a, t in ((st_n.w, st_t.w), (st_n.dx, st_t.dx), (st_n.dy, st_t.dy), (st_n.dd, st_t.dd)):
@@ -209,3 +225,101 @@ def test_mining_on_the_gpu_matches_the_cpu() -> None:
     gpu = ExplanatoryGraphMiner(cfg, device="cuda").fit(feats, noise())
     for a, b in zip(cpu.layers, gpu.layers, strict=True):
         assert np.allclose(a.mu, b.mu, atol=0.5) and np.array_equal(a.parents, b.parents)
+
+
+@pytest.mark.parametrize("kernel", ["numba", "torch"])
+def test_parents_that_disagree_lower_the_patterns_responsibility(kernel: str) -> None:
+    """Eq. 3: two parents predict the child; on image 0 both moved by (+8, 0), on image 1 one moved by (+40, 0) and
+    one by (-24, 0): the same mean shift, so the same predicted position and the same activation under it, but the
+    parents disagree by 8 of their sigmas. With the agreement factor the noise component takes most of image 1's
+    activation and the score drops."""
+    grid = Grid(SIDE, SIDE, STRIDE, STRIDE, CENTRE, CENTRE, 3)
+    mu = torch.tensor([[px(6), px(6)]])
+    maps = np.stack([blob(SIDE, 6, 7, width=0.5)[None]] * 2).astype(np.float32)  # the child, 8 px right of mu
+    f = torch.from_numpy(maps)
+    up_mu = torch.tensor([[px(3), px(3)], [px(10), px(10)]])
+    up_pos = torch.stack((up_mu + torch.tensor([8.0, 0.0]), up_mu + torch.tensor([[40.0, 0.0], [-24.0, 0.0]])))
+    up_score = torch.ones(2, 2)
+    index, edge_w = torch.tensor([[0, 1]]), torch.full((1, 2), 1.0 / 8.0**2)
+    sigma = torch.tensor([6.0])
+
+    def run(agreement: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = []
+        for i in range(2):
+            one = (index, up_pos[i : i + 1], up_score[i : i + 1], up_mu, edge_w, edge_w)
+            if kernel == "numba":
+                pos, score, st = e_step_numba(f[i : i + 1], mu, sigma, 1, grid, 0.1, True, one, 1.0, agreement)
+            else:
+                shift, agree = parent_shift(Parents(index, edge_w, edge_w), up_mu, edge_w, one[1], one[2], 1.0)
+                pred = mu[None] + shift
+                pos, score, st = e_step(
+                    pad(f[i : i + 1], 3), pred, sigma, torch.zeros(1, dtype=torch.long), grid, 0.1, True,
+                    agree if agreement else None,
+                )  # fmt: skip
+            assert st is not None
+            out.append((pos[0, 0].numpy(), float(score[0, 0]), float(st.w[0])))
+        return np.array([o[0] for o in out]), np.array([o[1] for o in out]), np.array([o[2] for o in out])
+
+    pos, score, w = run(agreement=False)
+    assert np.allclose(pos, [[px(7), px(6)]] * 2) and score[0] == pytest.approx(score[1])
+    assert w[0] == pytest.approx(w[1])
+    pos_a, score_a, w_a = run(agreement=True)
+    assert np.allclose(pos_a, pos)  # the factor is the same at every cell: it does not move the pattern
+    assert w_a[0] == pytest.approx(w[0], rel=1e-3)  # parents that agree: unchanged
+    assert w_a[1] < 0.5 * w_a[0] and score_a[1] < 0.5 * score_a[0]
+
+
+def test_em_on_a_sample_then_one_pass_matches_em_on_every_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EM iterated on 150 of 300 images, then one inference pass over all 300, ends within a pixel of EM on all
+    300 (held in memory and streamed from the cache), and infers on every image."""
+    import kgexplain.explanatory_graph.miner as miner_module
+
+    rng = np.random.default_rng(2)
+    n = 300
+    maps = np.zeros((n, 1, SIDE, SIDE), np.float32)
+    truth = [(4.0, 4.0), (11.0, 10.0)]
+    for i in range(n):
+        for r, c in truth:
+            maps[i, 0] += blob(SIDE, r + rng.normal(0, 0.3), c + rng.normal(0, 0.3))
+        maps[i, 0] += rng.normal(0, 0.1, (SIDE, SIDE))
+    feats = {"top": feature_set("top", maps, geometry())}
+    cfg = EGConfig(layers=("top",), patterns=(2,), iterations=12, seed=1, em_images=0)
+    batch = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats)
+    sampled_cfg = EGConfig(layers=("top",), patterns=(2,), iterations=12, seed=1, em_images=150)
+    sampled = ExplanatoryGraphMiner(sampled_cfg, device="cpu").fit(feats)
+    monkeypatch.setattr(miner_module, "MEMORY_BUDGET", 0)
+    streamed = ExplanatoryGraphMiner(sampled_cfg, device="cpu").fit(feats)
+    want = batch.layers[0].mu[np.lexsort(batch.layers[0].mu.T)]
+    for g in (sampled, streamed):
+        got = g.layers[0].mu[np.lexsort(g.layers[0].mu.T)]
+        assert np.abs(got - want).max() < 1.0, (got, want)
+    inf = ExplanatoryGraphMiner(sampled_cfg, device="cpu").infer(sampled, feats)
+    assert inf.layers["top"].fires.all()
+
+
+def test_parents_are_rechosen_on_the_doubling_schedule() -> None:
+    cfg = EGConfig(parent_schedule="doubling")
+    assert [i for i in range(21) if cfg.parents_due(i)] == [1, 2, 4, 8, 16]
+    assert [i for i in range(5) if EGConfig(parent_schedule="every").parents_due(i)] == [1, 2, 3, 4]
+
+
+def test_the_fits_last_pass_is_the_inference() -> None:
+    feats, _, _ = two_layer_case(40, seed=8)
+    cfg = EGConfig(layers=("low", "up"), patterns=(3, 2), parents=2, iterations=4, em_images=25)
+    miner = ExplanatoryGraphMiner(cfg, device="cpu")
+    graph, inf = miner.fit_infer(feats, noise())
+    again = miner.infer(graph, feats)
+    assert inf.image_ids == again.image_ids
+    for name in ("low", "up"):
+        a, b = inf.layers[name], again.layers[name]
+        assert a.position.shape == (40, graph.layer(name).count, 2)
+        assert np.array_equal(a.position, b.position) and np.allclose(a.score, b.score) and (a.fires == b.fires).all()
+
+
+def test_a_graph_saved_before_the_eg2_options_reads_back_as_mined() -> None:
+    old = EGConfig.from_dict({"layers": ["a"], "iterations": 20})
+    assert (old.agreement, old.score_norm, old.em_images, old.parent_schedule) == (False, False, 0, "every")
+    new = EGConfig.from_dict(EGConfig(layers=("a",)).to_dict())
+    assert new == EGConfig(layers=("a",)) and new.em_images == 100 and new.parent_schedule == "doubling"
+    with pytest.raises(UsageError):
+        EGConfig(noise="loud")

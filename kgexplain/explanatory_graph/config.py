@@ -22,6 +22,19 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# What a graph mined before these options existed (ALGORITHM eg-1) was mined with: a saved config without them
+# reads back as this, so an old graph infers as it was mined.
+EG1: dict[str, Any] = {
+    "agreement": False,
+    "agree_sigma": "parent",
+    "noise": "cell",
+    "score_norm": False,
+    "freeze": 0.0,
+    "em_images": 0,
+    "parent_schedule": "every",
+}
+
+
 @dataclass(frozen=True)
 class EGConfig:
     """How to mine. ``layers`` bottom to top; per layer either ``patterns`` per filter or a ``density``."""
@@ -41,6 +54,30 @@ class EGConfig:
     fire_threshold: float = 1.0  # fires when F(x) * P^2 reaches this (in background standard deviations)
     seed: int = 0
     chunk_elements: int = 4_000_000  # images per E-step chunk = this / (patterns * window cells)
+    # eg-2 (issue 15): measured one by one on the reference workload, see the README's ablation table.
+    agreement: bool = False  # eq. 3's product over parents: a factor for how well the parents agree on an image
+    agree_sigma: str = "parent"  # the agreement's per-parent variance: the parent's sigma, or "spread" (eq. 4)
+    noise: str = "cell"  # the noise component: tau / (h w) per cell ("cell"), or tau x the pattern's mean window mass
+    score_norm: bool = False  # S = F P^2 with P of unit mass, (cell / sigma)^2 x the peak-1 Gaussian: see README
+    freeze: float = 0.0  # a filter whose patterns all moved less than this (cells) stops until parents change
+    em_images: int = 100  # EM iterates on a random sample of this many images (0: all), then one pass over all
+    parent_schedule: str = "doubling"  # parents (re)chosen before iterations 1, 2, 4, 8, ... or at "every" one
+
+    def __post_init__(self) -> None:
+        if self.noise not in ("cell", "window"):
+            raise UsageError(f"noise must be cell or window, not {self.noise!r}")
+        if self.parent_schedule not in ("every", "doubling"):
+            raise UsageError(f"parent_schedule must be every or doubling, not {self.parent_schedule!r}")
+        if self.em_images < 0 or self.freeze < 0:
+            raise UsageError("em_images and freeze must be >= 0")
+
+    def parents_due(self, iteration: int) -> bool:
+        """Whether parents are (re)chosen before E-step ``iteration`` (0-based; the first uses none)."""
+        if iteration < 1:
+            return False
+        if self.parent_schedule == "doubling":
+            return iteration & (iteration - 1) == 0
+        return True
 
     def patterns_for(self, index: int, map_h: int, map_w: int) -> int:
         if self.patterns:
@@ -71,4 +108,4 @@ class EGConfig:
         """The inverse of :meth:`to_dict` (JSON turns tuples into lists; unknown keys are ignored)."""
         known = set(cls.__dataclass_fields__)
         args: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
-        return cls(**args)
+        return cls(**{**EG1, **args})

@@ -63,6 +63,7 @@ class Stats:
 
 
 OFF_MAP = -1.0  # padding value: cells off the map can never be a pattern's inferred position
+FLOOR = 1e-30  # keeps a window-mode noise level positive where a pattern's Gaussian underflows
 TIE = 1e-12  # added to responses when ranking cells, so a window without response picks the cell nearest pred
 
 
@@ -79,12 +80,17 @@ def e_step(
     grid: Grid,
     tau: float,
     with_stats: bool = True,
+    agree: torch.Tensor | None = None,
+    noise: str = "cell",
+    score_norm: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
     """One chunk of images.
 
     fp: padded responses (B, D, h + 2r, w + 2r); pred: predicted positions (B, P, 2) px; sigma: (P,) px;
-    filt: (P,) channel of each pattern. Returns inferred positions (B, P, 2) px, scores (B, P) and the chunk's
-    M-step statistics.
+    filt: (P,) channel of each pattern; agree: (B, P) the parents' agreement factor (eq. 3), or None for 1;
+    noise: ``cell`` (tau / (h w) per cell) or ``window`` (tau x the pattern's mean density over its window);
+    score_norm: score with the unit-mass Gaussian, S = F (g (cell / sigma)^2)^2, instead of the peak-1 g.
+    Returns inferred positions (B, P, 2) px, scores (B, P) and the chunk's M-step statistics.
     """
     b, _d, hp, wp = fp.shape
     r, k = grid.r, grid.k
@@ -100,6 +106,9 @@ def e_step(
     gx = torch.exp(-(dxp * dxp) * inv)
     gy = torch.exp(-(dyp * dyp) * inv)
     g = gy[..., :, None] * gx[..., None, :]  # (B, P, k, k)
+    plain = g  # without the agreement factor: the noise level is the pattern's own mass
+    if agree is not None:
+        g = g * agree.to(dt)[..., None, None]
     # Flat index of every window cell in the padded maps of the batch.
     base = (filt * (hp * wp))[None, :] + cj * wp + ci  # (B, P); padded cell (cj + r, ci + r) minus (r, r)
     grid_off = (torch.arange(k, device=dev)[:, None] * wp + torch.arange(k, device=dev)[None, :]).view(-1)
@@ -112,15 +121,24 @@ def e_step(
     score = torch.gather(fw.clamp_min(0).view(b, g.shape[1], -1) * g2.view(b, g.shape[1], -1), 2, arg[..., None])[
         ..., 0
     ]
+    if score_norm:
+        score = score * ((grid.sx * grid.sy) / (sigma * sigma)).to(dt)[None, :] ** 2
     ky, kx = arg // k, arg % k
     pos = torch.stack((grid.cx + (ci + kx - r) * grid.sx, grid.cy + (cj + ky - r) * grid.sy), dim=-1).to(pred.dtype)
     if not with_stats:
         return pos, score, None
 
     area = grid.sx * grid.sy / (2.0 * math.pi)
-    dens = g * (area / (sigma * sigma)).to(dt)[None, :, None, None]
+    scale = (area / (sigma * sigma)).to(dt)[None, :, None, None]
+    dens = g * scale
     sib = torch.zeros_like(flat).scatter_add_(1, idx, dens.view(b, -1))
-    resp = dens / (sib.gather(1, idx).view_as(g) + tau / (grid.h * grid.w))
+    if noise == "window":  # tau x the mean density of the pattern over the window cells on the map
+        on_map = (fw >= 0).to(dt)
+        mass = (plain * scale * on_map).sum((-2, -1)) / on_map.sum((-2, -1)).clamp_min(1.0)
+        level: torch.Tensor | float = tau * mass[..., None, None] + FLOOR
+    else:
+        level = tau / (grid.h * grid.w)
+    resp = dens / (sib.gather(1, idx).view_as(g) + level)
     wgt = fw.clamp_min(0) * resp
     wx = wgt.sum(-2)  # (B, P, k): summed over rows -> weight per column offset
     wy = wgt.sum(-1)  # (B, P, k): per row offset
@@ -141,6 +159,43 @@ def numba_available() -> bool:
     return True
 
 
+Upper = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+Shift = tuple[np.ndarray, np.ndarray]
+
+
+def _arr(t: torch.Tensor, dtype: type = np.float32) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
+
+
+def numba_shift(upper: Upper, fire: float, agreement: bool) -> Shift:
+    """The parents' shift Delta (B, P, 2) and agreement (B, P) on a set of images, for ``e_step_numba``.
+
+    ``upper`` = (parent index (P, M), the parents' positions (B, Pu, 2) and scores (B, Pu) on these images, their
+    mu (Pu, 2), the edge weights (P, M) of the shift and (P, M) of the agreement). They change only when the
+    parents do, so callers compute them once per parent set and pass them to every E-step on the same images.
+    """
+    # lazy: importing the kernel loads numba, which only the CPU path needs
+    from kgexplain.explanatory_graph.estep_numba import parent_shift_kernel
+
+    idx, pos_u, score_u, mu_u, edge_w, agree_w = upper
+    b, p = pos_u.shape[0], idx.shape[0]
+    shift = np.empty((b, p, 2), np.float32)
+    agree = np.empty((b, p), np.float32)
+    parent_shift_kernel(
+        _arr(idx, np.int64),
+        _arr(pos_u),
+        _arr(score_u),
+        _arr(mu_u),
+        _arr(edge_w),
+        _arr(agree_w),
+        float(fire),
+        agreement,
+        shift,
+        agree,
+    )
+    return shift, agree
+
+
 def e_step_numba(
     f: torch.Tensor,
     mu: torch.Tensor,
@@ -149,42 +204,37 @@ def e_step_numba(
     grid: Grid,
     tau: float,
     with_stats: bool = True,
-    upper: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    upper: Upper | None = None,
     fire: float = 1.0,
+    agreement: bool = False,
+    noise: str = "cell",
+    score_norm: bool = False,
+    active: torch.Tensor | None = None,
+    shift: Shift | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
     """``e_step`` on *unpadded* CPU responses (B, D, h, w) through the fused numba kernel.
 
-    The prediction ``mu + Delta`` is computed inside the kernel from ``upper`` = (parent index (P, M), the
-    parents' positions (B, Pu, 2) and scores (B, Pu) on these images, their mu (Pu, 2), the edge weights (P, M)).
+    The prediction ``mu + Delta`` comes from ``shift`` (``numba_shift`` of these images), or is computed here from
+    ``upper`` (see ``numba_shift``). ``active`` (D,) bool skips the filters that are False (their outputs are zero).
     """
     # lazy: importing the kernel loads numba, which only the CPU path needs
     from kgexplain.explanatory_graph.estep_numba import estep_kernel
 
-    def arr(t: torch.Tensor, dtype: type = np.float32) -> np.ndarray:
-        return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
-
     b, p = f.shape[0], mu.shape[0]
-    if upper is None:
-        parents = np.zeros((p, 0), np.int64)
-        up_pos, up_score = np.zeros((b, 1, 2), np.float32), np.zeros((b, 1), np.float32)
-        up_mu, up_inv = np.zeros((1, 2), np.float32), np.zeros((p, 0), np.float32)
-    else:
-        idx, pos_u, score_u, mu_u, edge_w = upper
-        parents, up_pos, up_score, up_mu = arr(idx, np.int64), arr(pos_u), arr(score_u), arr(mu_u)
-        up_inv = arr(edge_w)
+    if shift is None and upper is not None:
+        shift = numba_shift(upper, fire, agreement)
+    has_shift = shift is not None
+    delta, agree = shift if shift is not None else (np.zeros((1, 1, 2), np.float32), np.ones((1, 1), np.float32))
     pos = np.empty((b, p, 2), np.float32)
     score = np.empty((b, p), np.float32)
     st = np.empty((b, p, 4) if with_stats else (1, 1, 4), np.float64)
     estep_kernel(
-        arr(f),
-        arr(mu),
-        parents,
-        up_pos,
-        up_score,
-        up_mu,
-        up_inv,
-        float(fire),
-        arr(sigma),
+        _arr(f),
+        _arr(mu),
+        has_shift,
+        delta,
+        agree,
+        _arr(sigma),
         n_per_filter,
         float(grid.sx),
         float(grid.sy),
@@ -193,6 +243,9 @@ def e_step_numba(
         grid.r,
         float(tau),
         with_stats,
+        noise == "window",
+        score_norm,
+        np.ones(f.shape[1], np.bool_) if active is None else _arr(active, np.bool_),
         pos,
         score,
         st,

@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 TIE = 1e-12
+FLOOR = 1e-30  # as estep.FLOOR
 
 
 @njit(fastmath=True, cache=True, inline="always")
@@ -47,15 +48,60 @@ def _axis_gaussian(d0: float, step: float, inv: float, r: int, out: np.ndarray) 
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def estep_kernel(
-    f: np.ndarray,  # (B, D, h, w) float32 responses F(x) >= 0
-    mu: np.ndarray,  # (P, 2) float32 prior positions, px
-    parents: np.ndarray,  # (P, M) int64 indices into the upper layer (M = 0: no parents)
+def parent_shift_kernel(
+    parents: np.ndarray,  # (P, M) int64 indices into the upper layer
     up_pos: np.ndarray,  # (B, Pu, 2) float32 parents' inferred positions
     up_score: np.ndarray,  # (B, Pu) float32 parents' scores
     up_mu: np.ndarray,  # (Pu, 2) float32
     edge_w: np.ndarray,  # (P, M) float32 weight of each parent in the shift
+    agree_w: np.ndarray,  # (P, M) float32 1 / variance of each parent's displacement in the agreement
     fire: float,
+    agreement: bool,
+    out_shift: np.ndarray,  # (B, P, 2) float32: Delta, the weighted mean displacement of the parents that fire
+    out_agree: np.ndarray,  # (B, P) float32: exp(-1/2 sum_m w_m |d_m - Delta|^2 / M), or 1 without agreement
+) -> None:
+    """``miner.parent_shift`` for every image and pattern; the E-step reads it (once per parent set, not per pass)."""
+    b_count = up_pos.shape[0]
+    p_count, m_count = parents.shape
+    for b in prange(b_count):
+        for v in range(p_count):
+            tw = 0.0
+            ddx = 0.0
+            ddy = 0.0
+            for m in range(m_count):
+                u = parents[v, m]
+                wf = min(max(up_score[b, u] / fire, 0.0), 1.0) * edge_w[v, m]
+                tw += wf
+                ddx += wf * (up_pos[b, u, 0] - up_mu[u, 0])
+                ddy += wf * (up_pos[b, u, 1] - up_mu[u, 1])
+            if tw > 0.0:
+                ddx /= tw
+                ddy /= tw
+            else:
+                ddx = 0.0
+                ddy = 0.0
+            out_shift[b, v, 0] = ddx
+            out_shift[b, v, 1] = ddy
+            ag = 1.0
+            if agreement and m_count > 0:
+                spread = 0.0
+                for m in range(m_count):
+                    u = parents[v, m]
+                    wf = min(max(up_score[b, u] / fire, 0.0), 1.0) * agree_w[v, m]
+                    ex = up_pos[b, u, 0] - up_mu[u, 0] - ddx
+                    ey = up_pos[b, u, 1] - up_mu[u, 1] - ddy
+                    spread += wf * (ex * ex + ey * ey)
+                ag = math.exp(-0.5 * spread / m_count)
+            out_agree[b, v] = ag
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def estep_kernel(
+    f: np.ndarray,  # (B, D, h, w) float32 responses F(x) >= 0
+    mu: np.ndarray,  # (P, 2) float32 prior positions, px
+    has_shift: bool,  # whether the patterns have parents (else shift and agree are not read)
+    shift: np.ndarray,  # (B, P, 2) float32 the parents' shift Delta per image (parent_shift_kernel)
+    agree: np.ndarray,  # (B, P) float32 the parents' agreement per image
     sigma: np.ndarray,  # (P,) float32
     n_per_filter: int,
     sx: float,
@@ -65,6 +111,9 @@ def estep_kernel(
     r: int,
     tau: float,
     with_stats: bool,
+    noise_window: bool,  # noise level tau x the pattern's mean window density (else tau / (h w) per cell)
+    score_norm: bool,  # scores with the unit-mass Gaussian, (cell / sigma)^2 x its peak-1 form
+    active: np.ndarray,  # (D,) bool: filters to compute; the others' outputs are left zero
     out_pos: np.ndarray,  # (B, P, 2) float32
     out_score: np.ndarray,  # (B, P) float32
     out_stats: np.ndarray,  # (B, P, 4) float64: w, w*dx, w*dy, w*|d|^2
@@ -73,8 +122,8 @@ def estep_kernel(
     k = 2 * r + 1
     noise = tau / (h * w)
     area = sx * sy / (2.0 * math.pi)
+    cell = sx * sy
     n = n_per_filter
-    m_count = parents.shape[1]
     for b in prange(b_count):
         sib = np.zeros((h, w), np.float32)
         gx = np.empty((n, k), np.float32)
@@ -82,28 +131,30 @@ def estep_kernel(
         ci = np.empty(n, np.int64)
         cj = np.empty(n, np.int64)
         pr = np.empty((n, 2), np.float32)
+        lvl = np.empty(n, np.float32)
         for d in range(d_count):
+            if not active[d]:
+                for t in range(n):
+                    v = d * n + t
+                    out_pos[b, v, 0] = 0.0
+                    out_pos[b, v, 1] = 0.0
+                    out_score[b, v] = 0.0
+                    if with_stats:
+                        for j in range(4):
+                            out_stats[b, v, j] = 0.0
+                continue
             if with_stats:
                 sib[:, :] = 0.0
             for t in range(n):
                 v = d * n + t
-                # pred = mu + Delta: the weighted mean displacement of the parents that fire on this image.
+                # pred = mu + Delta, and the Gaussian scaled by the parents' agreement (eq. 3).
                 px = mu[v, 0]
                 py = mu[v, 1]
-                if m_count > 0:
-                    tw = 0.0
-                    ddx = 0.0
-                    ddy = 0.0
-                    for m in range(m_count):
-                        u = parents[v, m]
-                        wf = up_score[b, u] / fire
-                        wf = min(max(wf, 0.0), 1.0) * edge_w[v, m]
-                        tw += wf
-                        ddx += wf * (up_pos[b, u, 0] - up_mu[u, 0])
-                        ddy += wf * (up_pos[b, u, 1] - up_mu[u, 1])
-                    if tw > 0.0:
-                        px += ddx / tw
-                        py += ddy / tw
+                ag = np.float32(1.0)
+                if has_shift:
+                    px += shift[b, v, 0]
+                    py += shift[b, v, 1]
+                    ag = agree[b, v]
                 pr[t, 0] = px
                 pr[t, 1] = py
                 i0 = round((px - cx) / sx)
@@ -119,11 +170,20 @@ def estep_kernel(
                     c = area / (sigma[v] * sigma[v])
                     y0, y1 = max(j0 - r, 0), min(j0 + r + 1, h)
                     x0, x1 = max(i0 - r, 0), min(i0 + r + 1, w)
+                    if noise_window:  # the pattern's own mean density over its window cells on the map
+                        mass = 0.0
+                        for y in range(y0, y1):
+                            for x in range(x0, x1):
+                                mass += gy[t, y - j0 + r] * gx[t, x - i0 + r]
+                        lvl[t] = tau * c * mass / ((y1 - y0) * (x1 - x0)) + FLOOR
                     for y in range(y0, y1):
-                        gyc = gy[t, y - j0 + r] * c
+                        gyc = gy[t, y - j0 + r] * c * ag
                         for x in range(x0, x1):
                             sib[y, x] += gyc * gx[t, x - i0 + r]
-            if with_stats:
+                if ag != 1.0:
+                    for o in range(k):
+                        gx[t, o] *= ag
+            if with_stats and not noise_window:
                 for y in range(h):  # one reciprocal per cell instead of one division per window cell
                     for x in range(w):
                         sib[y, x] = 1.0 / (sib[y, x] + noise)
@@ -159,13 +219,17 @@ def estep_kernel(
                             by = y
                         if with_stats:
                             dx = np.float32(cx + x * sx - px)
-                            wt = fv * (g * c) * sib[y, x]
+                            # sib holds 1 / (mixture + noise) per cell, or the mixture alone (window noise)
+                            wt = fv * (g * c) / (sib[y, x] + lvl[t]) if noise_window else fv * (g * c) * sib[y, x]
                             sw += wt
                             sdx += wt * dx
                             sdy += wt * dy
                             sdd += wt * (dx * dx + dy * dy)
                 out_pos[b, v, 0] = cx + bx * sx
                 out_pos[b, v, 1] = cy + by * sy
+                if score_norm:
+                    q = cell / (sigma[v] * sigma[v])
+                    best_s *= np.float32(q * q)
                 out_score[b, v] = best_s
                 if with_stats:
                     out_stats[b, v, 0] = sw

@@ -21,7 +21,16 @@ import torch
 from kgexplain.devices import resolve_device
 from kgexplain.errors import DataError, UsageError
 from kgexplain.explanatory_graph.config import EGConfig
-from kgexplain.explanatory_graph.estep import Grid, Stats, e_step, e_step_numba, numba_available, pad
+from kgexplain.explanatory_graph.estep import (
+    Grid,
+    Shift,
+    Stats,
+    e_step,
+    e_step_numba,
+    numba_available,
+    numba_shift,
+    pad,
+)
 from kgexplain.explanatory_graph.graph import ExplanatoryGraph, Inference, LayerInference, LayerPatterns
 from kgexplain.explanatory_graph.normalise import background_std, responses
 from kgexplain.explanatory_graph.parents import Parents, candidates, select_parents
@@ -50,6 +59,18 @@ class LayerData:
         if self.bytes <= MEMORY_BUDGET:
             parts = [self._prepare(x) for _, x in fs.chunks(256, device=device)]
             self.cache = torch.cat(parts) if parts else torch.zeros(0, d, h + 2 * self.r, w + 2 * self.r, device=device)
+
+    def sample(self, rows: np.ndarray) -> LayerData:
+        """The same layer on a subset of its images (held in memory)."""
+        sub = object.__new__(LayerData)
+        sub.fs, sub.std, sub.beta, sub.device, sub.r = self.fs, self.std, self.beta, self.device, self.r
+        sub.n = len(rows)
+        if self.cache is not None:
+            sub.cache = self.cache[torch.from_numpy(rows).to(self.device)]
+        else:
+            sub.cache = self._prepare(self.fs.get(rows, device=self.device))
+        sub.bytes = int(sub.cache.numel()) * 4
+        return sub
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return pad(responses(x, self.std, self.beta), self.r).contiguous()
@@ -83,6 +104,7 @@ class LayerState:
     score: torch.Tensor  # (n, P)
     std: torch.Tensor
     seconds: dict[str, float] = field(default_factory=dict)
+    skipped: float = 0.0  # share of the EM's filter iterations skipped because the filter had stopped moving
 
 
 def make_grid(g: LayerGeometry, window: float) -> Grid:
@@ -96,6 +118,15 @@ def edge_weights(parents: Parents, upper_sigma: torch.Tensor) -> torch.Tensor:
     return 1.0 / (upper_sigma[parents.index] ** 2)
 
 
+def agreement_weights(parents: Parents, upper_sigma: torch.Tensor, mode: str) -> torch.Tensor:
+    """(P, M) 1 / variance of each parent's displacement in the agreement factor: the parent's own sigma
+    ("parent", as in the shift) or the spread of the child-parent displacement over the images ("spread", eq. 4's
+    sigma_V' "estimated from data"), plus one pixel."""
+    if mode == "spread":
+        return 1.0 / (parents.spread**2 + 1.0)
+    return edge_weights(parents, upper_sigma)
+
+
 def parent_shift(
     parents: Parents,
     upper_mu: torch.Tensor,
@@ -103,15 +134,23 @@ def parent_shift(
     upper_pos: torch.Tensor,
     upper_score: torch.Tensor,
     fire: float,
-) -> torch.Tensor:
-    """Delta (B, P, 2) for a chunk of images from the parents' inferred positions (B, P_up, 2)."""
+    agree_w: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Delta (B, P, 2) for a chunk of images from the parents' inferred positions (B, P_up, 2), and the parents'
+    agreement (B, P): eq. 3's product of the M parents' Gaussians to the power 1/M is a Gaussian around
+    mu + Delta times exp(-1/2 sum_m w_m |d_m - Delta|^2 / M), d_m a parent's displacement, w_m = 1 / sigma_m^2 (only
+    parents that fire on the image count)."""
     idx = parents.index  # (P, M)
     disp = upper_pos[:, idx] - upper_mu[idx][None]  # (B, P, M, 2)
     w = edge_w[None] * (upper_score[:, idx] / fire).clamp(0, 1)  # (B, P, M)
     total = w.sum(-1, keepdim=True)
-    return torch.where(
+    shift = torch.where(
         total > 0, (w[..., None] * disp).sum(-2) / total.clamp_min(1e-30), torch.zeros_like(disp[..., 0, :])
     )
+    if agree_w is not None:
+        w = agree_w[None] * (upper_score[:, idx] / fire).clamp(0, 1)
+    spread = (w * ((disp - shift[..., None, :]) ** 2).sum(-1)).sum(-1)
+    return shift, torch.exp(-0.5 * spread / max(1, idx.shape[1]))
 
 
 class ExplanatoryGraphMiner:
@@ -139,19 +178,45 @@ class ExplanatoryGraphMiner:
         with_stats: bool,
         parents: Parents | None,
         upper: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
+        active: torch.Tensor | None = None,
+        shift: Shift | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
-        """One chunk; ``upper`` = (mu, sigma, positions, scores) of the parents' layer on these images."""
+        """One chunk; ``upper`` = (mu, sigma, positions, scores) of the parents' layer on these images; ``active``
+        (D,) bool: the filters the numba kernel computes (the torch form computes all; callers keep the others');
+        ``shift``: the numba kernel's precomputed parent shift for these images (``numba_shift``)."""
         cfg = self.config
         edge_w = edge_weights(parents, upper[1]) if parents is not None and upper is not None else None
         if self.kernel == "numba":
             up = None
             if parents is not None and upper is not None and edge_w is not None:
-                up = (parents.index, upper[2], upper[3], upper[0], edge_w)
-            return e_step_numba(f, mu, sigma, n_pat, grid, cfg.tau, with_stats, up, cfg.fire_threshold)
+                up = (
+                    parents.index, upper[2], upper[3], upper[0], edge_w,
+                    agreement_weights(parents, upper[1], cfg.agree_sigma),
+                )  # fmt: skip
+            return e_step_numba(
+                f,
+                mu,
+                sigma,
+                n_pat,
+                grid,
+                cfg.tau,
+                with_stats,
+                up,
+                cfg.fire_threshold,
+                cfg.agreement,
+                cfg.noise,
+                cfg.score_norm,
+                active,
+                shift,
+            )
         pred = mu[None].expand(f.shape[0], -1, -1)
+        agree = None
         if parents is not None and upper is not None and edge_w is not None:
-            pred = pred + parent_shift(parents, upper[0], edge_w, upper[2], upper[3], cfg.fire_threshold)
-        return e_step(f, pred, sigma, filt, grid, cfg.tau, with_stats)
+            agree_w = agreement_weights(parents, upper[1], cfg.agree_sigma)
+            delta, agree = parent_shift(parents, upper[0], edge_w, upper[2], upper[3], cfg.fire_threshold, agree_w)
+            pred = pred + delta
+        agree = agree if cfg.agreement else None
+        return e_step(f, pred, sigma, filt, grid, cfg.tau, with_stats, agree, cfg.noise, cfg.score_norm)
 
     def _chunk(self, patterns: int, grid: Grid) -> int:
         if self.kernel == "numba":
@@ -171,6 +236,17 @@ class ExplanatoryGraphMiner:
         ``negatives`` (background images) give the normalisation; without them the object images' own statistics
         are used (documented fallback).
         """
+        return self.fit_infer(features, negatives, model, progress)[0]
+
+    def fit_infer(
+        self,
+        features: Mapping[str, FeatureSet],
+        negatives: Mapping[str, FeatureSet] | None = None,
+        model: str = "",
+        progress: Progress | None = None,
+    ) -> tuple[ExplanatoryGraph, Inference]:
+        """``fit``, and the inference on the same images that the fit's last pass computed (what ``infer`` on
+        these features returns, without a second pass)."""
         cfg = self.config
         names = list(cfg.layers)
         missing = [n for n in names if n not in features]
@@ -201,10 +277,20 @@ class ExplanatoryGraphMiner:
         stats = {
             "seconds": round(time.perf_counter() - t_start, 3),
             "layer_seconds": {n: states[n].seconds for n in names},
+            "layer_skipped": {n: round(states[n].skipped, 3) for n in names},
             "images": next(iter(n_images)),
             "device": str(self.device),
         }
-        return ExplanatoryGraph(model, layers, cfg.to_dict(), stats)
+        graph = ExplanatoryGraph(model, layers, cfg.to_dict(), stats)
+        inference = {
+            n: LayerInference(
+                states[n].pos.cpu().numpy(),
+                states[n].score.cpu().numpy(),
+                (states[n].score >= cfg.fire_threshold).cpu().numpy(),
+            )
+            for n in names
+        }
+        return graph, Inference(inference, list(features[names[0]].ids))
 
     def _init_positions(self, data: LayerData, n_patterns: int, grid: Grid, gen: torch.Generator) -> torch.Tensor:
         """N distinct cells per filter by k-means++ seeding on the filter's mean response map: the first cell is
@@ -269,8 +355,14 @@ class ExplanatoryGraphMiner:
         sigma = torch.full((p,), min(cfg.init_sigma * side * stride, sigma_max), device=self.device)
         mu = self._init_positions(data, n_pat, grid, gen)
         n = data.n
-        pos = torch.zeros(n, p, 2, device=self.device)
-        score = torch.zeros(n, p, device=self.device)
+        rows = self._em_rows(n, gen)  # EM on these images; the final pass infers on every image
+        em = data.sample(rows) if rows is not None else data
+        up_em: tuple[torch.Tensor, torch.Tensor] | None = None  # the upper layer's inferences on the EM images
+        if upper is not None:
+            sel = torch.from_numpy(rows).to(self.device) if rows is not None else slice(None)
+            up_em = (upper.pos[sel], upper.score[sel])
+        pos = torch.zeros(em.n, p, 2, device=self.device)
+        score = torch.zeros(em.n, p, device=self.device)
         chunk = self._chunk(p, grid)
         parents: Parents | None = None
         cand = None
@@ -279,26 +371,74 @@ class ExplanatoryGraphMiner:
                 upper.mu, upper.pos, upper.score, geo.input_w, geo.input_h, cfg.border, cfg.max_candidates
             )
         seconds = {"em": 0.0, "parents": 0.0}
+        skipped = 0
+        frozen = torch.zeros(d, dtype=torch.bool, device=self.device)  # filters whose patterns stopped moving
+        shift: Shift | None = None  # numba: the parents' shift on the images EM runs on, per parent set
+        shift_for: tuple[Parents | None, LayerData] | None = None
         for it in range(cfg.iterations + 1):
             final = it == cfg.iterations
-            if upper is not None and cand is not None and it >= 1:
+            if up_em is not None and cand is not None and cfg.parents_due(it):
                 t = time.perf_counter()
-                parents = select_parents(pos, score, upper.pos, upper.score, cand, cfg.parents)
+                parents = select_parents(pos, score, up_em[0], up_em[1], cand, cfg.parents)
                 seconds["parents"] += time.perf_counter() - t
+                frozen[:] = False  # new parents, new predictions: every filter moves again
+            if final:
+                frozen[:] = False
+            held = frozen[filt]  # (P,) patterns that keep their last positions, scores and parameters
+            skipped += int(frozen.sum())
             t = time.perf_counter()
+            if final and em is not data:  # the last pass infers on every image
+                em = data
+                pos = torch.zeros(n, p, 2, device=self.device)
+                score = torch.zeros(n, p, device=self.device)
             stats = Stats.zeros(p, self.device)
-            for sl, f in data.chunks(chunk):
-                up = (upper.mu, upper.sigma, upper.pos[sl], upper.score[sl]) if upper is not None else None
-                ps, sc, st = self._e_step(f, mu, sigma, filt, n_pat, grid, not final, parents, up)
+            src: tuple[torch.Tensor, torch.Tensor] | None = None
+            if upper is not None and up_em is not None:
+                src = (upper.pos, upper.score) if em is data else up_em
+                if (
+                    self.kernel == "numba"
+                    and parents is not None
+                    and not (shift_for and shift_for[0] is parents and shift_for[1] is em)
+                ):
+                    edges = (
+                        parents.index, src[0], src[1], upper.mu, edge_weights(parents, upper.sigma),
+                        agreement_weights(parents, upper.sigma, cfg.agree_sigma),
+                    )  # fmt: skip
+                    shift, shift_for = numba_shift(edges, cfg.fire_threshold, cfg.agreement), (parents, em)
+            for sl, f in em.chunks(chunk):
+                up = None
+                if upper is not None and src is not None:
+                    up = (upper.mu, upper.sigma, src[0][sl], src[1][sl])
+                active = ~frozen if bool(frozen.any()) else None
+                sh = (shift[0][sl], shift[1][sl]) if shift is not None and parents is not None else None
+                ps, sc, st = self._e_step(f, mu, sigma, filt, n_pat, grid, not final, parents, up, active, sh)
+                if active is not None:
+                    ps[:, held], sc[:, held] = pos[sl][:, held], score[sl][:, held]
                 pos[sl], score[sl] = ps, sc
                 if st is not None:
                     stats.add(st)
             if not final:
-                mu, sigma = self._m_step(mu, sigma, stats, sigma_max)
+                new_mu, new_sigma = self._m_step(mu, sigma, stats, sigma_max)
+                new_mu = torch.where(held[:, None], mu, new_mu)
+                new_sigma = torch.where(held, sigma, new_sigma)
+                if cfg.freeze > 0:  # a filter all of whose patterns moved less than `freeze` cells stops iterating
+                    still = ((new_mu - mu).norm(dim=-1) < cfg.freeze * stride) & (
+                        (new_sigma - sigma).abs() < cfg.freeze * stride
+                    )
+                    frozen |= still.view(d, n_pat).all(1)
+                mu, sigma = new_mu, new_sigma
             seconds["em"] += time.perf_counter() - t
             advance(1)
         seconds["total"] = time.perf_counter() - t0
-        return LayerState(name, geo, grid, filt, kk, mu, sigma, parents, pos, score, std, seconds)
+        share = skipped / max(1, d * cfg.iterations)
+        return LayerState(name, geo, grid, filt, kk, mu, sigma, parents, pos, score, std, seconds, share)
+
+    def _em_rows(self, n: int, gen: torch.Generator) -> np.ndarray | None:
+        """The images EM iterates on: all (None), or a seeded random sample of ``em_images`` (sorted)."""
+        k = self.config.em_images
+        if not k or k >= n:
+            return None
+        return np.sort(torch.randperm(n, generator=gen)[:k].numpy())
 
     @staticmethod
     def _m_step(
