@@ -46,6 +46,13 @@ from .output import emit_result
     help="EM iterates on a seeded sample of this many images, then one pass infers on all (default 100; "
     "0: EM on every image, as the paper; slower, see README 'Explanatory graphs').",
 )
+@click.option(
+    "--em-batch",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Stepwise EM: each iteration's E-step on this many of the EM images, statistics averaged with decaying "
+    "steps (default 0: every EM image each iteration; faster on large models, less stable, see README).",
+)
 @click.option("--patches", type=click.IntRange(min=0), default=5, help="Top patches stored per pattern (0: none).")
 @click.option(
     "--top-inferences",
@@ -68,6 +75,7 @@ def build_command(
     iterations: int | None,
     parents: int | None,
     em_images: int | None,
+    em_batch: int | None,
     patches: int,
     top_inferences: int,
     batch_size: int | None,
@@ -94,6 +102,7 @@ def build_command(
         iterations=iterations,
         parents=parents,
         em_images=em_images,
+        em_batch=em_batch,
         patches=patches,
         top_inferences=top_inferences,
         device=job.device,

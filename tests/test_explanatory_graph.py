@@ -271,7 +271,8 @@ def test_parents_that_disagree_lower_the_patterns_responsibility(kernel: str) ->
 
 def test_em_on_a_sample_then_one_pass_matches_em_on_every_image(monkeypatch: pytest.MonkeyPatch) -> None:
     """EM iterated on 150 of 300 images, then one inference pass over all 300, ends within a pixel of EM on all
-    300 (held in memory and streamed from the cache), and infers on every image."""
+    300 (held in memory and streamed from the cache), and infers on every image; so does stepwise EM on
+    mini-batches of 30."""
     import kgexplain.explanatory_graph.miner as miner_module
 
     rng = np.random.default_rng(2)
@@ -295,6 +296,10 @@ def test_em_on_a_sample_then_one_pass_matches_em_on_every_image(monkeypatch: pyt
         assert np.abs(got - want).max() < 1.0, (got, want)
     inf = ExplanatoryGraphMiner(sampled_cfg, device="cpu").infer(sampled, feats)
     assert inf.layers["top"].fires.all()
+    # Stepwise EM: every iteration's E-step on 30 fresh images, statistics averaged with decaying step sizes.
+    stepwise = EGConfig(layers=("top",), patterns=(2,), iterations=12, seed=1, em_images=0, em_batch=30)
+    g = ExplanatoryGraphMiner(stepwise, device="cpu").fit(feats)
+    assert np.abs(g.layers[0].mu[np.lexsort(g.layers[0].mu.T)] - want).max() < 1.0
 
 
 def test_parents_are_rechosen_on_the_doubling_schedule() -> None:

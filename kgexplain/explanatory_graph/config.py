@@ -31,6 +31,7 @@ EG1: dict[str, Any] = {
     "score_norm": False,
     "freeze": 0.0,
     "em_images": 0,
+    "em_batch": 0,
     "parent_schedule": "every",
 }
 
@@ -61,6 +62,8 @@ class EGConfig:
     score_norm: bool = False  # S = F P^2 with P of unit mass, (cell / sigma)^2 x the peak-1 Gaussian: see README
     freeze: float = 0.0  # a filter whose patterns all moved less than this (cells) stops until parents change
     em_images: int = 100  # EM iterates on a random sample of this many images (0: all), then one pass over all
+    em_batch: int = 0  # stepwise EM: each iteration's E-step on this many of the EM images (0: all of them)
+    em_decay: float = 0.7  # stepwise EM's step size at iteration k: (k + 1) ** -em_decay
     parent_schedule: str = "doubling"  # parents (re)chosen before iterations 1, 2, 4, 8, ... or at "every" one
 
     def __post_init__(self) -> None:
@@ -68,8 +71,10 @@ class EGConfig:
             raise UsageError(f"noise must be cell or window, not {self.noise!r}")
         if self.parent_schedule not in ("every", "doubling"):
             raise UsageError(f"parent_schedule must be every or doubling, not {self.parent_schedule!r}")
-        if self.em_images < 0 or self.freeze < 0:
-            raise UsageError("em_images and freeze must be >= 0")
+        if self.em_images < 0 or self.freeze < 0 or self.em_batch < 0:
+            raise UsageError("em_images, em_batch and freeze must be >= 0")
+        if not 0.5 < self.em_decay <= 1.0:
+            raise UsageError(f"em_decay must be in (0.5, 1], not {self.em_decay}")
 
     def parents_due(self, iteration: int) -> bool:
         """Whether parents are (re)chosen before E-step ``iteration`` (0-based; the first uses none)."""

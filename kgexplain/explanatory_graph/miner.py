@@ -118,6 +118,19 @@ def edge_weights(parents: Parents, upper_sigma: torch.Tensor) -> torch.Tensor:
     return 1.0 / (upper_sigma[parents.index] ** 2)
 
 
+def absolute_stats(st: Stats, mu: torch.Tensor, scale: float) -> list[torch.Tensor]:
+    """E-step statistics (offsets from mu + Delta) as sums over p - Delta, scaled: sum w, sum w x, sum w y,
+    sum w |p|^2. They do not depend on the mu the E-step used, so stepwise EM can average them over iterations."""
+    m = mu.double()
+    mx, my = m[:, 0], m[:, 1]
+    return [
+        st.w * scale,
+        (st.dx + st.w * mx) * scale,
+        (st.dy + st.w * my) * scale,
+        (st.dd + 2 * (mx * st.dx + my * st.dy) + st.w * (mx * mx + my * my)) * scale,
+    ]
+
+
 def agreement_weights(parents: Parents, upper_sigma: torch.Tensor, mode: str) -> torch.Tensor:
     """(P, M) 1 / variance of each parent's displacement in the agreement factor: the parent's own sigma
     ("parent", as in the shift) or the spread of the child-parent displacement over the images ("spread", eq. 4's
@@ -375,6 +388,8 @@ class ExplanatoryGraphMiner:
         frozen = torch.zeros(d, dtype=torch.bool, device=self.device)  # filters whose patterns stopped moving
         shift: Shift | None = None  # numba: the parents' shift on the images EM runs on, per parent set
         shift_for: tuple[Parents | None, LayerData] | None = None
+        batch_order: list[int] = []  # stepwise EM: the rest of this epoch's shuffled EM images
+        running: list[torch.Tensor] | None = None  # stepwise EM: sum w, sum w x, sum w y, sum w |p|^2 (p - Delta)
         for it in range(cfg.iterations + 1):
             final = it == cfg.iterations
             if up_em is not None and cand is not None and cfg.parents_due(it):
@@ -392,6 +407,8 @@ class ExplanatoryGraphMiner:
                 pos = torch.zeros(n, p, 2, device=self.device)
                 score = torch.zeros(n, p, device=self.device)
             stats = Stats.zeros(p, self.device)
+            # Stepwise EM: this iteration's E-step on a mini-batch of the EM images (None: all of them).
+            batch = None if final else self._minibatch(em.n, batch_order, gen)
             src: tuple[torch.Tensor, torch.Tensor] | None = None
             if upper is not None and up_em is not None:
                 src = (upper.pos, upper.score) if em is data else up_em
@@ -405,20 +422,38 @@ class ExplanatoryGraphMiner:
                         agreement_weights(parents, upper.sigma, cfg.agree_sigma),
                     )  # fmt: skip
                     shift, shift_for = numba_shift(edges, cfg.fire_threshold, cfg.agreement), (parents, em)
-            for sl, f in em.chunks(chunk):
+            cur, cur_pos, cur_score, cur_src, cur_shift = em, pos, score, src, shift
+            if batch is not None:
+                sel = torch.from_numpy(batch).to(self.device)
+                cur, cur_pos, cur_score = em.sample(batch), pos[sel], score[sel]
+                cur_src = (src[0][sel], src[1][sel]) if src is not None else None
+                cur_shift = (shift[0][batch], shift[1][batch]) if shift is not None else None
+            for sl, f in cur.chunks(chunk):
                 up = None
-                if upper is not None and src is not None:
-                    up = (upper.mu, upper.sigma, src[0][sl], src[1][sl])
+                if upper is not None and cur_src is not None:
+                    up = (upper.mu, upper.sigma, cur_src[0][sl], cur_src[1][sl])
                 active = ~frozen if bool(frozen.any()) else None
-                sh = (shift[0][sl], shift[1][sl]) if shift is not None and parents is not None else None
+                sh = (cur_shift[0][sl], cur_shift[1][sl]) if cur_shift is not None and parents is not None else None
                 ps, sc, st = self._e_step(f, mu, sigma, filt, n_pat, grid, not final, parents, up, active, sh)
                 if active is not None:
-                    ps[:, held], sc[:, held] = pos[sl][:, held], score[sl][:, held]
-                pos[sl], score[sl] = ps, sc
+                    ps[:, held], sc[:, held] = cur_pos[sl][:, held], cur_score[sl][:, held]
+                cur_pos[sl], cur_score[sl] = ps, sc
                 if st is not None:
                     stats.add(st)
+            if batch is not None:
+                pos[sel], score[sel] = cur_pos, cur_score
             if not final:
-                new_mu, new_sigma = self._m_step(mu, sigma, stats, sigma_max)
+                if cfg.em_batch:  # stepwise: a decaying running average of the statistics, in absolute terms
+                    step = (it + 1) ** -cfg.em_decay
+                    now = absolute_stats(stats, mu, em.n / cur.n)
+                    running = (
+                        now
+                        if running is None
+                        else [(1 - step) * a + step * b for a, b in zip(running, now, strict=True)]
+                    )
+                    new_mu, new_sigma = self._m_step_absolute(mu, running, sigma_max)
+                else:
+                    new_mu, new_sigma = self._m_step(mu, sigma, stats, sigma_max)
                 new_mu = torch.where(held[:, None], mu, new_mu)
                 new_sigma = torch.where(held, sigma, new_sigma)
                 if cfg.freeze > 0:  # a filter all of whose patterns moved less than `freeze` cells stops iterating
@@ -432,6 +467,35 @@ class ExplanatoryGraphMiner:
         seconds["total"] = time.perf_counter() - t0
         share = skipped / max(1, d * cfg.iterations)
         return LayerState(name, geo, grid, filt, kk, mu, sigma, parents, pos, score, std, seconds, share)
+
+    def _minibatch(self, n: int, order: list[int], gen: torch.Generator) -> np.ndarray | None:
+        """Stepwise EM's next mini-batch: the next ``em_batch`` images of a shuffled pass over the n
+        EM images (reshuffled when a pass ends), sorted; None when stepwise EM is off or the batch is every image."""
+        b = self.config.em_batch
+        if not b or b >= n:
+            return None
+        if len(order) < b:
+            order.extend(torch.randperm(n, generator=gen).tolist())
+        rows = np.sort(np.array(order[:b], dtype=np.int64))
+        del order[:b]
+        if len(set(rows.tolist())) < b:  # a pass ended inside the batch and repeated an image: start a fresh one
+            order.clear()
+            return self._minibatch(n, order, gen)
+        return rows
+
+    @staticmethod
+    def _m_step_absolute(
+        mu: torch.Tensor, s: list[torch.Tensor], sigma_max: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The M-step from absolute statistics (sum w, sum w x, sum w y, sum w |p|^2 of p - Delta)."""
+        w, sx, sy, ss = s
+        ok = w > 1e-9
+        wc = w.clamp_min(1e-12)
+        mx, my = sx / wc, sy / wc
+        var = (ss / wc - mx * mx - my * my).clamp_min(0) / 2.0
+        new_mu = torch.stack((mx, my), -1).float()
+        new_sigma = var.sqrt().float().clamp(sigma_max / 10.0, sigma_max)
+        return torch.where(ok[:, None], new_mu, mu), torch.where(ok, new_sigma, torch.full_like(new_sigma, sigma_max))
 
     def _em_rows(self, n: int, gen: torch.Generator) -> np.ndarray | None:
         """The images EM iterates on: all (None), or a seeded random sample of ``em_images`` (sorted)."""

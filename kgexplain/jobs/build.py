@@ -71,6 +71,7 @@ class BuildConfig:
     iterations: int | None = None  # EM iterations per layer (default 20)
     parents: int | None = None  # parents per pattern, M (default 15)
     em_images: int | None = None  # EM on a sample of this many images, then one pass over all (100; 0: all)
+    em_batch: int | None = None  # stepwise EM: each iteration on this many of the EM images (0: all of them)
     mining_seed: int = 0
     patches: int = 5  # top patches stored per pattern (0: none)
     top_inferences: int = 10  # FIRES_ON relationships per pattern
@@ -188,6 +189,8 @@ def _eg_config(cfg: BuildConfig, handle: ModelHandle) -> EGConfig:
         eg = replace(eg, parents=cfg.parents)
     if cfg.em_images is not None:
         eg = replace(eg, em_images=cfg.em_images)
+    if cfg.em_batch is not None:
+        eg = replace(eg, em_batch=cfg.em_batch)
     eg = eg.with_model_defaults(handle.name, handle.default_layers)
     for name in eg.layers:
         handle.layer(name)
