@@ -68,7 +68,15 @@ def learn_command(
 
 @click.command("localize")
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--part", required=True, help="A part learnt with `kgexplain aog learn`.")
+@click.option(
+    "--part", required=True, help="A part learnt with `kgexplain aog learn`, or several, comma-separated (head,tail)."
+)
+@click.option(
+    "--whole",
+    is_flag=True,
+    default=False,
+    help="Search the whole image for the object even when --annotations gives its box.",
+)
 @click.option(
     "--annotations",
     type=click.Path(dir_okay=False),
@@ -84,15 +92,22 @@ def localize_command(
     ctx: click.Context,
     images: tuple[str, ...],
     part: str,
+    whole: bool,
     annotations: str | None,
     category: str | None,
     run: str | None,
     out: str | None,
     job: JobOptions,
 ) -> None:
-    """Find PART on new images: JSON or a table of (image, x, y, box, score, template) in the images' pixels.
+    """Find PART on new images: JSON or a table of (image, part, found, confidence, x, y, box, score, template,
+    flipped, object_box) in the images' pixels.
 
-    Images are used whole (resized to the model's input); with --annotations, cropped to their object boxes.
+    \b
+    Image files are searched whole: the object's box is estimated from the graph's top layer, the image is
+    cropped to it (as the build cropped its images) and the part is found in that frame. With --annotations the
+    object boxes crop the images. Every part learnt for the category decides the object's facing (flipped), which
+    its parts share. found is false when the score is below the threshold calibrated at learning time on held-out
+    and background images (README "Parts"); confidence is the calibrated probability that the part is there.
     """
     if bool(images) == bool(annotations):
         raise UsageError("give image files or --annotations FILE (one of them)")
@@ -103,5 +118,6 @@ def localize_command(
         run=run,
         out=out,
         device=job.device,
+        whole=True if whole else None,
     )
     emit_result(run_localize(config, job.store, progress_of(ctx)), job.fmt)

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from kgexplain.cli.main import cli
+from PIL import Image
 
-from kgexplain.aog import AOGConfig, Detections, learn_part, localise
+from kgexplain.aog import AOGConfig, Detections, PartModel, Template, learn_part, localise
+from kgexplain.aog.learn import calibrate, set_evidence
 from kgexplain.aog.run import iou, score_points
+from kgexplain.aog.vote import TemplateScores, decide_facing
 from kgexplain.errors import DataError
 
 SIZE = 64
@@ -45,12 +48,18 @@ def _scene(rng: np.random.Generator, part: np.ndarray, p: int = 8) -> tuple[np.n
 CFG = AOGConfig(offset_scale=0.2, refine_rounds=0, flip=True)
 
 
+def _mirror(det: Detections) -> Detections:
+    """The detections of the mirrored images (mirrored coordinates)."""
+    return det.flipped(SIZE)
+
+
 def test_votes_land_on_the_part_exactly() -> None:
     rng = np.random.default_rng(0)
     parts = np.array([[20.0, 30.0], [25.0, 28.0], [18.0, 33.0]])
     ex = _det(np.stack([_scene(rng, c)[0] for c in parts]))
-    model = learn_part("head", "toy", ex, parts, ["a", "b", "c"], SIZE, config=CFG)
-    assert len(model.templates) == 3 and all(abs(t.weight.sum() - 1) < 1e-5 for t in model.templates)
+    model = learn_part("head", "toy", ex, parts, ["a", "b", "c"], SIZE, config=CFG, mirrored=_mirror(ex))
+    assert len(model.templates) == 6 and all(abs(t.weight.sum() - 1) < 1e-5 for t in model.templates)
+    assert [t.flipped for t in model.templates] == [False] * 3 + [True] * 3
     new = np.array([[40.0, 12.0], [10.0, 50.0]])
     test = _det(np.stack([_scene(rng, c)[0] for c in new]))
     found = localise(test, model, voters=4)
@@ -60,21 +69,99 @@ def test_votes_land_on_the_part_exactly() -> None:
     assert score_points(got, new, SIZE, model.box).iou50 == 1.0
 
 
-def test_the_mirrored_image_wins_when_the_part_faces_the_other_way() -> None:
+def _asymmetric_scene(rng: np.random.Generator, part: np.ndarray, mirrored: bool = False) -> np.ndarray:
+    """Candidates 0-3 at offsets that are not mirror-symmetric; 4-7 clutter. ``mirrored``: the object faces the
+    other way (offsets' x negated)."""
+    offsets = np.array([[-8, 0], [-4, 5], [-12, -3], [3, -6]], np.float32)
+    if mirrored:
+        offsets[:, 0] *= -1
+    pos = np.empty((8, 2), np.float32)
+    pos[:4] = part[None] + offsets
+    pos[4:] = rng.uniform(0, SIZE - 1, (4, 2))
+    return pos
+
+
+def test_a_mirrored_object_is_found_by_the_mirrored_templates_and_its_facing_recorded() -> None:
     rng = np.random.default_rng(1)
-    parts = np.array([[20.0, 30.0], [22.0, 30.0], [21.0, 29.0]])
-    ex = _det(np.stack([_scene(rng, c)[0] for c in parts]))
-    model = learn_part("head", "toy", ex, parts, ["a", "b", "c"], SIZE, config=CFG)
-    truth = np.array([50.0, 30.0])  # a mirrored object: its part appears at x = 63 - 13 in the mirror
-    mirror_part = np.array([SIZE - 1 - truth[0], truth[1]])
-    pos_m, _ = _scene(rng, mirror_part)
-    on_mirror = _det(pos_m[None])
-    nothing = _det(rng.uniform(0, SIZE - 1, (1, 8, 2)), fires=np.zeros((1, 8), bool))
-    (f,) = localise(nothing, model, on_mirror)
-    assert f.flipped and abs(f.x - truth[0]) < 0.6 and abs(f.y - truth[1]) < 0.6
-    assert f.voters and all(abs(x - (SIZE - 1 - pos_m[col, 0])) < 1e-4 for col, x, _y, _w in f.voters)
-    (g,) = localise(nothing, model, None)  # without the mirror there is nothing to find
-    assert not g.flipped and g.score == 0.0
+    parts = np.array([[30.0, 30.0], [32.0, 30.0], [31.0, 29.0]])
+    ex = _det(np.stack([_asymmetric_scene(rng, c) for c in parts]))
+    model = learn_part("head", "toy", ex, parts, ["a", "b", "c"], SIZE, config=CFG, mirrored=_mirror(ex))
+    truth = np.array([24.0, 33.0])
+    facing_right = _det(_asymmetric_scene(rng, truth)[None])
+    facing_left = _det(_asymmetric_scene(rng, truth, mirrored=True)[None])
+    (f,) = localise(facing_right, model, voters=4)
+    (g,) = localise(facing_left, model, voters=4)
+    assert not f.flipped and g.flipped  # the facing is recorded...
+    for loc in (f, g):  # ...and both are found where the part is, with the voters in the image's own pixels
+        assert abs(loc.x - truth[0]) < 1.1 and abs(loc.y - truth[1]) < 1.1
+        assert loc.voters and all(0 <= col < 4 for col, *_ in loc.voters)
+    assert model.templates[g.template].flipped and not model.templates[f.template].flipped
+
+
+def test_one_facing_per_object_is_decided_by_every_part_and_shared() -> None:
+    n = 4
+    head = PartModel("head", "toy", SIZE, (8.0, 8.0), ["l0"], [_tpl(0, False), _tpl(1, True)])
+    tail = PartModel("tail", "toy", SIZE, (8.0, 8.0), ["l0"], [_tpl(0, False), _tpl(1, True)])
+    zeros = np.zeros((n, 2))
+    # The head is sure the objects face the mirrored way (scores 0.1 vs 0.9); the tail leans weakly the other
+    # way (0.55 vs 0.45) but its scores are ten times larger: the normalised evidence of both decides.
+    sure = TemplateScores(zeros, zeros, np.tile([0.1, 0.9], (n, 1)), np.tile([0.1, 0.9], (n, 1)))
+    weak = TemplateScores(zeros, zeros, np.tile([5.5, 4.5], (n, 1)), np.tile([5.5, 4.5], (n, 1)))
+    assert decide_facing([(head, sure), (tail, weak)]).all()
+    assert not decide_facing([(head, sure), (tail, weak)], rule="sum").any()  # raw sums let the tail's scale win
+    assert not decide_facing([(tail, weak)]).any()
+
+
+def _tpl(k: int, flipped: bool) -> Template:
+    return Template(
+        k,
+        "a",
+        flipped,
+        np.zeros(1, np.int64),
+        np.zeros(1, np.int64),
+        np.zeros((1, 2), np.float32),
+        np.ones(1, np.float32),
+    )
+
+
+def test_not_found_on_a_background_image_once_calibrated() -> None:
+    rng = np.random.default_rng(3)
+    parts = np.array([[30.0, 30.0], [32.0, 30.0], [31.0, 29.0]])
+    ex = _det(np.stack([_asymmetric_scene(rng, c) for c in parts]))
+    model = learn_part("head", "toy", ex, parts, ["a", "b", "c"], SIZE, config=CFG, mirrored=_mirror(ex))
+    objects = _det(np.stack([_asymmetric_scene(rng, c) for c in rng.uniform(20, 44, (30, 2))]))
+    clutter_fires = np.zeros((30, 8), bool)
+    clutter_fires[:, 4:] = True  # on background only clutter fires
+    background = _det(rng.uniform(0, SIZE - 1, (30, 8, 2)), fires=clutter_fires)
+    uncalibrated = localise(background.rows([0]), model)[0]
+    assert uncalibrated.found and uncalibrated.confidence is None
+    set_evidence(model, objects, background)
+    held_obj = _det(np.stack([_asymmetric_scene(rng, c) for c in rng.uniform(20, 44, (20, 2))]))
+    held_bg = background.rows(range(20))
+    calibrate(model, [f.presence for f in localise(held_obj, model)], [f.presence for f in localise(held_bg, model)])
+    assert model.calibration["found_rate"] == 1.0 and model.calibration["false_rate"] == 0.0
+    new_bg = _det(rng.uniform(0, SIZE - 1, (5, 8, 2)), fires=clutter_fires[:5])
+    new_obj = _det(np.stack([_asymmetric_scene(rng, c) for c in rng.uniform(20, 44, (5, 2))]))
+    assert not any(f.found for f in localise(new_bg, model))
+    found = localise(new_obj, model)
+    assert all(f.found for f in found)
+    assert all(f.confidence is not None and f.confidence > 0.5 for f in found)
+
+
+def test_calibration_threshold_meets_the_stated_precision() -> None:
+    part = PartModel("head", "toy", SIZE, (8.0, 8.0), ["l0"], [_tpl(0, False)], AOGConfig(precision=0.9))
+    pos = np.linspace(0.5, 1.5, 100)
+    neg = np.linspace(0.0, 1.0, 100)
+    calibrate(part, pos, neg)
+    t = part.calibration["threshold"]
+    tpr, fpr = (pos >= t).mean(), (neg >= t).mean()
+    assert tpr / (tpr + fpr) >= 0.9
+    lower = pos[pos < t].max() if (pos < t).any() else None  # the next lower score would miss the precision
+    if lower is not None:
+        tpr2, fpr2 = (pos >= lower).mean(), (neg >= lower).mean()
+        assert tpr2 / (tpr2 + fpr2) < 0.9
+    conf = part.confidence(np.array([0.2, 0.8, 1.4]))
+    assert conf is not None and conf[0] < conf[1] < conf[2]
 
 
 def test_growing_on_unlabelled_images_drops_patterns_whose_offset_does_not_hold() -> None:
@@ -133,7 +220,8 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path) -> None:
     none_yet = _run("localize", "--part", "head", "--store", store, "--annotations", "nope.json", ok=False)
     assert none_yet.exit_code != 0 and "Error:" in none_yet.output
     first = json.loads(_run("aog", "learn", "--part", "head", "--store", store, "--json").stdout)
-    assert first["templates"] == 3 and first["patterns_used"] > 0
+    assert first["templates"] == 6 and first["patterns_used"] > 0  # three examples and their mirrors
+    assert first["calibration"]["positives"] > 0 and first["calibration"]["negatives"] > 0
 
     def counts() -> dict[str, int]:  # Meta gains a rewrite marker; everything else must not change
         c = json.loads(_run("stats", "--store", store, "--json").stdout)["counts"]
@@ -164,6 +252,18 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path) -> None:
     assert all(Path(r["overlay"]).is_file() for r in res["results"])
     one = res["results"][0]
     assert len(one["box"]) == 4 and one["box"][0] < one["x"] < one["box"][2]
+    assert isinstance(one["found"], bool) and 0.0 <= one["confidence"] <= 1.0 and one["object_box"] is None
+    with Image.open(one["overlay"]) as im:
+        assert max(im.size) >= 256
+
+    # Whole images (no box): the object is searched for; the table shows found and confidence.
+    whole = [str(p) for p in sorted((data / "images").glob("*.png"))[:3]]
+    table = _run("localize", "--part", "head", *whole, "--store", store).stdout
+    assert "found" in table and "confidence" in table
+    res = json.loads(_run("localize", "--part", "head", *whole, "--store", store, "--json").stdout)
+    for r in res["results"]:
+        x0, y0, x1, y1 = r["object_box"]
+        assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")

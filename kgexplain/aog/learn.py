@@ -7,17 +7,25 @@ patterns that fire on many unlabelled images; measured here, that prefers generi
 poses, and localisation got worse, so it is left out.) With unlabelled images the templates then grow, as the
 multi-shot AOG does: the part is localised on the unlabelled images, and on the most confident ones each template
 is re-learnt from every pattern whose offset to the found part is consistent — three rounds by default.
+
+Both facings are learnt: every example gives a second template from its mirrored image, and the templates get a
+facing shared by the whole part (examples that face the other way from the first are found by the cosine of
+their pattern strengths), so localisation runs one forward pass per image and the facing is the winning
+template's. Parts of a category share their facings through a common example (:func:`align_facing`). With
+background images, each template pattern gets its evidence of the object (:func:`set_evidence`) and the part a
+calibrated "not found" threshold (:func:`calibrate`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from kgexplain.aog.detections import Detections
 from kgexplain.aog.model import AOGConfig, PartModel, Template
-from kgexplain.aog.vote import localise
+from kgexplain.aog.vote import columns, localise
 from kgexplain.errors import DataError, UsageError
 
 
@@ -48,62 +56,175 @@ def learn_part(
     box: tuple[float, float] | None = None,
     config: AOGConfig | None = None,
     unlabelled: Detections | None = None,
-    unlabelled_flipped: Detections | None = None,
+    mirrored: Detections | None = None,
 ) -> PartModel:
     """``examples`` holds the detections on the K annotated images, ``centres`` (K, 2) the part's position
-    on them (framed pixels). ``unlabelled`` (and its mirrored twin) are optional images without annotations."""
+    on them (framed pixels); ``mirrored`` the detections on the mirrored examples (mirrored coordinates), from
+    which the mirrored templates are learnt when ``config.flip`` (without them: one facing only).
+    ``unlabelled`` are optional images without
+    annotations that the templates grow on."""
     cfg = config or AOGConfig()
     centres = np.asarray(centres, np.float64)
     if centres.shape != (examples.n, 2):
         raise UsageError(f"{examples.n} examples but centres of shape {centres.shape}")
     if not np.isfinite(centres).all():
         raise DataError("every example needs the part's position", hint="annotate the part on every example")
+    if mirrored is not None and mirrored.n != examples.n:
+        raise UsageError(f"{examples.n} examples but {mirrored.n} mirrored ones")
     side = cfg.box_fraction * size
     part = PartModel(name, category, size, box or (side, side), list(examples.layers), [], cfg)
-    for k in range(examples.n):
-        cols, offset, score = _select(examples, k, centres[k], size, cfg)
-        if not len(cols):
-            continue
-        part.templates.append(
-            Template(k, example_ids[k], False, examples.layer[cols], examples.index[cols], offset, _normalised(score))
-        )
+    sources = [(examples, centres, False)]
+    if cfg.flip and mirrored is not None:
+        flipped_centres = centres.copy()
+        flipped_centres[:, 0] = (size - 1) - centres[:, 0]
+        sources.append((mirrored, flipped_centres, True))
+    for det, cs, flipped in sources:
+        for k in range(det.n):
+            cols, offset, score = _select(det, k, cs[k], size, cfg)
+            if not len(cols):
+                continue
+            part.templates.append(
+                Template(
+                    len(part.templates),
+                    example_ids[k],
+                    flipped,
+                    det.layer[cols],
+                    det.index[cols],
+                    offset,
+                    _normalised(score),
+                )
+            )
     if not part.templates:
         raise DataError(
             f"no pattern fires on any example of part {name!r}",
             hint="check that the part's keypoints lie on the object, inside each example image",
         )
+    if cfg.flip and mirrored is not None:
+        _facings(part, examples, mirrored, example_ids)
     if unlabelled is not None and unlabelled.n:
         for _ in range(cfg.refine_rounds):
-            _grow(part, unlabelled, unlabelled_flipped)
+            _grow(part, unlabelled)
+        part.prior = (
+            _prior(part, example_ids, centres)
+            if part.config.prior_from == "examples"
+            else _grown_prior(part, unlabelled)
+        )
+    else:
+        part.prior = _prior(part, example_ids, centres)
     return part
 
 
-def _grow(part: PartModel, det: Detections, flipped: Detections | None) -> None:
+def _grown_prior(part: PartModel, det: Detections) -> dict[str, Any]:
+    """The position prior from the grown templates' localisations on the unlabelled images (without a prior):
+    their median position as if facing False, and a robust spread (1.4826 MAD), at least ``prior_floor``."""
+    plain = PartModel(part.name, part.category, part.size, part.box, part.layers, part.templates, part.config)
+    found = localise(det, plain, voters=0)
+    size = part.size
+    p = np.array([((size - 1) - f.x if f.flipped else f.x, f.y) for f in found], np.float64)
+    mean = np.median(p, 0)
+    spread = 1.4826 * np.median(np.abs(p - mean), 0)
+    sigma = np.maximum(spread, part.config.prior_floor * size)
+    return {
+        "mean": [[float(mean[0]), float(mean[1])], [float((size - 1) - mean[0]), float(mean[1])]],
+        "sigma": [float(sigma[0]), float(sigma[1])],
+        "images": len(found),
+    }
+
+
+def _relative_facing(examples: Detections, mirrored: Detections) -> np.ndarray:
+    """(K,) bool: whether each example faces the other way from the first: the pattern strengths on its mirror
+    are closer (cosine) to the first example's than those on the example itself. (One template's score on the
+    example and its mirror was measured too: it got one of three examples wrong on seed 7.)"""
+    ref = examples.strength()[0].astype(np.float64)
+
+    def cosine(m: np.ndarray) -> np.ndarray:
+        m = m.astype(np.float64)
+        return (m @ ref) / np.maximum(np.linalg.norm(m, axis=1) * np.linalg.norm(ref), 1e-12)
+
+    return cosine(mirrored.strength()) > cosine(examples.strength())
+
+
+def _facings(part: PartModel, examples: Detections, mirrored: Detections, example_ids: Sequence[str]) -> None:
+    """Give every template the facing it detects, one frame for the whole part (the first example's facing is
+    False): an example's template faces as the example, its mirrored template the other way."""
+    other = _relative_facing(examples, mirrored)
+    index = {eid: i for i, eid in enumerate(example_ids)}
+    for t in part.templates:
+        k = index.get(t.example)
+        base = bool(other[k]) if k is not None else False
+        t.facing = base != t.flipped
+
+
+def _prior(part: PartModel, example_ids: Sequence[str], centres: np.ndarray) -> dict[str, Any]:
+    """The part's position in the object frame: the examples' mean per facing (mirrored x for the other facing)
+    and their spread, at least ``prior_floor`` of the side."""
+    size = part.size
+    facing = {t.example: t.faces for t in part.templates if not t.flipped}
+    p = np.array(
+        [
+            ((size - 1) - x if facing.get(eid, False) else x, y)
+            for eid, (x, y) in zip(example_ids, centres, strict=True)
+        ],
+        np.float64,
+    )  # as if every example faced as facing False
+    mean = p.mean(0)
+    spread = p.std(0, ddof=1) if len(p) > 1 else np.zeros(2)
+    sigma = np.maximum(spread, part.config.prior_floor * size)
+    return {
+        "mean": [[float(mean[0]), float(mean[1])], [float((size - 1) - mean[0]), float(mean[1])]],
+        "sigma": [float(sigma[0]), float(sigma[1])],
+    }
+
+
+def calibrate(
+    part: PartModel, positives: Sequence[float] | np.ndarray, negatives: Sequence[float] | np.ndarray
+) -> None:
+    """Set the part's "not found" threshold and confidence from presence scores on held-out images with the part
+    (``positives``) and without it (``negatives``). The confidence of a score s is the precision, at even odds, of
+    accepting every detection scoring s or more (TPR / (TPR + FPR), made non-decreasing in s); the threshold is
+    the lowest score whose confidence reaches ``config.precision``, so found and confidence always agree."""
+    pos, neg = np.asarray(positives, np.float64), np.asarray(negatives, np.float64)
+    pos, neg = pos[np.isfinite(pos)], neg[np.isfinite(neg)]
+    if not len(pos) or not len(neg):
+        raise UsageError("calibration needs scores on images with and without the part")
+    points = np.unique(np.concatenate([pos, neg]))
+    tpr = (pos[None, :] >= points[:, None]).mean(1)
+    fpr = (neg[None, :] >= points[:, None]).mean(1)
+    prec = np.maximum.accumulate(np.where(tpr + fpr > 0, tpr / np.maximum(tpr + fpr, 1e-12), 1.0))
+    ok = prec >= part.config.precision
+    threshold = float(points[np.argmax(ok)]) if ok.any() else float(points[-1]) + 1e-9
+    keep = np.unique(np.concatenate([np.linspace(0, len(points) - 1, min(len(points), 64)).round(), [np.argmax(ok)]]))
+    keep = keep.astype(int)
+    part.calibration = {
+        "threshold": threshold,
+        "precision": part.config.precision,
+        "scores": [float(v) for v in points[keep]],
+        "confidence": [round(float(v), 4) for v in prec[keep]],
+        "positives": len(pos),
+        "negatives": len(neg),
+        "found_rate": round(float((pos >= threshold).mean()), 4),
+        "false_rate": round(float((neg >= threshold).mean()), 4),
+    }
+
+
+def _grow(part: PartModel, det: Detections) -> None:
     """Re-learn each template from the unlabelled images it wins confidently (self-training, as the multi-shot
     AOG grows on unlabelled images): patterns whose offset to the found part is consistent there join the
     template, patterns whose offset does not hold fade. (Letting every template judge the images by its own
     peak instead of the winner's was measured too: head distance 0.10 instead of 0.046 on seed 7.)"""
     cfg = part.config
-    found = localise(det, part, flipped if cfg.flip else None, voters=0)
+    found = localise(det, part, voters=0)
     scores = np.array([loc.score for loc in found])
     confident = scores >= np.quantile(scores, 1 - cfg.grow_fraction)
     delta = cfg.offset_scale * part.size
     spread = 2 * cfg.vote_spread * part.size
     strength = det.strength()
-    strength_f = flipped.strength() if flipped is not None else strength
     for t, tpl in enumerate(part.templates):
         won = [i for i, loc in enumerate(found) if loc.template == tpl.k and confident[i]]
         if len(won) < 3:
             continue
-        offs, ws = [], []
-        for i in won:
-            loc = found[i]
-            src, st = (flipped, strength_f) if loc.flipped and flipped is not None else (det, strength)
-            cx = (part.size - 1) - loc.x if loc.flipped else loc.x  # back into the frame src was detected in
-            offs.append(np.array([cx, loc.y])[None, :] - src.position[i])  # (P, 2)
-            ws.append(st[i])
-        off = np.stack(offs)  # (m, P, 2)
-        w = np.stack(ws)  # (m, P)
+        off = np.stack([np.array([found[i].x, found[i].y])[None, :] - det.position[i] for i in won])  # (m, P, 2)
+        w = strength[won]  # (m, P)
         mass = w.sum(0)
         mean = (w[..., None] * off).sum(0) / np.maximum(mass, 1e-12)[:, None]
         var = (w * ((off - mean[None]) ** 2).sum(-1)).sum(0) / np.maximum(mass, 1e-12)
@@ -120,4 +241,32 @@ def _grow(part: PartModel, det: Detections, flipped: Detections | None) -> None:
             det.index[keep],
             mean[keep].astype(np.float32),
             _normalised(score[keep]),
+            tpl.facing,
+            None,  # evidence is set once the templates stop growing
         )
+
+
+def align_facing(part: PartModel, reference: PartModel) -> bool:
+    """Make ``part``'s facings mean what ``reference``'s mean (another part of the same category), through an
+    example both were learnt from; returns False (nothing changed) when they share none."""
+    ref = {t.example: t.faces for t in reference.templates if not t.flipped}
+    mine = {t.example: t.faces for t in part.templates if not t.flipped}
+    shared = [e for e in mine if e in ref]
+    if not shared:
+        return False
+    if sum(mine[e] != ref[e] for e in shared) * 2 > len(shared):
+        for t in part.templates:
+            t.facing = not t.faces
+    return True
+
+
+def set_evidence(part: PartModel, positives: Detections, negatives: Detections) -> None:
+    """Weigh each template pattern by the log ratio of its mean strength on images with the object (positives)
+    to that on background images (negatives): its evidence that the object is there. Measured on seed 7 (100
+    held-out birds against 100 other background images, whole images): AUC 0.994-0.998 for head, back and tail,
+    against 0.18-0.78 for the whole-template score and the vote peak, which background clutter reaches because
+    pattern positions are inferred near their mined positions."""
+    pos, neg = positives.strength().mean(0), negatives.strength().mean(0)
+    llr = np.log((pos + 1e-3) / (neg + 1e-3)).astype(np.float32)
+    for t in part.templates:
+        t.evidence = llr[columns(positives, t.layer, t.index)]

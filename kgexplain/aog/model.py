@@ -17,10 +17,20 @@ class AOGConfig:
     offset_scale: float = 0.05  # delta of the displacement prior (11 px at 224; the original code's 70 px
     # let patterns far from the part in, and they vote for the wrong place when the pose changes)
     vote_spread: float = 11 / 224  # each vote is spread over about +-11 px
+    vote_step: float = 2.0  # vote maps on cells of this many framed pixels (1: every pixel; 2 is 8x cheaper)
     box_fraction: float = 0.3  # part box side when the annotations give no part box
     refine_rounds: int = 3  # rounds of growing the templates on unlabelled images
     grow_fraction: float = 0.5  # the most confident share of the unlabelled images that teach the templates
-    flip: bool = True  # also try the horizontally flipped image
+    flip: bool = True  # learn a mirrored template from every example too (both facings, one forward pass)
+    facing: str = "parts"  # one facing per object, from: "parts" (whole-template scores of every part learnt
+    # for the category), "self" (this part's own), or "each" (each part on its own, by vote peak: eg-1's rule)
+    facing_by: str = "peak"  # what the facing and template are chosen by: "peak" (vote-map height) or "whole"
+    facing_delta: float = 70 / 224  # delta of the whole-template score's log-Gaussian distance penalty
+    prior: bool = False  # multiply the vote map by the part's position prior in the object frame
+    prior_from: str = "examples"  # the prior's mean and spread: the annotated "examples" or the "grown" localisations
+    prior_max: float = 0.1  # ... used only where its sigma stays below this (the part sits still in its box)
+    prior_floor: float = 0.06  # the prior's smallest sigma (fraction of the framed side)
+    precision: float = 0.95  # "not found" threshold: the lowest presence with this precision at even odds
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,6 +47,13 @@ class Template:
     index: np.ndarray  # (S,) index within its layer
     offset: np.ndarray  # (S, 2) part centre minus the pattern's position, framed pixels
     weight: np.ndarray  # (S,) non-negative, sums to 1
+    facing: bool | None = None  # the facing it detects (shared by the part's templates; None: ``flipped``)
+    evidence: np.ndarray | None = None  # (S,) log ratio of each pattern's mean strength on images with the
+    # object to that on background images: the presence score weighs strengths by it
+
+    @property
+    def faces(self) -> bool:
+        return self.flipped if self.facing is None else self.facing
 
 
 @dataclass
@@ -50,3 +67,25 @@ class PartModel:
     layers: list[str]
     templates: list[Template] = field(default_factory=list)
     config: AOGConfig = field(default_factory=AOGConfig)
+    prior: dict[str, Any] = field(default_factory=dict)  # {"mean": [[x, y] facing right, mirrored], "sigma": [sx, sy]}
+    calibration: dict[str, Any] = field(default_factory=dict)  # {"threshold", "a", "b", "positives", ...}
+
+    def facings(self) -> np.ndarray:
+        """(T,) bool: the mirrored facing of each template."""
+        return np.array([t.faces for t in self.templates], bool)
+
+    def confidence(self, score: np.ndarray) -> np.ndarray | None:
+        """The calibrated confidence of presence scores: the precision, at even odds, of accepting detections
+        that score this or more on the calibration images (None: not calibrated)."""
+        c = self.calibration
+        if not c:
+            return None
+        s = np.asarray(score, np.float64)
+        xs, ys = np.asarray(c["scores"]), np.asarray(c["confidence"])
+        idx = np.searchsorted(xs, s, side="right") - 1  # the highest calibration point at or below the score
+        return np.where(idx >= 0, ys[np.clip(idx, 0, len(ys) - 1)], ys[0] if len(ys) else 0.5)
+
+    def found(self, score: np.ndarray) -> np.ndarray:
+        """Whether each score clears the calibrated threshold (always true when not calibrated)."""
+        s = np.asarray(score, np.float64)
+        return s >= self.calibration["threshold"] if self.calibration else np.ones(s.shape, bool)

@@ -9,11 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from kgexplain.aog.detections import Detections, RawFilterReference, graph_detections, raw_filter_detections
-from kgexplain.aog.model import PartModel
-from kgexplain.aog.vote import Localisation, localise
-from kgexplain.data.base import Affine, Framed, Framing, ImageSource
+from kgexplain.aog.extent import UPSCALE, object_boxes
+from kgexplain.aog.learn import align_facing, calibrate, learn_part, set_evidence
+from kgexplain.aog.model import AOGConfig, PartModel
+from kgexplain.aog.vote import Localisation, localise_parts
+from kgexplain.data.base import Affine, Box, Framed, Framing, ImageSource, region_affine
+from kgexplain.data.subset import Subset
 from kgexplain.errors import DataError
 from kgexplain.explanatory_graph import ExplanatoryGraph, ExplanatoryGraphMiner
 from kgexplain.features.cache import FeatureSet
@@ -48,6 +52,20 @@ def frame(source: ImageSource, indices: Sequence[int], framing: Framing) -> Fram
     return FramedBatch.of([framing.apply(source, int(i), with_mask=False) for i in indices])
 
 
+def crop(source: ImageSource, indices: Sequence[int], regions: Sequence[Box], size: int) -> FramedBatch:
+    """The images cropped to ``regions`` (source pixels) and resized to ``size``, as a box framing does."""
+    frames = []
+    for i, region in zip(indices, regions, strict=True):
+        rec = source.record(int(i))
+        img = source.load_image(int(i))
+        affine = region_affine(region, size, size)
+        out = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, box=region), np.uint8)
+        keypoints = {k: affine.point(*p) for k, p in rec.keypoints.items()}
+        box = affine.box(rec.box) if rec.box is not None else None
+        frames.append(Framed(int(i), rec.id, out, affine, img.size, rec.label, box, keypoints, None))
+    return FramedBatch.of(frames)
+
+
 @dataclass
 class Detector:
     """Runs the model and infers the explanatory graph's patterns (or raw filters) on framed images."""
@@ -69,9 +87,23 @@ class Detector:
         inference = self.miner.infer(self.graph, feats)
         return graph_detections(self.graph, inference)
 
-    def both(self, batch: FramedBatch) -> tuple[Detections, Detections]:
-        """Detections on the images and on their mirrors (in the mirrors' coordinates)."""
-        return self(batch.images, batch.ids), self(batch.mirrored(), batch.ids)
+    def whole(self, source: ImageSource, indices: Sequence[int], size: int) -> Detections:
+        """Detections on whole images cropped to their objects' estimated boxes (as localisation frames them)."""
+        boxes = self.objects(source, indices, size)
+        batch = crop(source, indices, boxes, size)
+        return self(batch.images, batch.ids)
+
+    def objects(self, source: ImageSource, indices: Sequence[int], size: int) -> list[Box]:
+        """The object's box on each whole image (source pixels), estimated from the graph's top layer
+        (:mod:`kgexplain.aog.extent`) on the image resized to ``UPSCALE`` x ``size``."""
+        big = round(size * UPSCALE)
+        batch = frame(source, indices, Framing(big, "none"))
+        top = self.graph.layers[-1].name
+        feats = features_of(self.handle, batch.images, [top], device=self.device)
+        return [
+            affine.inverse_box(tuple(b))
+            for b, affine in zip(object_boxes(self.graph, feats[top]), batch.affines, strict=True)
+        ]
 
 
 def to_source(loc: Localisation, affine: Affine) -> dict[str, object]:
@@ -84,6 +116,9 @@ def to_source(loc: Localisation, affine: Affine) -> dict[str, object]:
         "y": round(float(y), 2),
         "box": [round(float(v), 2) for v in (x0, y0, x1, y1)],
         "score": round(loc.score, 4),
+        "presence": None if loc.presence is None else round(loc.presence, 4),
+        "confidence": None if loc.confidence is None else round(loc.confidence, 4),
+        "found": loc.found,
         "template": loc.template,
         "flipped": loc.flipped,
     }
@@ -166,26 +201,116 @@ class Located:
 
 
 def localise_source(
-    build: LoadedBuild, part: PartModel, source: ImageSource, chunk: int = 64, progress: Progress | None = None
-) -> tuple[list[Located], dict[str, float]]:
-    """Localise ``part`` on every image of ``source`` (cropped to its box when it has one); also returns the seconds
-    spent framing, detecting and voting."""
-    out: list[Located] = []
+    build: LoadedBuild,
+    parts: Sequence[PartModel],
+    source: ImageSource,
+    chunk: int = 64,
+    progress: Progress | None = None,
+    whole: bool | None = None,
+) -> tuple[dict[str, list[Located]], dict[str, float]]:
+    """Localise ``parts`` (one category; one facing per object, shared) on every image of ``source``: cropped to
+    its box when the build cropped and the image has one, else (or with ``whole``) cropped to the object's box as
+    estimated from the graph. Also returns the seconds spent framing, detecting and voting."""
+    out: dict[str, list[Located]] = {p.name: [] for p in parts}
+    size = build.framing.size
     timings = {"frame_s": 0.0, "detect_s": 0.0, "vote_s": 0.0}
     with task(progress, "localise", len(source), "img") as advance:
         for lo in range(0, len(source), chunk):
-            idx = list(range(lo, min(lo + chunk, len(source))))
-            t = time.perf_counter()
-            has_boxes = all(source.record(i).box is not None for i in idx)
-            batch = frame(source, idx, build.framing_for(has_boxes))
-            timings["frame_s"] += time.perf_counter() - t
-            t = time.perf_counter()
-            det, det_f = build.detector.both(batch)
-            timings["detect_s"] += time.perf_counter() - t
-            t = time.perf_counter()
-            locs = localise(det, part, det_f if part.config.flip else None)
-            timings["vote_s"] += time.perf_counter() - t
-            for j, loc in enumerate(locs):
-                out.append(Located(batch.ids[j], to_source(loc, batch.affines[j]), loc, batch.affines[j]))
-            advance(len(idx))
+            rows = list(range(lo, min(lo + chunk, len(source))))
+            boxed = [i for i in rows if source.record(i).box is not None]
+            if build.framing.crop != "box":  # the build framed whole images: so does localisation
+                groups = [(rows, False, False)]
+            elif whole:
+                groups = [(rows, True, False)]
+            else:  # each image cropped to its box, or searched when it has none
+                unboxed = [i for i in rows if source.record(i).box is None]
+                groups = [(boxed, False, True), (unboxed, True, False)]
+            located: dict[int, dict[str, Located]] = {}
+            for idx, search, by_box in groups:
+                if not idx:
+                    continue
+                t = time.perf_counter()
+                boxes: list[Box | None] = [None] * len(idx)
+                if search:
+                    found_boxes = build.detector.objects(source, idx, size)
+                    boxes = list(found_boxes)
+                    batch = crop(source, idx, found_boxes, size)
+                else:
+                    batch = frame(source, idx, build.framing_for(by_box))
+                timings["frame_s"] += time.perf_counter() - t
+                t = time.perf_counter()
+                det = build.detector(batch.images, batch.ids)
+                timings["detect_s"] += time.perf_counter() - t
+                t = time.perf_counter()
+                found = localise_parts(det, parts)
+                timings["vote_s"] += time.perf_counter() - t
+                for j, i in enumerate(idx):
+                    located[i] = {}
+                    for name, locs in found.items():
+                        result = to_source(locs[j], batch.affines[j])
+                        b = boxes[j]
+                        result["object_box"] = None if b is None else [round(float(v), 2) for v in b]
+                        located[i][name] = Located(batch.ids[j], result, locs[j], batch.affines[j])
+            for i in rows:
+                for name in out:
+                    out[name].append(located[i][name])
+            advance(len(rows))
     return out, timings
+
+
+CALIBRATION_IMAGES = 100  # held-out images with the part, and background images, that calibrate "not found"
+
+
+@dataclass
+class Learnt:
+    part: PartModel
+    aligned_to: str | None  # the part whose facings this one's were aligned with
+    grown: int  # unlabelled images the templates grew on
+    held_out: int  # images with the part that calibrated "not found"
+    background: int  # background images that calibrated it
+
+
+def learn_on(
+    build: LoadedBuild,
+    name: str,
+    category: str,
+    examples: FramedBatch,
+    centres: np.ndarray,
+    pool: ImageSource,
+    config: AOGConfig | None = None,
+    negatives: ImageSource | None = None,
+    others: Sequence[PartModel] = (),
+) -> Learnt:
+    """Learn a part from framed ``examples`` (and their mirrors) on a build; its templates grow on the first two
+    thirds of ``pool``; its facings are aligned with the first of ``others`` (parts of the same category) it shares
+    an example with; and with ``negatives`` (background images) its "not found" threshold is calibrated on the
+    rest of ``pool`` (at most CALIBRATION_IMAGES) and as many background images, both searched whole, as a whole
+    image is at localisation."""
+    rows = list(range(len(pool)))
+    held = rows[len(rows) * 2 // 3 :][:CALIBRATION_IMAGES] if len(rows) >= 9 and negatives is not None else []
+    grow = rows[: len(rows) - len(held)] if held else rows
+    framing = build.framing_for(all(pool.record(i).box is not None for i in grow[:50]))
+    batch = frame(pool, grow, framing)
+    det_ex = build.detector(examples.images, examples.ids)
+    det_mirror = build.detector(examples.mirrored(), examples.ids)
+    det_u = build.detector(batch.images, batch.ids)
+    size = build.framing.size
+    model = learn_part(name, category, det_ex, centres, examples.ids, size, None, config, det_u, det_mirror)
+    aligned = next((o.name for o in others if align_facing(model, o)), None)
+    background = 0
+    if held and negatives is not None and len(negatives) >= 4:
+        # Background images: the first half weighs the patterns' evidence, the second calibrates (both searched
+        # whole, as a whole image is at localisation); neither is an image the threshold is then judged on.
+        half = min(len(negatives) // 2, CALIBRATION_IMAGES)
+        fit = list(range(half))
+        cal = list(range(half, min(len(negatives), 2 * half)))
+        set_evidence(model, det_u, build.detector.whole(negatives, fit, size))
+        pos, _ = localise_source(build, [model], Subset(pool, held), whole=True)
+        neg, _ = localise_source(build, [model], Subset(negatives, cal), whole=True)
+        calibrate(model, _presence(pos[name]), _presence(neg[name]))
+        background = len(fit) + len(cal)
+    return Learnt(model, aligned, len(grow), len(held), background)
+
+
+def _presence(found: Sequence[Located]) -> np.ndarray:
+    return np.array([f.loc.presence if f.loc.presence is not None else np.nan for f in found], np.float64)

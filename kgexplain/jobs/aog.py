@@ -11,10 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from kgexplain.aog.learn import learn_part
 from kgexplain.aog.model import AOGConfig, PartModel
 from kgexplain.aog.overlay import overlay
-from kgexplain.aog.run import Detector, LoadedBuild, frame, localise_source, pick_examples
+from kgexplain.aog.run import Detector, LoadedBuild, frame, learn_on, localise_source, pick_examples
 from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.subset import Subset
@@ -23,7 +22,7 @@ from kgexplain.errors import StoreError, UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
 from kgexplain.jobs.common import JobResult, device_name, opened
 from kgexplain.models.registry import load_model
-from kgexplain.persist.aog import aog_run_id, part_record, part_rows, read_part
+from kgexplain.persist.aog import aog_run_id, learnt_parts, part_record, part_rows, read_part
 from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec, queries
 
@@ -63,6 +62,18 @@ def open_build(store: GraphStore, run: str | None = None, device: str = "cpu") -
     miner = ExplanatoryGraphMiner(eg, device=device)
     detector = Detector(handle, graph, miner, device)
     return LoadedBuild(run, str(row["model"]), config, handle, graph, framing, detector)
+
+
+def build_negatives(store: GraphStore, build: LoadedBuild) -> ImageSource | None:
+    """The background images the build mined against (the synthetic workload, or its --negatives folder)."""
+    synth = build.config.get("synthetic")
+    if synth:
+        spec = DataSpec(n=2 * int(synth["n"]), seed=int(synth["seed"]), categories=(synth["category"], BACKGROUND))
+        return Subset.by_label(spec.open(store.workspace), [BACKGROUND])
+    neg = build.config.get("negatives")
+    if isinstance(neg, str) and neg and Path(neg).is_dir():
+        return DataSpec(images=neg).open()
+    return None
 
 
 def build_images(store: GraphStore, build: LoadedBuild) -> ImageSource | None:
@@ -114,6 +125,7 @@ class LearnResult(JobResult):
             "patterns_used": self.counts["uses"],
             "examples": self.examples,
             "unlabelled_images": self.unlabelled,
+            "calibration": self.part.calibration or None,
             "seconds": round(self.seconds, 1),
         }
 
@@ -123,6 +135,12 @@ class LearnResult(JobResult):
             f"learnt '{r['part']}' ({r['category']}) on {self.build}: {r['templates']} templates, "
             f"{r['patterns_used']} pattern uses, from {', '.join(self.examples)} "
             f"(+{self.unlabelled} unlabelled) in {r['seconds']} s; stored as run {self.run}"
+        ) + (
+            f"\n'not found' below presence {c['threshold']:.3f} (precision {c['precision']} at even odds; on the "
+            f"calibration images: found {c['found_rate']:.0%} of {c['positives']} with the part, "
+            f"{c['false_rate']:.0%} of {c['negatives']} background)"
+            if (c := self.part.calibration)
+            else "\nnot calibrated (no background images): every part is reported found"
         )
 
 
@@ -167,43 +185,58 @@ def run_learn(
             or "object"
         )
         pool = unlabelled if unlabelled is not None else (own if own is not None else examples)
-        rows = list(range(len(pool)))
-        say(progress, f"learning '{cfg.part}' ({cat}) from {cfg.k} examples; growing on {len(rows)} unlabelled images")
-        pool_framing = build.framing_for(all(pool.record(i).box is not None for i in rows[:50]))
-        batch = frame(pool, rows, pool_framing)
-        det_ex = build.detector(ex.images, ex.ids)
-        det_u, det_uf = build.detector.both(batch)
-        model = learn_part(cfg.part, cat, det_ex, centres, ex.ids, framing.size, None, cfg.aog, det_u, det_uf)
+        others = []
+        for name in learnt_parts(db, build.run, cat):
+            if name != cfg.part:
+                try:
+                    others.append(read_part(db, build.run, build.graph, name, cat))
+                except UsageError:  # learnt by an older kgexplain: it cannot share facings
+                    continue
+        say(progress, f"learning '{cfg.part}' ({cat}) from {cfg.k} examples on {len(pool)} unlabelled images")
+        learnt = learn_on(build, cfg.part, cat, ex, centres, pool, cfg.aog, build_negatives(db, build), others)
+        model, aligned, grow = learnt.part, learnt.aligned_to, learnt.grown
         run_id = aog_run_id(build.run, cat, cfg.part)
         nodes, rels = part_rows(build.run, build.graph, model, run_id)
         counts = {"parts": 1, "templates": len(nodes["Template"]), "uses": len(rels["USES"])}
-        extra = {"k": cfg.k, "seed": seed, "examples": ex.ids, "source": examples.name}
+        extra = {"k": cfg.k, "seed": seed, "examples": ex.ids, "source": examples.name, "facing_aligned_to": aligned}
         stats = {"templates": counts["templates"], "uses": counts["uses"]}
-        db.write_run(part_record(run_id, build.run, build.model_id, model, examples.name, extra, stats), nodes, rels)
-    return LearnResult(model, run_id, build.run, ex.ids, len(rows), time.perf_counter() - t0, counts)
+        db.write_run(
+            part_record(run_id, build.run, build.model_id, model, examples.name, extra, stats, build.graph), nodes, rels
+        )
+    return LearnResult(model, run_id, build.run, ex.ids, grow, time.perf_counter() - t0, counts)
 
 
 @dataclass(frozen=True)
 class LocalizeConfig:
-    """Which part to find on which images. ``images`` are image files (used whole), or an annotations JSON (or any
-    other source) whose object boxes crop the images as the build's did."""
+    """Which part(s) to find on which images. ``part`` is one name or several, comma-separated. ``images`` are
+    image files (whole images: the object is found first), or an annotations JSON (or any other source) whose
+    object boxes crop the images as the build's did. Every part learnt for the category on the build helps decide
+    each object's facing, which all its parts share."""
 
     part: str
     images: DataSpec
     category: str | None = None  # when the part is learnt for several categories
     run: str | None = None  # the build (default: the newest)
-    out: str | None = None  # write an overlay PNG per image here
+    out: str | None = None  # write an overlay PNG per image and part here
     device: str = "auto"
+    whole: bool | None = None  # None: crop to the images' boxes when they have them, else search the whole image
+
+    @property
+    def parts(self) -> list[str]:
+        names = [p.strip() for p in self.part.split(",") if p.strip()]
+        if not names:
+            raise UsageError("name a part (--part head, or several: --part head,tail)")
+        return list(dict.fromkeys(names))
 
 
-LOCALIZE_COLUMNS = ["image", "part", "x", "y", "box", "score", "template", "flipped"]
+LOCALIZE_COLUMNS = ["image", "part", "found", "confidence", "x", "y", "box", "score", "template", "flipped"]
 
 
 @dataclass
 class LocalizeResult(JobResult):
     part: str
     run: str  # the build
-    results: list[dict[str, Any]]  # per image: the part's position, box, score, ... in the image's pixels
+    results: list[dict[str, Any]]  # per image and part: position, box, score, confidence, ... in the image's pixels
     timings: dict[str, float]
     overlays: bool = False
 
@@ -214,47 +247,55 @@ class LocalizeResult(JobResult):
         return self.results
 
     def columns(self) -> list[str]:
-        return LOCALIZE_COLUMNS + (["overlay"] if self.overlays else [])
+        return LOCALIZE_COLUMNS + ["object_box"] + (["overlay"] if self.overlays else [])
 
 
 def run_localize(
     config: LocalizeConfig, store: GraphStore | StoreSpec | None = None, progress: Progress | None = None
 ) -> LocalizeResult:
-    """Find ``config.part`` on every image: position, box, score, template and facing, in the images' own pixels.
+    """Find ``config.part`` on every image: found or not, confidence, position, box, score, template and facing,
+    in the images' own pixels.
 
     Example::
 
         from kgexplain import DataSpec, LocalizeConfig, StoreSpec, run_localize
 
         found = run_localize(LocalizeConfig("head", DataSpec(files=("bird.png",))), StoreSpec("my-store"))
-        print(found.results[0]["x"], found.results[0]["y"])
+        print(found.results[0]["found"], found.results[0]["x"], found.results[0]["y"])
     """
     cfg = config
     if cfg.images.synthetic:
         raise UsageError("give image files or --annotations FILE (one of them)")
+    wanted = cfg.parts
     source = cfg.images.open()
     device = device_name(cfg.device)
     with opened(store or StoreSpec(), write=False) as db:
         db.check_schema()
         build = open_build(db, cfg.run, device)
-        model = read_part(db, build.run, build.graph, cfg.part, cfg.category)
+        models = [read_part(db, build.run, build.graph, p, cfg.category) for p in wanted]
+        cat = models[0].category
+        helpers = [
+            read_part(db, build.run, build.graph, p, cat) for p in learnt_parts(db, build.run, cat) if p not in wanted
+        ]
     # Decode everything first: an unreadable image fails before anything is written.
     for i in range(len(source)):
         source.load_image(i)
-    found, timings = localise_source(build, model, source, progress=progress)
+    found, timings = localise_source(build, models + helpers, source, progress=progress, whole=cfg.whole)
     out_dir = Path(cfg.out) if cfg.out else None
     rows = []
-    for i, f in enumerate(found):
-        row = {"image": f.image, **f.result}
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            name = f"{i:05d}-{Path(f.image).stem}-{cfg.part}.png"
-            overlay(source.load_image(i), f.result, f.loc.voters, f.affine).save(out_dir / name)
-            row["overlay"] = str(out_dir / name)
-        rows.append(row)
+    for i in range(len(source)):
+        for name in wanted:
+            f = found[name][i]
+            row = {"image": f.image, **f.result}
+            if out_dir is not None:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                path = out_dir / f"{i:05d}-{Path(f.image).stem}-{name}.png"
+                overlay(source.load_image(i), f.result, f.loc.voters, f.affine).save(path)
+                row["overlay"] = str(path)
+            rows.append(row)
     say(
         progress,
-        f"{len(rows)} images in {sum(timings.values()):.2f} s "
+        f"{len(source)} images in {sum(timings.values()):.2f} s "
         f"({', '.join(f'{k} {v:.2f}' for k, v in timings.items())})",
     )
     return LocalizeResult(cfg.part, build.run, rows, timings, out_dir is not None)

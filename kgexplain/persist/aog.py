@@ -61,8 +61,27 @@ def part_rows(
     return nodes, rels
 
 
+def _evidence(part: PartModel, graph: ExplanatoryGraph) -> dict[str, float]:
+    """Each template pattern's evidence (a property of the pattern, shared by templates), by pattern key."""
+    out: dict[str, float] = {}
+    for t in part.templates:
+        if t.evidence is None:
+            continue
+        for li, idx, e in zip(t.layer.tolist(), t.index.tolist(), t.evidence.tolist(), strict=True):
+            lp = graph.layers[li]
+            out[f"{lp.name}/{int(lp.filter[idx])}/{int(lp.k[idx])}"] = round(float(e), 5)
+    return out
+
+
 def part_record(
-    run: str, build: str, model_id: str, part: PartModel, source: str, extra: dict[str, Any], counts: dict[str, int]
+    run: str,
+    build: str,
+    model_id: str,
+    part: PartModel,
+    source: str,
+    extra: dict[str, Any],
+    counts: dict[str, int],
+    graph: ExplanatoryGraph,
 ) -> RunRecord:
     """The Run node of a learnt part: the build, the part, the AOG settings and how it was learnt."""
     config = {
@@ -72,9 +91,19 @@ def part_record(
         "size": part.size,
         "layers": part.layers,
         "aog": part.config.to_dict(),
+        "facing": {str(t.k): t.faces for t in part.templates},
+        "evidence": _evidence(part, graph),
+        "prior": part.prior,
+        "calibration": part.calibration,
         **extra,
     }
     return RunRecord(run, "aog", model_id, source, config, counts)
+
+
+def learnt_parts(store: GraphStore, build: str, category: str) -> list[str]:
+    """Names of the parts learnt for ``category`` on ``build`` (sorted)."""
+    configs = [json.loads(r["config"] or "{}") for r in queries.complete_runs(store, "aog")]
+    return sorted({str(c["part"]) for c in configs if c.get("build") == build and c.get("category") == category})
 
 
 def read_part(
@@ -93,6 +122,11 @@ def read_part(
         cats = ", ".join(sorted(m[1]["category"] for m in mine))
         raise UsageError(f"part {part!r} is learnt for several categories ({cats})", hint="pass --category")
     run_id, cfg = mine[0]
+    if "facing" not in cfg:
+        raise UsageError(
+            f"part {part!r} was learnt by an older kgexplain (one facing per template image, no calibration)",
+            hint=f"learn it again with `kgexplain aog learn --part {part}`",
+        )
     part_row = queries.part(store, run_id)
     if part_row is None:
         raise UsageError(f"the AOG run {run_id} holds no part", hint=f"run `kgexplain aog learn --part {part}` again")
@@ -110,7 +144,11 @@ def read_part(
         [lp.name for lp in graph.layers],
         [],
         AOGConfig(**{k: v for k, v in cfg.get("aog", {}).items() if k in known}),
+        dict(cfg.get("prior") or {}),
+        dict(cfg.get("calibration") or {}),
     )
+    facing = cfg.get("facing") or {}
+    evidence = cfg.get("evidence") or {}
     by_k: dict[int, list[dict[str, Any]]] = {}
     for r in queries.template_uses(store, run_id):
         by_k.setdefault(int(r["k"]), []).append(r)
@@ -125,6 +163,10 @@ def read_part(
                 li_idx[:, 1],
                 np.array([[r["dx"], r["dy"]] for r in rs], np.float32),
                 np.array([r["weight"] for r in rs], np.float32),
+                facing.get(str(kk)),
+                np.array([evidence[f"{r['layer']}/{int(r['filter'])}/{int(r['pk'])}"] for r in rs], np.float32)
+                if evidence
+                else None,
             )
         )
     return model
