@@ -8,7 +8,7 @@ peak of each channel's map, the baseline of the paper's comparison).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class Detections:
     layer: np.ndarray  # (P,) index into ``layers``
     index: np.ndarray  # (P,) index of the candidate within its layer
     reference: np.ndarray  # (P,) a typical strong score of the candidate (scores are divided by it)
+    _strength: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -46,9 +47,12 @@ class Detections:
         )
 
     def strength(self) -> np.ndarray:
-        """(n, P) scores relative to each candidate's reference, zero where it does not fire, capped at 2."""
-        rel = self.score / np.maximum(self.reference, 1e-12)[None, :]
-        return np.where(self.fires, np.clip(rel, 0.0, 2.0), 0.0).astype(np.float32)
+        """(n, P) scores relative to each candidate's reference, zero where it does not fire, capped at 2
+        (computed once; do not modify it)."""
+        if self._strength is None:
+            rel = self.score / np.maximum(self.reference, 1e-12)[None, :]
+            self._strength = np.where(self.fires, np.clip(rel, 0.0, 2.0), 0.0).astype(np.float32)
+        return self._strength
 
     def flipped(self, width: int) -> Detections:
         """The same detections with x mirrored (for results computed on a horizontally flipped image)."""

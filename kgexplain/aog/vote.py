@@ -43,11 +43,11 @@ class TemplateScores:
     x: np.ndarray  # (n, T) framed pixels
     y: np.ndarray
     peak: np.ndarray
-    whole: np.ndarray
+    whole: np.ndarray | None  # None: computed for the chosen template only (when nothing is chosen by it)
 
     def best(self, allowed: np.ndarray | None = None, by: str = "whole") -> np.ndarray:
         """(n,) best template per image among ``allowed`` ((n, T) bool) by the whole score or the peak."""
-        v = (self.whole if by == "whole" else self.peak).copy()
+        v = (self.whole if by == "whole" and self.whole is not None else self.peak).copy()
         if allowed is not None:
             v = np.where(allowed, v, -np.inf)
         return np.argmax(v, 1)
@@ -98,15 +98,21 @@ def prior_map(part: PartModel, flipped: bool) -> torch.Tensor | None:
     return gy[:, None] * gx[None, :]
 
 
-def vote_maps(det: Detections, part: PartModel) -> torch.Tensor:
+Votes = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per template: columns, (n, S, 2) votes, (n, S) weights
+
+
+def all_votes(det: Detections, part: PartModel) -> Votes:
+    strength = det.strength()
+    return [_template_votes(det, strength, tpl) for tpl in part.templates]
+
+
+def vote_maps(det: Detections, part: PartModel, votes_of: Votes | None = None) -> torch.Tensor:
     """(n, T, g, g) vote maps on a grid of ``vote_step``-pixel cells, one per template (a vote's Gaussian has
     peak 1), times the position prior."""
     n, t = det.n, len(part.templates)
     g, step = _grid(part)
     flat = torch.zeros(n * t, g * g)
-    strength = det.strength()
-    for k, tpl in enumerate(part.templates):
-        _, votes, weights = _template_votes(det, strength, tpl)
+    for k, (_, votes, weights) in enumerate(votes_of if votes_of is not None else all_votes(det, part)):
         ix = np.floor((votes[..., 0] + 0.5) / step).astype(np.int64)
         iy = np.floor((votes[..., 1] + 0.5) / step).astype(np.int64)
         ok = (ix >= 0) & (ix < g) & (iy >= 0) & (iy < g) & (weights > 0)
@@ -147,15 +153,16 @@ def _peaks(maps: torch.Tensor, step: float) -> tuple[np.ndarray, np.ndarray, np.
     return val.numpy(), (xs + 0.5) * step - 0.5, (ys + 0.5) * step - 0.5
 
 
-def whole_scores(det: Detections, part: PartModel, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+def whole_scores(
+    det: Detections, part: PartModel, xs: np.ndarray, ys: np.ndarray, votes_of: Votes | None = None
+) -> np.ndarray:
     """(n, T) whole-template scores at the points (xs, ys) (n, T): over the template's firing patterns, weight x
     (strength - d^2 / (2 delta^2)), d the distance of the pattern's vote from the point (the authors' AOG score,
     with their delta of 70 px at 224)."""
     strength = det.strength()
     delta = part.config.facing_delta * part.size
     out = np.zeros((det.n, len(part.templates)))
-    for k, tpl in enumerate(part.templates):
-        cols, votes, _ = _template_votes(det, strength, tpl)
+    for k, (tpl, (cols, votes, _)) in enumerate(zip(part.templates, votes_of or all_votes(det, part), strict=True)):
         d2 = (votes[..., 0] - xs[:, k : k + 1]) ** 2 + (votes[..., 1] - ys[:, k : k + 1]) ** 2
         fires = det.fires[:, cols]
         term = np.where(fires, strength[:, cols] - d2 / (2 * delta**2), 0.0)
@@ -166,19 +173,21 @@ def whole_scores(det: Detections, part: PartModel, xs: np.ndarray, ys: np.ndarra
 def template_scores(det: Detections, part: PartModel) -> TemplateScores:
     if not part.templates:
         raise UsageError(f"part {part.name!r} has no templates", hint="learn it again with `kgexplain aog learn`")
-    val, xs, ys = _peaks(vote_maps(det, part), _grid(part)[1])
-    return TemplateScores(xs, ys, val, whole_scores(det, part, xs, ys))
+    votes = all_votes(det, part)
+    val, xs, ys = _peaks(vote_maps(det, part, votes), _grid(part)[1])
+    whole = whole_scores(det, part, xs, ys, votes) if part.config.facing_by == "whole" else None
+    return TemplateScores(xs, ys, val, whole)
 
 
 def decide_facing(scored: Sequence[tuple[PartModel, TemplateScores]], rule: str = "ratio") -> np.ndarray:
     """(n,) bool: one facing per image (mirrored: True). Each part's evidence is its best template per facing
     (vote peak or whole-template score, per its ``facing_by``); rule "log" sums the parts' log-ratios of the two
     facings, so no part outweighs another by the scale of its scores; "sum" sums the values themselves."""
-    n = scored[0][1].whole.shape[0]
+    n = scored[0][1].peak.shape[0]
     total = np.zeros(n)
     for part, ts in scored:
         facing = part.facings()
-        value = ts.whole if part.config.facing_by == "whole" else ts.peak
+        value = ts.whole if part.config.facing_by == "whole" and ts.whole is not None else ts.peak
         if facing.all() or not facing.any():
             continue
         a, b = value[:, ~facing].max(1), value[:, facing].max(1)
@@ -208,7 +217,17 @@ def localise(
     else:
         k = ts.best(by=by)
     rows = np.arange(det.n)
-    xs, ys, whole, peak = ts.x[rows, k], ts.y[rows, k], ts.whole[rows, k], ts.peak[rows, k]
+    xs, ys, peak = ts.x[rows, k], ts.y[rows, k], ts.peak[rows, k]
+    if ts.whole is not None:
+        whole = ts.whole[rows, k]
+    else:  # the whole-template score of the chosen template only
+        whole = np.zeros(det.n)
+        for t in np.unique(k).tolist():
+            mine = np.flatnonzero(k == t)
+            one = PartModel(
+                part.name, part.category, part.size, part.box, part.layers, [part.templates[t]], part.config
+            )
+            whole[mine] = whole_scores(det.rows(mine), one, xs[mine, None], ys[mine, None])[:, 0]
     bw, bh = part.box
     strength = det.strength()
     presence = np.full(det.n, np.nan)
