@@ -260,10 +260,13 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path) -> None:
     whole = [str(p) for p in sorted((data / "images").glob("*.png"))[:3]]
     table = _run("localize", "--part", "head", *whole, "--store", store).stdout
     assert "found" in table and "confidence" in table
-    res = json.loads(_run("localize", "--part", "head", *whole, "--store", store, "--json").stdout)
+    shown = tmp_path / "whole-overlays"
+    res = json.loads(_run("localize", "--part", "head", *whole, "--out", str(shown), "--store", store, "--json").stdout)
     for r in res["results"]:
         x0, y0, x1, y1 = r["object_box"]
         assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128
+        with Image.open(r["overlay"]) as im:
+            assert im.size[0] == 512 and im.size[1] > 512  # drawn at 512 px, with the label strip above
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")

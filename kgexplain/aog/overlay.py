@@ -47,7 +47,8 @@ def overlay(
         f"{'found' if found else 'not found'}" + (f", confidence {conf:.2f}" if conf is not None else "")
     )
     label += f", facing {facing}, score {result['score']:.2f}"
-    bar = 14 + 2 * w
-    draw.rectangle((0, 0, img.size[0], bar), fill=(0, 0, 0))
-    draw.text((w, w), label, fill=colour if found else (220, 220, 220))
-    return img
+    bar = 14 + 2 * w  # the label goes on a strip above the image, so it hides nothing
+    out = Image.new("RGB", (img.size[0], img.size[1] + bar), (0, 0, 0))
+    out.paste(img, (0, bar))
+    ImageDraw.Draw(out).text((w, w), label, fill=colour if found else (220, 220, 220))
+    return out
