@@ -1,4 +1,4 @@
-"""``kgexplain data synth`` and ``kgexplain data check``."""
+"""``kgexplain data synth``, ``kgexplain data photos`` and ``kgexplain data check``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 
 import click
 
+from kgexplain.data.photos import write_photos
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth import CATEGORIES, write_synth
 from kgexplain.errors import DataError, UsageError
@@ -66,6 +67,22 @@ def synth_command(
         "annotations": str(source.file),
     }
     emit_object(result, fmt, f"wrote {len(source)} images to {out} in {seconds:.1f} s ({source.file.name})")
+
+
+@data_group.command("photos")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write (created).")
+@output_options
+def photos_command(out: str, fmt: str) -> None:
+    """Write the real photographs scikit-image ships (chelsea, coffee, rocket, two motorcycles, astronaut) as
+    PNGs to OUT, rough object masks drawn by hand for chelsea and coffee (NAME-mask.png, for `info --mask`) and a
+    labels.json of the ImageNet classes each shows (needs `pip install 'kgexplain[real]'`)."""
+    written = write_photos(out)
+    emit_object(
+        {"out": out, "files": [str(p) for p in written]},
+        fmt,
+        f"wrote {sum(not p.stem.endswith('-mask') for p in written)} photos and "
+        f"{sum(p.stem.endswith('-mask') for p in written)} hand-drawn masks to {out} (labels.json)",
+    )
 
 
 @data_group.command("check")

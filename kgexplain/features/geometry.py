@@ -135,10 +135,18 @@ _FUNCTIONAL_WINDOWS = {
 }
 
 
+class _ConvLeafTracer(fx.Tracer):
+    """Traces as fx does, but keeps every Conv2d subclass (e.g. a TensorFlow "SAME"-padding conv that computes
+    its padding in ``forward``) as one module, read through its kernel, stride, padding and dilation."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, module_qualified_name)
+
+
 def _propagate(model: nn.Module) -> dict[str, _G]:
     """Geometry of every module's output, keyed by dotted module path (a module called twice: last call)."""
     try:
-        graph_module = fx.symbolic_trace(model)
+        graph_module = fx.GraphModule(model, _ConvLeafTracer().trace(model))
     except Exception as e:  # control flow, unsupported ops
         raise _Untraceable(str(e)) from e
     modules = dict(graph_module.named_modules())

@@ -190,10 +190,12 @@ def _write_maps(m: Measurement, frames: Sequence[Framed], out: Path) -> list[str
         for kind, arr in (("sid", r.sid_map), ("ru", r.ru_map)):
             if arr is None:
                 continue
-            stem = out / f"{names[r.image]}-{r.layer}-{kind}"
-            np.save(stem.with_suffix(".npy"), arr)
-            heat_overlay(frames[r.image].image, arr, stem.with_suffix(".png"))
-            files += [str(stem.with_suffix(".npy")), str(stem.with_suffix(".png"))]
+            # Not with_suffix: a layer name may hold a dot (blocks.5, features.6), which it would cut off.
+            stem = f"{names[r.image]}-{r.layer.replace('.', '_')}-{kind}"
+            npy, png = out / f"{stem}.npy", out / f"{stem}.png"
+            np.save(npy, arr)
+            heat_overlay(frames[r.image].image, arr, png)
+            files += [str(npy), str(png)]
     return files
 
 

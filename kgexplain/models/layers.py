@@ -95,6 +95,19 @@ def mobilenet_v2_layers(model: nn.Module) -> dict[str, LayerSpec]:
     return table
 
 
+def efficientnet_layers(model: nn.Module) -> dict[str, LayerSpec]:
+    """``blocks.N``: the output of MBConv block N (linear: the projection has no activation)."""
+    table: dict[str, LayerSpec] = {}
+    for i, block in enumerate(model.get_submodule("_blocks").children()):
+        conv = block.get_submodule("_depthwise_conv")
+        assert isinstance(conv, nn.Conv2d)
+        k, st = conv.kernel_size[0], conv.stride[0]
+        table[f"blocks.{i}"] = LayerSpec(
+            f"blocks.{i}", f"_blocks.{i}", description=f"MBConv {k}x{k}, stride {st} (linear output)"
+        )
+    return table
+
+
 def resolve_layer(
     model: nn.Module,
     table: dict[str, LayerSpec],

