@@ -29,8 +29,8 @@ UPSCALE = 1.375
 STEP = 4  # pixels of the search grid
 
 
-def objectness(graph: ExplanatoryGraph, features: FeatureSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(n, G, G) objectness on a grid of STEP-pixel cells over the image, with the grid's cell centres (x, y)."""
+def objectness(graph: ExplanatoryGraph, features: FeatureSet) -> np.ndarray:
+    """(n, G, G) objectness on a grid of STEP-pixel cells over the image."""
     top = graph.layers[-1]
     geo = features.geometry
     std = top.std.reshape(top.std.shape[0], -1).mean(1)
@@ -46,7 +46,7 @@ def objectness(graph: ExplanatoryGraph, features: FeatureSet) -> tuple[np.ndarra
         torch.broadcast_tensors(torch.from_numpy(gx).float()[None, :], torch.from_numpy(gy).float()[:, None]), -1
     )
     out = F.grid_sample(m, grid[None].expand(len(m), -1, -1, -1), align_corners=True, padding_mode="border")
-    return out[:, 0].numpy(), centres, centres
+    return out[:, 0].numpy()
 
 
 def best_box(m: np.ndarray, tau: float = TAU) -> tuple[int, int, int, int]:
@@ -70,7 +70,7 @@ def best_box(m: np.ndarray, tau: float = TAU) -> tuple[int, int, int, int]:
 def object_boxes(graph: ExplanatoryGraph, features: FeatureSet, tau: float = TAU) -> np.ndarray:
     """(n, 4) estimated object boxes (x0, y0, x1, y1, pixel edges) in the pixels of the images ``features``
     were computed on (features of the graph's top layer)."""
-    m, _, _ = objectness(graph, features)
+    m = objectness(graph, features)
     size = features.geometry.input_w
     scale = size / m.shape[-1]
     return np.array([np.array(best_box(mi, tau), np.float64) * scale for mi in m])

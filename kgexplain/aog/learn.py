@@ -19,6 +19,7 @@ calibrated "not found" threshold (:func:`calibrate`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -61,8 +62,7 @@ def learn_part(
     """``examples`` holds the detections on the K annotated images, ``centres`` (K, 2) the part's position
     on them (framed pixels); ``mirrored`` the detections on the mirrored examples (mirrored coordinates), from
     which the mirrored templates are learnt when ``config.flip`` (without them: one facing only).
-    ``unlabelled`` are optional images without
-    annotations that the templates grow on."""
+    ``unlabelled`` are optional images without annotations that the templates grow on."""
     cfg = config or AOGConfig()
     centres = np.asarray(centres, np.float64)
     if centres.shape != (examples.n, 2):
@@ -117,17 +117,21 @@ def learn_part(
 def _grown_prior(part: PartModel, det: Detections) -> dict[str, Any]:
     """The position prior from the grown templates' localisations on the unlabelled images (without a prior):
     their median position as if facing False, and a robust spread (1.4826 MAD), at least ``prior_floor``."""
-    plain = PartModel(part.name, part.category, part.size, part.box, part.layers, part.templates, part.config)
-    found = localise(det, plain, voters=0)
+    found = localise(det, replace(part, prior={}), voters=0)
     size = part.size
     p = np.array([((size - 1) - f.x if f.flipped else f.x, f.y) for f in found], np.float64)
     mean = np.median(p, 0)
-    spread = 1.4826 * np.median(np.abs(p - mean), 0)
+    return {**_prior_of(part, mean, 1.4826 * np.median(np.abs(p - mean), 0)), "images": len(found)}
+
+
+def _prior_of(part: PartModel, mean: np.ndarray, spread: np.ndarray) -> dict[str, Any]:
+    """A prior as stored: the mean as if facing False and mirrored for the other facing, and the spread, at least
+    ``prior_floor`` of the side."""
+    size = part.size
     sigma = np.maximum(spread, part.config.prior_floor * size)
     return {
         "mean": [[float(mean[0]), float(mean[1])], [float((size - 1) - mean[0]), float(mean[1])]],
         "sigma": [float(sigma[0]), float(sigma[1])],
-        "images": len(found),
     }
 
 
@@ -167,13 +171,7 @@ def _prior(part: PartModel, example_ids: Sequence[str], centres: np.ndarray) -> 
         ],
         np.float64,
     )  # as if every example faced as facing False
-    mean = p.mean(0)
-    spread = p.std(0, ddof=1) if len(p) > 1 else np.zeros(2)
-    sigma = np.maximum(spread, part.config.prior_floor * size)
-    return {
-        "mean": [[float(mean[0]), float(mean[1])], [float((size - 1) - mean[0]), float(mean[1])]],
-        "sigma": [float(sigma[0]), float(sigma[1])],
-    }
+    return _prior_of(part, p.mean(0), p.std(0, ddof=1) if len(p) > 1 else np.zeros(2))
 
 
 def calibrate(

@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from kgexplain.aog.detections import Detections, RawFilterReference, graph_detections, raw_filter_detections
 from kgexplain.aog.extent import UPSCALE, object_boxes
 from kgexplain.aog.learn import align_facing, calibrate, learn_part, set_evidence
 from kgexplain.aog.model import AOGConfig, PartModel
 from kgexplain.aog.vote import Localisation, localise_parts
-from kgexplain.data.base import Affine, Box, Framed, Framing, ImageSource, region_affine
+from kgexplain.data.base import Affine, Box, Framed, Framing, ImageSource
 from kgexplain.data.subset import Subset
 from kgexplain.errors import DataError
 from kgexplain.explanatory_graph import ExplanatoryGraph, ExplanatoryGraphMiner
@@ -54,16 +53,10 @@ def frame(source: ImageSource, indices: Sequence[int], framing: Framing) -> Fram
 
 def crop(source: ImageSource, indices: Sequence[int], regions: Sequence[Box], size: int) -> FramedBatch:
     """The images cropped to ``regions`` (source pixels) and resized to ``size``, as a box framing does."""
-    frames = []
-    for i, region in zip(indices, regions, strict=True):
-        rec = source.record(int(i))
-        img = source.load_image(int(i))
-        affine = region_affine(region, size, size)
-        out = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, box=region), np.uint8)
-        keypoints = {k: affine.point(*p) for k, p in rec.keypoints.items()}
-        box = affine.box(rec.box) if rec.box is not None else None
-        frames.append(Framed(int(i), rec.id, out, affine, img.size, rec.label, box, keypoints, None))
-    return FramedBatch.of(frames)
+    framing = Framing(size)
+    return FramedBatch.of(
+        [framing.apply(source, int(i), with_mask=False, region=r) for i, r in zip(indices, regions, strict=True)]
+    )
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Localisation: every firing pattern of a template votes for its position plus its learnt offset; each template's
-vote map (times the part's position prior) gives a point, and the whole-template score at that point (every pattern
-of the template: its response minus a log-Gaussian penalty for its vote's distance, as the authors' AOG code)
-chooses the template and the facing. Templates come in both facings, so one forward pass per image suffices."""
+vote map (times the part's position prior) gives a point. The vote peak (or, with ``facing_by="whole"``, the
+whole-template score of the authors' AOG code: every pattern's response minus a log-Gaussian penalty for its vote's
+distance) chooses the template and the facing; the whole-template score is reported either way. Templates come in
+both facings, so one forward pass per image suffices."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class Localisation:
     score: float  # whole-template score of the chosen template at (x, y)
     template: int
     flipped: bool  # the object faces the mirrored way (a template learnt on a mirrored example won)
-    confidence: float | None = None  # P(present | presence), calibrated on held-out images; None: not calibrated
+    confidence: float | None = None  # calibrated precision of accepting this presence or more; None: not calibrated
     found: bool = True  # the presence clears the calibrated threshold
     presence: float | None = None  # the chosen template's patterns' strengths weighed by their evidence
     peak: float = 0.0  # height of the chosen template's vote map at (x, y)
@@ -153,6 +154,21 @@ def _peaks(maps: torch.Tensor, step: float) -> tuple[np.ndarray, np.ndarray, np.
     return val.numpy(), (xs + 0.5) * step - 0.5, (ys + 0.5) * step - 0.5
 
 
+def _whole(
+    fires: np.ndarray,
+    strength: np.ndarray,
+    votes: np.ndarray,
+    weight: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    delta: float,
+) -> np.ndarray:
+    """(n,) one template's whole-template scores at the points (x, y) (n,), from its patterns' fires, strengths and
+    votes ((n, S), (n, S), (n, S, 2)) and weights (S,)."""
+    d2 = (votes[..., 0] - x[:, None]) ** 2 + (votes[..., 1] - y[:, None]) ** 2
+    return (np.where(fires, strength - d2 / (2 * delta**2), 0.0) * weight[None]).sum(1)
+
+
 def whole_scores(
     det: Detections, part: PartModel, xs: np.ndarray, ys: np.ndarray, votes_of: Votes | None = None
 ) -> np.ndarray:
@@ -163,10 +179,7 @@ def whole_scores(
     delta = part.config.facing_delta * part.size
     out = np.zeros((det.n, len(part.templates)))
     for k, (tpl, (cols, votes, _)) in enumerate(zip(part.templates, votes_of or all_votes(det, part), strict=True)):
-        d2 = (votes[..., 0] - xs[:, k : k + 1]) ** 2 + (votes[..., 1] - ys[:, k : k + 1]) ** 2
-        fires = det.fires[:, cols]
-        term = np.where(fires, strength[:, cols] - d2 / (2 * delta**2), 0.0)
-        out[:, k] = (term * tpl.weight[None]).sum(1)
+        out[:, k] = _whole(det.fires[:, cols], strength[:, cols], votes, tpl.weight, xs[:, k], ys[:, k], delta)
     return out
 
 
@@ -181,8 +194,8 @@ def template_scores(det: Detections, part: PartModel) -> TemplateScores:
 
 def decide_facing(scored: Sequence[tuple[PartModel, TemplateScores]], rule: str = "ratio") -> np.ndarray:
     """(n,) bool: one facing per image (mirrored: True). Each part's evidence is its best template per facing
-    (vote peak or whole-template score, per its ``facing_by``); rule "log" sums the parts' log-ratios of the two
-    facings, so no part outweighs another by the scale of its scores; "sum" sums the values themselves."""
+    (vote peak or whole-template score, per its ``facing_by``); rule "ratio" sums the parts' normalised differences
+    (b - a) / (a + b), so no part outweighs another by the scale of its scores; "sum" sums the differences."""
     n = scored[0][1].peak.shape[0]
     total = np.zeros(n)
     for part, ts in scored:
@@ -207,8 +220,8 @@ def localise(
     scores: TemplateScores | None = None,
 ) -> list[Localisation]:
     """Localise ``part`` on each image of ``det``. ``facing`` ((n,) bool, mirrored = True) fixes the object's
-    facing, as decided for all its parts by :func:`decide_facing`; without it the part decides alone (by the
-    whole-template score, or by the vote peak when the part's ``facing`` setting is "each")."""
+    facing, as decided for all its parts by :func:`decide_facing`; without it the part decides alone (by its
+    ``facing_by``: the vote peak by default; always the peak when its ``facing`` setting is "each")."""
     ts = scores if scores is not None else template_scores(det, part)
     tf = part.facings()
     by = "peak" if part.config.facing == "each" else part.config.facing_by
@@ -218,33 +231,26 @@ def localise(
         k = ts.best(by=by)
     rows = np.arange(det.n)
     xs, ys, peak = ts.x[rows, k], ts.y[rows, k], ts.peak[rows, k]
-    if ts.whole is not None:
-        whole = ts.whole[rows, k]
-    else:  # the whole-template score of the chosen template only
-        whole = np.zeros(det.n)
-        for t in np.unique(k).tolist():
-            mine = np.flatnonzero(k == t)
-            one = PartModel(
-                part.name, part.category, part.size, part.box, part.layers, [part.templates[t]], part.config
-            )
-            whole[mine] = whole_scores(det.rows(mine), one, xs[mine, None], ys[mine, None])[:, 0]
-    bw, bh = part.box
     strength = det.strength()
+    delta = part.config.facing_delta * part.size
+    whole = ts.whole[rows, k] if ts.whole is not None else np.zeros(det.n)
     presence = np.full(det.n, np.nan)
-    for t, tpl in enumerate(part.templates):
-        mine = k == t
-        if tpl.evidence is not None and mine.any():
-            cols = columns(det, tpl.layer, tpl.index)
-            presence[mine] = (strength[np.ix_(mine, cols)] * tpl.evidence[None]).mean(1)
+    per_template = {}  # the chosen templates' columns and vote weights; their whole scores and presence
+    for t in np.unique(k).tolist():
+        tpl, mine = part.templates[t], k == t
+        cols = columns(det, tpl.layer, tpl.index)
+        per_template[t] = (cols, strength[:, cols] * tpl.weight[None])
+        sub = strength[np.ix_(mine, cols)]
+        if ts.whole is None:
+            votes = det.position[np.ix_(mine, cols)] + tpl.offset[None]
+            whole[mine] = _whole(det.fires[np.ix_(mine, cols)], sub, votes, tpl.weight, xs[mine], ys[mine], delta)
+        if tpl.evidence is not None:
+            presence[mine] = (sub * tpl.evidence[None]).mean(1)
     calibrated = bool(part.calibration) and not np.isnan(presence).any()
     conf = part.confidence(presence) if calibrated else None
     found = part.found(presence) if calibrated else np.ones(det.n, bool)
+    bw, bh = part.box
     out = []
-    per_template = {}
-    for t in np.unique(k).tolist():
-        tpl = part.templates[t]
-        cols = columns(det, tpl.layer, tpl.index)
-        per_template[t] = (cols, strength[:, cols] * tpl.weight[None])
     for i in range(det.n):
         tpl = part.templates[int(k[i])]
         cols, w = per_template[int(k[i])]

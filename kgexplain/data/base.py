@@ -203,11 +203,13 @@ class Framing:
                 report.add_skip(source.record(i).id, reason_of(e))
         return frames, report
 
-    def apply(self, source: ImageSource, index: int, with_mask: bool = True) -> Framed:
+    def apply(self, source: ImageSource, index: int, with_mask: bool = True, region: Box | None = None) -> Framed:
+        """Image ``index`` framed: cropped to ``region`` (source pixels; default: this framing's region for the
+        record) and resized to ``size``, with its ground truth and mask in framed coordinates."""
         rec = source.record(index)
         img = source.load_image(index)
         w, h = img.size
-        region = self.region(rec, w, h)
+        region = region if region is not None else self.region(rec, w, h)
         affine = region_affine(region, self.size, self.size)
         if region != (0.0, 0.0, float(w), float(h)) or (w, h) != (self.size, self.size):
             out = img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=region)

@@ -64,12 +64,20 @@ def open_build(store: GraphStore, run: str | None = None, device: str = "cpu") -
     return LoadedBuild(run, str(row["model"]), config, handle, graph, framing, detector)
 
 
+def _synthetic(store: GraphStore, build: LoadedBuild) -> ImageSource | None:
+    """The synthetic workload a build mined (its objects and background images), or None for user data."""
+    synth = build.config.get("synthetic")
+    if not synth:
+        return None
+    spec = DataSpec(n=2 * int(synth["n"]), seed=int(synth["seed"]), categories=(synth["category"], BACKGROUND))
+    return spec.open(store.workspace)
+
+
 def build_negatives(store: GraphStore, build: LoadedBuild) -> ImageSource | None:
     """The background images the build mined against (the synthetic workload, or its --negatives folder)."""
-    synth = build.config.get("synthetic")
-    if synth:
-        spec = DataSpec(n=2 * int(synth["n"]), seed=int(synth["seed"]), categories=(synth["category"], BACKGROUND))
-        return Subset.by_label(spec.open(store.workspace), [BACKGROUND])
+    synth = _synthetic(store, build)
+    if synth is not None:
+        return Subset.by_label(synth, [BACKGROUND])
     neg = build.config.get("negatives")
     if isinstance(neg, str) and neg and Path(neg).is_dir():
         return DataSpec(images=neg).open()
@@ -78,11 +86,8 @@ def build_negatives(store: GraphStore, build: LoadedBuild) -> ImageSource | None
 
 def build_images(store: GraphStore, build: LoadedBuild) -> ImageSource | None:
     """The images the build mined (the synthetic workload only: user data sets are not reopened)."""
-    synth = build.config.get("synthetic")
-    if not synth:
-        return None
-    spec = DataSpec(n=2 * int(synth["n"]), seed=int(synth["seed"]), categories=(synth["category"], BACKGROUND))
-    return Subset.by_label(spec.open(store.workspace), [synth["category"]])
+    synth = _synthetic(store, build)
+    return Subset.by_label(synth, [build.config["synthetic"]["category"]]) if synth is not None else None
 
 
 @dataclass(frozen=True)

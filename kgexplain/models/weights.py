@@ -43,7 +43,7 @@ def load_imagenet_state_dict(arch: str, allow_download: bool | None = None) -> t
     path = imagenet_cache_path(arch)
     label = f"imagenet:{entry.name}"
     if path.exists():
-        return _torch_load_state_dict(path), label
+        return torch_load_state_dict(path), label
     if allow_download is None:
         allow_download = not offline()
     hint = (
@@ -69,10 +69,6 @@ def imagenet_class_names() -> list[str]:
 
 def torch_load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The state dict in a checkpoint file (a state dict, a wrapped one or a whole module)."""
-    return _torch_load_state_dict(path)
-
-
-def _torch_load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     obj = load_checkpoint_object(path)
     if isinstance(obj, nn.Module):
         return obj.state_dict()

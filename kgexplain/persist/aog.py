@@ -100,9 +100,14 @@ def part_record(
     return RunRecord(run, "aog", model_id, source, config, counts)
 
 
+def _aog_configs(store: GraphStore) -> list[tuple[str, dict[str, Any]]]:
+    """(run id, config) of every complete AOG run."""
+    return [(str(r["id"]), json.loads(r["config"] or "{}")) for r in queries.complete_runs(store, "aog")]
+
+
 def learnt_parts(store: GraphStore, build: str, category: str) -> list[str]:
     """Names of the parts learnt for ``category`` on ``build`` (sorted)."""
-    configs = [json.loads(r["config"] or "{}") for r in queries.complete_runs(store, "aog")]
+    configs = [c for _, c in _aog_configs(store)]
     return sorted({str(c["part"]) for c in configs if c.get("build") == build and c.get("category") == category})
 
 
@@ -110,8 +115,7 @@ def read_part(
     store: GraphStore, build: str, graph: ExplanatoryGraph, part: str, category: str | None = None
 ) -> PartModel:
     """The part's AOG as stored for ``build`` (whose mined graph is ``graph``)."""
-    configs = [(r["id"], json.loads(r["config"] or "{}")) for r in queries.complete_runs(store, "aog")]
-    mine = [(rid, c) for rid, c in configs if c.get("build") == build and c.get("part") == part]
+    mine = [(rid, c) for rid, c in _aog_configs(store) if c.get("build") == build and c.get("part") == part]
     if category is not None:
         mine = [m for m in mine if m[1].get("category") == category]
     if not mine:
