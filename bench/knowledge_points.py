@@ -5,9 +5,17 @@
          "kp_by_checkpoint": [...], "seconds_per_layer": ...}
 
 With seed S: N synthetic object images (data seed S, the six animals, whole image) and fit seed S.
-- corr_norm_entropy: Pearson(|g|, entropy of the model's output) for the shipped (final) toy net's sample embedding;
-  corr_pca the same for |PCA to d' = 3| of the same sample features. Extras: the same against log entropy and the
-  Spearman rank correlations (the toy net is so confident that the entropy is ~0 for most images; see README).
+- temperature: the T the sample embedding was fitted at (--temperature, default 4 as the authors' code).
+- corr_entropy_fitted_t: Pearson(|g|, entropy of softmax(z / T)) at that T (the paper's Table 1 as the authors
+  measure it); corr_norm_entropy: the same against the T = 1 entropy; corr_pca the same for |PCA to d' = 3| of the
+  same sample features (T = 1; corr_pca_fitted_t at T). Extras under sample_correlations: log entropy and the
+  Spearman rank correlations at both temperatures (the toy net is so confident that the T = 1 entropy is ~0 for most
+  images; see README).
+- corr_h_shapley / corr_w_shapley: mean over images of Pearson(|h^(r)|, phi^(r)) and Pearson(w^(r), phi^(r)) at the
+  last layer, phi the exact Shapley value of each region for the predicted logit (the toy net's head is global
+  average pooling then one linear layer, so phi_r = W_c . f_r / R).
+- w_self_agreement: mean over images of Pearson(w, w') at the last layer, w' refitted against another random
+  comparison set (fit seed S + 1).
 - corr_importance_strength: mean over images of Pearson(|h^(r)|, w^(r)) at the last layer (paper Table 2);
   per layer under corr_importance_by_layer.
 - reliable_ratio: reliable / all knowledge points per layer (final net), tau = 0.4 after normalising each layer's
@@ -34,10 +42,10 @@ import torch
 from kgexplain.data.base import Framing
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
-from kgexplain.knowledge_points.analyse import KPConfig, analyse_layers
+from kgexplain.knowledge_points.analyse import KPConfig, analyse_layers, per_image_pearson
 from kgexplain.knowledge_points.collect import collect
-from kgexplain.knowledge_points.importance import ImportanceConfig
-from kgexplain.knowledge_points.kappa import KappaTable
+from kgexplain.knowledge_points.importance import ImportanceConfig, fit_importance, neighbours
+from kgexplain.knowledge_points.kappa import KappaTables
 from kgexplain.knowledge_points.regional import RegionalConfig
 from kgexplain.knowledge_points.sample import SampleConfig
 from kgexplain.models import load_model
@@ -53,16 +61,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=200, help="images")
     ap.add_argument("--layers", default="conv2_2,conv3_2,conv4_2,conv5_2", help="layers of the final net")
-    ap.add_argument("--checkpoint-layers", default="conv3_2,conv5_2", help="layers per checkpoint")
+    ap.add_argument("--checkpoint-layers", default="conv3_2,conv5_2", help="layers per checkpoint ('': none)")
     ap.add_argument("--no-checkpoints", action="store_true", help="only the final net")
+    ap.add_argument("--temperature", type=float, default=SampleConfig.temperature, help="fit temperature T")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     layers = args.layers.split(",")
-    ck_layers = args.checkpoint_layers.split(",")
+    ck_layers = [n for n in args.checkpoint_layers.split(",") if n]  # empty: the sample embedding only
     cfg = KPConfig(
-        sample=SampleConfig(seed=args.seed),
+        sample=SampleConfig(seed=args.seed, temperature=args.temperature),
         importance=ImportanceConfig(seed=args.seed),
         regional=RegionalConfig(seed=args.seed),
     )
@@ -70,7 +79,7 @@ def main() -> None:
         src = DataSpec(n=args.n, seed=args.seed, categories=ANIMALS).open(d)
         frames = [Framing(128, "none").apply(src, i) for i in range(len(src))]
     images = np.stack([f.image for f in frames])
-    kappa = KappaTable.load()
+    kappa = KappaTables.load(cfg.sample_kappa0, cfg.regional_kappa0)
 
     def run(weights: str, chosen: list[str]) -> tuple[Any, float]:
         handle = load_model("toynet", weights)
@@ -83,10 +92,21 @@ def main() -> None:
         return analyse_layers(col, truth, chosen, kappa, replace(cfg), device=args.device), collect_s
 
     final, collect_s = run(str(shipped_checkpoint()), layers)
+    last = final.layers[layers[-1]]
+    other = replace(cfg.importance, seed=args.seed + 1)
+    nb = neighbours(final.collected.logits, other.others, other.kappa_p, other.seed)
+    w_again, _ = fit_importance(final.collected.regions[layers[-1]].to(args.device), nb, other)
     out: dict[str, Any] = {
+        "temperature": args.temperature,
+        "corr_entropy_fitted_t": r4(final.corr["corr_entropy_fitted_t"]),
+        "corr_pca_fitted_t": r4(final.corr["corr_pca_fitted_t"]),
         "corr_norm_entropy": r4(final.corr["corr_norm_entropy"]),
         "corr_pca": r4(final.corr["corr_pca"]),
-        "corr_importance_strength": r4(final.layers[layers[-1]].corr_importance),
+        "corr_importance_strength": r4(last.corr_importance),
+        "corr_h_shapley": r4(last.corr_h_shapley),
+        "corr_w_shapley": r4(last.corr_w_shapley),
+        "w_self_agreement": r4(per_image_pearson(last.w, w_again.cpu())[0]),
+        "sample_kl": r4(final.sample.loss),
         "reliable_ratio": {n: r4(r.points.ratio) for n, r in final.layers.items()},
         "kp_by_checkpoint": [],
         "seconds_per_layer": round(float(np.mean([r.seconds for r in final.layers.values()])), 2),
@@ -107,6 +127,8 @@ def main() -> None:
                     "checkpoint": path.stem,
                     "accuracy": round(float((a.collected.logits.argmax(1).numpy() == a.truth).mean()), 4),
                     "corr_norm_entropy": r4(a.corr["corr_norm_entropy"]),
+                    "corr_entropy_fitted_t": r4(a.corr["corr_entropy_fitted_t"]),
+                    "corr_pca_fitted_t": r4(a.corr["corr_pca_fitted_t"]),
                     "kp_per_image": {n: round(r.points.count / args.n, 2) for n, r in a.layers.items()},
                     "reliable_per_image": {n: round(r.points.reliable_count / args.n, 2) for n, r in a.layers.items()},
                     "reliable_ratio": {n: r4(r.points.ratio) for n, r in a.layers.items()},

@@ -38,6 +38,9 @@ from .output import emit_result
 @click.option("--grid", type=click.IntRange(min=1), default=None,
               help="Regions per side (default: the sample layer's map side).")  # fmt: skip
 @click.option("--dim", type=click.IntRange(min=2), default=3, help="Embedding dimension d'.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=SampleConfig.temperature,
+              help="The sample embedding mimics softmax(logits / T); 4 as the authors' code, 1: the model's own "
+              "posterior.")  # fmt: skip
 @click.option("--alpha", type=click.FloatRange(min=0), default=RegionalConfig.alpha,
               help="Weight of the alignment loss.")  # fmt: skip
 @click.option("--others", type=click.IntRange(min=1), default=ImportanceConfig.others,
@@ -66,6 +69,7 @@ def kp_command(
     tau: float,
     grid: int | None,
     dim: int,
+    temperature: float,
     alpha: float,
     others: int,
     epochs: int,
@@ -94,7 +98,7 @@ def kp_command(
         analysis=KPConfig(
             tau=tau,
             grid=grid,
-            sample=SampleConfig(dim=dim, seed=fit_seed),
+            sample=SampleConfig(dim=dim, temperature=temperature, seed=fit_seed),
             importance=ImportanceConfig(others=others, seed=fit_seed),
             regional=RegionalConfig(dim=dim, alpha=alpha, epochs=epochs, seed=fit_seed),
         ),

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from kgexplain.cli.main import cli
 
 from kgexplain.knowledge_points.analyse import KPConfig, analyse_layers
-from kgexplain.knowledge_points.collect import Collected
+from kgexplain.knowledge_points.collect import Collected, linear_head
 from kgexplain.knowledge_points.importance import ImportanceConfig, fit_importance, neighbours
-from kgexplain.knowledge_points.kappa import KappaSpec, KappaTable
+from kgexplain.knowledge_points.kappa import KappaTables
 from kgexplain.knowledge_points.regional import RegionalConfig, log_vmf_normaliser
 from kgexplain.knowledge_points.sample import SampleConfig
 
@@ -24,8 +24,8 @@ from .conftest import write_png
 
 
 @pytest.fixture(scope="module")
-def kappa() -> KappaTable:
-    return KappaTable.load(KappaSpec(samples=2000))
+def kappa() -> KappaTables:
+    return KappaTables.load(samples=2000)
 
 
 def one_region_case(
@@ -71,7 +71,7 @@ def test_vmf_normaliser_matches_the_bessel_form() -> None:
     assert np.allclose(log_vmf_normaliser(k.double(), 5).numpy(), log_vmf_normaliser(k.double(), 5).numpy())
 
 
-def test_known_answer_the_class_lives_in_one_region(kappa: KappaTable) -> None:
+def test_known_answer_the_class_lives_in_one_region(kappa: KappaTables) -> None:
     col, y = one_region_case()
     cfg = KPConfig(
         sample=SampleConfig(steps=400),
@@ -161,3 +161,26 @@ def test_cli_kp_bad_input_fails_in_one_line_and_writes_nothing(tmp_path: Path) -
         assert res.exit_code != 0 and message in res.output and "Traceback" not in res.output, res.output
         assert len(res.output.strip().splitlines()) <= 2, res.output
     assert not (Path(store) / "graph.lbdb").exists()  # every mistake fails before the store is opened
+
+
+def test_exact_shapley_of_regions_under_a_linear_head() -> None:
+    """phi sums to the predicted logit minus its bias (efficiency), equals the region's own term, and is not
+    claimed where the last linear layer does not read the pooled feature."""
+    torch.manual_seed(0)
+    conv, fc = torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.Linear(6, 4)
+    net = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), fc)
+    x = torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        fmap = torch.relu(conv(x))  # (5, 6, 8, 8)
+        logits = net(x)
+    pooled = fmap.mean((2, 3))
+    head = linear_head(net, logits, pooled)
+    assert head is not None and torch.equal(head[0], fc.weight.detach())
+    regions = torch.nn.functional.adaptive_avg_pool2d(fmap, 4).flatten(2).transpose(1, 2)  # (5, 16, 6), 2x2 cells
+    col = Collected(logits, pooled, {"L": regions}, {"L": 4}, "L", head)
+    phi = col.shapley("L")
+    assert phi is not None and phi.shape == (5, 16)
+    c = logits.argmax(1)
+    assert torch.allclose(phi.sum(1), logits[torch.arange(5), c] - fc.bias.detach()[c], atol=1e-5)
+    assert col.shapley("other") is None
+    assert linear_head(net, logits + 1.0, pooled) is None  # the linear layer does not explain these logits

@@ -27,7 +27,7 @@ from kgexplain.jobs.common import (
 )
 from kgexplain.knowledge_points.analyse import Analysis, KPConfig, analyse
 from kgexplain.knowledge_points.figures import plot_counts, write_plots
-from kgexplain.knowledge_points.kappa import KappaTable
+from kgexplain.knowledge_points.kappa import KappaTables
 from kgexplain.knowledge_points.points import knowledge_points
 from kgexplain.models.registry import ModelHandle
 from kgexplain.persist.kp import kp_record, kp_rows, layer_metrics
@@ -156,7 +156,9 @@ def run_kp(
     if len(frames) < 2:
         raise UsageError("knowledge points need at least 2 images")
     truths = [truth_of(frames, h.class_names, cfg.truth) for _, h in handles]
-    kappa = KappaTable.load(cache=ws.ensure().cache / "kappa")
+    kappa = KappaTables.load(
+        cfg.analysis.sample_kappa0, cfg.analysis.regional_kappa0, cache=ws.ensure().cache / "kappa"
+    )
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -185,7 +187,7 @@ def _analyse_and_store(
     frames: Sequence[Framed],
     layers: Sequence[str],
     truth: np.ndarray | None,
-    kappa: KappaTable,
+    kappa: KappaTables,
     cfg: KnowledgePointsConfig,
     device: str,
     progress: Progress | None,

@@ -13,7 +13,7 @@ import torch
 from kgexplain.features.extract import layer_shape
 from kgexplain.knowledge_points.collect import Collected, collect
 from kgexplain.knowledge_points.importance import ImportanceConfig, fit_importance, neighbours
-from kgexplain.knowledge_points.kappa import KappaTable
+from kgexplain.knowledge_points.kappa import KappaTables
 from kgexplain.knowledge_points.points import Points, knowledge_points
 from kgexplain.knowledge_points.regional import RegionalConfig, RegionalEmbedding, fit_regional
 from kgexplain.knowledge_points.sample import SampleConfig, SampleEmbedding, entropy, fit_sample, pca_norms, pearson
@@ -25,6 +25,8 @@ from kgexplain.progress import Progress, say
 class KPConfig:
     tau: float = 0.4
     grid: int | None = None  # regions per side; default: the sample layer's map side (the paper's choice)
+    sample_kappa0: float = 10.0  # the sample embedding's kappa table (the authors': kappa(l) saturates near 10)
+    regional_kappa0: float = 1000.0  # the regional projection's
     reference: float = 1.0  # mean |h| every layer is normalised to before counting (the authors' code: 1)
     sample: SampleConfig = field(default_factory=SampleConfig)
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
@@ -46,6 +48,9 @@ class LayerResult:
     corr_importance: float  # mean over images of Pearson(|h^(r)|, w^(r)) (paper Table 2)
     corr_importance_std: float
     seconds: float
+    shapley: torch.Tensor | None = None  # (N, R) exact Shapley value per region (linear heads only; see collect)
+    corr_h_shapley: float = float("nan")  # mean over images of Pearson(|h^(r)|, phi^(r))
+    corr_w_shapley: float = float("nan")  # the same for w
 
     def summary(self) -> dict[str, Any]:
         p = self.points
@@ -57,6 +62,8 @@ class LayerResult:
             "reliable_ratio": _round(p.ratio),
             "kp_per_image": round(p.count / max(1, p.is_kp.shape[0]), 2),
             "corr_importance_strength": _round(self.corr_importance),
+            "corr_h_shapley": _round(self.corr_h_shapley),
+            "corr_w_shapley": _round(self.corr_w_shapley),
             "seconds": round(self.seconds, 1),
         }
 
@@ -65,8 +72,8 @@ class LayerResult:
 class Analysis:
     sample: SampleEmbedding
     g: torch.Tensor  # (N, d')
-    entropy: np.ndarray  # (N,) entropy of the model's output
-    corr: dict[str, float]  # |g| and PCA baselines against the entropy
+    entropy: np.ndarray  # (N,) entropy of the model's output (T = 1)
+    corr: dict[str, float]  # |g| and PCA baselines against the entropy, at T = 1 and at the fit's temperature
     layers: dict[str, LayerResult]
     collected: Collected
     truth: np.ndarray
@@ -77,21 +84,30 @@ def _round(x: float, nd: int = 4) -> float | None:
     return round(float(x), nd) if np.isfinite(x) else None
 
 
-def strength_correlations(g: torch.Tensor, sample_feature: torch.Tensor, ent: np.ndarray) -> dict[str, float]:
-    """Pearson of |g| (and of |PCA_3(f)|) with the output entropy, and with log entropy (see README)."""
+def strength_correlations(
+    g: torch.Tensor, sample_feature: torch.Tensor, logits: torch.Tensor, temperature: float
+) -> dict[str, float]:
+    """|g| (and |PCA_3(f)|, the paper's baseline) against the entropy of the model's output: Pearson, Pearson with log
+    entropy, and Spearman. Keys without a suffix use softmax(z) (T = 1); ``_fitted_t`` keys use softmax(z / T) at
+    the temperature the embedding was fitted to (the authors' measurement)."""
     from scipy.stats import spearmanr  # lazy: scipy.stats takes half a second to load
 
     norm = g.norm(dim=1).numpy()
     pca = pca_norms(sample_feature, g.shape[1])
-    log_ent = np.log(np.clip(ent, 1e-12, None))
-    return {
-        "corr_norm_entropy": pearson(norm, ent),
-        "corr_pca": pearson(pca, ent),
-        "corr_norm_log_entropy": pearson(norm, log_ent),
-        "corr_pca_log_entropy": pearson(pca, log_ent),
-        "spearman_norm_entropy": float(spearmanr(norm, ent)[0]),
-        "spearman_pca": float(spearmanr(pca, ent)[0]),
-    }
+    out: dict[str, float] = {}
+    for suffix, t in (("", 1.0), ("_fitted_t", temperature)):
+        ent = entropy(logits, t).numpy()
+        log_ent = np.log(np.clip(ent, 1e-12, None))
+        out |= {
+            f"corr_norm_entropy{suffix}": pearson(norm, ent),
+            f"corr_pca{suffix}": pearson(pca, ent),
+            f"corr_norm_log_entropy{suffix}": pearson(norm, log_ent),
+            f"corr_pca_log_entropy{suffix}": pearson(pca, log_ent),
+            f"spearman_norm_entropy{suffix}": float(spearmanr(norm, ent)[0]),
+            f"spearman_pca{suffix}": float(spearmanr(pca, ent)[0]),
+        }
+    out["corr_entropy_fitted_t"] = out.pop("corr_norm_entropy_fitted_t")
+    return out
 
 
 def per_image_pearson(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -105,7 +121,7 @@ def analyse_layers(
     col: Collected,
     truth: np.ndarray,
     layers: Sequence[str],
-    kappa: KappaTable,
+    kappa: KappaTables,
     cfg: KPConfig,
     progress: Progress | None = None,
     device: torch.device | str = "cpu",
@@ -113,11 +129,12 @@ def analyse_layers(
     """Everything after the forward pass. ``col`` holds CPU tensors; the per-layer fits (the costly part) run on
     ``device``, the small sample embedding on the CPU."""
     t0 = time.perf_counter()
-    emb = fit_sample(col.sample, col.logits, kappa, cfg.sample)
+    emb = fit_sample(col.sample, col.logits, kappa.sample, cfg.sample)
     g = emb.embed(col.sample)
     ent = entropy(col.logits).numpy()
-    corr = strength_correlations(g, col.sample, ent)
-    say(progress, f"sample embedding: KL {emb.loss:.4f}, corr(|g|, entropy) {corr['corr_norm_entropy']:.3f}")
+    corr = strength_correlations(g, col.sample, col.logits, cfg.sample.temperature)
+    t, r = cfg.sample.temperature, corr["corr_entropy_fitted_t"]
+    say(progress, f"sample embedding: KL {emb.loss:.4f}, corr(|g|, entropy at T = {t:g}) {r:.3f}")
     nb = neighbours(col.logits, cfg.importance.others, cfg.importance.kappa_p, cfg.importance.seed)
     results = {}
     for name in layers:
@@ -125,13 +142,17 @@ def analyse_layers(
         regions = col.regions[name]
         on_dev = regions.to(device)
         w, v = fit_importance(on_dev, nb, cfg.importance, progress)
-        proj = fit_regional(on_dev, w, nb, g, kappa, cfg.regional, progress)
+        proj = fit_regional(on_dev, w, nb, g, kappa.regional, cfg.regional, progress)
         del on_dev
         w, v = w.cpu(), v.cpu()
         h = proj.embed(regions)
         pts = knowledge_points(h, emb, truth, cfg.tau, cfg.reference)
         ci, cs = per_image_pearson(h.norm(dim=-1), w)
-        results[name] = LayerResult(name, col.grid[name], w, v, proj, h, pts, ci, cs, time.perf_counter() - t)
+        phi = col.shapley(name)
+        results[name] = LayerResult(name, col.grid[name], w, v, proj, h, pts, ci, cs, time.perf_counter() - t, phi)
+        if phi is not None:
+            results[name].corr_h_shapley = per_image_pearson(h.norm(dim=-1), phi)[0]
+            results[name].corr_w_shapley = per_image_pearson(w, phi)[0]
         s = results[name].summary()
         say(progress, f"{name}: {s['kp']} knowledge points, {s['reliable']} reliable ({s['seconds']} s)")
     return Analysis(emb, g, ent, corr, results, col, truth, time.perf_counter() - t0)
@@ -142,7 +163,7 @@ def analyse(
     images: np.ndarray,
     truth: np.ndarray,
     layers: Sequence[str],
-    kappa: KappaTable,
+    kappa: KappaTables,
     cfg: KPConfig,
     sample_layer: str | None = None,
     device: torch.device | str = "cpu",

@@ -112,3 +112,25 @@ class KappaTable:
         i = pos.floor().long().clamp(max=len(l_grid) - 2)
         t = pos - i
         return k_grid[i] * (1 - t) + k_grid[i + 1] * t
+
+
+@dataclass(frozen=True)
+class KappaTables:
+    """The two tables the authors' code keeps apart: the sample embedding's (clean features with kappa0 = 10, so
+    kappa(l) saturates near 10) and the regional projection's (kappa0 = 1000)."""
+
+    sample: KappaTable
+    regional: KappaTable
+
+    @classmethod
+    def load(
+        cls,
+        sample_kappa0: float = 10.0,
+        regional_kappa0: float = 1000.0,
+        cache: Path | None = None,
+        samples: int = KappaSpec.samples,
+    ) -> KappaTables:
+        return cls(
+            KappaTable.load(KappaSpec(kappa0=sample_kappa0, samples=samples), cache),
+            KappaTable.load(KappaSpec(kappa0=regional_kappa0, samples=samples), cache),
+        )

@@ -71,7 +71,16 @@ def layer_metrics(checkpoint: str, model_id: str, analysis: Analysis) -> list[di
                     "checkpoint": checkpoint})  # fmt: skip
     for name, res in analysis.layers.items():
         s = res.summary()
-        for key in ("kp", "reliable", "reliable_ratio", "kp_per_image", "corr_importance_strength", "seconds"):
+        for key in (
+            "kp",
+            "reliable",
+            "reliable_ratio",
+            "kp_per_image",
+            "corr_importance_strength",
+            "corr_h_shapley",
+            "corr_w_shapley",
+            "seconds",
+        ):
             if s[key] is None:
                 continue
             out.append(
