@@ -16,6 +16,10 @@ seed S.
 - concentration_{trained,untrained}: mean SID outside the object minus inside, at the last layer, averaged over
   the images, for the shipped toy net and the same architecture with random weights (`--weights none`);
   the per-layer values are under "concentration_by_layer".
+- ru_psnr: {layer: dB}, the reconstruction PSNR of the RU decoders (trained here on --decoder-images synthetic
+  images of seed S + 1000, --decoder-epochs epochs) on the tenth of those images kept out of training;
+  ru_concentration_by_layer / ru_by_layer: RU maps of the trained net on the bench images with those decoders,
+  beside SID's (--no-ru skips decoders and RU).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import math
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +39,7 @@ from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
 from kgexplain.features.extract import normalise
 from kgexplain.information import SIDConfig, SIDEstimator, measure
+from kgexplain.information.decoder import DecoderConfig, load_decoder, train_decoders
 from kgexplain.information.gradient import gradient_maps, rescaled_pair
 from kgexplain.models import load_model
 
@@ -56,6 +62,9 @@ def main() -> None:
     ap.add_argument("--layers", default="conv2_2,conv3_2,conv4_2,conv5_2")
     ap.add_argument("--coherency-layer", default="conv4_1")
     ap.add_argument("--batch", type=int, default=2, help="images per fit")
+    ap.add_argument("--decoder-images", type=int, default=400, help="training images of the RU decoders")
+    ap.add_argument("--decoder-epochs", type=int, default=DecoderConfig.epochs)
+    ap.add_argument("--no-ru", action="store_true", help="skip the RU decoders and maps")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -82,6 +91,27 @@ def main() -> None:
 
     m_tr = measure(trained, frames, layers, cfg, batch=args.batch)
     m_un = measure(untrained, frames, layers, cfg, batch=args.batch)
+    ru: dict[str, object] = {}
+    if not args.no_ru:
+        with tempfile.TemporaryDirectory() as d:
+            src = DataSpec(n=args.decoder_images, seed=args.seed + 1000, categories=ANIMALS).open(d)
+            t = time.perf_counter()
+            rows = train_decoders(
+                trained, layers, src, Framing(128, "none"), Path(d), DecoderConfig(epochs=args.decoder_epochs)
+            )
+            train_s = time.perf_counter() - t
+            decoders = {n: load_decoder(Path(d), trained, n) for n in layers}
+        m_ru = measure(trained, frames, layers, cfg, decoders=decoders, batch=args.batch)
+        ru = {
+            "ru_psnr": {r["layer"]: r["psnr_db"] for r in rows},
+            "ru_decoder_seconds": round(train_s, 1),
+            "ru_by_layer": {r["layer"]: r.get("ru") for r in m_ru.summary()},
+            "ru_concentration_by_layer": {
+                n: round(float(np.nanmean([r.ru_concentration for r in m_ru.records if r.layer == n])), 4)
+                for n in layers
+            },
+        }
+        errs += [abs(r.ru_constraint - 1) for r in m_ru.records if r.ru_constraint is not None]
     for m in (m_tr, m_un):
         errs += [abs(r.constraint - 1) for r in m.records]
     est = SIDEstimator(trained, layers, cfg)
@@ -112,6 +142,7 @@ def main() -> None:
             "trained": {r["layer"]: r["sid"] for r in m_tr.summary()},
             "untrained": {r["layer"]: r["sid"] for r in m_un.summary()},
         },
+        **ru,
         "images": len(frames),
         "layers": layers,
         "threads": torch.get_num_threads(),

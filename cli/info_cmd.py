@@ -147,12 +147,16 @@ def train_command(
 @store_options
 @output_options
 def list_command(model: ModelOption, store: StoreSpec, fmt: str) -> None:
-    """The trained decoders of a model: layer, training data, final MSE."""
+    """The trained decoders of a model: layer, training images, final MSE, PSNR (dB) on held-out images."""
     cache = store.workspace().cache
     handle = load_model(model.name, model.single, trust_checkpoint=model.trust_checkpoint)
     rows = []
     for layer in handle.layers:
         info = decoder_info(cache, handle, layer)
         if info:
-            rows.append({"layer": layer, "mse": round(info["mse"], 5), "images": info["images"], "path": info["path"]})
+            db = None if info["psnr"] is None else round(info["psnr"], 2)
+            rows.append(
+                {"layer": layer, "mse": round(info["mse"], 5), "psnr_db": db, "images": info["images"],
+                 "held_out": info["held_out"], "path": info["path"]}
+            )  # fmt: skip
     emit_rows(rows, fmt)

@@ -3,7 +3,8 @@
 One architecture for every comparison (paper sec. 4): a 1x1 stem, six residual blocks, the first log2(stride) of
 which upsample by two with a transposed conv on both tracks, and a 3x3 conv to RGB with a sigmoid ([0, 1] image).
 The width follows the resolution (16 channels at full resolution, doubling per halving, at most 128), so a decoder
-for an early layer costs about as much as one for a deep layer. Trained with MSE to the [0, 1] image.
+for an early layer costs about as much as one for a deep layer. Trained with MSE to the [0, 1] image; a tenth of the
+images (``holdout``) is kept out of training and the reconstruction PSNR on it is recorded with the decoder.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class DecoderConfig:
     epochs: int = 5
     batch_size: int = 16
     lr: float = 1e-3
+    holdout: float = 0.1  # fraction of the images kept out of training to measure reconstruction PSNR on
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,7 +114,34 @@ def decoder_info(cache: Path, handle: ModelHandle, layer: str) -> dict[str, Any]
     if not path.is_file():
         return None
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: blob[k] for k in ("layer", "model", "data", "config", "mse", "seconds", "images")} | {"path": str(path)}
+    keys = ("layer", "model", "data", "config", "mse", "seconds", "images")
+    extra = {"psnr": blob.get("psnr"), "held_out": blob.get("held_out", 0), "path": str(path)}
+    return {k: blob[k] for k in keys} | extra
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per image PSNR in dB of [0, 1] images (B, 3, H, W): 10 log10(1 / MSE)."""
+    mse = (reconstruction - target).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+    return -10 * torch.log10(mse)
+
+
+def held_out_psnr(
+    decoders: dict[str, Decoder],
+    probe: NoiseProbe,
+    x: torch.Tensor,
+    handle: ModelHandle,
+    batch: int = 32,
+) -> dict[str, float]:
+    """Mean per-image PSNR (dB) of each layer's decoder on normalised images ``x`` it was not trained on."""
+    scores: dict[str, list[torch.Tensor]] = {n: [] for n in decoders}
+    dev = next(iter(decoders.values())).head.weight.device
+    with torch.no_grad():
+        for lo in range(0, len(x), batch):
+            xb = x[lo : lo + batch].to(dev)
+            target = to_unit(xb, handle)
+            for (n, dec), f in zip(decoders.items(), probe(xb), strict=True):
+                scores[n].append(psnr(dec.eval()(f), target).cpu())
+    return {n: float(torch.cat(v).mean()) for n, v in scores.items()}
 
 
 def _stride(layer: str, feat: torch.Tensor, size: int) -> int:
@@ -142,6 +171,8 @@ def train_decoders(
         say(progress, f"images: {report.summary()}")
     images = np.stack([f.image for f in frames])
     x_all = normalise(torch.from_numpy(images), handle)
+    held = round(cfg.holdout * len(x_all)) if len(x_all) >= 10 else 0
+    x_all, x_held = x_all[: len(x_all) - held], x_all[len(x_all) - held :]
     probe = NoiseProbe(handle, layers)
     with torch.no_grad():
         first = probe(x_all[:1].to(device))
@@ -173,6 +204,7 @@ def train_decoders(
                 advance(len(xb))
             last = {n: sums[n] / len(x_all) for n in layers}
     seconds = time.perf_counter() - t0
+    scores = held_out_psnr(decoders, probe, x_held, handle) if held else {}
     out = []
     folder = cache / "decoders"
     folder.mkdir(parents=True, exist_ok=True)
@@ -188,11 +220,17 @@ def train_decoders(
             "data": data,
             "config": cfg.to_dict() | {"framing": framing.describe(), "id": digest([data, cfg.to_dict()])},
             "mse": last[n],
+            "psnr": scores.get(n),
+            "held_out": held,
             "seconds": seconds,
             "images": len(x_all),
         }
         tmp = path.with_suffix(".tmp")
         torch.save(blob, tmp)
         tmp.replace(path)  # never a half-written decoder
-        out.append({"layer": n, "mse": round(last[n], 5), "images": len(x_all), "path": str(path)})
+        db = round(scores[n], 2) if n in scores else None
+        out.append(
+            {"layer": n, "mse": round(last[n], 5), "psnr_db": db, "images": len(x_all), "held_out": held,
+             "path": str(path)}
+        )  # fmt: skip
     return out

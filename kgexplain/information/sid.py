@@ -10,9 +10,9 @@ over the images of a call, as the paper does. The constraint is handled with the
 c = E||f' - f||^2 / (alpha delta_f^2): each step estimates the multiplier mu that makes the Lagrangian stationary
 along the common shift of log sigma (the direction that moves only the constraint), takes an Adam step on log
 sigma, and a damped feasibility step on its level (c grows like exp(2 shift) in the linear regime). The paper's
-lambda is alpha / (mu n). After the steps, a Newton (then, if needed, bisection) search on the common shift puts
-each map on the constraint; the value reached is then measured on fresh noise, corrected once more if it misses by
-more than tolerance / 2, and reported.
+lambda is alpha / (mu n). After the steps, a safeguarded secant search on the common shift (bisection where a step
+would leave the bracket) puts each map on the constraint; the value reached is then measured on fresh noise,
+corrected once more if it misses by more than tolerance / 2, and reported.
 
 All images and layers of a call are optimised together in one batched pass per step (their objectives are
 separable, so this equals optimising each alone); noise comes from a seeded generator, so a seed gives the same map.
@@ -42,7 +42,7 @@ class SIDConfig:
     alpha: float = 1.5e-4  # the paper's feature range: E|f' - f|^2 = alpha * delta_f^2
     grid: int | None = None  # sigma blocks per side; default one block per 14 px (16 x 16 on a 224 input)
     samples: int = 8  # noise samples per optimisation step
-    steps: int = 80
+    steps: int = 56
     lr: float = 0.1  # Adam on log sigma
     dual_lr: float = 0.3  # damping of the feasibility step on the level of log sigma
     eval_samples: int = 48  # noise samples for the final constraint search and for the reported value
@@ -226,7 +226,7 @@ class SIDEstimator:
                     avg += s
         s_final = (avg / tail).detach()
         passes = cfg.steps
-        # Put every map on the constraint: bisection on a common shift of log sigma, on common noise.
+        # Put every map on the constraint: a root search on a common shift of log sigma, on common noise.
         eps = torch.randn((b, n_layers, cfg.eval_samples, 3, size, size), generator=gen, device=dev)
 
         def constraint(shift: torch.Tensor) -> torch.Tensor:
@@ -235,25 +235,27 @@ class SIDEstimator:
             return ch.mean(2) / target
 
         shift = torch.zeros((b, n_layers), device=dev)
-        for _ in range(6):
-            c_now = constraint(shift)
+        low, high = torch.full_like(shift, -8.0), torch.full_like(shift, 8.0)
+        slope = torch.full_like(shift, 2.0)  # d log c / d shift: 2 in the linear regime, less where blocks clamp
+        last: tuple[torch.Tensor, torch.Tensor] | None = None
+        for _ in range(12):
+            log_c = torch.log(constraint(shift).clamp(1e-6, 1e6))
             passes += 1
-            if bool(((c_now - 1).abs() <= cfg.tolerance / 4).all()):
+            ok = log_c.abs() <= math.log1p(cfg.tolerance / 4)
+            if bool(ok.all()):
                 break
-            # Newton step in log space: along the common shift, c grows like exp(2 * shift).
-            shift = shift - 0.5 * torch.log(c_now.clamp(1e-6, 1e6))
-        else:
-            # Clamped blocks break the exp(2 * shift) law: bisect where Newton did not converge (c rises with shift).
-            need = (c_now - 1).abs() > cfg.tolerance / 4
-            low = torch.full_like(shift, -8.0)
-            high = torch.full_like(shift, 8.0)
-            for _ in range(16):
-                mid = (low + high) / 2
-                above = constraint(mid) > 1
-                passes += 1
-                high = torch.where(above, mid, high)
-                low = torch.where(above, low, mid)
-            shift = torch.where(need, (low + high) / 2, shift)
+            # Safeguarded secant: the slope from the last two points, kept inside the bracket [low, high]
+            # (c rises with the shift); a step that would leave it bisects instead.
+            high = torch.where(~ok & (log_c > 0), shift, high)
+            low = torch.where(~ok & (log_c < 0), shift, low)
+            if last is not None:
+                ds = shift - last[0]
+                est = (log_c - last[1]) / torch.where(ds.abs() > 1e-6, ds, torch.ones_like(ds))
+                slope = torch.where((ds.abs() > 1e-6) & (est > 0.05), est.clamp(max=4.0), slope)
+            last = (shift, log_c)
+            nxt = shift - log_c / slope
+            nxt = torch.where((nxt > low) & (nxt < high), nxt, (low + high) / 2)
+            shift = torch.where(ok, shift, nxt)
         s_final = (s_final + shift[:, :, None, None]).clamp(lo, hi)
         # The reported value: measured on fresh noise (more samples while its standard error is large); a map
         # that misses is moved along the shift by the pooled estimate and measured again on new noise.
