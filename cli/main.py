@@ -30,6 +30,7 @@ from kgexplain.cli.store_cmd import (
     stats_command,
     store_group,
 )
+from kgexplain.cli.web_cmd import report_command, serve_command
 from kgexplain.cli.zoo_cmd import zoo_group
 
 from kgexplain.errors import KgExplainError
@@ -100,6 +101,8 @@ COMMANDS = [
     info_command,
     decoders_group,
     kp_command,
+    report_command,
+    serve_command,
 ]
 for _command in COMMANDS:
     cli.add_command(_command)

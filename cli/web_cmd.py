@@ -1,0 +1,47 @@
+"""``kgexplain report`` (a static site) and ``kgexplain serve`` (the same pages, live and read-only)."""
+
+from __future__ import annotations
+
+import click
+
+from kgexplain.store import StoreSpec
+from kgexplain.web.report import write_report
+
+from .context import progress_of
+from .options import output_options, store_options
+from .output import emit_rows
+
+
+@click.command("report")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the site (replaced).")
+@click.option("--run", "runs", multiple=True, help="Only these runs (repeatable; default: every complete run).")
+@click.option("--max-patterns", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Pattern pages per layer and run, best first (others show as plain text).")  # fmt: skip
+@store_options
+@output_options
+@click.pass_context
+def report_command(
+    ctx: click.Context, out: str, runs: tuple[str, ...], max_patterns: int, store: StoreSpec, fmt: str
+) -> None:
+    """Write a self-contained static site of the store's runs to OUT: index, run, pattern, image and path pages
+    with a JSON twin each, files copied in. It opens from the file system (OUT/index.html) with no server and no
+    network; zip it to send it."""
+    with store.read() as db:
+        res = write_report(db, out, list(runs) or None, max_patterns, progress=progress_of(ctx))
+    emit_rows(res.rows(), fmt)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (localhost by default).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
+@store_options
+def serve_command(host: str, port: int, store: StoreSpec) -> None:
+    """Browse the store live and read-only: the report's pages, each with its JSON twin (the same path with .json,
+    e.g. /index.json); /runs/<id>.html?page=N pages through large runs. Ctrl-C stops."""
+    import uvicorn  # lazy: only the server needs it
+
+    from kgexplain.web.serve import make_app  # lazy: Starlette loads only for serve
+
+    with store.read() as db:  # a missing or unreadable store fails here, in one line, before binding
+        click.echo(f"kgexplain: serving {db.url} read-only at http://{host}:{port}/ (Ctrl-C stops)")
+        uvicorn.run(make_app(db), host=host, port=port, log_level="warning")

@@ -1,0 +1,104 @@
+"""``kgexplain serve``: the report's pages, live and read-only, from the embedded store or Neo4j (Starlette).
+
+Paths are the report's (``/index.html``, ``/runs/<id>.html``, ...; ``/`` is the index), each with its JSON twin
+(``.json``, datasette's convention). Run pages take ``?page=N`` as well as the report's ``.pN.html`` names; image
+pages take ``?layer=L``. Files: ``/files/<artifact path>`` (store artifacts; ``.npy.png`` renders a map) and
+``/source/<image id>`` (an Image node's own file). The store is opened read-only once and shared by the requests,
+which run one at a time on the event loop (the store's connection is not shared across threads).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from kgexplain.errors import KgExplainError, UsageError
+from kgexplain.store import browse
+from kgexplain.store import queries as Q
+from kgexplain.store.base import GraphStore
+from kgexplain.web.render import STATIC, render, to_json
+from kgexplain.web.site import Files, Site, artifact_file, map_png, site_path, slug, unslug
+
+
+def _files() -> Files:
+    return Files(
+        artifact=lambda rel: "files/" + quote(rel),
+        image=lambda image_id, path: f"source/{slug(image_id)}" if path else None,
+    )
+
+
+def make_app(store: GraphStore) -> Starlette:
+    """The app over an open (read-only) store; the caller closes the store."""
+    shared = Site(store, _files())
+
+    def page(path: str, request: Request) -> Response:
+        try:
+            if path in ("", "index.html", "index.json"):
+                data, ext = shared.index(), "json" if path.endswith(".json") else "html"
+                path = "index.html"
+            else:
+                kind, node_id, pg, ext = site_path(path)
+                asked = request.query_params.get("page", "")
+                if asked:
+                    if not asked.isdigit():
+                        raise UsageError(f"page must be a number, not {asked!r}")
+                    pg = int(asked) - 1
+                data = shared.get(kind, node_id, max(0, pg), request.query_params.get("layer") or None)
+        except KgExplainError as e:
+            if path.endswith(".json"):
+                return JSONResponse({"error": e.message, "hint": e.hint}, status_code=404)
+            return HTMLResponse(f"<!doctype html><title>not found</title><p>{_esc(e.message)}</p>", status_code=404)
+        if ext == "json":
+            return Response(to_json(data), media_type="application/json")
+        return HTMLResponse(render(data, path, store.url))
+
+    async def index(request: Request) -> Response:
+        return page("", request)
+
+    async def any_page(request: Request) -> Response:
+        return page(request.path_params["path"], request)
+
+    async def static(request: Request) -> Response:
+        f = artifact_file(STATIC, request.path_params["name"])
+        return FileResponse(f) if f else Response(status_code=404)
+
+    async def files(request: Request) -> Response:
+        rel = request.path_params["path"]
+        root = store.artifacts.root
+        if rel.endswith(".npy.png"):
+            f = artifact_file(root, rel[:-4])
+            return Response(map_png(np.load(f)), media_type="image/png") if f else Response(status_code=404)
+        f = artifact_file(root, rel)
+        return FileResponse(f) if f else Response(status_code=404)
+
+    async def source(request: Request) -> Response:
+        row = browse.image(store, unslug(request.path_params["id"]))
+        path = Q.image_path(store, row["path"]) if row else None
+        p = Path(path) if path else None
+        if p is None or not p.is_file():
+            return Response(status_code=404)
+        return FileResponse(p, media_type=mimetypes.guess_type(p.name)[0] or "application/octet-stream")
+
+    async def root_json(request: Request) -> Response:
+        return RedirectResponse("index.json")
+
+    routes = [
+        Route("/", index),
+        Route("/static/{name}", static),
+        Route("/files/{path:path}", files),
+        Route("/source/{id}", source),
+        Route("/runs.json", root_json),
+        Route("/{path:path}", any_page),
+    ]
+    return Starlette(routes=routes)
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,332 @@
+"""The browsable site over a store: one function per page, each returning the page's data as a JSON-able dict (the
+page's JSON twin) that one set of Jinja2 templates renders, for the static report and the live server alike.
+
+Every page lives at a path of the same shape in both (``index.html``, ``runs/<id>.html``, ``patterns/<id>.html``,
+``images/<id>.html``, ``paths/<id>.html``; the twin is the same path with ``.json``), so links between pages are
+relative and work from a file system and from a server. Ids are made path-safe by :func:`slug`. Files (patches,
+contact sheets, maps, source images) go through a :class:`Files` policy: the report copies them into ``assets/``
+under their content hash, the server streams them from the store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+from kgexplain.errors import UsageError
+from kgexplain.store import browse
+from kgexplain.store import queries as Q
+from kgexplain.store.base import GraphStore
+
+KINDS = ("runs", "patterns", "images", "paths")
+PAGE = 24  # patterns per layer and page on a run page
+IMAGE_PAGE = 60  # patterns per page on an image page
+
+
+def slug(node_id: str) -> str:
+    """A reversible, path- and URL-safe form of a node id (ids hold '/' and ':')."""
+    return (
+        node_id.replace("~", "~7E")
+        .replace("/", "~2F")
+        .replace(":", "~3A")
+        .replace("?", "~3F")
+        .replace("#", "~23")
+        .replace("%", "~25")
+    )
+
+
+def unslug(text: str) -> str:
+    for code, ch in (("~2F", "/"), ("~3A", ":"), ("~3F", "?"), ("~23", "#"), ("~25", "%"), ("~7E", "~")):
+        text = text.replace(code, ch)
+    return text
+
+
+def href(kind: str, node_id: str, page: int = 0, ext: str = "html") -> str:
+    """The page's path relative to the site root (pages after the first: ``.p2.html``...)."""
+    suffix = f".p{page + 1}" if page else ""
+    return f"{kind}/{slug(node_id)}{suffix}.{ext}"
+
+
+@dataclass
+class Files:
+    """How a page refers to a stored file: ``artifact(rel)`` for a store artifact, ``image(id, path)`` for a source
+    image. Both return a URL relative to the site root, or None when the file is not there."""
+
+    artifact: Callable[[str], str | None]
+    image: Callable[[str, str | None], str | None]
+
+
+class Site:
+    def __init__(
+        self,
+        store: GraphStore,
+        files: Files,
+        runs: list[str] | None = None,
+        allow: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        self.store = store
+        self.files = files
+        self.only = set(runs) if runs else None
+        self.allow = allow  # which pages exist (the report exports a subset); None: all
+        self.max_pages: int | None = None  # run pages beyond this are not offered (the report's cap)
+
+    def link(self, kind: str, node_id: str) -> str | None:
+        """The page's path, or None where the site has no such page (links then show as plain text)."""
+        return href(kind, node_id) if self.allow is None or self.allow(kind, node_id) else None
+
+    # -- pages -------------------------------------------------------------------------------------------------
+    def index(self) -> dict[str, Any]:
+        rows = []
+        for r in browse.runs(self.store):
+            if self.only is not None and r["run"] not in self.only:
+                continue
+            stats = _json(r.pop("stats"))
+            rows.append(r | {"href": href("runs", r["run"]), "headline": headline(str(r["kind"]), stats)})
+        return {"page": "index", "title": "kgexplain store", "runs": rows, "counts": self.store.counts()}
+
+    def run(self, run_id: str, page: int = 0) -> dict[str, Any]:
+        row = Q.run(self.store, run_id)
+        if row is None or (self.only is not None and run_id not in self.only):
+            raise UsageError(f"no run {run_id!r} in the store", hint="the index page lists the runs")
+        stats, config = _json(row["stats"]), _json(row["config"])
+        layers = []
+        pages = 1
+        for lay in browse.run_layers(self.store, run_id):
+            n = int(lay["patterns"])
+            pages = max(pages, math.ceil(n / PAGE))
+            pats = browse.top_patterns(self.store, run_id, str(lay["layer"]), page * PAGE, PAGE)
+            for p in pats:
+                p["href"] = self.link("patterns", p["pattern"])
+                p["patch_url"] = self.files.artifact(p["patch"]) if p["patch"] else None
+            sheet = (stats.get("layers") or {}).get(lay["layer"], {}) if isinstance(stats.get("layers"), dict) else {}
+            sheet_rel = sheet.get("contact_sheet") if isinstance(sheet, dict) else None
+            layers.append(lay | {"top": pats, "sheet_url": self.files.artifact(sheet_rel) if sheet_rel else None})
+        if self.max_pages is not None:
+            pages = min(pages, self.max_pages)
+        metrics = browse.run_metrics(self.store, run_id)
+        for m in metrics:
+            m["artifact_url"] = self.files.artifact(m["artifact"]) if m.get("artifact") else None
+        images = [
+            im | {"href": self.link("images", im["image"]), "url": self.files.image(im["image"], im["path"])}
+            for im in browse.run_images(self.store, run_id, 0, 48)
+        ]
+        return {
+            "page": "run",
+            "title": f"run {run_id}",
+            "run": run_id,
+            "kind": row["kind"],
+            "model": row["model"],
+            "status": row["status"],
+            "config": config,
+            "stats": _scalars(stats),
+            "headline": headline(str(row["kind"]), stats),
+            "layers": layers,
+            "metrics": metrics,
+            "images": images,
+            "pager": _pager("runs", run_id, page, pages),
+        }
+
+    def pattern(self, pattern_id: str) -> dict[str, Any]:
+        p = Q.pattern(self.store, pattern_id, limit=12)
+        if self.only is not None and p["run"] not in self.only:
+            raise UsageError(f"no pattern {pattern_id!r} in this report", hint="the index page lists the runs")
+        for key in ("parents", "children"):
+            for e in p[key]:
+                e["href"] = self.link("patterns", e["pattern"])
+        for im in p["images"]:
+            im["href"] = self.link("images", im["image"])
+            im["url"] = self.files.image(im["image"], im["path"])
+            im["patch_url"] = self.files.artifact(im["patch"]) if im["patch"] else None
+        siblings = browse.filter_patterns(self.store, p["run"], p["layer"], int(p["filter"]))
+        for s in siblings:
+            s["href"] = self.link("patterns", s["pattern"])
+        size = _input_size(self.store, p["model"])
+        return p | {
+            "page": "pattern",
+            "title": f"pattern {pattern_id}",
+            "run_href": href("runs", p["run"]),
+            "paths_href": self.link("paths", pattern_id),
+            "siblings": siblings,
+            "input_size": size,
+        }
+
+    def image(self, image_id: str, page: int = 0, layer: str | None = None) -> dict[str, Any]:
+        im = browse.image(self.store, image_id)
+        if im is None:
+            raise UsageError(f"no image {image_id!r} in the store", hint="images are listed on run and pattern pages")
+        fires = browse.image_patterns(self.store, image_id, layer, page * IMAGE_PAGE, IMAGE_PAGE)
+        if self.only is not None:
+            fires = [f for f in fires if f["run"] in self.only]
+        for f in fires:
+            f["href"] = self.link("patterns", f["pattern"])
+            f["patch_url"] = self.files.artifact(f["patch"]) if f["patch"] else None
+        maps = [m for m in browse.image_maps(self.store, image_id) if self.only is None or m["run"] in self.only]
+        for m in maps:
+            m["map_url"], m["low"], m["high"] = None, None, None
+            found = artifact_file(self.store.artifacts.root, m["artifact"]) if m.get("artifact") else None
+            if found is not None and found.suffix == ".npy":
+                arr = np.load(found)
+                m["low"], m["high"] = float(arr.min()), float(arr.max())
+                m["map_url"] = self.files.artifact(m["artifact"] + ".png")
+        kps = browse.image_knowledge_points(self.store, image_id)
+        kps = [k for k in kps if self.only is None or k["run"] in self.only]
+        return {
+            "page": "image",
+            "title": f"image {image_id}",
+            "image": image_id,
+            "path": Q.image_path(self.store, im["path"]),
+            "label": im["label"],
+            "w": im["w"],
+            "h": im["h"],
+            "url": self.files.image(image_id, im["path"]),
+            "layer": layer,
+            "layers": browse.image_layers(self.store, image_id),
+            "fires": fires,
+            "maps": maps,
+            "knowledge_points": kps,
+            "pager": _pager("images", image_id, page, page + 2 if len(fires) == IMAGE_PAGE else page + 1),
+        }
+
+    def paths(self, pattern_id: str, depth: int = 3) -> dict[str, Any]:
+        Q.pattern(self.store, pattern_id, limit=1)  # a clear error for an unknown id
+        up = browse.pattern_paths(self.store, pattern_id, "up", depth)
+        down = browse.pattern_paths(self.store, pattern_id, "down", depth)
+        for e in (*up, *down):
+            e["src_href"], e["dst_href"] = self.link("patterns", e["src"]), self.link("patterns", e["dst"])
+        return {
+            "page": "paths",
+            "title": f"paths from {pattern_id}",
+            "pattern": pattern_id,
+            "pattern_href": self.link("patterns", pattern_id),
+            "depth": depth,
+            "up": up,
+            "down": down,
+        }
+
+    def get(self, kind: str, node_id: str, page: int = 0, layer: str | None = None) -> dict[str, Any]:
+        if kind == "runs":
+            return self.run(node_id, page)
+        if kind == "patterns":
+            return self.pattern(node_id)
+        if kind == "images":
+            return self.image(node_id, page, layer)
+        if kind == "paths":
+            return self.paths(node_id)
+        raise UsageError(f"no page kind {kind!r}", hint=f"one of {', '.join(KINDS)}")
+
+
+def headline(kind: str, stats: dict[str, Any]) -> str:
+    """One line of a run's main figures for the index."""
+    parts = []
+    for key in ("patterns", "edges", "images", "stability", "found_rate", "seconds"):
+        v = stats.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            parts.append(f"{key} {v:.4g}" if isinstance(v, float) else f"{key} {v}")
+    return ", ".join(parts)
+
+
+def _pager(kind: str, node_id: str, page: int, pages: int) -> dict[str, Any]:
+    return {
+        "page": page + 1,
+        "pages": pages,
+        "prev": href(kind, node_id, page - 1) if page > 0 else None,
+        "next": href(kind, node_id, page + 1) if page + 1 < pages else None,
+    }
+
+
+def _json(text: Any) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        out = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def _scalars(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if isinstance(v, str | int | float | bool) or v is None}
+
+
+def _input_size(store: GraphStore, model: str | None) -> int:
+    return (browse.input_size(store, model) if model else None) or 224
+
+
+def offsets_svg(p: dict[str, Any], size: int, px: int = 320) -> str:
+    """The pattern on the image plane with arrows to its parents (up) and children (down), each at its learnt
+    offset: a parent sits at mu - (dx, dy), a child at mu + (dx, dy) (PARENT edges hold parent-to-child
+    displacements). Drawn as SVG with links to their pages."""
+    k = px / max(1.0, float(size))
+    mx, my = float(p["mu_x"] or 0) * k, float(p["mu_y"] or 0) * k
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="offsets" width="{px}" height="{px}" '
+        f'viewBox="0 0 {px} {px}" role="img" aria-label="offsets to parents and children">',
+        '<defs><marker id="ah" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" markerHeight="6" '
+        'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="context-stroke"/></marker></defs>',
+        f'<rect x="0" y="0" width="{px}" height="{px}" fill="#f7f7f4" stroke="#999"/>',
+    ]
+    for key, sign, colour in (("parents", -1.0, "#c0392b"), ("children", 1.0, "#2471a3")):
+        for e in p[key]:
+            x = mx + sign * float(e["dx"] or 0) * k
+            y = my + sign * float(e["dy"] or 0) * k
+            mark = (
+                f"<title>{_esc(e['pattern'])} (weight {float(e['weight'] or 0):.3g})</title>"
+                f'<line x1="{mx:.1f}" y1="{my:.1f}" x2="{x:.1f}" y2="{y:.1f}" stroke="{colour}" stroke-width="1.5" '
+                f'marker-end="url(#ah)"/><circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}"/>'
+            )
+            out.append(f'<a href="../{e["href"]}">{mark}</a>' if e.get("href") else f"<g>{mark}</g>")
+    out.append(f'<circle cx="{mx:.1f}" cy="{my:.1f}" r="6" fill="#222"/></svg>')
+    return "".join(out)
+
+
+def _esc(text: Any) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def site_path(path: str) -> tuple[str, str, int, str]:
+    """``kind/<slug>[.pN].(html|json)`` -> (kind, id, page index, ext)."""
+    kind, _, rest = path.partition("/")
+    if kind not in KINDS or not rest:
+        raise UsageError(f"no page {path!r}")
+    stem, dot, ext = rest.rpartition(".")
+    if not dot or ext not in ("html", "json"):
+        raise UsageError(f"no page {path!r}")
+    page = 0
+    base, dot2, tail = stem.rpartition(".")
+    if dot2 and tail.startswith("p") and tail[1:].isdigit():
+        stem, page = base, int(tail[1:]) - 1
+    return kind, unslug(stem), page, ext
+
+
+def map_png(arr: np.ndarray, px: int = 256) -> bytes:
+    """A per-pixel map as a viridis PNG of ``px`` on the long side, scaled from its own min to max (the page prints
+    both under a colour bar)."""
+    a = np.asarray(arr, np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    norm = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    rgb = (colormaps["viridis"](norm)[..., :3] * 255).astype(np.uint8)
+    img = Image.fromarray(rgb)
+    scale = px / max(img.size)
+    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def artifact_file(root: Path, rel: str) -> Path | None:
+    """A store artifact's file, only inside the artifacts folder."""
+    target = (root / rel).resolve()
+    try:
+        target.relative_to(root.resolve())
+    except ValueError:
+        return None
+    return target if target.is_file() else None

@@ -1,0 +1,194 @@
+"""The report (a static site) and the browser (the same pages served live): links, JSON twins, paging, errors, and
+a real headless chromium walking the pages."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+from kgexplain.cli.main import cli
+from PIL import Image
+from starlette.testclient import TestClient
+
+from kgexplain.store import StoreSpec, open_store
+from kgexplain.store.sample_graph import Shape, sample_graph
+from kgexplain.web.report import write_report
+from kgexplain.web.serve import make_app
+from kgexplain.web.site import href, site_path, slug, unslug
+
+SHAPE = Shape((("conv4_1", 6, 3), ("conv4_2", 6, 3), ("conv5_1", 4, 2)), parents=3, top=4, images=6)
+
+
+def _png(colour: tuple[int, int, int], size: int = 32) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    """A small explanatory-graph run with real patch files, source images, and one SID map on an image."""
+    path = tmp_path / "store"
+    sg = sample_graph(SHAPE)
+    with open_store(path) as s:
+        patch = s.artifacts.put_bytes(_png((200, 60, 40)), "png", "patches")
+        fires = sg.rels["FIRES_ON"]
+        sg.rels["FIRES_ON"] = fires.append_column("patch", pa.array([patch.path] * len(fires)))
+        for i in range(SHAPE.images):
+            target = s.artifacts.root / f"images/{i:06d}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(_png((30 * i, 120, 200), 224))
+        sg.write(s)
+        image_id = sg.shared_nodes["Image"].column("id")[0].as_py()
+        sid = s.artifacts.put_bytes(_npy(np.linspace(-3, -2, 64).reshape(8, 8)), "npy", "maps")
+        metric = {"id": [f"{sg.run.id}/m0"], "run": [sg.run.id], "kind": ["sid"], "name": ["sid"], "value": [-2.5],
+                  "layer": ["conv4_1"], "image": [image_id], "artifact": [sid.path]}  # fmt: skip
+        s.ensure_nodes("Metric", pa.table(metric))
+    return path
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def _run_id(store: Path) -> str:
+    with StoreSpec(str(store)).read() as db:
+        return str(db.query("MATCH (r:Run) RETURN r.id").rows[0][0])
+
+
+def test_slugs_round_trip_and_page_paths_parse() -> None:
+    for node_id in ("run-1/conv4_1/f3/p0", "img:abc", "odd~id%2F?#x"):
+        assert unslug(slug(node_id)) == node_id and "/" not in slug(node_id) and ":" not in slug(node_id)
+        assert site_path(href("patterns", node_id, 2)) == ("patterns", node_id, 2, "html")
+    assert site_path(href("runs", "r", ext="json")) == ("runs", "r", 0, "json")
+
+
+def test_report_is_self_contained_every_link_resolves(store_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    with StoreSpec(str(store_dir)).read() as db:
+        res = write_report(db, out, max_patterns=10)
+    assert (out / "index.html").is_file() and res.pages > 10 and res.assets >= SHAPE.images + 1
+    pages = list(out.rglob("*.html"))
+    assert len(pages) == res.pages
+    for page in pages:
+        html = page.read_text()
+        assert not re.search(r"""(src|href)=["'](https?:)?//""", html), f"{page} refers to the network"
+        for ref in re.findall(r"""(?:src|href)=["']([^"'#?]+)""", html):
+            assert (page.parent / ref).resolve().is_file(), f"{page.relative_to(out)} links to missing {ref}"
+        twin = json.loads(page.with_suffix(".json").read_text())
+        assert twin["page"] in ("index", "run", "pattern", "image", "paths")
+    run = _run_id(store_dir)
+    run_page = json.loads((out / href("runs", run, ext="json")).read_text())
+    assert [lay["layer"] for lay in run_page["layers"]] == ["conv4_1", "conv4_2", "conv5_1"]  # the model's order
+    image_pages = list((out / "images").glob("*.html"))
+    assert any("colourbar" in p.read_text() for p in image_pages)  # the SID map with its colour scale
+
+
+def test_report_refuses_a_foreign_folder_and_an_unknown_run_and_writes_nothing(store_dir: Path, tmp_path: Path) -> None:
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    res = CliRunner().invoke(cli, ["-q", "report", "--store", str(store_dir), "--out", str(foreign)])
+    assert res.exit_code != 0 and "not a kgexplain report" in res.output
+    assert (foreign / "thesis.tex").read_text() == "precious"
+    res = CliRunner().invoke(cli, ["-q", "report", "--store", str(store_dir), "--out", str(tmp_path / "o"),
+                                   "--run", "nope"])  # fmt: skip
+    assert res.exit_code != 0 and "no run 'nope'" in res.output and not (tmp_path / "o").exists()
+    assert not list(tmp_path.glob(".report-*"))
+    res = CliRunner().invoke(cli, ["-q", "report", "--store", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1
+
+
+def test_server_pages_json_twins_paging_and_errors(store_dir: Path) -> None:
+    run = _run_id(store_dir)
+    with StoreSpec(str(store_dir)).read() as db, TestClient(make_app(db)) as client:
+        index = client.get("/index.json").json()
+        assert [r["run"] for r in index["runs"]] == [run]
+        assert client.get("/").status_code == 200 and "kgexplain" in client.get("/").text
+        page = client.get("/" + href("runs", run, ext="json")).json()
+        first = page["layers"][0]["top"][0]
+        assert page["layers"][0]["patterns"] == 18
+        p = client.get("/" + first["href"])
+        assert p.status_code == 200 and "<svg" in p.text and first["pattern"] in p.text
+        twin = client.get("/" + first["href"].replace(".html", ".json")).json()
+        assert twin["pattern"] == first["pattern"] and len(twin["images"]) == SHAPE.top
+        patch = client.get("/" + twin["images"][0]["patch_url"])
+        assert patch.status_code == 200 and patch.headers["content-type"] == "image/png"
+        src = client.get("/" + twin["images"][0]["url"])
+        assert src.status_code == 200 and Image.open(io.BytesIO(src.content)).size == (224, 224)
+        image = client.get("/" + twin["images"][0]["href"].replace(".html", ".json")).json()
+        assert {f["pattern"] for f in image["fires"]} >= {first["pattern"]}
+        one_layer = client.get("/" + twin["images"][0]["href"].replace(".html", ".json") + "?layer=conv5_1").json()
+        assert {f["layer"] for f in one_layer["fires"]} <= {"conv5_1"}
+        assert client.get("/" + href("runs", run) + "?page=2").status_code == 200
+        assert client.get("/" + href("runs", run) + "?page=x").status_code == 404
+        missing = client.get("/patterns/nope.json")
+        assert missing.status_code == 404 and "no pattern" in missing.json()["error"]
+        assert client.get("/files/../../etc/passwd").status_code == 404
+        assert client.get("/runs.json").json()["runs"][0]["run"] == run
+
+
+def _chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+def test_headless_chromium_walks_index_run_pattern_image(store_dir: Path) -> None:
+    import uvicorn
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    browser, driver_path = _chromium()  # type: ignore[misc]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with StoreSpec(str(store_dir)).read() as db:
+        server = uvicorn.Server(uvicorn.Config(make_app(db), host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = browser
+        for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tempfile.mkdtemp()}"):  # fmt: skip
+            opts.add_argument(arg)
+        web = webdriver.Chrome(service=Service(driver_path), options=opts)
+        try:
+            web.get(f"http://127.0.0.1:{port}/")
+            assert web.find_element(By.CSS_SELECTOR, "main").get_attribute("data-page") == "index"
+            web.find_element(By.CSS_SELECTOR, "#runs a").click()
+            assert web.find_element(By.CSS_SELECTOR, "main").get_attribute("data-page") == "run"
+            web.find_element(By.CSS_SELECTOR, ".card a").click()
+            assert web.find_element(By.CSS_SELECTOR, "main").get_attribute("data-page") == "pattern"
+            loaded = web.execute_script(
+                "return Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length"
+            )
+            assert loaded >= 2  # patches and the source images with the inferred position
+            assert web.find_elements(By.CSS_SELECTOR, "svg.offsets line")  # arrows to parents
+            web.find_element(By.CSS_SELECTOR, ".figure-card a").click()
+            assert web.find_element(By.CSS_SELECTOR, "main").get_attribute("data-page") == "image"
+            assert web.execute_script("return document.querySelector('img.big').naturalWidth") == 224
+        finally:
+            web.quit()
+            server.should_exit = True
+            thread.join(timeout=10)
