@@ -89,7 +89,7 @@ def test_report_is_self_contained_every_link_resolves(store_dir: Path, tmp_path:
         for ref in re.findall(r"""(?:src|href)=["']([^"'#?]+)""", html):
             assert (page.parent / ref).resolve().is_file(), f"{page.relative_to(out)} links to missing {ref}"
         twin = json.loads(page.with_suffix(".json").read_text())
-        assert twin["page"] in ("index", "run", "pattern", "image", "paths")
+        assert twin["page"] in ("index", "run", "pattern", "image", "paths", "metrics")
     run = _run_id(store_dir)
     run_page = json.loads((out / href("runs", run, ext="json")).read_text())
     assert [lay["layer"] for lay in run_page["layers"]] == ["conv4_1", "conv4_2", "conv5_1"]  # the model's order

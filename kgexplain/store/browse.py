@@ -203,3 +203,16 @@ def image_maps_of_run(store: GraphStore, run: str, limit: int = 500) -> list[str
             "MATCH (k:KnowledgePoint) WHERE k.run = $run RETURN DISTINCT k.image AS image ORDER BY image LIMIT $n",
             {"run": run, "n": int(limit)}).records()]  # fmt: skip
     return out
+
+
+def layer_curves(store: GraphStore, kinds: tuple[str, ...] = ("info_layer", "kp_layer")) -> list[dict[str, Any]]:
+    """Per-layer figures of every run (SID, RU, concentration; knowledge-point counts), for curves across layers
+    and checkpoints."""
+    if not store.has_label("Metric"):
+        return []
+    return store.query(
+        "MATCH (m:Metric)-[:MEASURES]->(l:Layer) WHERE m.kind IN $kinds RETURN m.run AS run, m.kind AS kind, "
+        "m.name AS name, m.checkpoint AS checkpoint, l.name AS layer, l.idx AS idx, m.value AS value "
+        "ORDER BY run, kind, name, idx",
+        {"kinds": list(kinds)},
+    ).records()

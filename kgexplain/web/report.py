@@ -138,6 +138,7 @@ def write_report(
                         images.add(str(row["image"]))
 
         write("index.html", site.index())
+        write("metrics.html", site.metrics())
         for run in chosen:
             first = site.run(run)
             write(href("runs", run), first)

@@ -43,6 +43,8 @@ def make_app(store: GraphStore) -> Starlette:
             if path in ("", "index.html", "index.json"):
                 data, ext = shared.index(), "json" if path.endswith(".json") else "html"
                 path = "index.html"
+            elif path in ("metrics.html", "metrics.json"):
+                data, ext = shared.metrics(), path.rsplit(".", 1)[1]
             else:
                 kind, node_id, pg, ext = site_path(path)
                 asked = request.query_params.get("page", "")

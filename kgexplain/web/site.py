@@ -212,6 +212,26 @@ class Site:
             "down": down,
         }
 
+    def metrics(self) -> dict[str, Any]:
+        """Curves across layers: one chart per figure (SID, concentration, knowledge points, ...), one line per run
+        and checkpoint."""
+        charts: dict[str, dict[str, Any]] = {}
+        for r in browse.layer_curves(self.store):
+            if self.only is not None and r["run"] not in self.only:
+                continue
+            key = f"{r['kind']}/{r['name']}"
+            chart = charts.setdefault(key, {"kind": r["kind"], "name": r["name"], "layers": [], "lines": {}})
+            if r["layer"] not in chart["layers"]:
+                chart["layers"].append(r["layer"])
+            label = f"{r['run']} · {r['checkpoint']}" if r["checkpoint"] else str(r["run"])
+            chart["lines"].setdefault(label, {})[r["layer"]] = r["value"]
+        out = []
+        for chart in charts.values():
+            chart["svg"] = line_chart(chart["layers"], chart["lines"])
+            chart["lines"] = [{"label": k, "values": v} for k, v in chart["lines"].items()]
+            out.append(chart)
+        return {"page": "metrics", "title": "figures across layers", "charts": out}
+
     def get(self, kind: str, node_id: str, page: int = 0, layer: str | None = None) -> dict[str, Any]:
         if kind == "runs":
             return self.run(node_id, page)
@@ -285,6 +305,44 @@ def offsets_svg(p: dict[str, Any], size: int, px: int = 320) -> str:
             )
             out.append(f'<a href="../{e["href"]}">{mark}</a>' if e.get("href") else f"<g>{mark}</g>")
     out.append(f'<circle cx="{mx:.1f}" cy="{my:.1f}" r="6" fill="#222"/></svg>')
+    return "".join(out)
+
+
+PALETTE = ("#1f5f8b", "#c0392b", "#2e7d32", "#8e44ad", "#d35400", "#16a085", "#7f8c8d", "#b7950b")
+
+
+def line_chart(layers: list[str], lines: dict[str, dict[str, Any]], w: int = 520, h: int = 220) -> str:
+    """A small SVG line chart: layers on x, one line per series, the y range from the data (labelled)."""
+    vals = [float(v) for series in lines.values() for v in series.values() if v is not None]
+    if not vals or not layers:
+        return ""
+    lo, hi = min(vals), max(vals)
+    if hi == lo:
+        lo, hi = lo - 1, hi + 1
+    left, right, top, bottom = 56, 44, 10, 40
+    pw, ph = w - left - right, h - top - bottom
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        x = left + (pw * i / max(1, len(layers) - 1) if len(layers) > 1 else pw / 2)
+        return x, top + ph * (1 - (v - lo) / (hi - lo))
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{w}" height="{h + 18 * len(lines)}">',
+           f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#ccc"/>',
+           f'<text x="{left - 6}" y="{top + 10}" text-anchor="end" font-size="11">{hi:.3g}</text>',
+           f'<text x="{left - 6}" y="{top + ph}" text-anchor="end" font-size="11">{lo:.3g}</text>']  # fmt: skip
+    for i, name in enumerate(layers):
+        x, _ = xy(i, lo)
+        out.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle" font-size="11">{_esc(name)}</text>')
+    for j, (label, series) in enumerate(lines.items()):
+        colour = PALETTE[j % len(PALETTE)]
+        pts = [xy(i, float(series[n])) for i, n in enumerate(layers) if series.get(n) is not None]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        out += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in pts]
+        ly = h + 4 + 18 * j
+        out.append(f'<rect x="{left}" y="{ly}" width="12" height="4" fill="{colour}"/>'
+                   f'<text x="{left + 18}" y="{ly + 6}" font-size="11">{_esc(label)}</text>')  # fmt: skip
+    out.append("</svg>")
     return "".join(out)
 
 
