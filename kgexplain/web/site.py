@@ -119,6 +119,11 @@ class Site:
             im | {"href": self.link("images", im["image"]), "url": self.files.image(im["image"], im["path"])}
             for im in browse.run_images(self.store, run_id, 0, 48)
         ]
+        part = Q.part(self.store, run_id) if row["kind"] == "aog" else None
+        templates = browse.part_templates(self.store, run_id) if part else []
+        for t in templates:
+            for u in t["uses"]:
+                u["href"] = self.link("patterns", u["pattern"])
         return {
             "page": "run",
             "title": f"run {run_id}",
@@ -132,6 +137,9 @@ class Site:
             "layers": layers,
             "metrics": metrics,
             "images": images,
+            "part": part,
+            "templates": templates,
+            "build_href": href("runs", str(config["build"])) if part and config.get("build") else None,
             "pager": _pager("runs", run_id, page, pages),
         }
 
