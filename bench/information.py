@@ -9,7 +9,8 @@ seed S.
 - Coherency (paper sec. 4): conv layer --coherency-layer gets weights and bias / 4, the next conv weights * 4.
   sid_rel_change = sum|sigma' - sigma| / sum|sigma| of the SID map at that layer on the first image;
   grad_rel_change the same for the gradient-magnitude map sqrt(sum_c (dy/df)^2) of the predicted class.
-- constraint_rel_err_max: max |E|f'-f|^2 / (alpha delta_f^2) - 1| over every map measured here, on fresh noise.
+- constraint_rel_err_max: max |E|f'-f|^2 / (alpha delta_f^2) - 1| over every SID map measured here, on fresh
+  noise (ru_constraint_rel_err_max: the same for the RU maps).
 - seconds_per_map: wall time of all trained-net maps / their number (all layers of a batch of images fit in one
   batched pass); map_cost_passes: time of one fit call / time of one forward+backward pass of that call's noise
   batch, measured in the same run.
@@ -111,7 +112,8 @@ def main() -> None:
                 for n in layers
             },
         }
-        errs += [abs(r.ru_constraint - 1) for r in m_ru.records if r.ru_constraint is not None]
+        ru_errs = [abs(r.ru_constraint - 1) for r in m_ru.records if r.ru_constraint is not None]
+        ru["ru_constraint_rel_err_max"] = round(max(ru_errs), 4) if ru_errs else None
     for m in (m_tr, m_un):
         errs += [abs(r.constraint - 1) for r in m.records]
     est = SIDEstimator(trained, layers, cfg)

@@ -42,7 +42,9 @@ def test_random_bytes_as_weights_are_not_a_checkpoint(tmp_path: Path) -> None:
     garbage.write_bytes(os.urandom(3000))
     pickle_like = tmp_path / "pickle.pt"
     pickle_like.write_bytes(b"\x80" + os.urandom(500))
-    for path in (garbage, pickle_like):
+    empty_stack = tmp_path / "empty-stack.pt"  # a pickle whose first op pops an empty stack (IndexError)
+    empty_stack.write_bytes(b"\x80\x02e.")
+    for path in (garbage, pickle_like, empty_stack):
         res = _run("build", "--weights", str(path), "--store", str(tmp_path / "s"))
         _one_error(res, "is not a PyTorch checkpoint")
         assert "weights_only" not in res.output

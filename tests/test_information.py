@@ -167,9 +167,8 @@ def test_cli_info_bad_input_fails_in_one_line_and_writes_nothing(tmp_path: Path)
 
 def test_cli_decoders_then_ru_over_a_data_set(tmp_path: Path) -> None:
     store = str(tmp_path / "store")
-    trained = json.loads(
-        _run("decoders", "train", "--layers", "conv4_2", "--n", "10", "--epochs", "1", "--store", store, "--json").stdout
-    )
+    args = ["--layers", "conv4_2", "--n", "10", "--epochs", "1", "--store", store, "--json"]
+    trained = json.loads(_run("decoders", "train", *args).stdout)
     assert trained[0]["layer"] == "conv4_2" and trained[0]["mse"] > 0
     assert trained[0]["images"] == 9 and trained[0]["held_out"] == 1 and 0 < trained[0]["psnr_db"] < 60
     listed = json.loads(_run("decoders", "list", "--store", store, "--json").stdout)
