@@ -359,6 +359,7 @@ def _build(
         "images": len(rows),
         "stability": summary,
         "mining": graph.stats,
+        "sheets": sheets,  # layer -> contact-sheet artifact (the report and the browser show them)
     }
     store.write_run(build_record(run_id, model_id, objects.name, config, stats), run_rows.nodes, run_rows.rels)
     timings["store_s"] = time.perf_counter() - t

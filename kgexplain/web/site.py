@@ -107,8 +107,8 @@ class Site:
             for p in pats:
                 p["href"] = self.link("patterns", p["pattern"])
                 p["patch_url"] = self.files.artifact(p["patch"]) if p["patch"] else None
-            sheet = (stats.get("layers") or {}).get(lay["layer"], {}) if isinstance(stats.get("layers"), dict) else {}
-            sheet_rel = sheet.get("contact_sheet") if isinstance(sheet, dict) else None
+            sheets = stats.get("sheets")
+            sheet_rel = sheets.get(lay["layer"]) if isinstance(sheets, dict) else None
             layers.append(lay | {"top": pats, "sheet_url": self.files.artifact(sheet_rel) if sheet_rel else None})
         if self.max_pages is not None:
             pages = min(pages, self.max_pages)
@@ -281,8 +281,16 @@ def _json(text: Any) -> dict[str, Any]:
     return out if isinstance(out, dict) else {}
 
 
-def _scalars(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if isinstance(v, str | int | float | bool) or v is None}
+def _scalars(d: dict[str, Any], prefix: str = "", depth: int = 2) -> dict[str, Any]:
+    """A run's stats as flat rows: scalars, with nested dicts (timings, stability, ...) as ``outer.inner`` keys down
+    to ``depth`` levels; lists are left out (they are on the page elsewhere or in the JSON twin of the run)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, str | int | float | bool) or v is None:
+            out[prefix + k] = v
+        elif isinstance(v, dict) and depth > 1:
+            out |= _scalars(v, f"{prefix}{k}.", depth - 1)
+    return out
 
 
 def _input_size(store: GraphStore, model: str | None) -> int:
