@@ -15,16 +15,6 @@ def _page(offset: int, limit: int) -> dict[str, int]:
     return {"skip": max(0, int(offset)), "limit": max(1, int(limit))}
 
 
-def runs(store: GraphStore) -> list[dict[str, Any]]:
-    """Every run, newest first, with its stats (JSON text)."""
-    if not store.has_label("Run"):
-        return []
-    return store.query(
-        "MATCH (r:Run) RETURN r.id AS run, r.kind AS kind, r.model AS model, r.data AS data, r.status AS status, "
-        "r.started AS started, r.finished AS finished, r.stats AS stats ORDER BY started DESC"
-    ).records()
-
-
 def input_size(store: GraphStore, model: str) -> int | None:
     rows = store.query("MATCH (m:Model) WHERE m.id = $id RETURN m.input_size AS s", {"id": model}).records()
     return int(rows[0]["s"]) if rows and rows[0]["s"] else None
@@ -216,23 +206,3 @@ def layer_curves(store: GraphStore, kinds: tuple[str, ...] = ("info_layer", "kp_
         "ORDER BY run, kind, name, idx",
         {"kinds": list(kinds)},
     ).records()
-
-
-def part_templates(store: GraphStore, aog_run: str, per_template: int = 12) -> list[dict[str, Any]]:
-    """An AOG run's templates, each with its strongest patterns (id, layer, offset to the part, weight)."""
-    if not store.has_label("Template"):
-        return []
-    rows = store.query(
-        "MATCH (t:Template)-[u:USES]->(q:Pattern) WHERE t.run = $run RETURN t.k AS k, t.example AS example, "
-        "t.flipped AS flipped, q.id AS pattern, q.layer AS layer, u.dx AS dx, u.dy AS dy, u.weight AS weight "
-        "ORDER BY k, weight DESC",
-        {"run": aog_run},
-    ).records()
-    out: dict[int, dict[str, Any]] = {}
-    for r in rows:
-        t = out.setdefault(int(r["k"]), {"k": r["k"], "example": r["example"], "flipped": r["flipped"], "uses": [],
-                                         "patterns": 0})  # fmt: skip
-        t["patterns"] += 1
-        if len(t["uses"]) < per_template:
-            t["uses"].append({k: r[k] for k in ("pattern", "layer", "dx", "dy", "weight")})
-    return list(out.values())

@@ -146,21 +146,25 @@ def part(store: GraphStore, aog_run: str) -> dict[str, Any] | None:
 
 
 def template_uses(store: GraphStore, aog_run: str) -> list[dict[str, Any]]:
-    """Every USES edge of an AOG run's templates with its template and pattern, by template then weight."""
+    """Every USES edge of an AOG run's templates with its template and pattern (id, layer, filter, k), by template
+    then weight."""
     return store.query(
         "MATCH (t:Template)-[u:USES]->(q:Pattern) WHERE t.run = $run "
-        "RETURN t.k AS k, t.example AS example, t.flipped AS flipped, q.layer AS layer, q.filter AS filter, "
-        "q.k AS pk, u.dx AS dx, u.dy AS dy, u.weight AS weight ORDER BY k, weight DESC",
+        "RETURN t.k AS k, t.example AS example, t.flipped AS flipped, q.id AS pattern, q.layer AS layer, "
+        "q.filter AS filter, q.k AS pk, u.dx AS dx, u.dy AS dy, u.weight AS weight ORDER BY k, weight DESC",
         {"run": aog_run},
     ).records()
 
 
-def runs(store: GraphStore) -> list[dict[str, Any]]:
+def runs(store: GraphStore, *, with_stats: bool = False, newest_first: bool = False) -> list[dict[str, Any]]:
+    """Every run (oldest first unless ``newest_first``), with its stats as JSON text when ``with_stats``."""
     if not store.has_label("Run"):
         return []
+    stats = ", r.stats AS stats" if with_stats else ""
+    order = " DESC" if newest_first else ""
     return store.query(
         "MATCH (r:Run) RETURN r.id AS run, r.kind AS kind, r.model AS model, r.data AS data, r.status AS status, "
-        "r.started AS started, r.finished AS finished ORDER BY started"
+        f"r.started AS started, r.finished AS finished{stats} ORDER BY started{order}"
     ).records()
 
 

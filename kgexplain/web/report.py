@@ -16,15 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from kgexplain.errors import UsageError
 from kgexplain.progress import Progress, say, task
 from kgexplain.store import browse
 from kgexplain.store import queries as Q
 from kgexplain.store.base import GraphStore
 from kgexplain.web.render import STATIC, render, to_json
-from kgexplain.web.site import Files, Site, artifact_file, href, map_png
+from kgexplain.web.site import Files, Site, artifact_content, href
 
 
 @dataclass
@@ -61,12 +59,11 @@ class _Assets:
 
     def artifact(self, rel: str) -> str | None:
         if rel not in self._done:
-            render_map = rel.endswith(".npy.png")
-            found = artifact_file(self.store.artifacts.root, rel[:-4] if render_map else rel)
+            found = artifact_content(self.store.artifacts.root, rel)
             if found is None:
                 self._done[rel] = None
-            elif render_map:
-                self._done[rel] = self._put(map_png(np.load(found)), ".png")
+            elif isinstance(found, bytes):  # a map drawn as PNG
+                self._done[rel] = self._put(found, ".png")
             else:
                 self._done[rel] = self._put(found.read_bytes(), found.suffix)
         return self._done[rel]
@@ -90,7 +87,7 @@ def write_report(
 ) -> ReportResult:
     t0 = time.perf_counter()
     out = Path(out)
-    known = {str(r["run"]): r for r in browse.runs(store)}
+    known = {str(r["run"]): r for r in Q.runs(store, newest_first=True)}
     if runs:
         missing = [r for r in runs if r not in known]
         if missing:

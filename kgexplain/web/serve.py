@@ -9,11 +9,11 @@ which run one at a time on the event loop (the store's connection is not shared 
 
 from __future__ import annotations
 
+import html
 import mimetypes
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -24,7 +24,7 @@ from kgexplain.store import browse
 from kgexplain.store import queries as Q
 from kgexplain.store.base import GraphStore
 from kgexplain.web.render import STATIC, render, to_json
-from kgexplain.web.site import Files, Site, artifact_file, map_png, site_path, slug, unslug
+from kgexplain.web.site import Files, Site, artifact_content, artifact_file, site_path, slug, unslug
 
 
 def _files() -> Files:
@@ -56,7 +56,8 @@ def make_app(store: GraphStore) -> Starlette:
         except KgExplainError as e:
             if path.endswith(".json"):
                 return JSONResponse({"error": e.message, "hint": e.hint}, status_code=404)
-            return HTMLResponse(f"<!doctype html><title>not found</title><p>{_esc(e.message)}</p>", status_code=404)
+            body = f"<!doctype html><title>not found</title><p>{html.escape(e.message, quote=False)}</p>"
+            return HTMLResponse(body, status_code=404)
         if ext == "json":
             return Response(to_json(data), media_type="application/json")
         return HTMLResponse(render(data, path, store.url))
@@ -72,13 +73,10 @@ def make_app(store: GraphStore) -> Starlette:
         return FileResponse(f) if f else Response(status_code=404)
 
     async def files(request: Request) -> Response:
-        rel = request.path_params["path"]
-        root = store.artifacts.root
-        if rel.endswith(".npy.png"):
-            f = artifact_file(root, rel[:-4])
-            return Response(map_png(np.load(f)), media_type="image/png") if f else Response(status_code=404)
-        f = artifact_file(root, rel)
-        return FileResponse(f) if f else Response(status_code=404)
+        found = artifact_content(store.artifacts.root, request.path_params["path"])
+        if isinstance(found, bytes):
+            return Response(found, media_type="image/png")
+        return FileResponse(found) if found else Response(status_code=404)
 
     async def source(request: Request) -> Response:
         row = browse.image(store, unslug(request.path_params["id"]))
@@ -100,7 +98,3 @@ def make_app(store: GraphStore) -> Starlette:
         Route("/{path:path}", any_page),
     ]
     return Starlette(routes=routes)
-
-
-def _esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -10,6 +10,7 @@ under their content hash, the server streams them from the store.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import math
@@ -28,6 +29,7 @@ from kgexplain.store import queries as Q
 from kgexplain.store.base import GraphStore
 
 KINDS = ("runs", "patterns", "images", "paths")
+RENDERED = ".png"  # "<map>.npy" + RENDERED names the map drawn as a PNG (see artifact_content)
 PAGE = 24  # patterns per layer and page on a run page
 IMAGE_PAGE = 60  # patterns per page on an image page
 
@@ -86,7 +88,7 @@ class Site:
     # -- pages -------------------------------------------------------------------------------------------------
     def index(self) -> dict[str, Any]:
         rows = []
-        for r in browse.runs(self.store):
+        for r in Q.runs(self.store, with_stats=True, newest_first=True):
             if self.only is not None and r["run"] not in self.only:
                 continue
             stats = _json(r.pop("stats"))
@@ -120,7 +122,7 @@ class Site:
             for im in browse.run_images(self.store, run_id, 0, 48)
         ]
         part = Q.part(self.store, run_id) if row["kind"] == "aog" else None
-        templates = browse.part_templates(self.store, run_id) if part else []
+        templates = _templates(Q.template_uses(self.store, run_id)) if part else []
         for t in templates:
             for u in t["uses"]:
                 u["href"] = self.link("patterns", u["pattern"])
@@ -184,7 +186,7 @@ class Site:
             if found is not None and found.suffix == ".npy":
                 arr = np.load(found)
                 m["low"], m["high"] = float(arr.min()), float(arr.max())
-                m["map_url"] = self.files.artifact(m["artifact"] + ".png")
+                m["map_url"] = self.files.artifact(m["artifact"] + RENDERED)
         kps = browse.image_knowledge_points(self.store, image_id)
         kps = [k for k in kps if self.only is None or k["run"] in self.only]
         return {
@@ -252,6 +254,18 @@ class Site:
         raise UsageError(f"no page kind {kind!r}", hint=f"one of {', '.join(KINDS)}")
 
 
+def _templates(uses: list[dict[str, Any]], per_template: int = 12) -> list[dict[str, Any]]:
+    """An AOG run's USES rows grouped by template, each with its pattern count and strongest ``per_template``."""
+    out: dict[int, dict[str, Any]] = {}
+    for r in uses:
+        t = out.setdefault(int(r["k"]), {"k": r["k"], "example": r["example"], "flipped": r["flipped"], "uses": [],
+                                         "patterns": 0})  # fmt: skip
+        t["patterns"] += 1
+        if len(t["uses"]) < per_template:
+            t["uses"].append({k: r[k] for k in ("pattern", "layer", "dx", "dy", "weight")})
+    return list(out.values())
+
+
 def headline(kind: str, stats: dict[str, Any]) -> str:
     """One line of a run's main figures for the index."""
     parts = []
@@ -315,7 +329,7 @@ def offsets_svg(p: dict[str, Any], size: int, px: int = 320) -> str:
             x = mx + sign * float(e["dx"] or 0) * k
             y = my + sign * float(e["dy"] or 0) * k
             mark = (
-                f"<title>{_esc(e['pattern'])} (weight {float(e['weight'] or 0):.3g})</title>"
+                f"<title>{html.escape(str(e['pattern']))} (weight {float(e['weight'] or 0):.3g})</title>"
                 f'<line x1="{mx:.1f}" y1="{my:.1f}" x2="{x:.1f}" y2="{y:.1f}" stroke="{colour}" stroke-width="1.5" '
                 f'marker-end="url(#ah)"/><circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}"/>'
             )
@@ -348,7 +362,8 @@ def line_chart(layers: list[str], lines: dict[str, dict[str, Any]], w: int = 520
            f'<text x="{left - 6}" y="{top + ph}" text-anchor="end" font-size="11">{lo:.3g}</text>']  # fmt: skip
     for i, name in enumerate(layers):
         x, _ = xy(i, lo)
-        out.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle" font-size="11">{_esc(name)}</text>')
+        label_y = top + ph + 16
+        out.append(f'<text x="{x:.1f}" y="{label_y}" text-anchor="middle" font-size="11">{html.escape(name)}</text>')
     for j, (label, series) in enumerate(lines.items()):
         colour = PALETTE[j % len(PALETTE)]
         pts = [xy(i, float(series[n])) for i, n in enumerate(layers) if series.get(n) is not None]
@@ -357,13 +372,9 @@ def line_chart(layers: list[str], lines: dict[str, dict[str, Any]], w: int = 520
         out += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in pts]
         ly = h + 4 + 18 * j
         out.append(f'<rect x="{left}" y="{ly}" width="12" height="4" fill="{colour}"/>'
-                   f'<text x="{left + 18}" y="{ly + 6}" font-size="11">{_esc(label)}</text>')  # fmt: skip
+                   f'<text x="{left + 18}" y="{ly + 6}" font-size="11">{html.escape(label)}</text>')  # fmt: skip
     out.append("</svg>")
     return "".join(out)
-
-
-def _esc(text: Any) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 def site_path(path: str) -> tuple[str, str, int, str]:
@@ -394,6 +405,15 @@ def map_png(arr: np.ndarray, px: int = 256) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
+
+
+def artifact_content(root: Path, rel: str) -> Path | bytes | None:
+    """What a file URL of the site names: a store artifact's file, or for ``<map>.npy`` + RENDERED the map drawn as
+    PNG bytes; None when it is not there."""
+    if rel.endswith(".npy" + RENDERED):
+        found = artifact_file(root, rel[: -len(RENDERED)])
+        return map_png(np.load(found)) if found else None
+    return artifact_file(root, rel)
 
 
 def artifact_file(root: Path, rel: str) -> Path | None:
