@@ -15,7 +15,7 @@ With seed S: N synthetic object images (data seed S, the six animals, whole imag
   last layer, phi the exact Shapley value of each region for the predicted logit (the toy net's head is global
   average pooling then one linear layer, so phi_r = W_c . f_r / R).
 - w_self_agreement: mean over images of Pearson(w, w') at the last layer, w' refitted against another random
-  comparison set (fit seed S + 1).
+  comparison set (fit seed S + 1); null when N - 1 <= 100 (then every comparison set is all the other images).
 - corr_importance_strength: mean over images of Pearson(|h^(r)|, w^(r)) at the last layer (paper Table 2);
   per layer under corr_importance_by_layer.
 - reliable_ratio: reliable / all knowledge points per layer (final net), tau = 0.4 after normalising each layer's
@@ -105,7 +105,8 @@ def main() -> None:
         "corr_importance_strength": r4(last.corr_importance),
         "corr_h_shapley": r4(last.corr_h_shapley),
         "corr_w_shapley": r4(last.corr_w_shapley),
-        "w_self_agreement": r4(per_image_pearson(last.w, w_again.cpu())[0]),
+        # with N - 1 <= others every comparison set is all the other images, so the two fits see the same set
+        "w_self_agreement": r4(per_image_pearson(last.w, w_again.cpu())[0]) if args.n - 1 > other.others else None,
         "sample_kl": r4(final.sample.loss),
         "reliable_ratio": {n: r4(r.points.ratio) for n, r in final.layers.items()},
         "kp_by_checkpoint": [],
