@@ -9,7 +9,15 @@ from kgexplain.data.synth import ANIMALS
 from kgexplain.jobs import BuildConfig, run_build
 
 from .context import progress_of
-from .options import JobOptions, ModelOption, data_options, job_options, layers_option, model_options
+from .options import (
+    JobOptions,
+    ModelOption,
+    data_options,
+    job_options,
+    layers_option,
+    model_options,
+    nproc_option,
+)
 from .output import emit_result
 
 
@@ -62,6 +70,7 @@ from .output import emit_result
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per forward pass.")
 @job_options
+@nproc_option
 @click.pass_context
 def build_command(
     ctx: click.Context,

@@ -6,6 +6,9 @@ Every command parses its options, calls one library function and prints the resu
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from typing import Any
 
 import click
@@ -19,6 +22,7 @@ from kgexplain.cli.graph_cmd import graph_group
 from kgexplain.cli.info_cmd import decoders_group, info_command
 from kgexplain.cli.kp_cmd import kp_command
 from kgexplain.cli.models_cmd import layers_command, models_command
+from kgexplain.cli.options import ARGV, WORKER
 from kgexplain.cli.store_cmd import (
     export_command,
     paths_command,
@@ -33,8 +37,21 @@ from kgexplain.cli.store_cmd import (
 from kgexplain.cli.web_cmd import report_command, serve_command
 from kgexplain.cli.zoo_cmd import zoo_group
 
+from kgexplain.distributed import DistributedError, leave
 from kgexplain.errors import KgExplainError
 from kgexplain.version import __version__
+
+
+def worker(argv: list[str], threads: int) -> None:
+    """One rank of an ``--nproc`` job: the same command line, with this machine's cores split between the ranks."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(threads)
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    code = cli.main(args=argv, prog_name="kgexplain", standalone_mode=False)
+    leave()
+    if code:
+        sys.exit(code)
 
 
 def fail(ctx: click.Context, message: str, exit_code: int = 1) -> None:
@@ -46,15 +63,31 @@ def fail(ctx: click.Context, message: str, exit_code: int = 1) -> None:
 class KgxGroup(click.Group):
     """A group that turns library errors into one-line messages."""
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        argv = list(args)
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta[ARGV] = argv  # what --nproc's workers run again
+        ctx.meta[WORKER] = worker
+        return ctx
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except DistributedError as e:
+            # A rank that stops because another failed waits a moment before it exits, so that the launcher
+            # (polling every 50 ms) sees the rank that failed first and names it in the job's error.
+            time.sleep(0.5)
+            fail(ctx, str(e), e.exit_code)
         except KgExplainError as e:
             fail(ctx, str(e), e.exit_code)
         except torch.cuda.OutOfMemoryError:
             fail(ctx, "the GPU ran out of memory (pass a smaller --batch-size, or --device cpu)")
         except KeyboardInterrupt:
             fail(ctx, "interrupted; completed work is kept and a re-run resumes it", 130)
+        finally:
+            leave()  # a rank of a distributed job leaves its group (a no-op otherwise)
         return None
 
 

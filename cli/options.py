@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from kgexplain.data.spec import SYNTH_N, DataSpec
+from kgexplain.distributed import launch, launched, worker_threads
 from kgexplain.models.registry import ARCHITECTURES
 from kgexplain.store import StoreSpec
 
@@ -162,6 +163,36 @@ def job_options(f: F) -> F:
         return f(*args, job=JobOptions(store, device, fmt), **kwargs)
 
     return _stack(device_option, store_options, output_options)(command)  # type: ignore[return-value]
+
+
+def nproc_option(f: F) -> F:
+    """``--nproc N``: the command as one distributed job of N processes on this machine (each on its block of the
+    images, rank 0 writing the store). Under ``torchrun`` the command already is one rank and runs as such."""
+
+    @functools.wraps(f)
+    def command(*args: Any, nproc: int, **kwargs: Any) -> Any:
+        if nproc > 1 and not launched():
+            ctx = click.get_current_context()
+            argv = list(ctx.meta.get(ARGV, []))
+            job = kwargs.get("job")
+            device = str(job.device if isinstance(job, JobOptions) else kwargs.get("device") or "cpu")
+            entry = ctx.meta[WORKER]
+            launch(nproc, entry, (argv, worker_threads(nproc)), "cuda" if device.startswith("cuda") else "cpu")
+            return None
+        return f(*args, **kwargs)
+
+    return click.option(  # type: ignore[return-value]
+        "--nproc",
+        type=click.IntRange(min=1),
+        default=1,
+        metavar="N",
+        help="Run as one job of N processes on this machine, each on its share of the images (torch.distributed; "
+        "for several machines start the command with torchrun, see README 'Scaling out').",
+    )(command)
+
+
+ARGV = "kgexplain.argv"  # ctx.meta key: the command line as given, for --nproc's workers
+WORKER = "kgexplain.worker"  # ctx.meta key: the function a worker runs (the root command's, so it pickles)
 
 
 def data_options(

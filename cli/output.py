@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from kgexplain.distributed import is_main_rank
 from kgexplain.jobs.common import JobResult
 
 
@@ -77,7 +78,10 @@ def emit_object(obj: dict[str, Any], fmt: str, text: str | None = None) -> None:
 
 
 def emit_result(result: JobResult, fmt: str) -> None:
-    """A job's result: ``--json`` its JSON, ``--csv`` its rows, else its text (or its rows as a table)."""
+    """A job's result: ``--json`` its JSON, ``--csv`` its rows, else its text (or its rows as a table). In a
+    distributed job rank 0 alone prints it."""
+    if not is_main_rank():
+        return
     if fmt == "json":
         click.echo(to_json(result.to_json()))
     elif fmt == "csv":

@@ -6,15 +6,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the headless Agg backend."""
+    # lazy: matplotlib takes a third of a second to import; only the commands that draw need it
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # lazy: as above, after the backend is chosen
+
+    return plt
+
+
 def _save(fig: Any, path: Path, dpi: int) -> Path:
+    plt = _pyplot()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
@@ -24,6 +32,7 @@ def _save(fig: Any, path: Path, dpi: int) -> Path:
 
 def heat_overlay(image: np.ndarray, values: np.ndarray, path: Path, alpha: float = 0.55) -> Path:
     """Blend ``values`` (H, W; min..max of the map -> blue..red) over ``image`` (H, W, 3 uint8); writes a PNG."""
+    plt = _pyplot()
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
     unit = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
     rgb = (plt.get_cmap("jet")(np.nan_to_num(unit))[..., :3] * 255).astype(np.float32)
@@ -42,6 +51,7 @@ def curves(
     title: str = "",
 ) -> Path:
     """One panel per metric (``series[metric][line] = values over x_labels``), one line per model/checkpoint."""
+    plt = _pyplot()
     metrics = list(series)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -58,6 +68,7 @@ def curves(
 
 
 def _class_colours(n: int) -> np.ndarray:
+    plt = _pyplot()
     return np.asarray(plt.get_cmap("tab10" if n <= 10 else "tab20")(np.arange(n) % (10 if n <= 10 else 20)))
 
 
@@ -73,6 +84,7 @@ def embedding_3d(
     """3-D scatter of embedded features coloured by class, with each class's unit direction drawn as an arrow
     scaled to the data; ``faint`` (bool per point) draws those points lighter (e.g. regions that are no knowledge
     points). Only the first three coordinates are shown."""
+    plt = _pyplot()
     pts = np.asarray(points, np.float64)[:, :3]
     colours = _class_colours(len(names))
     fig = plt.figure(figsize=(5.6, 5.0))
@@ -95,6 +107,7 @@ def region_boxes(
     image: np.ndarray, boxes: Sequence[tuple[float, float, float, float, int]], names: Sequence[str], path: Path
 ) -> Path:
     """Draw (x0, y0, x1, y1, class) rectangles on ``image`` in the class colours; writes a PNG."""
+    plt = _pyplot()
     colours = _class_colours(len(names))
     fig, ax = plt.subplots(figsize=(3.2, 3.2))
     ax.imshow(image)

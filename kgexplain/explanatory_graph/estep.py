@@ -50,6 +50,16 @@ class Stats:
     dy: torch.Tensor
     dd: torch.Tensor  # sum of w * |p - pred|^2
 
+    @classmethod
+    def of_images(cls, rows: torch.Tensor) -> Stats:
+        """Statistics summed over images, in image order, from per-image rows (B, P, 4) float64 of (w, dx, dy, dd)."""
+        sums = torch.from_numpy(rows.cpu().numpy().sum(0))
+        return cls(sums[:, 0].clone(), sums[:, 1].clone(), sums[:, 2].clone(), sums[:, 3].clone())
+
+    def rows(self) -> torch.Tensor:
+        """The statistics as one tensor, (w, dx, dy, dd) on the last axis: (B, P, 4) per image, or (P, 4)."""
+        return torch.stack((self.w, self.dx, self.dy, self.dd), -1)
+
     def add(self, other: Stats) -> None:
         self.w += other.w
         self.dx += other.dx
@@ -83,6 +93,7 @@ def e_step(
     agree: torch.Tensor | None = None,
     noise: str = "cell",
     score_norm: bool = False,
+    per_image: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
     """One chunk of images.
 
@@ -90,7 +101,8 @@ def e_step(
     filt: (P,) channel of each pattern; agree: (B, P) the parents' agreement factor (eq. 3), or None for 1;
     noise: ``cell`` (tau / (h w) per cell) or ``window`` (tau x the pattern's mean density over its window);
     score_norm: score with the unit-mass Gaussian, S = F (g (cell / sigma)^2)^2, instead of the peak-1 g.
-    Returns inferred positions (B, P, 2) px, scores (B, P) and the chunk's M-step statistics.
+    Returns inferred positions (B, P, 2) px, scores (B, P) and the chunk's M-step statistics (summed over the
+    chunk's images, or per image (B, P) with ``per_image``).
     """
     b, _d, hp, wp = fp.shape
     r, k = grid.r, grid.k
@@ -142,6 +154,14 @@ def e_step(
     wgt = fw.clamp_min(0) * resp
     wx = wgt.sum(-2)  # (B, P, k): summed over rows -> weight per column offset
     wy = wgt.sum(-1)  # (B, P, k): per row offset
+    if per_image:
+        stats = Stats(
+            w=wx.sum(2).double(),
+            dx=(wx * dxp).sum(2).double(),
+            dy=(wy * dyp).sum(2).double(),
+            dd=((wx * dxp * dxp).sum(2) + (wy * dyp * dyp).sum(2)).double(),
+        )
+        return pos, score, stats
     stats = Stats(
         w=wx.sum((0, 2)).double(),
         dx=(wx * dxp).sum((0, 2)).double(),
@@ -211,6 +231,7 @@ def e_step_numba(
     score_norm: bool = False,
     active: torch.Tensor | None = None,
     shift: Shift | None = None,
+    per_image: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
     """``e_step`` on *unpadded* CPU responses (B, D, h, w) through the fused numba kernel.
 
@@ -251,7 +272,10 @@ def e_step_numba(
         st,
     )
     stats = None
-    if with_stats:
+    if with_stats and per_image:
+        rows = torch.from_numpy(st)
+        stats = Stats(rows[..., 0], rows[..., 1], rows[..., 2], rows[..., 3])
+    elif with_stats:
         sums = torch.from_numpy(st.sum(0))
         stats = Stats(sums[:, 0].clone(), sums[:, 1].clone(), sums[:, 2].clone(), sums[:, 3].clone())
     return torch.from_numpy(pos), torch.from_numpy(score), stats

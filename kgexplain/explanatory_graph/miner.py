@@ -19,12 +19,14 @@ import numpy as np
 import torch
 
 from kgexplain.devices import resolve_device
+from kgexplain.distributed import Group
 from kgexplain.errors import DataError, UsageError
 from kgexplain.explanatory_graph.config import EGConfig
 from kgexplain.explanatory_graph.estep import (
     Grid,
     Shift,
     Stats,
+    Upper,
     e_step,
     e_step_numba,
     numba_available,
@@ -33,7 +35,7 @@ from kgexplain.explanatory_graph.estep import (
 )
 from kgexplain.explanatory_graph.graph import ExplanatoryGraph, Inference, LayerInference, LayerPatterns
 from kgexplain.explanatory_graph.normalise import background_std, responses
-from kgexplain.explanatory_graph.parents import Parents, candidates, select_parents
+from kgexplain.explanatory_graph.parents import Parents, candidates, image_moments, select_parents
 from kgexplain.features.cache import FeatureSet
 from kgexplain.features.geometry import LayerGeometry
 from kgexplain.progress import Progress, task
@@ -100,11 +102,12 @@ class LayerState:
     mu: torch.Tensor  # (P, 2)
     sigma: torch.Tensor  # (P,)
     parents: Parents | None
-    pos: torch.Tensor  # (n, P, 2)
+    pos: torch.Tensor  # (n, P, 2) on this rank's images
     score: torch.Tensor  # (n, P)
     std: torch.Tensor
     seconds: dict[str, float] = field(default_factory=dict)
     skipped: float = 0.0  # share of the EM's filter iterations skipped because the filter had stopped moving
+    offset: int = 0  # this rank's first image among every rank's
 
 
 def make_grid(g: LayerGeometry, window: float) -> Grid:
@@ -169,8 +172,13 @@ def parent_shift(
 class ExplanatoryGraphMiner:
     """Learns an explanatory graph from feature maps (``fit``) and infers its patterns on images (``infer``)."""
 
-    def __init__(self, config: EGConfig, device: str | torch.device = "auto", kernel: str = "auto") -> None:
+    def __init__(
+        self, config: EGConfig, device: str | torch.device = "auto", kernel: str = "auto", group: Group | None = None
+    ) -> None:
+        """``group``: a distributed job's group; then every ``features`` passed in are this rank's block of the
+        images (in rank order), the graph is the same on every rank, and inferences come back for every image."""
         self.config = config
+        self.group = group or Group()
         self.device = resolve_device(device)
         if kernel not in ("auto", "numba", "torch"):
             raise UsageError(f"kernel must be auto, numba or torch, not {kernel!r}")
@@ -194,8 +202,9 @@ class ExplanatoryGraphMiner:
         active: torch.Tensor | None = None,
         shift: Shift | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
-        """One chunk; ``upper`` = (mu, sigma, positions, scores) of the parents' layer on these images; ``active``
-        (D,) bool: the filters the numba kernel computes (the torch form computes all; callers keep the others');
+        """One chunk (statistics per image); ``upper`` = (mu, sigma, positions, scores) of the parents' layer on these
+        images; ``active`` (D,) bool: the filters the numba kernel computes (the torch form computes all; callers
+        keep the others');
         ``shift``: the numba kernel's precomputed parent shift for these images (``numba_shift``)."""
         cfg = self.config
         edge_w = edge_weights(parents, upper[1]) if parents is not None and upper is not None else None
@@ -221,6 +230,7 @@ class ExplanatoryGraphMiner:
                 cfg.score_norm,
                 active,
                 shift,
+                per_image=True,
             )
         pred = mu[None].expand(f.shape[0], -1, -1)
         agree = None
@@ -229,7 +239,7 @@ class ExplanatoryGraphMiner:
             delta, agree = parent_shift(parents, upper[0], edge_w, upper[2], upper[3], cfg.fire_threshold, agree_w)
             pred = pred + delta
         agree = agree if cfg.agreement else None
-        return e_step(f, pred, sigma, filt, grid, cfg.tau, with_stats, agree, cfg.noise, cfg.score_norm)
+        return e_step(f, pred, sigma, filt, grid, cfg.tau, with_stats, agree, cfg.noise, cfg.score_norm, per_image=True)
 
     def _chunk(self, patterns: int, grid: Grid) -> int:
         if self.kernel == "numba":
@@ -261,13 +271,18 @@ class ExplanatoryGraphMiner:
         """``fit``, and the inference on the same images that the fit's last pass computed (what ``infer`` on
         these features returns, without a second pass)."""
         cfg = self.config
+        g = self.group
         names = list(cfg.layers)
         missing = [n for n in names if n not in features]
         if missing:
             raise UsageError(f"no features for layers {missing}", hint="extract every layer of the config")
         n_images = {len(features[n]) for n in names}
-        if len(n_images) != 1 or 0 in n_images:
-            raise DataError(f"the layers have different or no images: {n_images}")
+        if len(n_images) != 1:
+            raise DataError(f"the layers have different numbers of images: {n_images}")
+        sizes = g.sizes(next(iter(n_images)))
+        if sum(sizes) == 0:
+            raise DataError("no images to mine")
+        offset = sum(sizes[: g.rank])
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         t_start = time.perf_counter()
         states: dict[str, LayerState] = {}
@@ -277,11 +292,14 @@ class ExplanatoryGraphMiner:
             for li in reversed(range(len(names))):
                 name = names[li]
                 neg = negatives.get(name) if negatives else None
-                if neg is not None and len(neg) >= 2:
-                    std = background_std(neg, self.device)
+                n_neg = sum(g.sizes(len(neg) if neg is not None else 0))
+                if neg is not None and n_neg >= 2:
+                    std = background_std(neg, self.device, group=g)
                 else:
-                    std = background_std(features[name], self.device, per_position=False)
-                state = self._fit_layer(li, name, features[name], std, upper, gen, advance)
+                    std = background_std(features[name], self.device, per_position=False, group=g)
+                g.fault(f"mining:{name}")
+                state = self._fit_layer(li, name, features[name], std, upper, gen, advance, sizes)
+                state.offset = offset
                 states[name] = state
                 upper = state
         layers = [
@@ -291,19 +309,21 @@ class ExplanatoryGraphMiner:
             "seconds": round(time.perf_counter() - t_start, 3),
             "layer_seconds": {n: states[n].seconds for n in names},
             "layer_skipped": {n: round(states[n].skipped, 3) for n in names},
-            "images": next(iter(n_images)),
+            "images": sum(sizes),
             "device": str(self.device),
         }
+        if g.joined:
+            stats["ranks"] = g.world
         graph = ExplanatoryGraph(model, layers, cfg.to_dict(), stats)
-        inference = {
-            n: LayerInference(
-                states[n].pos.cpu().numpy(),
-                states[n].score.cpu().numpy(),
-                (states[n].score >= cfg.fire_threshold).cpu().numpy(),
-            )
-            for n in names
-        }
-        return graph, Inference(inference, list(features[names[0]].ids))
+        inference = {n: LayerInference(*self._gathered(states[n].pos, states[n].score, "inference")) for n in names}
+        ids = [i for part in g.objects(list(features[names[0]].ids), "image ids") for i in part]
+        return graph, Inference(inference, ids)
+
+    def _gathered(self, pos: torch.Tensor, score: torch.Tensor, what: str) -> tuple[np.ndarray, ...]:
+        """Inferences on this rank's images -> (positions, scores, fires) on every image, as arrays."""
+        pos_all = self.group.gather(pos.cpu(), what)
+        score_all = self.group.gather(score.cpu(), what)
+        return pos_all.numpy(), score_all.numpy(), (score_all >= self.config.fire_threshold).numpy()
 
     def _init_positions(self, data: LayerData, n_patterns: int, grid: Grid, gen: torch.Generator) -> torch.Tensor:
         """N distinct cells per filter by k-means++ seeding on the filter's mean response map: the first cell is
@@ -312,8 +332,8 @@ class ExplanatoryGraphMiner:
         on its different activation peaks (the authors' code draws random distinct cells)."""
         mean = torch.zeros(data.fs.shape, dtype=torch.float64, device=self.device)
         for _, f in data.chunks(256):
-            mean += data.interior(f).clamp_min(0).sum(0).double()
-        weights = mean.flatten(1).cpu()
+            mean += data.interior(f).clamp_min(0).double().sum(0)
+        weights = self.group.sum(mean, "initial positions").flatten(1).cpu()
         # Only cells where the filter really responds (at least its mean response) are drawn while there are
         # enough of them: the many weak background cells would otherwise add up to a large share of the draws.
         strong = weights >= weights.mean(1, keepdim=True)
@@ -351,8 +371,12 @@ class ExplanatoryGraphMiner:
         upper: LayerState | None,
         gen: torch.Generator,
         advance: Callable[[int], None],
+        sizes: list[int],
     ) -> LayerState:
-        cfg = self.config
+        """EM on a sample of the images, then one pass that infers on this rank's images. In a distributed job each
+        rank runs the E-step on its share of the sample; the statistics are summed over ranks after each E-step and
+        the positions and scores gathered before parents are chosen, so every rank holds the same parameters."""
+        cfg, g = self.config, self.group
         geo = fs.geometry
         grid = make_grid(geo, cfg.window)
         t0 = time.perf_counter()
@@ -367,34 +391,42 @@ class ExplanatoryGraphMiner:
         sigma_max = side / n_pat**0.5 * stride
         sigma = torch.full((p,), min(cfg.init_sigma * side * stride, sigma_max), device=self.device)
         mu = self._init_positions(data, n_pat, grid, gen)
-        n = data.n
-        rows = self._em_rows(n, gen)  # EM on these images; the final pass infers on every image
-        em = data.sample(rows) if rows is not None else data
-        up_em: tuple[torch.Tensor, torch.Tensor] | None = None  # the upper layer's inferences on the EM images
+        n, offset = sum(sizes), sum(sizes[: g.rank])
+        rows = self._em_rows(n, gen)  # EM on these images (every rank's); the final pass infers on every image
+        em_rows = rows if rows is not None else np.arange(n)
+        e_lo, e_hi = (int(v) for v in np.searchsorted(em_rows, [offset, offset + data.n]))
+        local = em_rows[e_lo:e_hi] - offset  # this rank's EM images, as rows of its own data
+        em = data if rows is None else data.sample(local)
+        n_em = len(em_rows)
+        up_em: tuple[torch.Tensor, torch.Tensor] | None = None  # the upper layer's inferences on all EM images
         if upper is not None:
-            sel = torch.from_numpy(rows).to(self.device) if rows is not None else slice(None)
-            up_em = (upper.pos[sel], upper.score[sel])
-        pos = torch.zeros(em.n, p, 2, device=self.device)
-        score = torch.zeros(em.n, p, device=self.device)
+            sel = torch.from_numpy(local).to(self.device)
+            up_em = (
+                g.gather(upper.pos[sel], f"mining {name}").to(self.device),
+                g.gather(upper.score[sel], f"mining {name}").to(self.device),
+            )
+        pos = torch.zeros(e_hi - e_lo, p, 2, device=self.device)  # on this rank's EM images
+        score = torch.zeros(e_hi - e_lo, p, device=self.device)
         chunk = self._chunk(p, grid)
         parents: Parents | None = None
         cand = None
         if upper is not None:
-            cand = candidates(
-                upper.mu, upper.pos, upper.score, geo.input_w, geo.input_h, cfg.border, cfg.max_candidates
-            )
+            var, total = image_moments(upper.pos, upper.score, g)
+            cand = candidates(upper.mu, var, total, geo.input_w, geo.input_h, cfg.border, cfg.max_candidates)
         seconds = {"em": 0.0, "parents": 0.0}
         skipped = 0
         frozen = torch.zeros(d, dtype=torch.bool, device=self.device)  # filters whose patterns stopped moving
-        shift: Shift | None = None  # numba: the parents' shift on the images EM runs on, per parent set
-        shift_for: tuple[Parents | None, LayerData] | None = None
+        shift: Shift | None = None  # numba: the parents' shift on this rank's EM images, per parent set
+        shift_for: Parents | None = None
         batch_order: list[int] = []  # stepwise EM: the rest of this epoch's shuffled EM images
         running: list[torch.Tensor] | None = None  # stepwise EM: sum w, sum w x, sum w y, sum w |p|^2 (p - Delta)
         for it in range(cfg.iterations + 1):
             final = it == cfg.iterations
             if up_em is not None and cand is not None and cfg.parents_due(it):
                 t = time.perf_counter()
-                parents = select_parents(pos, score, up_em[0], up_em[1], cand, cfg.parents)
+                what = f"parents of {name}"  # chosen on every EM image: every rank's gathered
+                pos_all, score_all = g.gather(pos, what).to(self.device), g.gather(score, what).to(self.device)
+                parents = select_parents(pos_all, score_all, up_em[0], up_em[1], cand, cfg.parents)
                 seconds["parents"] += time.perf_counter() - t
                 frozen[:] = False  # new parents, new predictions: every filter moves again
             if final:
@@ -402,32 +434,31 @@ class ExplanatoryGraphMiner:
             held = frozen[filt]  # (P,) patterns that keep their last positions, scores and parameters
             skipped += int(frozen.sum())
             t = time.perf_counter()
-            if final and em is not data:  # the last pass infers on every image
-                em = data
-                pos = torch.zeros(n, p, 2, device=self.device)
-                score = torch.zeros(n, p, device=self.device)
-            stats = Stats.zeros(p, self.device)
             # Stepwise EM: this iteration's E-step on a mini-batch of the EM images (None: all of them).
-            batch = None if final else self._minibatch(em.n, batch_order, gen)
-            src: tuple[torch.Tensor, torch.Tensor] | None = None
-            if upper is not None and up_em is not None:
-                src = (upper.pos, upper.score) if em is data else up_em
-                if (
-                    self.kernel == "numba"
-                    and parents is not None
-                    and not (shift_for and shift_for[0] is parents and shift_for[1] is em)
-                ):
-                    edges = (
-                        parents.index, src[0], src[1], upper.mu, edge_weights(parents, upper.sigma),
-                        agreement_weights(parents, upper.sigma, cfg.agree_sigma),
-                    )  # fmt: skip
-                    shift, shift_for = numba_shift(edges, cfg.fire_threshold, cfg.agreement), (parents, em)
-            cur, cur_pos, cur_score, cur_src, cur_shift = em, pos, score, src, shift
-            if batch is not None:
-                sel = torch.from_numpy(batch).to(self.device)
-                cur, cur_pos, cur_score = em.sample(batch), pos[sel], score[sel]
-                cur_src = (src[0][sel], src[1][sel]) if src is not None else None
-                cur_shift = (shift[0][batch], shift[1][batch]) if shift is not None else None
+            batch = None if final else self._minibatch(n_em, batch_order, gen)
+            if final:  # the last pass infers on every image of this rank
+                cur = data
+                cur_pos = torch.zeros(data.n, p, 2, device=self.device)
+                cur_score = torch.zeros(data.n, p, device=self.device)
+                cur_src = (upper.pos, upper.score) if upper is not None else None
+                cur_shift = None
+                if upper is not None and parents is not None and self.kernel == "numba":
+                    cur_shift = numba_shift(self._edges(parents, upper, cur_src), cfg.fire_threshold, cfg.agreement)
+            else:
+                mine = np.arange(e_lo, e_hi) if batch is None else batch[(batch >= e_lo) & (batch < e_hi)]
+                cur = em if batch is None else em.sample(mine - e_lo)
+                idx = torch.from_numpy(mine - e_lo).to(self.device)
+                cur_pos, cur_score = pos[idx], score[idx]
+                cur_src = (up_em[0][mine], up_em[1][mine]) if up_em is not None else None
+                cur_shift = None
+                if upper is not None and up_em is not None and parents is not None and self.kernel == "numba":
+                    if shift_for is not parents:  # once per parent set, on this rank's EM images
+                        own = (up_em[0][e_lo:e_hi], up_em[1][e_lo:e_hi])
+                        shift = numba_shift(self._edges(parents, upper, own), cfg.fire_threshold, cfg.agreement)
+                        shift_for = parents
+                    if shift is not None:
+                        cur_shift = (shift[0][mine - e_lo], shift[1][mine - e_lo])
+            stat_rows: list[torch.Tensor] = []
             for sl, f in cur.chunks(chunk):
                 up = None
                 if upper is not None and cur_src is not None:
@@ -439,13 +470,16 @@ class ExplanatoryGraphMiner:
                     ps[:, held], sc[:, held] = cur_pos[sl][:, held], cur_score[sl][:, held]
                 cur_pos[sl], cur_score[sl] = ps, sc
                 if st is not None:
-                    stats.add(st)
-            if batch is not None:
-                pos[sel], score[sel] = cur_pos, cur_score
+                    stat_rows.append(st.rows())
             if not final:
+                pos[idx], score[idx] = cur_pos, cur_score
+                mine_rows = torch.cat(stat_rows) if stat_rows else torch.zeros(0, p, 4, dtype=torch.float64)
+                # This rank's statistics (summed over its images in order), summed over ranks in float64.
+                sums = g.sum(Stats.of_images(mine_rows).rows().to(self.device), f"mining {name}")
+                stats = Stats(sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3])
                 if cfg.em_batch:  # stepwise: a decaying running average of the statistics, in absolute terms
                     step = (it + 1) ** -cfg.em_decay
-                    now = absolute_stats(stats, mu, em.n / cur.n)
+                    now = absolute_stats(stats, mu, n_em / (n_em if batch is None else len(batch)))
                     running = (
                         now
                         if running is None
@@ -462,11 +496,22 @@ class ExplanatoryGraphMiner:
                     )
                     frozen |= still.view(d, n_pat).all(1)
                 mu, sigma = new_mu, new_sigma
+            else:
+                pos, score = cur_pos, cur_score
             seconds["em"] += time.perf_counter() - t
             advance(1)
         seconds["total"] = time.perf_counter() - t0
         share = skipped / max(1, d * cfg.iterations)
         return LayerState(name, geo, grid, filt, kk, mu, sigma, parents, pos, score, std, seconds, share)
+
+    def _edges(self, parents: Parents, upper: LayerState, src: tuple[torch.Tensor, torch.Tensor] | None) -> Upper:
+        """The numba kernel's view of the parents on a set of images (``numba_shift``'s argument)."""
+        assert src is not None
+        cfg = self.config
+        return (
+            parents.index, src[0], src[1], upper.mu, edge_weights(parents, upper.sigma),
+            agreement_weights(parents, upper.sigma, cfg.agree_sigma),
+        )  # fmt: skip
 
     def _minibatch(self, n: int, order: list[int], gen: torch.Generator) -> np.ndarray | None:
         """Stepwise EM's next mini-batch: the next ``em_batch`` images of a shuffled pass over the n
@@ -519,10 +564,15 @@ class ExplanatoryGraphMiner:
         return mu, sigma
 
     def _export(self, s: LayerState, upper: LayerState | None) -> LayerPatterns:
-        cfg = self.config
-        k = min(cfg.top_images, s.score.shape[0])
-        top = torch.topk(s.score, k, dim=0).values.mean(0) if k else torch.zeros(s.score.shape[1])
-        fires = (s.score >= cfg.fire_threshold).sum(0)
+        cfg, g = self.config, self.group
+        # A pattern's score: the mean of its best images' scores over every rank's images (each rank's best are
+        # gathered, then the best of those: the same values, in the same order, as on one process).
+        k_local = min(cfg.top_images, s.score.shape[0])
+        best = torch.topk(s.score, k_local, dim=0).values if k_local else s.score[:0]
+        best = g.gather(best.cpu(), "pattern scores")
+        k = min(cfg.top_images, best.shape[0])
+        top = torch.topk(best, k, dim=0).values.mean(0) if k else torch.zeros(s.score.shape[1])
+        fires = g.sum((s.score >= cfg.fire_threshold).sum(0).cpu(), "pattern scores")
         p = s.mu.shape[0]
         if s.parents is None:
             parents = np.full((p, 0), -1, np.int64)
@@ -549,7 +599,9 @@ class ExplanatoryGraphMiner:
 
     # ------------------------------------------------------------------ inference
     def infer(self, graph: ExplanatoryGraph, features: Mapping[str, FeatureSet]) -> Inference:
-        """Whether each pattern fires on each image, where, and how strongly (top-down through the parents)."""
+        """Whether each pattern fires on each image, where, and how strongly (top-down through the parents).
+
+        In a distributed job ``features`` are this rank's images; the inference returned covers every rank's."""
         cfg = self.config
         names = [layer.name for layer in graph.layers]
         upper: dict[str, torch.Tensor] | None = None
@@ -580,8 +632,7 @@ class ExplanatoryGraphMiner:
             for sl, f in data.chunks(chunk):
                 up = (upper["mu"], upper["sigma"], upper["pos"][sl], upper["score"][sl]) if upper is not None else None
                 pos[sl], score[sl], _ = self._e_step(f, mu, sigma, filt, n_pat, grid, False, par, up)
-            out[layer.name] = LayerInference(
-                pos.cpu().numpy(), score.cpu().numpy(), (score >= cfg.fire_threshold).cpu().numpy()
-            )
+            out[layer.name] = LayerInference(*self._gathered(pos, score, "inference"))
             upper = {"mu": mu, "sigma": sigma, "pos": pos, "score": score}
+        ids = [i for part in self.group.objects(ids, "image ids") for i in part]
         return Inference({n: out[n] for n in names}, ids)

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import torch
 
+from kgexplain.distributed import Group
 from kgexplain.errors import DataError
 from kgexplain.features.cache import FeatureSet
 
 
 def background_std(
-    features: FeatureSet, device: torch.device | str = "cpu", floor: float = 0.05, per_position: bool = True
+    features: FeatureSet,
+    device: torch.device | str = "cpu",
+    floor: float = 0.05,
+    per_position: bool = True,
+    group: Group | None = None,
 ) -> torch.Tensor:
     """Standard deviation over images per (channel, row, col) (``per_position=False``: one per channel, pooled
     over positions); tiny values are floored at ``floor`` x the channel's median std so dead units cannot blow up.
@@ -28,6 +33,12 @@ def background_std(
         s1 = x.sum(0) if s1 is None else s1 + x.sum(0)
         s2 = (x * x).sum(0) if s2 is None else s2 + (x * x).sum(0)
         n += x.shape[0]
+    if group is not None and group.joined:
+        d, h, w = features.shape
+        z = torch.zeros((d, h, w), dtype=torch.float64, device=device)
+        s1 = group.sum(z if s1 is None else s1, "background statistics")
+        s2 = group.sum(z if s2 is None else s2, "background statistics")
+        n = sum(group.sizes(n))
     if s1 is None or s2 is None or n < 2:
         raise DataError("background statistics need at least two images", hint="give more --negatives")
     if not per_position:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kgexplain.distributed import Group
+
 
 @dataclass
 class Parents:
@@ -28,16 +30,34 @@ class Parents:
     spread: torch.Tensor  # (P, M) sqrt(D / 2): deviation of the relative displacement, px
 
 
+def image_moments(
+    pos: torch.Tensor, score: torch.Tensor, group: Group | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pattern's positional variance over images (x and y summed, (P,)) and its total score (P,), from a
+    layer's inferences (n, P, 2) / (n, P); with ``group``, over every rank's images.
+
+    The variance is (n sum p^2 - (sum p)^2) / n^2 from float64 sums: positions are cell centres (multiples of half
+    a pixel), so the sums and the numerator are exact, whichever ranks added them up; patterns whose variances are
+    equal stay equal, and the median cut in :func:`candidates` is the same on one process and on several."""
+    g = group or Group()
+    n = float(sum(g.sizes(int(pos.shape[0]))))
+    p = pos.double()
+    sums = g.sum(torch.stack((p.sum(0), (p * p).sum(0))), "parent candidates")  # (2, P, 2)
+    var = ((n * sums[1] - sums[0] * sums[0]).sum(-1) / max(n * n, 1.0)).clamp_min(0)
+    total = g.sum(score.double().sum(0), "parent candidates")
+    return var, total
+
+
 def candidates(
     mu_up: torch.Tensor,
-    pos_up: torch.Tensor,
-    score_up: torch.Tensor,
+    var: torch.Tensor,
+    total_score: torch.Tensor,
     image_w: float,
     image_h: float,
     border: float,
     max_candidates: int,
 ) -> torch.Tensor:
-    """Indices of upper-layer patterns that may be parents."""
+    """Indices of upper-layer patterns that may be parents, from their priors and :func:`image_moments`."""
     p = mu_up.shape[0]
     keep = torch.ones(p, dtype=torch.bool, device=mu_up.device)
     bx, by = border * image_w, border * image_h
@@ -45,12 +65,12 @@ def candidates(
     keep &= (mu_up[:, 1] >= by - 0.5) & (mu_up[:, 1] <= image_h - 0.5 - by)
     if not keep.any():  # tiny maps: everything is near the border
         keep[:] = True
-    var = pos_up.var(0, unbiased=False).sum(-1)  # positional variance over images (P,)
+    var = var.to(mu_up.device)
     idx = torch.nonzero(keep).flatten()
     if idx.numel() > 1:
         mobile = var[idx] >= var[idx].median()
         idx = idx[mobile] if mobile.sum() >= 1 else idx
-    total = score_up.sum(0)[idx]
+    total = total_score.to(mu_up.device)[idx]
     if idx.numel() > max_candidates:
         idx = idx[torch.topk(total, max_candidates).indices]
     return torch.sort(idx).values

@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from kgexplain.data.base import Framing, ImageSource
+from kgexplain.data.images import LoadReport
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.subset import Subset
 from kgexplain.data.synth import BACKGROUND
+from kgexplain.distributed import Group, join
 from kgexplain.errors import DataError, UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner, Inference
 from kgexplain.explanatory_graph.patches import contact_sheet, png, top_patches
@@ -45,6 +48,7 @@ from kgexplain.persist.shared import image_rows, model_rows, write_shared
 from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.store import ids as I
+from kgexplain.store.artifacts import Artifacts
 from kgexplain.workspace import Workspace, folder_size
 
 ALGORITHM = "eg-2"  # bump when mining changes results: it is part of the run id (README: rebuilding)
@@ -213,6 +217,9 @@ def run_build(
     checks (model, layers, device) and once the data sources are open, so a mistake fails before any store is
     created.
 
+    Under ``torchrun`` (see :mod:`kgexplain.distributed`) every rank runs this call on its block of the images;
+    the graph, the run id and what rank 0 stores are those of a single-process build of the same configuration.
+
     Example::
 
         from kgexplain import BuildConfig, StoreSpec, run_build
@@ -229,16 +236,33 @@ def run_build(
     handle = load_model(cfg.model, cfg.weights, trust_checkpoint=cfg.trust_checkpoint)
     eg_cfg = _eg_config(cfg, handle)
     device = device_name(cfg.device)
+    group = join(device)
+    if not group.main:
+        progress = None  # rank 0 reports for the job
     timings["model_s"] = time.perf_counter() - t
     store = store or StoreSpec()
     ws = workspace_of(store)
-    say(progress, f"model {handle.name} ({handle.weights}), layers {', '.join(eg_cfg.layers)}; store {ws.location}")
+    on = f" on {group.world} ranks" if group.joined else ""
+    say(
+        progress,
+        f"model {handle.name} ({handle.weights}), layers {', '.join(eg_cfg.layers)}; store {ws.location}{on}",
+    )
     t = time.perf_counter()
-    objects, negatives, synthetic = _open_data(cfg, ws, progress)
+    if group.main:  # rank 0 writes the synthetic set (when needed) before the others read it
+        opened_data = _open_data(cfg, ws, progress)
+    group.barrier("opening the data")
+    if not group.main:
+        opened_data = _open_data(cfg, ws, None)
+    objects, negatives, synthetic = opened_data
     timings["data_s"] = time.perf_counter() - t
-    inputs = _Inputs(handle, eg_cfg, device, ws.ensure(), objects, negatives, synthetic)
-    with opened(store, write=True) as db:
-        return _build(cfg, inputs, db, progress, timings)
+    inputs = _Inputs(handle, eg_cfg, device, ws.ensure(), objects, negatives, synthetic, group)
+    if group.main:
+        with opened(store, write=True) as db:
+            result = _build(cfg, inputs, db, db.artifacts, progress, timings)
+    else:  # the other ranks write content-addressed patches only
+        result = _build(cfg, inputs, None, Artifacts(ws.artifacts), progress, timings)
+    group.barrier("the end of the build")
+    return result
 
 
 @dataclass
@@ -252,13 +276,32 @@ class _Inputs:
     objects: ImageSource
     negatives: ImageSource | None
     synthetic: bool
+    group: Group = field(default_factory=Group)
+
+
+def _shard(source: ImageSource, group: Group) -> Subset | None:
+    """This rank's contiguous block of ``source`` (None for a single process: all of it)."""
+    if group.world < 2:
+        return None
+    if len(source) < group.world:
+        raise UsageError(
+            f"{source.name} has {len(source)} images, fewer than the {group.world} ranks",
+            hint="start fewer processes (torchrun --nproc-per-node)",
+        )
+    return Subset(source, group.block(len(source)), f"{source.name}#rank{group.rank}of{group.world}")
 
 
 def _build(
-    cfg: BuildConfig, inputs: _Inputs, store: GraphStore, progress: Progress | None, timings: dict[str, float]
+    cfg: BuildConfig,
+    inputs: _Inputs,
+    store: GraphStore | None,
+    artifacts: Artifacts,
+    progress: Progress | None,
+    timings: dict[str, float],
 ) -> BuildResult:
+    """The build on this rank; ``store`` is None on every rank but rank 0 (which alone writes the run)."""
     handle, eg_cfg, device, ws = inputs.handle, inputs.eg, inputs.device, inputs.workspace
-    objects, negatives, synthetic = inputs.objects, inputs.negatives, inputs.synthetic
+    objects, negatives, synthetic, group = inputs.objects, inputs.negatives, inputs.synthetic, inputs.group
 
     framing = cfg.data.framing(handle.input_size, objects, default_crop="box" if synthetic else None)
     layers = list(eg_cfg.layers)
@@ -277,13 +320,26 @@ def _build(
             progress=progress,
         )
 
-    extraction = extract(objects, framing)
-    neg_extraction = extract(negatives, Framing(framing.size)) if negatives is not None else None
+    # Each rank extracts its block of the images (its own feature cache: a re-run resumes per rank).
+    shard = _shard(objects, group)
+    extraction = extract(shard or objects, framing)
+    neg_shard = _shard(negatives, group) if negatives is not None else None
+    neg_extraction = extract(neg_shard or negatives, Framing(framing.size)) if negatives is not None else None
+    group.fault("features")
+    if group.joined:  # every rank's load report, as one
+        report = LoadReport()
+        for part in group.objects(extraction.report, "features"):
+            report.merge(part)
+        extraction = replace(extraction, report=report)
     timings["features_s"] = time.perf_counter() - t
     say(progress, f"features: {extraction.report.summary()}")
     feats = extraction.features
-    if len(next(iter(feats.values()))) < 2:
+    if extraction.report.loaded < 2:
         raise UsageError("mining needs at least two usable images", hint="add images or fix the skipped ones")
+    local_rows = feats[layers[0]].indices  # source indices of this rank's usable images
+    if shard is not None:
+        local_rows = np.asarray(shard.indices, np.int64)[local_rows]
+    rows = group.gather_np(np.asarray(local_rows, np.int64), "features")
 
     model_id = I.model_id(handle.name, handle.weights, handle.weights_sha)
     determinants = {
@@ -297,43 +353,50 @@ def _build(
     data_label = cfg.category if synthetic else Path(objects.name.split(":", 1)[-1]).name
     run_id = I.run_id("eg", handle.name, data_label, determinants)
 
-    miner = ExplanatoryGraphMiner(eg_cfg, device=device)
+    miner = ExplanatoryGraphMiner(eg_cfg, device=device, group=group)
     cached = ws.cache / "eg" / f"{run_id}.npz"
     t = time.perf_counter()
-    from_cache = cached.exists()
+    from_cache = group.first(cached.exists(), "the graph cache")  # rank 0's answer: it writes the cache
     if from_cache:
         graph = ExplanatoryGraph.load(cached)
     else:
-        say(progress, f"mining {len(layers)} layers on {len(next(iter(feats.values())))} images")
+        say(progress, f"mining {len(layers)} layers on {extraction.report.loaded} images")
         negative_feats = neg_extraction.features if neg_extraction else None
         graph, inference = miner.fit_infer(feats, negative_feats, model=handle.identity, progress=progress)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        graph.save(cached)
+        if group.main:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            graph.save(cached)
     timings["mining_s"] = time.perf_counter() - t
     if from_cache:  # a fresh fit's last pass is the inference; a cached graph infers once
         t = time.perf_counter()
         inference = miner.infer(graph, feats)
         timings["inference_s"] = time.perf_counter() - t
 
-    rows = feats[layers[0]].indices
     t = time.perf_counter()
-    image_ids, image_table = image_rows(objects, rows, objects.name, store.artifacts.root)
-    patch_refs, sheets = _patches(cfg, graph, inference, objects, rows, framing, store)
+    patch_refs, sheets = _patches(cfg, graph, inference, objects, rows, framing, artifacts, group)
     timings["patches_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    stab = _stability(graph, inference, feats, objects, rows, framing, eg_cfg)
+    raw = {n: tuple(group.gather_np(a, "stability") for a in raw_filter_peaks(feats[n])) for n in inference.layers}
+    if store is None:  # not rank 0: done
+        timings["stability_s"] = time.perf_counter() - t
+        return BuildResult(
+            run_id, ws, handle, objects, negatives, extraction, neg_extraction, graph, inference, from_cache,
+            timings=timings,
+        )  # fmt: skip
+    stab = _stability(graph, inference, raw, feats, objects, rows, framing, eg_cfg)
     summary: dict[str, Any] = {}
     if stab:
         summary = {method: res.value for method, res in stab.items()}
         summary["ratio"] = summary["patterns"] / summary["raw_filter"] if summary["raw_filter"] else float("nan")
-        raw = stab["raw_filter"].per_layer
+        base = stab["raw_filter"].per_layer
         summary["per_layer"] = {  # each layer's own ratio patterns / raw filter peaks
-            name: v / raw[name] if raw.get(name) else float("nan") for name, v in stab["patterns"].per_layer.items()
+            name: v / base[name] if base.get(name) else float("nan") for name, v in stab["patterns"].per_layer.items()
         }
     timings["stability_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    image_ids, image_table = image_rows(objects, rows, objects.name, store.artifacts.root)
     graph_ref = store.artifacts.put_file(cached, "graphs")  # what `aog learn` and `localize` infer with
     _, shared_nodes, shared_rels = model_rows(
         handle, {n: feats[n].geometry for n in layers}, {n: feats[n].shape[0] for n in layers}
@@ -361,6 +424,8 @@ def _build(
         "mining": graph.stats,
         "sheets": sheets,  # layer -> contact-sheet artifact (the report and the browser show them)
     }
+    if group.joined:
+        stats["ranks"] = group.world
     store.write_run(build_record(run_id, model_id, objects.name, config, stats), run_rows.nodes, run_rows.rels)
     timings["store_s"] = time.perf_counter() - t
     say(
@@ -393,8 +458,11 @@ def _patches(
     source: ImageSource,
     rows: np.ndarray,
     framing: Framing,
-    store: GraphStore,
+    artifacts: Artifacts,
+    group: Group,
 ) -> tuple[dict[tuple[str, int, int], PatchRef], dict[str, str]]:
+    """Top patches of every pattern (each rank renders every ``world``-th pattern) and one contact sheet per layer
+    (rank 0); rank 0 gets every rank's references."""
     if cfg.patches <= 0:
         return {}, {}
     size = scaled_patch_size(framing.size)
@@ -409,35 +477,45 @@ def _patches(
     sheets: dict[str, str] = {}
 
     def put(pixels: np.ndarray) -> PatchRef:
-        ref = store.artifacts.put_bytes(png(pixels), "png", "patches")
+        ref = artifacts.put_bytes(png(pixels), "png", "patches")
         return PatchRef(ref.path, ref.sha256)
 
-    # PNG encoding, hashing and writing release the GIL: a few threads keep both cores busy.
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    # PNG encoding, hashing and writing release the GIL: threads keep the cores this process has busy.
+    with ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads()))) as pool:
         for layer in graph.layers:
-            patches = top_patches(inference, layer, load, cfg.patches, size)
+            mine = range(group.rank, layer.count, group.world) if group.world > 1 else None
+            patches = top_patches(inference, layer, load, cfg.patches, size, mine)
             for p, ref in zip(patches, pool.map(put, (q.pixels for q in patches)), strict=True):
                 refs[(layer.name, p.pattern, p.rank)] = ref
-            best = set(np.argsort(-layer.score, kind="stable")[: cfg.sheet_patterns].tolist())
-            sheet = contact_sheet(
-                [p for p in patches if p.pattern in best],
-                layer,
-                f"{layer.name}: top {len(best)} patterns x {cfg.patches} patches",
-            )
-            sheets[layer.name] = store.artifacts.put_bytes(sheet, "png", "sheets").path
+            if not group.main:
+                continue
+            order = np.argsort(-layer.score, kind="stable")[: cfg.sheet_patterns].tolist()
+            best = set(order)
+            shown = [p for p in patches if p.pattern in best]
+            have = {p.pattern for p in shown}
+            shown += top_patches(inference, layer, load, cfg.patches, size, [v for v in order if v not in have])
+            sheet = contact_sheet(shown, layer, f"{layer.name}: top {len(best)} patterns x {cfg.patches} patches")
+            sheets[layer.name] = artifacts.put_bytes(sheet, "png", "sheets").path
+    if group.joined:
+        merged: dict[tuple[str, int, int], PatchRef] = {}
+        for part in group.objects(refs, "patches"):
+            merged.update(part)
+        refs = merged
     return refs, sheets
 
 
 def _stability(
     graph: ExplanatoryGraph,
     inference: Inference,
+    raw: dict[str, tuple[np.ndarray, ...]],
     feats: dict[str, FeatureSet],
     source: ImageSource,
     rows: np.ndarray,
     framing: Framing,
     cfg: EGConfig,
 ) -> dict[str, StabilityResult]:
-    """Location stability of the patterns and both baselines, when head/back/tail keypoints exist."""
+    """Location stability of the patterns and both baselines, when head/back/tail keypoints exist; ``raw``: the
+    raw filter peaks (positions, scores) on every image."""
     keypoints = [framing.keypoints(source, int(i)) for i in rows]
     parts = part_array(keypoints, PARTS)
     if np.isfinite(parts[..., 0]).any(axis=1).sum() < 2:
@@ -446,7 +524,7 @@ def _stability(
     keep = {layer.name: max(1, round(feats[layer.name].shape[0] / 3)) for layer in graph.layers}
     methods = {
         "patterns": {n: (li.position, li.score) for n, li in inference.layers.items()},
-        "raw_filter": {n: raw_filter_peaks(feats[n]) for n in inference.layers},
+        "raw_filter": {n: (raw[n][0], raw[n][1]) for n in inference.layers},
         "random": {
             n: (random_positions(li.score, framing.size, framing.size, cfg.seed), li.score)
             for n, li in inference.layers.items()

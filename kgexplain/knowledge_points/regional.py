@@ -20,7 +20,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import scipy.special as sp
 import torch
 import torch.nn.functional as F
 
@@ -49,6 +48,8 @@ def log_vmf_normaliser(kappa: torch.Tensor, d: int = 3) -> torch.Tensor:
     if d != 3:  # not differentiable in kappa (only the d' = 3 default is trained through it)
         nu = d / 2 - 1
         k_np = kappa.detach().double().clamp_min(1e-6).cpu().numpy()
+        import scipy.special as sp  # lazy: scipy.special takes a fifth of a second to import
+
         log_bessel = np.log(sp.ive(nu, k_np)) + k_np  # log I_nu(kappa)
         val = nu * np.log(k_np) - (d / 2) * math.log(2 * math.pi) - log_bessel
         return torch.as_tensor(val).to(kappa)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image
 
 from kgexplain.errors import UsageError
@@ -398,6 +397,8 @@ def map_png(arr: np.ndarray, px: int = 256) -> bytes:
     a = np.asarray(arr, np.float64)
     lo, hi = float(a.min()), float(a.max())
     norm = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    from matplotlib import colormaps  # lazy: matplotlib is slow to import; only colour bars need it
+
     rgb = (colormaps["viridis"](norm)[..., :3] * 255).astype(np.uint8)
     img = Image.fromarray(rgb)
     scale = px / max(img.size)

@@ -1,0 +1,148 @@
+"""Distributed builds: equivalence with a single process, and the speed-up of two processes on this machine.
+
+    python bench/distributed.py --json [--seed S] [--n N] [--repeats R] [--torchrun]
+        {"identical": ..., "max_position_diff_px": ..., "speedup_2proc": ..., ...}
+
+The toy build (`kgexplain build`: N synthetic birds and N background images, the shipped toy net, 4 layers, 5 patches
+per pattern) runs in one store folder, from an empty store and empty caches each time (the generated images are kept:
+their path is part of the run id), as
+
+* 1 process x 1 thread:  OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 kgexplain build ...
+* 2 processes x 1 thread: OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 kgexplain build ... --nproc 2 (gloo)
+* with --torchrun also: torchrun --nproc-per-node 2 -m kgexplain build ... (same threads)
+
+Times are wall-clock seconds of the whole command (start to exit: interpreter, imports and the launcher included);
+``speedup_2proc`` = 1-process time / 2-process time, the best of ``--repeats`` each, measured alternately in one
+run. ``job_speedup_2proc`` is the same ratio for the time inside the build (the sum of its stage timings).
+
+``identical``: the same run id, stored counts, pattern ids, edge sets (parent index sets), firing counts and
+location-stability figures, and positions within 0.5 px. ``max_position_diff_px`` is the largest difference of any
+pattern's prior position (mu) or any stored inferred position (FIRES_ON x, y) between the two builds; ``stored`` the
+rows written (patterns, parent edges, top inferences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FIRES = "MATCH (p:Pattern)-[f:FIRES_ON]->(i:Image) RETURN p.id AS p, i.id AS i, f.x AS x, f.y AS y"
+
+
+def _forget(store: Path) -> None:
+    for p in store.glob("graph.lbdb*"):
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    for sub in ("cache", "patches", "sheets", "graphs"):
+        shutil.rmtree(store / "artifacts" / sub, ignore_errors=True)
+
+
+def _build(store: Path, seed: int, n: int, launcher: str) -> dict[str, Any]:
+    """One build from empty caches: its JSON, wall time, graph and stored inferred positions."""
+    # lazy: the bench's own process imports kgexplain only to read what a build wrote
+    from kgexplain.explanatory_graph import ExplanatoryGraph
+    from kgexplain.store import StoreSpec
+
+    _forget(store)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    args = ["build", "--store", str(store), "--seed", str(seed), "--n", str(n), "--json"]
+    if launcher == "one":
+        cmd = [sys.executable, "-m", "kgexplain", "-q", *args]
+    elif launcher == "nproc":
+        cmd = [sys.executable, "-m", "kgexplain", "-q", *args, "--nproc", "2"]
+    else:
+        torchrun = str(Path(sys.executable).with_name("torchrun"))
+        cmd = [torchrun, "--nproc-per-node", "2", "-m", "kgexplain", "-q", *args]
+    t = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - t
+    if out.returncode:
+        raise SystemExit(f"{launcher} build failed: {out.stderr.strip()[-800:]}")
+    result = json.loads(out.stdout)
+    graph = ExplanatoryGraph.load(store / "artifacts" / "cache" / "eg" / f"{result['run']}.npz")
+    with StoreSpec(store).read() as db:
+        fires = {(r["p"], r["i"]): (r["x"], r["y"]) for r in db.query(FIRES).records()}
+    return {"json": result, "wall": wall, "job": sum(result["timings"].values()), "graph": graph, "fires": fires}
+
+
+def _compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    ga, gb = a["graph"], b["graph"]
+    same = a["json"]["run"] == b["json"]["run"] and a["json"]["stored"] == b["json"]["stored"]
+    same &= a["json"]["stability"] == b["json"]["stability"]
+    diff = 0.0
+    for la, lb in zip(ga.layers, gb.layers, strict=True):
+        same &= la.name == lb.name and np.array_equal(la.filter, lb.filter) and np.array_equal(la.k, lb.k)
+        same &= np.array_equal(np.sort(la.parents, 1), np.sort(lb.parents, 1))
+        same &= np.array_equal(la.fires, lb.fires)
+        diff = max(diff, float(np.abs(la.mu - lb.mu).max(initial=0.0)))
+    same &= a["fires"].keys() == b["fires"].keys()
+    for key, (x, y) in a["fires"].items():
+        if key in b["fires"]:
+            diff = max(diff, abs(x - b["fires"][key][0]), abs(y - b["fires"][key][1]))
+    return {"identical": bool(same and diff <= 0.5), "max_position_diff_px": diff}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=3, help="synthetic workload seed")
+    ap.add_argument("--n", type=int, default=300, help="images of the category (and as many background images)")
+    ap.add_argument("--repeats", type=int, default=2, help="builds per launcher (best time kept)")
+    ap.add_argument("--torchrun", action="store_true", help="also time torchrun --nproc-per-node 2")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    # lazy: see _build
+    from kgexplain.data.spec import DataSpec
+    from kgexplain.data.synth import BACKGROUND
+    from kgexplain.workspace import Workspace
+
+    launchers = ["one", "nproc"] + (["torchrun"] if args.torchrun else [])
+    with tempfile.TemporaryDirectory(prefix="kgx-dist-") as tmp:
+        store = Path(tmp) / "store"
+        DataSpec(n=2 * args.n, seed=args.seed, categories=("bird", BACKGROUND)).open(Workspace.resolve(store))
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in launchers}
+        for _ in range(args.repeats):
+            for k in launchers:  # alternately, so that load on the machine hits both alike
+                runs[k].append(_build(store, args.seed, args.n, k))
+    best = {k: min(v, key=lambda r: r["wall"]) for k, v in runs.items()}
+    job = {k: min(r["job"] for r in v) for k, v in runs.items()}
+    out: dict[str, Any] = {
+        **_compare(best["one"], best["nproc"]),
+        "speedup_2proc": round(best["one"]["wall"] / best["nproc"]["wall"], 3),
+        "seconds_1proc": round(best["one"]["wall"], 2),
+        "seconds_2proc": round(best["nproc"]["wall"], 2),
+        "job_speedup_2proc": round(job["one"] / job["nproc"], 3),
+        "job_seconds_1proc": round(job["one"], 2),
+        "job_seconds_2proc": round(job["nproc"], 2),
+        "timings_1proc": best["one"]["json"]["timings"],
+        "timings_2proc": best["nproc"]["json"]["timings"],
+        "stored": best["one"]["json"]["stored"],
+        "run": best["one"]["json"]["run"],
+        "seed": args.seed,
+        "n": args.n,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    }
+    if args.torchrun:
+        out["torchrun"] = {
+            **_compare(best["one"], best["torchrun"]),
+            "seconds_2proc": round(best["torchrun"]["wall"], 2),
+        }
+        out["torchrun"]["speedup_2proc"] = round(best["one"]["wall"] / best["torchrun"]["wall"], 3)
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        for k, v in out.items():
+            print(f"{k:22s} {v}")
+
+
+if __name__ == "__main__":
+    main()

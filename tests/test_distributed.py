@@ -1,0 +1,108 @@
+"""Data-parallel builds on torch.distributed: two gloo ranks on the CPU mine the graph one process mines and store the
+same run; a rank that dies ends the job with an error and stores nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kgexplain.distributed import Group, launched, offsets
+from kgexplain.explanatory_graph import ExplanatoryGraph
+from kgexplain.jobs import BuildConfig, run_build
+from kgexplain.store import StoreSpec
+from kgexplain.store import queries as Q
+
+TINY = ["--n", "12", "--iterations", "3", "--patches", "1", "--layers", "conv5_1,conv5_2"]
+
+
+def _kgx(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "kgexplain", "-q", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=300
+    )
+
+
+def _forget_results(store: Path) -> None:
+    """Keep the generated data (its path is part of the run id); drop the store and everything computed."""
+    for p in store.glob("graph.lbdb*"):
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    for sub in ("cache", "patches", "sheets", "graphs"):
+        shutil.rmtree(store / "artifacts" / sub, ignore_errors=True)
+
+
+def _graph(store: Path, run: str) -> ExplanatoryGraph:
+    return ExplanatoryGraph.load(store / "artifacts" / "cache" / "eg" / f"{run}.npz")
+
+
+def test_one_process_group_is_the_identity() -> None:
+    g = Group()
+    t = torch.arange(6.0).view(3, 2)
+    assert not launched() and g.main and not g.joined
+    assert g.gather(t) is t and g.sum(t) is t and g.sizes(3) == [3] and g.objects("x") == ["x"]
+    assert list(g.block(5)) == [0, 1, 2, 3, 4]
+    blocks = [Group(r, 3, "gloo").block(10) for r in range(3)]
+    assert [list(b) for b in blocks] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]  # contiguous, in rank order
+    assert offsets([3, 3, 4]) == [0, 3, 6]
+
+
+def test_two_gloo_ranks_store_the_run_one_process_stores(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    one = run_build(BuildConfig(n=12, iterations=3, patches=1, layers=("conv5_1", "conv5_2")), StoreSpec(store))
+    graph_one = _graph(store, one.run)
+    _forget_results(store)
+
+    out = _kgx("build", *TINY, "--store", str(store), "--nproc", "2", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    two = json.loads(out.stdout)  # rank 0 alone prints: one JSON document
+    assert two["run"] == one.run
+    assert two["stored"] == one.counts and two["patterns"] == graph_one.patterns and two["edges"] == graph_one.edges
+    graph_two = _graph(store, two["run"])
+    assert graph_two.stats["ranks"] == 2 and graph_two.stats["images"] == 12
+    for a, b in zip(graph_one.layers, graph_two.layers, strict=True):
+        assert a.name == b.name
+        np.testing.assert_array_equal(a.filter, b.filter)
+        np.testing.assert_array_equal(a.k, b.k)
+        np.testing.assert_array_equal(np.sort(a.parents, 1), np.sort(b.parents, 1))  # the same edge sets
+        assert np.abs(a.mu - b.mu).max() <= 0.5  # positions within half a pixel
+        np.testing.assert_array_equal(a.fires, b.fires)
+    assert two["stability"]["ratio"] == pytest.approx(one.stability["ratio"], abs=1e-6)
+    with StoreSpec(store).read() as db:
+        runs = Q.runs(db)
+    assert [(r["run"], r["status"]) for r in runs] == [(one.run, "complete")]
+
+
+def test_a_rank_that_dies_mid_em_ends_the_job_and_stores_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    out = _kgx(
+        "build", *TINY, "--store", str(store), "--nproc", "2",
+        cwd=tmp_path, env={"KGEXPLAIN_FAULT_RANK": "1:mining:conv5_1"},
+    )  # fmt: skip
+    assert out.returncode != 0
+    errors = [line for line in out.stderr.splitlines() if line.startswith("Error: ")]
+    assert any("rank 1 of 2 failed (exit code 17)" in e and "nothing was stored" in e for e in errors), out.stderr
+    assert "Traceback" not in out.stderr
+    if (store / "graph.lbdb").exists():
+        with StoreSpec(store).read() as db:
+            assert Q.runs(db) == []
+
+
+@pytest.mark.slow
+def test_a_failed_job_resumes_from_each_ranks_feature_cache(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    failed = _kgx(
+        "build", *TINY, "--store", str(store), "--nproc", "2",
+        cwd=tmp_path, env={"KGEXPLAIN_FAULT_RANK": "0:mining:conv5_2"},
+    )  # fmt: skip
+    assert failed.returncode != 0 and "rank 0 of 2 failed" in failed.stderr
+    again = _kgx("build", *TINY, "--store", str(store), "--nproc", "2", "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)
+    assert result["images"]["loaded"] == 12 and result["timings"]["features_s"] < 1.0  # from the caches
