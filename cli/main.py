@@ -78,7 +78,7 @@ class KgxGroup(click.Group):
         except DistributedError as e:
             # A rank that stops because another failed waits a moment before it exits, so that the launcher
             # (polling every 50 ms) sees the rank that failed first and names it in the job's error.
-            time.sleep(0.5)
+            time.sleep(0.25)
             fail(ctx, str(e), e.exit_code)
         except KgExplainError as e:
             fail(ctx, str(e), e.exit_code)
