@@ -1,6 +1,6 @@
 """Distributed builds: equivalence with a single process, and the speed-up of two processes on this machine.
 
-    python bench/distributed.py --json [--seed S] [--n N] [--repeats R] [--torchrun]
+    python bench/distributed.py --json [--seed S] [--n N] [--repeats R] [--torchrun] [--info] [--kp]
         {"identical": ..., "max_position_diff_px": ..., "speedup_2proc": ..., ...}
 
 The toy build (`kgexplain build`: N synthetic birds and N background images, the shipped toy net, 4 layers, 5 patches
@@ -19,6 +19,12 @@ run. ``job_speedup_2proc`` is the same ratio for the time inside the build (the 
 location-stability figures, and positions within 0.5 px. ``max_position_diff_px`` is the largest difference of any
 pattern's prior position (mu) or any stored inferred position (FIRES_ON x, y) between the two builds; ``stored`` the
 rows written (patterns, parent edges, top inferences).
+
+``--info``: `kgexplain info` (12 synthetic animals, conv2_2 and conv5_2, 24 steps, 4 samples, 2 images per fit) on
+1 and on 2 processes: ``info.max_map_diff`` (the largest absolute difference of any SID map pixel, nats), whether
+the rows are equal, and both times. ``--kp``: `kgexplain kp` (60 synthetic animals, 4 layers) on 1 and 2
+processes: ``kp.same_counts`` (knowledge points and reliable ones per layer), ``kp.same_rows`` (every figure of
+every layer but its seconds) and both times.
 """
 
 from __future__ import annotations
@@ -92,12 +98,54 @@ def _compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {"identical": bool(same and diff <= 0.5), "max_position_diff_px": diff}
 
 
+def _other(kind: str, args: list[str], store: Path, out: Path, nproc: int) -> tuple[Any, float]:
+    """`kgexplain info|kp ARGS` on ``nproc`` processes (1 thread each): its JSON rows and wall time."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "kgexplain", "-q", kind, *args, "--store", str(store), "--out", str(out), "--json"]
+    cmd += ["--nproc", str(nproc)] if nproc > 1 else []
+    t = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if res.returncode:
+        raise SystemExit(f"{kind} on {nproc} failed: {res.stderr.strip()[-800:]}")
+    return json.loads(res.stdout), time.perf_counter() - t
+
+
+def _info(tmp: Path, seed: int) -> dict[str, Any]:
+    args = ["--n", "12", "--seed", str(seed), "--layers", "conv2_2,conv5_2", "--steps", "24", "--samples", "4"]
+    one, t1 = _other("info", args, tmp / "info1", tmp / "maps1", 1)
+    two, t2 = _other("info", args, tmp / "info2", tmp / "maps2", 2)
+    diff = 0.0
+    names = sorted(p.name for p in (tmp / "maps1").glob("*.npy"))
+    same_files = names == sorted(p.name for p in (tmp / "maps2").glob("*.npy")) and bool(names)
+    for name in names:
+        a, b = np.load(tmp / "maps1" / name), np.load(tmp / "maps2" / name)
+        diff = max(diff, float(np.abs(a - b).max()))
+    return {
+        "max_map_diff": diff, "same_rows": one == two and same_files, "maps": len(names),
+        "seconds_1proc": round(t1, 2), "seconds_2proc": round(t2, 2),
+    }  # fmt: skip
+
+
+def _kp(tmp: Path, seed: int) -> dict[str, Any]:
+    args = ["--n", "60", "--seed", str(seed)]
+    one, t1 = _other("kp", args, tmp / "kp1", tmp / "kpout1", 1)
+    two, t2 = _other("kp", args, tmp / "kp2", tmp / "kpout2", 2)
+    counts = [[(r["layer"], r["kp"], r["reliable"]) for r in rows] for rows in (one, two)]
+    untimed = [[{k: v for k, v in r.items() if k != "seconds"} for r in rows] for rows in (one, two)]
+    return {
+        "same_counts": counts[0] == counts[1], "same_rows": untimed[0] == untimed[1], "counts": counts[0],
+        "seconds_1proc": round(t1, 2), "seconds_2proc": round(t2, 2),
+    }  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=3, help="synthetic workload seed")
     ap.add_argument("--n", type=int, default=300, help="images of the category (and as many background images)")
     ap.add_argument("--repeats", type=int, default=2, help="builds per launcher (best time kept)")
     ap.add_argument("--torchrun", action="store_true", help="also time torchrun --nproc-per-node 2")
+    ap.add_argument("--info", action="store_true", help="also compare kgexplain info on 1 and 2 processes")
+    ap.add_argument("--kp", action="store_true", help="also compare kgexplain kp on 1 and 2 processes")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     # lazy: see _build
@@ -113,6 +161,11 @@ def main() -> None:
         for _ in range(args.repeats):
             for k in launchers:  # alternately, so that load on the machine hits both alike
                 runs[k].append(_build(store, args.seed, args.n, k))
+        extra = {}
+        if args.info:
+            extra["info"] = _info(Path(tmp), args.seed)
+        if args.kp:
+            extra["kp"] = _kp(Path(tmp), args.seed)
     best = {k: min(v, key=lambda r: r["wall"]) for k, v in runs.items()}
     job = {k: min(r["job"] for r in v) for k, v in runs.items()}
     out: dict[str, Any] = {
@@ -130,6 +183,7 @@ def main() -> None:
         "seed": args.seed,
         "n": args.n,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        **extra,
     }
     if args.torchrun:
         out["torchrun"] = {

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import click
 
+from kgexplain.data.images import LoadReport
 from kgexplain.data.spec import DataSpec
+from kgexplain.data.subset import shard
+from kgexplain.distributed import join
 from kgexplain.features import extract_features
+from kgexplain.jobs.common import device_name
 from kgexplain.models import load_model
 
 from .context import progress_of
-from .options import JobOptions, ModelOption, data_options, job_options, layers_option, model_options
+from .options import (
+    JobOptions,
+    ModelOption,
+    data_options,
+    job_options,
+    layers_option,
+    model_options,
+    nproc_option,
+)
 from .output import emit_object
 
 
@@ -26,6 +38,7 @@ from .output import emit_object
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--no-amp", is_flag=True, help="Full precision on the GPU.")
 @job_options
+@nproc_option
 @click.pass_context
 def features_command(
     ctx: click.Context,
@@ -37,17 +50,30 @@ def features_command(
     no_amp: bool,
     job: JobOptions,
 ) -> None:
-    """Extract feature maps of a model's layers into the store's cache (float16 shards)."""
+    """Extract feature maps of a model's layers into the store's cache (float16 shards).
+
+    \b
+    With --nproc N (or under torchrun) each rank extracts its block of the images into a cache entry of its own,
+    the one a distributed build with as many ranks reads."""
     progress = progress_of(ctx)
-    ws = job.store.workspace()
-    source = data.open(ws, progress)
-    ws.ensure()
     handle = load_model(model.name, model.single, trust_checkpoint=model.trust_checkpoint)
+    group = join(device_name(job.device))
+    if not group.main:
+        progress = None
+    ws = job.store.workspace()
+    if group.main:  # rank 0 writes the synthetic set (when needed) before the others read it
+        source = data.open(ws, progress)
+    group.barrier("opening the data")
+    if not group.main:
+        source = data.open(ws)
+    ws.ensure()
+    framing = data.framing(handle.input_size, source)
+    mine = shard(source, group)
     result = extract_features(
         handle,
-        source,
+        mine or source,
         layers or None,
-        framing=data.framing(handle.input_size, source),
+        framing=framing,
         relu=relu,
         device=job.device,
         batch_size=batch_size,
@@ -55,19 +81,30 @@ def features_command(
         amp=not no_amp,
         progress=progress,
     )
+    report = result.report
+    if group.joined:  # every rank's load report, as one
+        report = LoadReport()
+        for part in group.objects(result.report, "features"):
+            report.merge(part)
+    caches = group.objects({k: str(v.directory) for k, v in result.features.items()}, "features")
+    seconds = max(group.objects(result.seconds, "features"))
     out = {
         "source": source.name,
-        "images": result.report.to_dict(),
-        "seconds": round(result.seconds, 2),
+        "images": report.to_dict(),
+        "seconds": round(seconds, 2),
         "layers": {
-            k: {"shape": list(v.shape), "cache": str(v.directory), "from_cache": result.from_cache[k]}
+            k: {
+                "shape": list(v.shape),
+                "cache": caches[0][k] if len(caches) == 1 else [c[k] for c in caches],
+                "from_cache": result.from_cache[k],
+            }
             for k, v in result.features.items()
         },
     }
     text = "\n".join(
-        [result.report.summary()]
+        [report.summary() + (f" on {group.world} ranks" if group.joined else "")]
         + [
-            f"  {k}: {tuple(v.shape)} -> {v.directory}{' (cached)' if result.from_cache[k] else ''}"
+            f"  {k}: {tuple(v.shape)} -> {', '.join(c[k] for c in caches)}{' (cached)' if result.from_cache[k] else ''}"
             for k, v in result.features.items()
         ]
     )

@@ -22,6 +22,7 @@ from .options import (
     job_options,
     layers_option,
     model_options,
+    nproc_option,
     output_options,
     store_options,
 )
@@ -64,6 +65,7 @@ from .output import emit_result, emit_rows
     help="Folder for the maps (.npy), overlays (.png) and the layer curves (curves.png).",
 )
 @job_options
+@nproc_option
 @click.pass_context
 def info_command(
     ctx: click.Context,

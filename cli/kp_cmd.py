@@ -14,7 +14,7 @@ from kgexplain.knowledge_points.regional import RegionalConfig
 from kgexplain.knowledge_points.sample import SampleConfig
 
 from .context import progress_of
-from .options import JobOptions, ModelOption, data_options, job_options, layers_option, model_options
+from .options import JobOptions, ModelOption, data_options, job_options, layers_option, model_options, nproc_option
 from .output import emit_result
 
 
@@ -58,6 +58,7 @@ from .output import emit_result
 @click.option("--out", type=click.Path(file_okay=False), default="kgexplain-kp",
               help="Folder for the plots (per checkpoint) and counts.png.")  # fmt: skip
 @job_options
+@nproc_option
 @click.pass_context
 def kp_command(
     ctx: click.Context,

@@ -67,7 +67,10 @@ def emit_rows(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] |
 
 
 def emit_object(obj: dict[str, Any], fmt: str, text: str | None = None) -> None:
-    """A single result: JSON when asked, otherwise ``text`` (or key: value lines)."""
+    """A single result: JSON when asked, otherwise ``text`` (or key: value lines); rank 0 alone in a distributed
+    job."""
+    if not is_main_rank():
+        return
     if fmt == "json":
         click.echo(to_json(obj))
     elif fmt == "csv":

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from kgexplain.errors import UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
 from kgexplain.explanatory_graph.estep import Grid, e_step, e_step_numba, pad
 from kgexplain.explanatory_graph.miner import parent_shift
 from kgexplain.explanatory_graph.parents import Parents, parent_scores, select_parents, slow_parent_scores
+from kgexplain.explanatory_graph.patches import png
 from kgexplain.explanatory_graph.stability import layer_stability, part_array, raw_filter_peaks
 from kgexplain.features.cache import FeatureSet, Shard
 from kgexplain.features.geometry import LayerGeometry
@@ -328,3 +331,10 @@ def test_a_graph_saved_before_the_eg2_options_reads_back_as_mined() -> None:
     assert new == EGConfig(layers=("a",)) and new.em_images == 100 and new.parent_schedule == "doubling"
     with pytest.raises(UsageError):
         EGConfig(noise="loud")
+
+
+@pytest.mark.parametrize("shape", [(40, 40, 3), (1, 1, 3), (7, 3, 3), (5, 9), (120, 64, 3)])
+def test_patch_png_decodes_to_the_same_pixels(shape: tuple[int, ...]) -> None:
+    a = np.random.default_rng(len(shape) * 7 + shape[0]).integers(0, 256, shape, dtype=np.uint8)
+    a[: shape[0] // 2] = a[0]  # runs of equal rows: the Up filter's zero rows
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png(a)))), a)

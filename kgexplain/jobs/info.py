@@ -4,6 +4,7 @@ checkpoints; :func:`run_decoders` trains the decoders RU needs."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from kgexplain.data.base import Framed, Framing, ImageSource
 from kgexplain.data.images import load_mask_file
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
+from kgexplain.distributed import join
 from kgexplain.errors import UsageError
 from kgexplain.information.decoder import DecoderConfig, load_decoder, train_decoders
 from kgexplain.information.measure import Measurement, measure
@@ -118,9 +120,16 @@ def run_info(
     cfg.data.check()
     device = device_name(cfg.device)
     handles, layers = load_models(cfg.model, cfg.weights, cfg.trust_checkpoint, cfg.layers)
+    group = join(device)
+    if not group.main:
+        progress = None  # rank 0 reports for the job
     store = store or StoreSpec()
     ws = workspace_of(store)
-    source = cfg.data.open(ws, progress)
+    if group.main:  # rank 0 writes the synthetic set (when needed) before the others read it
+        source = cfg.data.open(ws, progress)
+    group.barrier("opening the data")
+    if not group.main:
+        source = cfg.data.open(ws)
     size = handles[0][1].input_size
     framing = Framing(size, "none") if per_image else cfg.data.framing(size, source, default_crop="none")
     frames = framed(cfg.data, source, framing, progress)
@@ -128,15 +137,23 @@ def run_info(
     decoders = [{n: load_decoder(ws.cache, h, n, device) for n in layers} if cfg.ru else None for _, h in handles]
     ws.ensure()
     out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     runs = []
-    with opened(store, write=True) as db:
+    with opened(store, write=True) if group.main else contextlib.nullcontext() as db:
+        if db is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
         for (weights, handle), decoder in zip(handles, decoders, strict=True):
             label = weights or "default"
             folder = out_dir / checkpoint_label(weights) if len(handles) > 1 else out_dir
             handle.to(device)
-            say(progress, f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')} ...")
-            m = measure(handle, frames, layers, cfg.sid, decoder, masks, cfg.batch_size, device, progress)
+            on = f" on {group.world} ranks" if group.joined else ""
+            say(
+                progress,
+                f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}{on} ...",
+            )
+            m = measure(handle, frames, layers, cfg.sid, decoder, masks, cfg.batch_size, device, progress, group)
+            if db is None:  # not rank 0: nothing to write
+                runs.append(InfoRun(label, "", m, [f.id for f in frames]))
+                continue
             run = _store(db, handle, label, source, frames, layers, cfg, m, masks)
             files = _write_maps(m, frames, folder)
             runs.append(InfoRun(label, run, m, [f.id for f in frames], files))
@@ -145,8 +162,12 @@ def run_info(
                 f"stored run {run}: {len(m.records)} maps in {m.seconds:.1f} s "
                 f"({m.seconds / max(1, len(m.records)):.2f} s per map)",
             )
+    if not group.main:
+        group.barrier("the end of the measurement")
+        return InfoResult(runs, per_image)
     curve = plot_curves(runs, out_dir / "curves.png")
     say(progress, f"maps and overlays in {out_dir}/, curves in {curve}")
+    group.barrier("the end of the measurement")
     return InfoResult(runs, per_image, str(curve))
 
 

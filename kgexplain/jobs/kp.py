@@ -3,6 +3,7 @@ model or a series of checkpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import numpy as np
 from kgexplain.data.base import Framed, ImageSource
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
+from kgexplain.distributed import join
 from kgexplain.errors import UsageError
 from kgexplain.jobs.common import (
     JobResult,
@@ -149,37 +151,65 @@ def run_kp(
     also = [cfg.sample_layer] if cfg.sample_layer else []
     handles, layers = load_models(cfg.model, cfg.weights, cfg.trust_checkpoint, cfg.layers, also)
     device = device_name(cfg.device)
+    group = join(device)
+    if not group.main:
+        progress = None  # rank 0 reports for the job
     store = store or StoreSpec()
     ws = workspace_of(store)
-    source = cfg.data.open(ws, progress)
+    if group.main:  # rank 0 writes the synthetic set (when needed) before the others read it
+        source = cfg.data.open(ws, progress)
+    group.barrier("opening the data")
+    if not group.main:
+        source = cfg.data.open(ws)
     frames = framed(cfg.data, source, cfg.data.framing(handles[0][1].input_size, source, "none"), progress)
     if len(frames) < 2:
         raise UsageError("knowledge points need at least 2 images")
     truths = [truth_of(frames, h.class_names, cfg.truth) for _, h in handles]
-    kappa = KappaTables.load(
-        cfg.analysis.sample_kappa0, cfg.analysis.regional_kappa0, cache=ws.ensure().cache / "kappa"
-    )
+    if group.main:  # rank 0 computes the kappa tables (when not cached) before the others read them
+        kappa = KappaTables.load(
+            cfg.analysis.sample_kappa0, cfg.analysis.regional_kappa0, cache=ws.ensure().cache / "kappa"
+        )
+    group.barrier("the kappa tables")
+    if not group.main:
+        kappa = KappaTables.load(cfg.analysis.sample_kappa0, cfg.analysis.regional_kappa0, cache=ws.cache / "kappa")
     out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     runs = []
-    with opened(store, write=True) as db:
+    with opened(store, write=True) if group.main else contextlib.nullcontext() as db:
+        if db is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
         for (weights, handle), truth in zip(handles, truths, strict=True):
             label = checkpoint_label(weights)
             handle.to(device)
             t0 = time.perf_counter()
-            say(progress, f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')} ...")
-            run = _analyse_and_store(db, handle, label, source, frames, layers, truth, kappa, cfg, device, progress)
+            on = f" on {group.world} ranks" if group.joined else ""
+            say(
+                progress,
+                f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}{on} ...",
+            )
+            images = np.stack([f.image for f in frames])
+            known = truth if truth is not None else np.full(len(frames), -1)
+            a = analyse(
+                handle, images, known, layers, kappa, cfg.analysis, cfg.sample_layer, device, cfg.batch_size,
+                progress, group,
+            )  # fmt: skip
+            if db is None:  # not rank 0: nothing to write
+                continue
+            run = _store(db, handle, label, source, frames, layers, truth, a, cfg)
             folder = out_dir / label if len(handles) > 1 else out_dir
             folder.mkdir(parents=True, exist_ok=True)
             run.files = write_plots(run.analysis, label, run.class_names, frames, folder)
             runs.append(run)
             say(progress, f"stored run {run.run} in {time.perf_counter() - t0:.1f} s")
+    if not group.main:
+        group.barrier("the end of the knowledge points")
+        return KnowledgePointsResult(runs, [])
     plots = plot_counts([(r.checkpoint, r.analysis) for r in runs], out_dir)
     say(progress, f"plots in {out_dir}/ ({', '.join(p.name for p in plots)})")
+    group.barrier("the end of the knowledge points")
     return KnowledgePointsResult(runs, [str(p) for p in plots])
 
 
-def _analyse_and_store(
+def _store(
     store: GraphStore,
     handle: ModelHandle,
     checkpoint: str,
@@ -187,14 +217,11 @@ def _analyse_and_store(
     frames: Sequence[Framed],
     layers: Sequence[str],
     truth: np.ndarray | None,
-    kappa: KappaTables,
+    a: Analysis,
     cfg: KnowledgePointsConfig,
-    device: str,
-    progress: Progress | None,
 ) -> KPRun:
-    images = np.stack([f.image for f in frames])
-    known = truth if truth is not None else np.full(len(frames), -1)
-    a = analyse(handle, images, known, layers, kappa, cfg.analysis, cfg.sample_layer, device, cfg.batch_size, progress)
+    """Store one checkpoint's analysis as a run (reliability against the model's own prediction when ``truth`` is
+    None)."""
     if truth is None:  # reliability against the model's own prediction
         truth = a.collected.logits.argmax(1).numpy()
         for layer in a.layers.values():

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kgexplain.distributed import Group
 from kgexplain.features.extract import layer_shape
 from kgexplain.knowledge_points.collect import Collected, collect
 from kgexplain.knowledge_points.importance import ImportanceConfig, fit_importance, neighbours
@@ -125,9 +126,13 @@ def analyse_layers(
     cfg: KPConfig,
     progress: Progress | None = None,
     device: torch.device | str = "cpu",
+    group: Group | None = None,
 ) -> Analysis:
     """Everything after the forward pass. ``col`` holds CPU tensors; the per-layer fits (the costly part) run on
-    ``device``, the small sample embedding on the CPU."""
+    ``device``, the small sample embedding on the CPU. With a distributed ``group`` the layers are dealt to the
+    ranks (every fit couples all the images, and each is seeded on its own, so a layer's result is the one a single
+    process gets) and every rank gets every layer's result."""
+    grp = group or Group()
     t0 = time.perf_counter()
     emb = fit_sample(col.sample, col.logits, kappa.sample, cfg.sample)
     g = emb.embed(col.sample)
@@ -137,7 +142,9 @@ def analyse_layers(
     say(progress, f"sample embedding: KL {emb.loss:.4f}, corr(|g|, entropy at T = {t:g}) {r:.3f}")
     nb = neighbours(col.logits, cfg.importance.others, cfg.importance.kappa_p, cfg.importance.seed)
     results = {}
-    for name in layers:
+    for i, name in enumerate(layers):
+        if i % grp.world != grp.rank:
+            continue
         t = time.perf_counter()
         regions = col.regions[name]
         on_dev = regions.to(device)
@@ -155,6 +162,9 @@ def analyse_layers(
             results[name].corr_w_shapley = per_image_pearson(w, phi)[0]
         s = results[name].summary()
         say(progress, f"{name}: {s['kp']} knowledge points, {s['reliable']} reliable ({s['seconds']} s)")
+    if grp.joined:
+        merged = {k: v for part in grp.objects(results, "knowledge points") for k, v in part.items()}
+        results = {name: merged[name] for name in layers}
     return Analysis(emb, g, ent, corr, results, col, truth, time.perf_counter() - t0)
 
 
@@ -169,9 +179,11 @@ def analyse(
     device: torch.device | str = "cpu",
     batch: int = 64,
     progress: Progress | None = None,
+    group: Group | None = None,
 ) -> Analysis:
-    """``images`` (N, S, S, 3) uint8 framed for the model; ``truth`` (N,) class indices (-1 unknown)."""
+    """``images`` (N, S, S, 3) uint8 framed for the model; ``truth`` (N,) class indices (-1 unknown); ``group``:
+    see :func:`analyse_layers` (the forward pass runs on every rank)."""
     sample_layer = sample_layer or list(handle.layers)[-1]
     grid = cfg.grid or min(layer_shape(handle, handle.layer(sample_layer), images.shape[1])[1:])
     col = collect(handle, images, layers, sample_layer, grid=grid, batch=batch, device=device, progress=progress)
-    return analyse_layers(col, truth, layers, kappa, cfg, progress, device)
+    return analyse_layers(col, truth, layers, kappa, cfg, progress, device, group)
