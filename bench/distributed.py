@@ -9,7 +9,7 @@ their path is part of the run id), as
 
 * 1 process x 1 thread:  OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 kgexplain build ...
 * 2 processes x 1 thread: OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 kgexplain build ... --nproc 2 (gloo)
-* with --torchrun also: torchrun --nproc-per-node 2 -m kgexplain build ... (same threads)
+* with --torchrun also: torchrun --nproc-per-node 2 -m -- kgexplain build ... (same threads)
 
 Times are wall-clock seconds of the whole command (start to exit: interpreter, imports and the launcher included);
 ``speedup_2proc`` = 1-process time / 2-process time, the best of ``--repeats`` each, measured alternately in one
@@ -68,7 +68,7 @@ def _build(store: Path, seed: int, n: int, launcher: str) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "kgexplain", "-q", *args, "--nproc", "2"]
     else:
         torchrun = str(Path(sys.executable).with_name("torchrun"))
-        cmd = [torchrun, "--nproc-per-node", "2", "-m", "kgexplain", "-q", *args]
+        cmd = [torchrun, "--nproc-per-node", "2", "-m", "--", "kgexplain", "-q", *args]  # --: see README
     t = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - t

@@ -1,4 +1,4 @@
-"""``python -m kgexplain ...`` runs the CLI (as ``torchrun ... -m kgexplain`` will)."""
+"""``python -m kgexplain ...`` runs the CLI (as ``torchrun ... -m -- kgexplain`` does)."""
 
 from kgexplain.cli.main import cli
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from kgexplain.explanatory_graph.graph import ExplanatoryGraph, Inference
@@ -69,36 +70,31 @@ def eg_run_rows(
         if layer.parents.shape[1] == 0 or i + 1 >= len(graph.layers):
             continue
         upper = graph.layers[i + 1]
-        up_ids = ids_per_layer[upper.name]
         offsets = layer.parent_offsets(upper)
-        child_ids = ids_per_layer[layer.name]
-        for v in range(layer.count):
-            for m in range(layer.parents.shape[1]):
-                u = int(layer.parents[v, m])
-                if u < 0:
-                    continue
-                parent["from"].append(child_ids[v])
-                parent["to"].append(up_ids[u])
-                parent["dx"].append(float(offsets[v, m, 0]))
-                parent["dy"].append(float(offsets[v, m, 1]))
-                parent["sigma"].append(float(layer.parent_spread[v, m]))
-                parent["weight"].append(float(layer.parent_weight[v, m]))
+        child, slot = np.nonzero(layer.parents >= 0)  # every edge, child by child, in parent order
+        up = layer.parents[child, slot]
+        parent["from"] += np.asarray(ids_per_layer[layer.name], object)[child].tolist()
+        parent["to"] += np.asarray(ids_per_layer[upper.name], object)[up].tolist()
+        parent["dx"] += offsets[child, slot, 0].astype(float).tolist()
+        parent["dy"] += offsets[child, slot, 1].astype(float).tolist()
+        parent["sigma"] += layer.parent_spread[child, slot].astype(float).tolist()
+        parent["weight"] += layer.parent_weight[child, slot].astype(float).tolist()
     for layer in graph.layers:
         li = inference.layers[layer.name]
         rows, scores = inference.top_images(layer.name, top)
-        pids = ids_per_layer[layer.name]
-        for v in range(layer.count):
-            for rank in range(rows.shape[1]):
-                row = int(rows[v, rank])
-                ref = patches.get((layer.name, v, rank))
-                fires["from"].append(pids[v])
-                fires["to"].append(image_ids[row])
-                fires["x"].append(float(li.position[row, v, 0]))
-                fires["y"].append(float(li.position[row, v, 1]))
-                fires["score"].append(float(scores[v, rank]))
-                fires["rank"].append(rank)
-                fires["patch"].append(ref.path if ref else None)
-                fires["patch_sha"].append(ref.sha256 if ref else None)
+        n_top = rows.shape[1]
+        v = np.repeat(np.arange(layer.count), n_top)  # pattern by pattern, best image first
+        rank = np.tile(np.arange(n_top), layer.count)
+        row = rows.reshape(-1).astype(np.int64)
+        refs = [patches.get((layer.name, int(a), int(b))) for a, b in zip(v, rank, strict=True)]
+        fires["from"] += np.asarray(ids_per_layer[layer.name], object)[v].tolist()
+        fires["to"] += np.asarray(image_ids, object)[row].tolist()
+        fires["x"] += li.position[row, v, 0].astype(float).tolist()
+        fires["y"] += li.position[row, v, 1].astype(float).tolist()
+        fires["score"] += scores.reshape(-1).astype(float).tolist()
+        fires["rank"] += rank.tolist()
+        fires["patch"] += [ref.path if ref else None for ref in refs]
+        fires["patch_sha"] += [ref.sha256 if ref else None for ref in refs]
     nodes = {"Pattern": pa.table(pat_cols)}
     rels = {"OF_FILTER": pa.table(of_filter), "PARENT": pa.table(parent), "FIRES_ON": pa.table(fires)}
     if metrics:
