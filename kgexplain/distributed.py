@@ -226,7 +226,7 @@ def launch(nproc: int, entry: Callable[..., Any], args: tuple[Any, ...], device:
         how = f"exit code {failure.exitcode}" if failure.exitcode >= 0 else f"signal {-failure.exitcode}"
         raise DistributedError(
             f"rank {rank} of {nproc} failed ({how}); the job stopped and nothing was stored",
-            hint="see that rank's error above; re-run the same command, the feature caches resume per rank",
+            hint="see that rank's error above",
         ) from e
 
 
