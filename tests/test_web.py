@@ -192,3 +192,25 @@ def test_headless_chromium_walks_index_run_pattern_image(store_dir: Path) -> Non
             web.quit()
             server.should_exit = True
             thread.join(timeout=10)
+
+
+def test_figures_page_draws_knowledge_points_through_training(store_dir: Path) -> None:
+    from kgexplain.persist.shared import metric_rows
+
+    with open_store(store_dir) as s:
+        layers = s.query("MATCH (l:Layer) RETURN l.id AS id, l.name AS name ORDER BY l.idx").records()[:2]
+        metrics = [
+            {"id": f"kp/{c}/{lay['name']}", "kind": "kp_layer", "name": "kp", "value": v + 10 * j,
+             "layer": lay["name"], "checkpoint": c, "layer_id": lay["id"]}
+            for v, c in enumerate(("epoch10", "epoch2", "epoch4")) for j, lay in enumerate(layers)
+        ]  # fmt: skip
+        nodes, rels = metric_rows("kp-run", metrics)
+        s.ensure_nodes("Metric", nodes["Metric"])
+        s.ensure_rels("MEASURES", rels["MEASURES"])
+    with StoreSpec(str(store_dir)).read() as db, TestClient(make_app(db)) as client:
+        page = client.get("/metrics.json").json()
+        [chart] = page["training"]
+        assert chart["name"] == "kp" and chart["checkpoints"] == ["epoch2", "epoch4", "epoch10"]  # natural order
+        assert {line["layer"] for line in chart["lines"]} == {lay["name"] for lay in layers}
+        html_page = client.get("/metrics.html").text
+        assert "through training" in html_page and html_page.count("<polyline") >= 2 + len(layers)

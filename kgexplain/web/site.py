@@ -14,6 +14,7 @@ import html
 import io
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,7 @@ class Site:
             for im in browse.run_images(self.store, run_id, 0, 48)
         ]
         part = Q.part(self.store, run_id) if row["kind"] == "aog" else None
+        calibration = config.get("calibration") if part else None
         templates = _templates(Q.template_uses(self.store, run_id)) if part else []
         for t in templates:
             for u in t["uses"]:
@@ -139,6 +141,7 @@ class Site:
             "metrics": metrics,
             "images": images,
             "part": part,
+            "calibration": calibration if isinstance(calibration, dict) else None,
             "templates": templates,
             "build_href": href("runs", str(config["build"])) if part and config.get("build") else None,
             "pager": _pager("runs", run_id, page, pages),
@@ -239,7 +242,30 @@ class Site:
             chart["svg"] = line_chart(chart["layers"], chart["lines"])
             chart["lines"] = [{"label": k, "values": v} for k, v in chart["lines"].items()]
             out.append(chart)
-        return {"page": "metrics", "title": "figures across layers", "charts": out}
+        return {"page": "metrics", "title": "figures across layers", "charts": out, "training": self._training()}
+
+    def _training(self) -> list[dict[str, Any]]:
+        """Knowledge-point figures through training: checkpoints on x (in natural order), one line per layer; only
+        where the store holds two checkpoints or more."""
+        charts: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in browse.layer_curves(self.store, ("kp_layer",)):
+            if not r["checkpoint"] or (self.only is not None and r["run"] not in self.only):
+                continue
+            charts.setdefault(str(r["name"]), {}).setdefault(str(r["layer"]), {})[str(r["checkpoint"])] = r["value"]
+        out = []
+        for name, lines in charts.items():
+            checkpoints = sorted({c for series in lines.values() for c in series}, key=_natural)
+            if len(checkpoints) < 2:
+                continue
+            out.append(
+                {
+                    "name": name,
+                    "checkpoints": checkpoints,
+                    "lines": [{"layer": k, "values": v} for k, v in lines.items()],
+                    "svg": line_chart(checkpoints, lines),
+                }
+            )
+        return out
 
     def get(self, kind: str, node_id: str, page: int = 0, layer: str | None = None) -> dict[str, Any]:
         if kind == "runs":
@@ -251,6 +277,11 @@ class Site:
         if kind == "paths":
             return self.paths(node_id)
         raise UsageError(f"no page kind {kind!r}", hint=f"one of {', '.join(KINDS)}")
+
+
+def _natural(text: str) -> list[Any]:
+    """Sort key that orders epoch2 before epoch10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
 def _templates(uses: list[dict[str, Any]], per_template: int = 12) -> list[dict[str, Any]]:
@@ -341,7 +372,8 @@ PALETTE = ("#1f5f8b", "#c0392b", "#2e7d32", "#8e44ad", "#d35400", "#16a085", "#7
 
 
 def line_chart(layers: list[str], lines: dict[str, dict[str, Any]], w: int = 520, h: int = 220) -> str:
-    """A small SVG line chart: layers on x, one line per series, the y range from the data (labelled)."""
+    """A small SVG line chart: layers (or any labels, such as checkpoints) on x, one line per series, the y range
+    from the data (labelled)."""
     vals = [float(v) for series in lines.values() for v in series.values() if v is not None]
     if not vals or not layers:
         return ""
