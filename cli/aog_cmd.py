@@ -86,6 +86,12 @@ def learn_command(
 @click.option("--category", default=None, help="When the part is learnt for several categories.")
 @click.option("--run", default=None, help="The build (default: the latest).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write an overlay PNG per image here.")
+@click.option(
+    "--record",
+    is_flag=True,
+    help="Store the localisations as a run (kind localize), so the browser's image pages show them; without it "
+    "localize only reads the store.",
+)
 @job_options
 @click.pass_context
 def localize_command(
@@ -97,6 +103,7 @@ def localize_command(
     category: str | None,
     run: str | None,
     out: str | None,
+    record: bool,
     job: JobOptions,
 ) -> None:
     """Find PART on new images: JSON or a table of (image, part, found, confidence, x, y, box, score, template,
@@ -119,5 +126,6 @@ def localize_command(
         out=out,
         device=job.device,
         whole=True if whole else None,
+        record=record,
     )
     emit_result(run_localize(config, job.store, progress_of(ctx)), job.fmt)

@@ -17,6 +17,8 @@ from kgexplain.aog.learn import calibrate, set_evidence
 from kgexplain.aog.run import iou, score_points
 from kgexplain.aog.vote import TemplateScores, decide_facing
 from kgexplain.errors import DataError
+from kgexplain.store import StoreSpec
+from kgexplain.store.browse import image_localizations
 
 SIZE = 64
 
@@ -261,12 +263,22 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path) -> None:
     table = _run("localize", "--part", "head", *whole, "--store", store).stdout
     assert "found" in table and "confidence" in table
     shown = tmp_path / "whole-overlays"
-    res = json.loads(_run("localize", "--part", "head", *whole, "--out", str(shown), "--store", store, "--json").stdout)
+    res = json.loads(
+        _run("localize", "--part", "head", *whole, "--out", str(shown), "--record", "--store", store, "--json").stdout
+    )
     for r in res["results"]:
         x0, y0, x1, y1 = r["object_box"]
         assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128
         with Image.open(r["overlay"]) as im:
             assert im.size[0] == 512 and im.size[1] > 512  # drawn at 512 px, with the label strip above
+    # --record stores them as a run; the browser's image page lists and marks them.
+    assert res["recorded"].startswith("localize-toynet-")
+    with StoreSpec(store).read() as db:
+        image_id = db.query("MATCH (i:Image) WHERE i.path ENDS WITH $p RETURN i.id", {"p": Path(whole[0]).name}).rows
+        [loc] = image_localizations(db, str(image_id[-1][0]))
+    first, extra = res["results"][0], json.loads(loc["extra"])
+    assert loc["part"] == "head" and loc["run"] == res["recorded"] and extra["found"] == first["found"]
+    assert (extra["x"], extra["y"]) == (first["x"], first["y"]) and loc["confidence"] == first["confidence"]
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")

@@ -214,3 +214,24 @@ def test_figures_page_draws_knowledge_points_through_training(store_dir: Path) -
         assert {line["layer"] for line in chart["lines"]} == {lay["name"] for lay in layers}
         html_page = client.get("/metrics.html").text
         assert "through training" in html_page and html_page.count("<polyline") >= 2 + len(layers)
+
+
+def test_image_page_marks_recorded_localisations(store_dir: Path) -> None:
+    from kgexplain.persist.shared import metric_rows
+
+    with open_store(store_dir) as s:
+        image_id = s.query("MATCH (i:Image) RETURN i.id ORDER BY i.id").rows[0][0]
+        extra = {"found": True, "x": 40.5, "y": 12.0, "flipped": True, "template": 1, "score": 0.3}
+        nodes, _rels = metric_rows("localize-r", [{"id": "head/0", "kind": "localization", "name": "head",
+                                                  "value": 0.93, "image": image_id, "image_id": image_id,
+                                                  "extra": extra}])  # fmt: skip
+        s.ensure_nodes("Metric", nodes["Metric"])
+    with StoreSpec(str(store_dir)).read() as db, TestClient(make_app(db)) as client:
+        twin = client.get("/" + href("images", image_id, ext="json")).json()
+        assert twin["localizations"][0] | {"run_href": None} == {
+            "run": "localize-r", "run_href": None, "part": "head", "confidence": 0.93, "found": True, "x": 40.5,
+            "y": 12.0, "box": None, "flipped": True, "template": 1, "score": 0.3,
+        }  # fmt: skip
+        assert all(m["kind"] != "localization" for m in twin["maps"])  # not an information map
+        page = client.get("/" + href("images", image_id)).text
+        assert '<circle cx="40.5" cy="12.0"' in page and "mirrored" in page and 'id="localizations"' in page

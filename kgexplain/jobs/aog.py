@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,11 @@ from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryG
 from kgexplain.jobs.common import JobResult, device_name, opened
 from kgexplain.models.registry import load_model
 from kgexplain.persist.aog import aog_run_id, learnt_parts, part_record, part_rows, read_part
+from kgexplain.persist.shared import image_rows, metric_rows, write_shared
 from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec, queries
+from kgexplain.store import ids as I
+from kgexplain.store.base import RunRecord
 
 
 def open_build(store: GraphStore, run: str | None = None, device: str = "cpu") -> LoadedBuild:
@@ -225,6 +229,7 @@ class LocalizeConfig:
     out: str | None = None  # write an overlay PNG per image and part here
     device: str = "auto"
     whole: bool | None = None  # None: crop to the images' boxes when they have them, else search the whole image
+    record: bool = False  # store the localisations as a run (kind "localize") for the browser's image pages
 
     @property
     def parts(self) -> list[str]:
@@ -241,12 +246,14 @@ LOCALIZE_COLUMNS = ["image", "part", "found", "confidence", "x", "y", "box", "sc
 class LocalizeResult(JobResult):
     part: str
     run: str  # the build
+    recorded: str | None  # the localize run written with ``record``
     results: list[dict[str, Any]]  # per image and part: position, box, score, confidence, ... in the image's pixels
     timings: dict[str, float]
     overlays: bool = False
 
     def to_json(self) -> Any:
-        return {"part": self.part, "run": self.run, "results": self.results}
+        out = {"part": self.part, "run": self.run, "results": self.results}
+        return out | {"recorded": self.recorded} if self.recorded else out
 
     def rows(self) -> list[dict[str, Any]]:
         return self.results
@@ -303,4 +310,41 @@ def run_localize(
         f"{len(source)} images in {sum(timings.values()):.2f} s "
         f"({', '.join(f'{k} {v:.2f}' for k, v in timings.items())})",
     )
-    return LocalizeResult(cfg.part, build.run, rows, timings, out_dir is not None)
+    recorded = None
+    if cfg.record:
+        with opened(store or StoreSpec(), write=True) as db:
+            recorded = _record(db, build, source, wanted, rows, cfg)
+        say(progress, f"stored run {recorded}: {len(rows)} localisations (image pages of `kgexplain serve` show them)")
+    return LocalizeResult(cfg.part, build.run, recorded, rows, timings, out_dir is not None)
+
+
+def _record(
+    store: GraphStore,
+    build: LoadedBuild,
+    source: ImageSource,
+    parts: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    cfg: LocalizeConfig,
+) -> str:
+    """Store localisations as one run: a Metric per image and part (kind ``localization``, its value the
+    confidence, the rest in ``extra``) on the image's node."""
+    image_ids, image_table = image_rows(source, range(len(source)), source.name, store.artifacts.root)
+    determinants = {"build": build.run, "parts": list(parts), "data": source.fingerprint(), "whole": cfg.whole}
+    run = I.run_id("localize", build.handle.name, source.name, determinants)
+    per_image = len(parts)
+    metrics = []
+    for j, row in enumerate(rows):
+        image_id = image_ids[j // per_image]
+        extra = {k: v for k, v in row.items() if k not in ("image", "overlay")}
+        metrics.append(
+            {
+                "id": f"{row['part']}/{j // per_image}", "kind": "localization", "name": row["part"],
+                "value": row.get("confidence"), "image": image_id, "image_id": image_id, "extra": extra,
+            }
+        )  # fmt: skip
+    nodes, rels = metric_rows(run, metrics)
+    write_shared(store, {"Image": image_table}, {})
+    config = {**determinants, "category": cfg.category}
+    stats = {"images": len(source), "found": sum(bool(r.get("found")) for r in rows), "localisations": len(rows)}
+    store.write_run(RunRecord(run, "localize", build.model_id, source.name, config, stats), nodes, rels)
+    return run

@@ -134,8 +134,20 @@ def image_maps(store: GraphStore, image_id: str) -> list[dict[str, Any]]:
     if not store.has_label("Metric"):
         return []
     return store.query(
-        "MATCH (m:Metric) WHERE m.image = $id RETURN m.run AS run, m.kind AS kind, m.layer AS layer, "
-        "m.checkpoint AS checkpoint, m.value AS value, m.artifact AS artifact ORDER BY run, layer, kind",
+        "MATCH (m:Metric) WHERE m.image = $id AND m.kind <> 'localization' RETURN m.run AS run, m.kind AS kind, "
+        "m.layer AS layer, m.checkpoint AS checkpoint, m.value AS value, m.artifact AS artifact "
+        "ORDER BY run, layer, kind",
+        {"id": image_id},
+    ).records()
+
+
+def image_localizations(store: GraphStore, image_id: str) -> list[dict[str, Any]]:
+    """Parts found on an image by recorded ``localize`` runs (position, facing and confidence in ``extra``)."""
+    if not store.has_label("Metric"):
+        return []
+    return store.query(
+        "MATCH (m:Metric) WHERE m.image = $id AND m.kind = 'localization' RETURN m.run AS run, m.name AS part, "
+        "m.value AS confidence, m.extra AS extra ORDER BY run, part",
         {"id": image_id},
     ).records()
 

@@ -191,6 +191,19 @@ class Site:
                 m["map_url"] = self.files.artifact(m["artifact"] + RENDERED)
         kps = browse.image_knowledge_points(self.store, image_id)
         kps = [k for k in kps if self.only is None or k["run"] in self.only]
+        located: list[dict[str, Any]] = []
+        for loc in browse.image_localizations(self.store, image_id):
+            if self.only is not None and loc["run"] not in self.only:
+                continue
+            extra = _json(loc["extra"])
+            located.append(
+                {
+                    "run": loc["run"], "run_href": self.link("runs", str(loc["run"])), "part": loc["part"],
+                    "confidence": loc["confidence"], "found": bool(extra.get("found")), "x": extra.get("x"),
+                    "y": extra.get("y"), "box": extra.get("box"), "flipped": extra.get("flipped"),
+                    "template": extra.get("template"), "score": extra.get("score"),
+                }
+            )  # fmt: skip
         return {
             "page": "image",
             "title": f"image {image_id}",
@@ -205,6 +218,7 @@ class Site:
             "fires": fires,
             "maps": maps,
             "knowledge_points": kps,
+            "localizations": located,
             "pager": _pager("images", image_id, page, page + 2 if len(fires) == IMAGE_PAGE else page + 1),
         }
 
