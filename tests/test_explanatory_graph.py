@@ -204,6 +204,9 @@ def test_stability_is_zero_for_a_perfect_detector_and_baselines_work() -> None:
     pos, score = raw_filter_peaks(feature_set("l", maps, geometry()))
     assert pos[0, 0].tolist() == [px(9), px(5)] and pos[0, 1].tolist() == [px(2), px(12)]
     assert score[0].tolist() == [3.0, 1.0]
+    # No images (a rank of a distributed job whose images all failed to decode): empty, not an error.
+    pos, score = raw_filter_peaks(feature_set("l", maps[:0], geometry()))
+    assert pos.shape == (0, 2, 2) and score.shape == (0, 2)
 
 
 def test_streaming_from_the_cache_gives_the_same_graph(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -85,6 +85,8 @@ def raw_filter_peaks(fs: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
         col, row = (arg % w).float(), (arg // w).float()
         pos_parts.append(torch.stack((g.centre_x + col * g.stride_x, g.centre_y + row * g.stride_y), -1).numpy())
         score_parts.append(val.numpy())
+    if not pos_parts:  # no images (a rank of a distributed job whose images could not be decoded)
+        return np.zeros((0, fs.channels, 2), np.float32), np.zeros((0, fs.channels), np.float32)
     return np.concatenate(pos_parts), np.concatenate(score_parts)
 
 

@@ -256,6 +256,8 @@ def run_build(
         opened_data = _open_data(cfg, ws, None)
     objects, negatives, synthetic = opened_data
     shard_of(objects, group)  # too few images for the ranks: say so before any store is opened
+    if negatives is not None:
+        shard_of(negatives, group)
     timings["data_s"] = time.perf_counter() - t
     inputs = _Inputs(handle, eg_cfg, device, ws.ensure(), objects, negatives, synthetic, group)
     if group.main:
