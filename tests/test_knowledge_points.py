@@ -13,12 +13,16 @@ import torch
 from click.testing import CliRunner
 from kgexplain.cli.main import cli
 
+from kgexplain.data.synth.dataset import render_arrays
+from kgexplain.features.extract import normalise
 from kgexplain.knowledge_points.analyse import KPConfig, analyse_layers
-from kgexplain.knowledge_points.collect import Collected, linear_head
+from kgexplain.knowledge_points.collect import Collected, collect, linear_head
 from kgexplain.knowledge_points.importance import ImportanceConfig, fit_importance, neighbours
 from kgexplain.knowledge_points.kappa import KappaTables
 from kgexplain.knowledge_points.regional import RegionalConfig, log_vmf_normaliser
 from kgexplain.knowledge_points.sample import SampleConfig
+from kgexplain.knowledge_points.shapley import region_masks, sampled_shapley
+from kgexplain.models import load_model
 
 from .conftest import write_png
 
@@ -184,3 +188,30 @@ def test_exact_shapley_of_regions_under_a_linear_head() -> None:
     assert torch.allclose(phi.sum(1), logits[torch.arange(5), c] - fc.bias.detach()[c], atol=1e-5)
     assert col.shapley("other") is None
     assert linear_head(net, logits + 1.0, pooled) is None  # the linear layer does not explain these logits
+
+
+def test_sampled_shapley_equals_the_exact_one_under_a_linear_head() -> None:
+    """On the toy net's pooled layer every marginal gain is the region's own term: the permutation estimate equals
+    Collected.shapley whatever the permutations; on a lower layer it still sums to the logit gained over none."""
+    handle = load_model("toynet", "shipped")
+    images = render_arrays(2, seed=5)[0]
+    col = collect(handle, images, ["conv5_2"], "conv5_2", grid=8)
+    exact = col.shapley("conv5_2")
+    assert exact is not None
+    sampled = sampled_shapley(handle, images, "conv5_2", grid=8, permutations=2, seed=3)
+    assert sampled.shape == exact.shape == (2, 64)
+    torch.testing.assert_close(sampled, exact, atol=2e-4, rtol=1e-3)
+    low = sampled_shapley(handle, images[:1], "conv3_2", grid=8, permutations=2, seed=3)
+    masks = region_masks(16, 16, 8)
+    assert low.shape == (1, 64) and masks.sum(0).eq(1).all()  # 16x16 cells: 2x2 per region, no overlap
+    with torch.no_grad():
+        x = normalise(torch.from_numpy(images[:1]), handle)
+        full = handle.module(x)
+        cls = int(full.argmax(1))
+        module = handle.module.get_submodule(handle.layer("conv3_2").module)
+        hook = module.register_forward_hook(lambda _m, _i, o: o * 0)
+        try:
+            none = handle.module(x)[0, cls]
+        finally:
+            hook.remove()
+    assert float(low.sum()) == pytest.approx(float(full[0, cls] - none), rel=1e-3, abs=1e-3)  # efficiency
