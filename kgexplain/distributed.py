@@ -3,7 +3,8 @@
 A :class:`Group` is this process's place in the job: its ``rank`` among ``world`` processes and the collectives the
 jobs use (gather rows in rank order, sum, exchange small objects). ``Group()`` is the single process, where every
 collective returns its input, so the jobs have one code path. :func:`join` joins the group that ``torchrun`` set up
-(``RANK``/``WORLD_SIZE`` in the environment; gloo on CPUs, NCCL on GPUs) and returns ``Group()`` otherwise.
+(``RANK``/``WORLD_SIZE`` in the environment; gloo on CPUs, NCCL on GPUs) and returns ``Group()`` otherwise;
+:func:`launch` starts such a job on this machine (what the commands' ``--nproc N`` does).
 
 Images are split in contiguous blocks by rank (:meth:`Group.block`), so gathering a per-image array in rank order
 gives the single-process order. Sums of floats (the EM's statistics, background moments) are reduced in float64:
@@ -12,8 +13,8 @@ distributed.py measures the largest difference); counts are exact; rankings (a p
 are taken on gathered values, so they are the single process's.
 
 A rank that dies (or fails) closes its connections: the collective waiting on it raises on every other rank, and
-:class:`DistributedError` says so in one line. Nothing is written before the last collective, and only rank 0
-writes, so a failed job leaves no run behind.
+:class:`DistributedError` says so in one line. Only rank 0 writes the store, after the last collective, so a failed
+job leaves no run behind (the ranks' content-addressed patch files and feature caches stay, for the re-run).
 """
 
 from __future__ import annotations
