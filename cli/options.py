@@ -186,8 +186,9 @@ def nproc_option(f: F) -> F:
         type=click.IntRange(min=1),
         default=1,
         metavar="N",
-        help="Run as one job of N processes on this machine, each on its share of the images (torch.distributed; "
-        "for several machines start the command with torchrun, see README 'Scaling out').",
+        help="Run as one job of N processes on this machine, each on its share of the work (the images; for kp the "
+        "layers) (torch.distributed; for several machines start the command with torchrun, see README 'Scaling "
+        "out').",
     )(command)
 
 
