@@ -163,8 +163,13 @@ def analyse_layers(
         s = results[name].summary()
         say(progress, f"{name}: {s['kp']} knowledge points, {s['reliable']} reliable ({s['seconds']} s)")
     if grp.joined:
+        mine = set(results)
         merged = {k: v for part in grp.objects(results, "knowledge points") for k, v in part.items()}
         results = {name: merged[name] for name in layers}
+        for name in layers:  # the layers other ranks fitted, reported here too
+            if name not in mine:
+                s = results[name].summary()
+                say(progress, f"{name}: {s['kp']} knowledge points, {s['reliable']} reliable ({s['seconds']} s)")
     return Analysis(emb, g, ent, corr, results, col, truth, time.perf_counter() - t0)
 
 
