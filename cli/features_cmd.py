@@ -61,11 +61,8 @@ def features_command(
     if not group.main:
         progress = None
     ws = job.store.workspace()
-    if group.main:  # rank 0 writes the synthetic set (when needed) before the others read it
-        source = data.open(ws, progress)
-    group.barrier("opening the data")
-    if not group.main:
-        source = data.open(ws)
+    # rank 0 writes the synthetic set (when needed) before the others read it
+    source = group.main_first(lambda: data.open(ws, progress), "opening the data")
     ws.ensure()
     framing = data.framing(handle.input_size, source)
     mine = shard(source, group)
@@ -81,11 +78,7 @@ def features_command(
         amp=not no_amp,
         progress=progress,
     )
-    report = result.report
-    if group.joined:  # every rank's load report, as one
-        report = LoadReport()
-        for part in group.objects(result.report, "features"):
-            report.merge(part)
+    report = LoadReport.combined(group.objects(result.report, "features"))  # every rank's, as one
     caches = group.objects({k: str(v.directory) for k, v in result.features.items()}, "features")
     seconds = max(group.objects(result.seconds, "features"))
     out = {
@@ -102,7 +95,7 @@ def features_command(
         },
     }
     text = "\n".join(
-        [report.summary() + (f" on {group.world} ranks" if group.joined else "")]
+        [report.summary() + group.on_ranks()]
         + [
             f"  {k}: {tuple(v.shape)} -> {', '.join(c[k] for c in caches)}{' (cached)' if result.from_cache[k] else ''}"
             for k, v in result.features.items()

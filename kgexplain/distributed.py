@@ -69,6 +69,26 @@ class Group:
         r = self.rank if rank is None else rank
         return range(r * n // self.world, (r + 1) * n // self.world)
 
+    def batches(self, n: int, size: int) -> list[int]:
+        """The first indices of this rank's block of the batches ``[0, size), [size, 2 size), ...`` of ``range(n)``
+        (whole batches, where a result depends on the batch it is computed with)."""
+        starts = list(range(0, n, size))
+        return [starts[k] for k in self.block(len(starts))]
+
+    def on_ranks(self) -> str:
+        """`` on N ranks`` in a distributed job (for status lines), else empty."""
+        return f" on {self.world} ranks" if self.joined else ""
+
+    def main_first(self, make: Callable[[], T], what: str) -> T:
+        """``make()`` on rank 0, then on the other ranks once rank 0 is done: for what rank 0 writes when it is
+        missing (the synthetic data set, a cache) and the others then read."""
+        if self.main:
+            made = make()
+        self.barrier(what)
+        if not self.main:
+            made = make()
+        return made
+
     # ------------------------------------------------------------------ collectives
     def sizes(self, k: int) -> list[int]:
         """Every rank's ``k``, in rank order."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,14 @@ class LoadReport:
         self.skipped.update(other.skipped)
         for k, v in other.examples.items():
             self.examples.setdefault(k, v)
+
+    @classmethod
+    def combined(cls, parts: Iterable[LoadReport]) -> LoadReport:
+        """One report for several (a distributed job's ranks)."""
+        out = cls()
+        for part in parts:
+            out.merge(part)
+        return out
 
     @property
     def n_skipped(self) -> int:

@@ -130,8 +130,7 @@ def measure(
     d2 = est.reference_delta2(x_all, batch, g)
     records: list[MapRecord] = []
     passes = 0
-    starts = list(range(0, len(frames), batch))
-    mine = [starts[k] for k in g.block(len(starts))]
+    mine = g.batches(len(frames), batch)
     with task(progress, "information", sum(min(batch, len(frames) - s) for s in mine), "img") as advance:
         for start in mine:
             xb = x_all[start : start + batch].to(device)

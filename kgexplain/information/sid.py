@@ -147,8 +147,7 @@ class SIDEstimator:
         g = group or Group()
         dev = next(iter(self.probe.handle.module.parameters()), torch.empty(0)).device
         step = batch or len(x)
-        starts = list(range(0, len(x), step))
-        parts = [self.delta2(x[starts[k] : starts[k] + step].to(dev)).cpu() for k in g.block(len(starts))]
+        parts = [self.delta2(x[s : s + step].to(dev)).cpu() for s in g.batches(len(x), step)]
         mine = torch.cat(parts) if parts else torch.zeros(0, len(self.layers))
         d2 = g.gather(mine, "delta_f^2").to(dev)
         if self.cfg.delta == "images":

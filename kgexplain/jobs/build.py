@@ -42,7 +42,7 @@ from kgexplain.explanatory_graph.stability import (
 from kgexplain.features.cache import FeatureSet
 from kgexplain.features.extract import Extraction, extract_features
 from kgexplain.features.geometry import scaled_patch_size
-from kgexplain.jobs.common import JobResult, device_name, opened, workspace_of
+from kgexplain.jobs.common import JobResult, device_name, opened_on_main, workspace_of
 from kgexplain.models.registry import ModelHandle, load_model
 from kgexplain.persist.eg import PatchRef, build_record, eg_run_rows, stability_metrics
 from kgexplain.persist.shared import image_rows, model_rows, write_shared
@@ -243,28 +243,21 @@ def run_build(
     timings["model_s"] = time.perf_counter() - t
     store = store or StoreSpec()
     ws = workspace_of(store)
-    on = f" on {group.world} ranks" if group.joined else ""
     say(
         progress,
-        f"model {handle.name} ({handle.weights}), layers {', '.join(eg_cfg.layers)}; store {ws.location}{on}",
+        f"model {handle.name} ({handle.weights}), layers {', '.join(eg_cfg.layers)}; store {ws.location}"
+        f"{group.on_ranks()}",
     )
     t = time.perf_counter()
-    if group.main:  # rank 0 writes the synthetic set (when needed) before the others read it
-        opened_data = _open_data(cfg, ws, progress)
-    group.barrier("opening the data")
-    if not group.main:
-        opened_data = _open_data(cfg, ws, None)
-    objects, negatives, synthetic = opened_data
-    shard_of(objects, group)  # too few images for the ranks: say so before any store is opened
-    if negatives is not None:
-        shard_of(negatives, group)
+    # rank 0 writes the synthetic set (when needed) before the others read it
+    objects, negatives, synthetic = group.main_first(lambda: _open_data(cfg, ws, progress), "opening the data")
+    # This rank's blocks, made before any store is opened (too few images for the ranks is said here).
+    shard = shard_of(objects, group)
+    neg_shard = shard_of(negatives, group) if negatives is not None else None
     timings["data_s"] = time.perf_counter() - t
-    inputs = _Inputs(handle, eg_cfg, device, ws.ensure(), objects, negatives, synthetic, group)
-    if group.main:
-        with opened(store, write=True) as db:
-            result = _build(cfg, inputs, db, db.artifacts, progress, timings)
-    else:  # the other ranks write content-addressed patches only
-        result = _build(cfg, inputs, None, Artifacts(ws.artifacts), progress, timings)
+    inputs = _Inputs(handle, eg_cfg, device, ws.ensure(), objects, negatives, synthetic, group, shard, neg_shard)
+    with opened_on_main(store, group) as db:  # the other ranks write content-addressed patches only
+        result = _build(cfg, inputs, db, db.artifacts if db else Artifacts(ws.artifacts), progress, timings)
     group.barrier("the end of the build")
     return result
 
@@ -281,6 +274,8 @@ class _Inputs:
     negatives: ImageSource | None
     synthetic: bool
     group: Group = field(default_factory=Group)
+    shard: Subset | None = None  # this rank's block of the objects (None: all of them)
+    neg_shard: Subset | None = None  # ... and of the negatives
 
 
 def _build(
@@ -294,6 +289,7 @@ def _build(
     """The build on this rank; ``store`` is None on every rank but rank 0 (which alone writes the run)."""
     handle, eg_cfg, device, ws = inputs.handle, inputs.eg, inputs.device, inputs.workspace
     objects, negatives, synthetic, group = inputs.objects, inputs.negatives, inputs.synthetic, inputs.group
+    shard, neg_shard = inputs.shard, inputs.neg_shard
 
     framing = cfg.data.framing(handle.input_size, objects, default_crop="box" if synthetic else None)
     layers = list(eg_cfg.layers)
@@ -313,16 +309,11 @@ def _build(
         )
 
     # Each rank extracts its block of the images (its own feature cache: a re-run resumes per rank).
-    shard = shard_of(objects, group)
     extraction = extract(shard or objects, framing)
-    neg_shard = shard_of(negatives, group) if negatives is not None else None
     neg_extraction = extract(neg_shard or negatives, Framing(framing.size)) if negatives is not None else None
     group.fault("features")
     if group.joined:  # every rank's load report, as one
-        report = LoadReport()
-        for part in group.objects(extraction.report, "features"):
-            report.merge(part)
-        extraction = replace(extraction, report=report)
+        extraction = replace(extraction, report=LoadReport.combined(group.objects(extraction.report, "features")))
     timings["features_s"] = time.perf_counter() - t
     say(progress, f"features: {extraction.report.summary()}")
     feats = extraction.features

@@ -10,6 +10,7 @@ from typing import Any
 from kgexplain.data.base import Framed, Framing, ImageSource
 from kgexplain.data.spec import DataSpec
 from kgexplain.devices import resolve_device
+from kgexplain.distributed import Group
 from kgexplain.errors import DataError, UsageError
 from kgexplain.models.registry import ModelHandle, load_model
 from kgexplain.progress import Progress, say
@@ -52,6 +53,17 @@ def opened(store: GraphStore | StoreSpec, write: bool) -> Iterator[GraphStore]:
     if write:
         store.ensure_writable()
     yield store
+
+
+@contextlib.contextmanager
+def opened_on_main(store: GraphStore | StoreSpec, group: Group) -> Iterator[GraphStore | None]:
+    """The store, opened for writing, on rank 0 of a distributed job (or a single process); None on the other
+    ranks, which write no rows."""
+    if not group.main:
+        yield None
+        return
+    with opened(store, write=True) as db:
+        yield db
 
 
 def framed(data: DataSpec, source: ImageSource, framing: Framing, progress: Progress | None) -> list[Framed]:

@@ -4,7 +4,6 @@ checkpoints; :func:`run_decoders` trains the decoders RU needs."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from kgexplain.jobs.common import (
     device_name,
     framed,
     load_models,
-    opened,
+    opened_on_main,
     workspace_of,
 )
 from kgexplain.models.registry import ModelHandle
@@ -125,11 +124,8 @@ def run_info(
         progress = None  # rank 0 reports for the job
     store = store or StoreSpec()
     ws = workspace_of(store)
-    if group.main:  # rank 0 writes the synthetic set (when needed) before the others read it
-        source = cfg.data.open(ws, progress)
-    group.barrier("opening the data")
-    if not group.main:
-        source = cfg.data.open(ws)
+    # rank 0 writes the synthetic set (when needed) before the others read it
+    source = group.main_first(lambda: cfg.data.open(ws, progress), "opening the data")
     size = handles[0][1].input_size
     framing = Framing(size, "none") if per_image else cfg.data.framing(size, source, default_crop="none")
     frames = framed(cfg.data, source, framing, progress)
@@ -138,17 +134,17 @@ def run_info(
     ws.ensure()
     out_dir = Path(cfg.out)
     runs = []
-    with opened(store, write=True) if group.main else contextlib.nullcontext() as db:
+    with opened_on_main(store, group) as db:
         if db is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
         for (weights, handle), decoder in zip(handles, decoders, strict=True):
             label = weights or "default"
             folder = out_dir / checkpoint_label(weights) if len(handles) > 1 else out_dir
             handle.to(device)
-            on = f" on {group.world} ranks" if group.joined else ""
             say(
                 progress,
-                f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}{on} ...",
+                f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}"
+                f"{group.on_ranks()} ...",
             )
             m = measure(handle, frames, layers, cfg.sid, decoder, masks, cfg.batch_size, device, progress, group)
             if db is None:  # not rank 0: nothing to write
@@ -162,13 +158,12 @@ def run_info(
                 f"stored run {run}: {len(m.records)} maps in {m.seconds:.1f} s "
                 f"({m.seconds / max(1, len(m.records)):.2f} s per map)",
             )
-    if not group.main:
-        group.barrier("the end of the measurement")
-        return InfoResult(runs, per_image)
-    curve = plot_curves(runs, out_dir / "curves.png")
-    say(progress, f"maps and overlays in {out_dir}/, curves in {curve}")
+    curve = ""
+    if group.main:
+        curve = str(plot_curves(runs, out_dir / "curves.png"))
+        say(progress, f"maps and overlays in {out_dir}/, curves in {curve}")
     group.barrier("the end of the measurement")
-    return InfoResult(runs, per_image, str(curve))
+    return InfoResult(runs, per_image, curve)
 
 
 def _store(

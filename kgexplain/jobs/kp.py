@@ -3,7 +3,6 @@ model or a series of checkpoints."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from kgexplain.jobs.common import (
     device_name,
     framed,
     load_models,
-    opened,
+    opened_on_main,
     workspace_of,
 )
 from kgexplain.knowledge_points.analyse import Analysis, KPConfig, analyse
@@ -156,35 +155,31 @@ def run_kp(
         progress = None  # rank 0 reports for the job
     store = store or StoreSpec()
     ws = workspace_of(store)
-    if group.main:  # rank 0 writes the synthetic set (when needed) before the others read it
-        source = cfg.data.open(ws, progress)
-    group.barrier("opening the data")
-    if not group.main:
-        source = cfg.data.open(ws)
+    # rank 0 writes the synthetic set (when needed) before the others read it
+    source = group.main_first(lambda: cfg.data.open(ws, progress), "opening the data")
     frames = framed(cfg.data, source, cfg.data.framing(handles[0][1].input_size, source, "none"), progress)
     if len(frames) < 2:
         raise UsageError("knowledge points need at least 2 images")
     truths = [truth_of(frames, h.class_names, cfg.truth) for _, h in handles]
-    if group.main:  # rank 0 computes the kappa tables (when not cached) before the others read them
-        kappa = KappaTables.load(
+    kappa = group.main_first(  # rank 0 computes the tables (when not cached) before the others read them
+        lambda: KappaTables.load(
             cfg.analysis.sample_kappa0, cfg.analysis.regional_kappa0, cache=ws.ensure().cache / "kappa"
-        )
-    group.barrier("the kappa tables")
-    if not group.main:
-        kappa = KappaTables.load(cfg.analysis.sample_kappa0, cfg.analysis.regional_kappa0, cache=ws.cache / "kappa")
+        ),
+        "the kappa tables",
+    )
     out_dir = Path(cfg.out)
     runs = []
-    with opened(store, write=True) if group.main else contextlib.nullcontext() as db:
+    with opened_on_main(store, group) as db:
         if db is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
         for (weights, handle), truth in zip(handles, truths, strict=True):
             label = checkpoint_label(weights)
             handle.to(device)
             t0 = time.perf_counter()
-            on = f" on {group.world} ranks" if group.joined else ""
             say(
                 progress,
-                f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}{on} ...",
+                f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}"
+                f"{group.on_ranks()} ...",
             )
             images = np.stack([f.image for f in frames])
             known = truth if truth is not None else np.full(len(frames), -1)
@@ -200,11 +195,10 @@ def run_kp(
             run.files = write_plots(run.analysis, label, run.class_names, frames, folder)
             runs.append(run)
             say(progress, f"stored run {run.run} in {time.perf_counter() - t0:.1f} s")
-    if not group.main:
-        group.barrier("the end of the knowledge points")
-        return KnowledgePointsResult(runs, [])
-    plots = plot_counts([(r.checkpoint, r.analysis) for r in runs], out_dir)
-    say(progress, f"plots in {out_dir}/ ({', '.join(p.name for p in plots)})")
+    plots = []
+    if group.main:
+        plots = plot_counts([(r.checkpoint, r.analysis) for r in runs], out_dir)
+        say(progress, f"plots in {out_dir}/ ({', '.join(p.name for p in plots)})")
     group.barrier("the end of the knowledge points")
     return KnowledgePointsResult(runs, [str(p) for p in plots])
 
