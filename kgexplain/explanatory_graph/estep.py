@@ -51,25 +51,18 @@ class Stats:
     dd: torch.Tensor  # sum of w * |p - pred|^2
 
     @classmethod
+    def of_rows(cls, rows: torch.Tensor) -> Stats:
+        """The statistics held in one tensor with (w, dx, dy, dd) on the last axis (the inverse of ``rows``)."""
+        return cls(rows[..., 0], rows[..., 1], rows[..., 2], rows[..., 3])
+
+    @classmethod
     def of_images(cls, rows: torch.Tensor) -> Stats:
         """Statistics summed over images, in image order, from per-image rows (B, P, 4) float64 of (w, dx, dy, dd)."""
-        sums = torch.from_numpy(rows.cpu().numpy().sum(0))
-        return cls(sums[:, 0].clone(), sums[:, 1].clone(), sums[:, 2].clone(), sums[:, 3].clone())
+        return cls.of_rows(torch.from_numpy(rows.cpu().numpy().sum(0)))
 
     def rows(self) -> torch.Tensor:
         """The statistics as one tensor, (w, dx, dy, dd) on the last axis: (B, P, 4) per image, or (P, 4)."""
         return torch.stack((self.w, self.dx, self.dy, self.dd), -1)
-
-    def add(self, other: Stats) -> None:
-        self.w += other.w
-        self.dx += other.dx
-        self.dy += other.dy
-        self.dd += other.dd
-
-    @classmethod
-    def zeros(cls, p: int, device: torch.device) -> Stats:
-        z = torch.zeros(p, dtype=torch.float64, device=device)
-        return cls(z.clone(), z.clone(), z.clone(), z.clone())
 
 
 OFF_MAP = -1.0  # padding value: cells off the map can never be a pattern's inferred position
@@ -274,8 +267,8 @@ def e_step_numba(
     stats = None
     if with_stats and per_image:
         rows = torch.from_numpy(st)
-        stats = Stats(rows[..., 0], rows[..., 1], rows[..., 2], rows[..., 3])
+        stats = Stats.of_rows(rows)
     elif with_stats:
         sums = torch.from_numpy(st.sum(0))
-        stats = Stats(sums[:, 0].clone(), sums[:, 1].clone(), sums[:, 2].clone(), sums[:, 3].clone())
+        stats = Stats.of_rows(sums)
     return torch.from_numpy(pos), torch.from_numpy(score), stats

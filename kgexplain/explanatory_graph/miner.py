@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from kgexplain.devices import resolve_device
-from kgexplain.distributed import Group
+from kgexplain.distributed import Group, offsets
 from kgexplain.errors import DataError, UsageError
 from kgexplain.explanatory_graph.config import EGConfig
 from kgexplain.explanatory_graph.estep import (
@@ -107,7 +107,6 @@ class LayerState:
     std: torch.Tensor
     seconds: dict[str, float] = field(default_factory=dict)
     skipped: float = 0.0  # share of the EM's filter iterations skipped because the filter had stopped moving
-    offset: int = 0  # this rank's first image among every rank's
 
 
 def make_grid(g: LayerGeometry, window: float) -> Grid:
@@ -282,7 +281,6 @@ class ExplanatoryGraphMiner:
         sizes = g.sizes(next(iter(n_images)))
         if sum(sizes) == 0:
             raise DataError("no images to mine")
-        offset = sum(sizes[: g.rank])
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         t_start = time.perf_counter()
         states: dict[str, LayerState] = {}
@@ -299,7 +297,6 @@ class ExplanatoryGraphMiner:
                     std = background_std(features[name], self.device, per_position=False, group=g)
                 g.fault(f"mining:{name}")
                 state = self._fit_layer(li, name, features[name], std, upper, gen, advance, sizes)
-                state.offset = offset
                 states[name] = state
                 upper = state
         layers = [
@@ -391,7 +388,7 @@ class ExplanatoryGraphMiner:
         sigma_max = side / n_pat**0.5 * stride
         sigma = torch.full((p,), min(cfg.init_sigma * side * stride, sigma_max), device=self.device)
         mu = self._init_positions(data, n_pat, grid, gen)
-        n, offset = sum(sizes), sum(sizes[: g.rank])
+        n, offset = sum(sizes), offsets(sizes)[g.rank]
         rows = self._em_rows(n, gen)  # EM on these images (every rank's); the final pass infers on every image
         em_rows = rows if rows is not None else np.arange(n)
         e_lo, e_hi = (int(v) for v in np.searchsorted(em_rows, [offset, offset + data.n]))
@@ -476,7 +473,7 @@ class ExplanatoryGraphMiner:
                 mine_rows = torch.cat(stat_rows) if stat_rows else torch.zeros(0, p, 4, dtype=torch.float64)
                 # This rank's statistics (summed over its images in order), summed over ranks in float64.
                 sums = g.sum(Stats.of_images(mine_rows).rows().to(self.device), f"mining {name}")
-                stats = Stats(sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3])
+                stats = Stats.of_rows(sums)
                 if cfg.em_batch:  # stepwise: a decaying running average of the statistics, in absolute terms
                     step = (it + 1) ** -cfg.em_decay
                     now = absolute_stats(stats, mu, n_em / (n_em if batch is None else len(batch)))
