@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,18 +36,20 @@ def region_masks(h: int, w: int, grid: int) -> torch.Tensor:
 
 
 @contextmanager
-def _masked(handle: ModelHandle, layer: str, mask: list[torch.Tensor | None]) -> Iterator[None]:
-    """Within the block, the layer's output is multiplied by ``mask[0]`` (B, 1, h, w) when it is set."""
+def _masked(handle: ModelHandle, layer: str, state: dict[str, Any]) -> Iterator[None]:
+    """Within the block, the layer's output is multiplied by ``state["mask"]`` (B, 1, h, w) when it is set, and its
+    map size is left in ``state["shape"]``."""
     module = handle.module.get_submodule(handle.layer(layer).module)
 
     def hook(_m: torch.nn.Module, _inp: object, out: torch.Tensor) -> torch.Tensor | None:
-        return out * mask[0] if mask[0] is not None else None
+        state["shape"] = tuple(out.shape[-2:])
+        return out * state["mask"] if state.get("mask") is not None else None
 
-    handle_ = module.register_forward_hook(hook)
+    removable = module.register_forward_hook(hook)
     try:
         yield
     finally:
-        handle_.remove()
+        removable.remove()
 
 
 def sampled_shapley(
@@ -64,23 +67,14 @@ def sampled_shapley(
     model = handle.module.to(device).eval()
     x_all = normalise(torch.from_numpy(np.ascontiguousarray(images)), handle).to(device)
     gen = torch.Generator().manual_seed(seed)
-    box: list[torch.Tensor | None] = [None]
+    state: dict[str, Any] = {}
     out = []
-    with torch.no_grad(), _masked(handle, layer, box):
+    with torch.no_grad(), _masked(handle, layer, state):
         for n in range(len(x_all)):
             x = x_all[n : n + 1]
-            box[0] = None
-            cls = int(model(x).argmax(1))
-            shape: list[int] = []
-
-            def grab(_m: torch.nn.Module, _i: object, o: torch.Tensor, shape: list[int] = shape) -> None:
-                shape[:] = list(o.shape[-2:])
-
-            h = handle.module.get_submodule(handle.layer(layer).module).register_forward_hook(grab)
-            try:
-                model(x)
-            finally:
-                h.remove()
+            state["mask"] = None
+            cls = int(model(x).argmax(1))  # the unmasked pass also leaves the layer's map size
+            shape = state["shape"]
             regions = region_masks(shape[0], shape[1], grid).to(device)  # (R, h, w)
             r = regions.shape[0]
             phi = torch.zeros(r, dtype=torch.float64)
@@ -95,7 +89,7 @@ def sampled_shapley(
                 values = []
                 for lo in range(0, r + 1, batch):
                     part = masks[lo : lo + batch]
-                    box[0] = part
+                    state["mask"] = part
                     values.append(model(x.expand(part.shape[0], -1, -1, -1))[:, cls].double().cpu())
                 v = torch.cat(values)
                 phi[order] += v[1:] - v[:-1]
