@@ -82,7 +82,8 @@ def warm_kernel() -> float:
         torch.zeros(1, 2),
         torch.ones(2, 1),
         torch.ones(2, 1),
-    )  # parent index (P, M), positions, scores, mu, edge weights (P, M) of the shift and of the agreement
+        torch.ones(2),
+    )  # parent index (P, M), positions, scores, mu, edge weights (P, M) of the shift and of the agreement, gain (P,)
     for with_stats in (True, False):
         e_step_numba(f, mu, torch.ones(2), 2, Grid(4, 4, 1, 1, 0, 0, 1), 0.1, with_stats, up, 1.0)
         e_step_numba(f, mu, torch.ones(2), 2, Grid(4, 4, 1, 1, 0, 0, 1), 0.1, with_stats, None, 1.0)

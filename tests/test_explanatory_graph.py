@@ -12,9 +12,16 @@ from PIL import Image
 
 from kgexplain.errors import UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
-from kgexplain.explanatory_graph.estep import Grid, e_step, e_step_numba, pad
+from kgexplain.explanatory_graph.estep import Grid, e_step, e_step_numba, numba_shift, pad
 from kgexplain.explanatory_graph.miner import parent_shift
-from kgexplain.explanatory_graph.parents import Parents, parent_scores, select_parents, slow_parent_scores
+from kgexplain.explanatory_graph.parents import (
+    Parents,
+    kernel_scores,
+    parent_scores,
+    select_parents,
+    shift_gain,
+    slow_parent_scores,
+)
 from kgexplain.explanatory_graph.patches import png
 from kgexplain.explanatory_graph.stability import layer_stability, part_array, raw_filter_peaks
 from kgexplain.features.cache import FeatureSet, Shard
@@ -114,7 +121,7 @@ def test_a_child_follows_its_parent_across_images() -> None:
 
 def test_mining_is_deterministic_and_round_trips(tmp_path: Path) -> None:
     feats, _, _ = two_layer_case(40, seed=3)
-    cfg = EGConfig(layers=("low", "up"), patterns=(3, 2), parents=2, iterations=4, seed=7)
+    cfg = EGConfig(layers=("low", "up"), patterns=(3, 2), parents=2, iterations=4, seed=7, shift="shrunk")
     a = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats)
     b = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats)
     for la, lb in zip(a.layers, b.layers, strict=True):
@@ -124,6 +131,13 @@ def test_mining_is_deterministic_and_round_trips(tmp_path: Path) -> None:
     assert c.patterns == a.patterns and c.edges == a.edges
     for la, lc in zip(a.layers, c.layers, strict=True):
         assert np.array_equal(la.mu, lc.mu) and la.geometry == lc.geometry and np.array_equal(la.std, lc.std)
+        assert np.array_equal(la.gain(), lc.gain())
+    assert a.layers[0].gain().min() > 0 and a.layers[0].gain().max() < 1  # shrunk shifts
+    # A graph saved before the gains existed: its patterns take the parents' whole shift, as they were mined.
+    with np.load(tmp_path / "g.npz") as z:
+        np.savez(tmp_path / "old.npz", **{k: z[k] for k in z.files if not k.endswith("shift_gain")})
+    old = ExplanatoryGraph.load(tmp_path / "old.npz")
+    assert old.layers[0].shift_gain is None and np.array_equal(old.layers[0].gain(), np.ones(old.layers[0].count))
 
 
 @pytest.mark.parametrize(
@@ -153,12 +167,13 @@ def test_the_numba_kernel_matches_the_torch_e_step(with_parents: bool, agreement
         idx = torch.randint(0, pu, (p, m))
         up_pos, up_score = torch.rand(b, pu, 2) * 96, torch.rand(b, pu) * 2
         up_mu, edge_w = torch.rand(pu, 2) * 96, (torch.rand(p, m) + 0.1) / 100
+        gain = torch.rand(p)  # each child's share of the shift
         shift, agree = parent_shift(
-            Parents(idx, torch.zeros(p, m), torch.zeros(p, m)), up_mu, edge_w, up_pos, up_score, 1.0
+            Parents(idx, torch.zeros(p, m), torch.zeros(p, m), gain), up_mu, edge_w, up_pos, up_score, 1.0
         )
         assert agree.min() < 0.5 < agree.max()  # the case exercises the factor
         pred = pred + shift
-        up = (idx, up_pos, up_score, up_mu, edge_w, edge_w)
+        up = (idx, up_pos, up_score, up_mu, edge_w, edge_w, gain)
     pos_n, score_n, st_n = e_step_numba(f, mu, sigma, n, grid, 0.1, True, up, 1.0, agreement, noise_mode, score_norm)
     pos_t, score_t, st_t = e_step(
         pad(f, r), pred, sigma, filt, grid, 0.1, True, agree if agreement else None, noise_mode, score_norm
@@ -185,6 +200,64 @@ def test_parent_selection_matches_the_slow_reference() -> None:
     want = torch.topk(co_ref * torch.exp(-d_ref / (2 * d2)), 3, dim=1).indices
     assert torch.equal(chosen.index, want)
     assert (chosen.weight[:, :-1] >= chosen.weight[:, 1:]).all()
+
+
+def test_the_kernel_parent_score_matches_its_definition_and_forgives_one_outlier() -> None:
+    rng = np.random.default_rng(5)
+    n, pc, cu = 12, 4, 5
+    pos_c = torch.tensor(rng.uniform(0, 100, (n, pc, 2)), dtype=torch.float32)
+    pos_u = torch.tensor(rng.uniform(0, 100, (n, cu, 2)), dtype=torch.float32)
+    s_c = torch.tensor(rng.uniform(0, 2, (n, pc)), dtype=torch.float32)
+    s_u = torch.tensor(rng.uniform(0, 2, (n, cu)), dtype=torch.float32)
+    d2 = 300.0
+    got = kernel_scores(pos_c, s_c, pos_u, s_u, d2, elements=2 * n * cu)  # several chunks of children
+    dpc, dpu = pos_c - pos_c.mean(0), pos_u - pos_u.mean(0)
+    want = torch.zeros(pc, cu)
+    for i in range(pc):
+        for j in range(cu):
+            k = torch.exp(-((dpc[:, i] - dpu[:, j]) ** 2).sum(-1) / (2 * d2))
+            want[i, j] = (s_c[:, i] * s_u[:, j] * k).sum() / (s_c[:, i].norm() * s_u[:, j].norm())
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+    # A parent that follows the child on 11 images and is 60 px off on one (so 5 px off on the others once centred):
+    # exp(-D / 2 d2) of the mean disagreement carries the outlier's 55^2 / 12; the kernel loses that image's share.
+    child = torch.tensor(rng.uniform(20, 80, (n, 1, 2)), dtype=torch.float32)
+    parent = child.clone()
+    parent[0, 0, 0] += 60
+    ones = torch.ones(n, 1)
+    co, d = parent_scores(child, ones, parent, ones)
+    mean_score = float(co * torch.exp(-d / (2 * 100.0)))
+    kernel = float(kernel_scores(child, ones, parent, ones, 100.0))
+    assert kernel > 0.75 and mean_score < 0.3
+
+
+def test_a_child_takes_the_parents_shift_in_proportion_to_how_well_they_predict_it() -> None:
+    """shift_gain: the precision-weighted share of Delta (posterior mean of two Gaussians)."""
+    rng = np.random.default_rng(6)
+    pos = torch.tensor(rng.normal(50, 10, (400, 2, 2)), dtype=torch.float32)  # variance 100 per axis
+    gain = shift_gain(pos, torch.tensor([[0.0, 0.0], [30.0, 30.0]]))
+    v0 = (pos - pos.mean(0)).pow(2).mean(0).sum(-1) / 2
+    assert gain[0] == pytest.approx(float(v0[0] / (v0[0] + 1)), rel=1e-4) and gain[0] > 0.98  # exact parents
+    assert gain[1] == pytest.approx(float(v0[1] / 901 / (v0[1] / 901 + 1)), rel=1e-4) and gain[1] < 0.15
+    assert float(shift_gain(torch.full((5, 1, 2), 7.0), torch.zeros(1, 3))) == 0.0  # a child that never moves
+    # A child that moves rigidly with its parent takes all of the shift; one that moves on its own, as much as its
+    # parent moves (spread^2 = v0 + v_parent, equal variances here): gain = v0 / (2 v0 + v0) = 1/3.
+    n = 60
+    up = torch.tensor(rng.uniform(10, 90, (n, 3, 2)), dtype=torch.float32)
+    follow = up[:, :1] + 5
+    alone = torch.tensor(rng.uniform(10, 90, (n, 1, 2)), dtype=torch.float32)
+    ones = torch.ones(n, 3)
+    chosen = select_parents(torch.cat((follow, alone), 1), ones[:, :2], up, ones, torch.arange(3), 1, shrink=True)
+    assert chosen.gain is not None and chosen.gain[0] > 0.95 and 0.25 < chosen.gain[1] < 0.4
+    # The E-step's prediction takes gain x Delta, in both kernels.
+    idx = torch.tensor([[0], [0]])
+    up_mu = torch.tensor([[50.0, 50.0]])
+    up_pos, up_score = torch.tensor([[[66.0, 50.0]]]), torch.ones(1, 1)
+    edge_w = torch.ones(2, 1)
+    par = Parents(idx, edge_w, edge_w, torch.tensor([1.0, 0.25]))
+    shift, _ = parent_shift(par, up_mu, edge_w, up_pos, up_score, 1.0)
+    assert torch.allclose(shift[0], torch.tensor([[16.0, 0.0], [4.0, 0.0]]))
+    numba, _ = numba_shift((idx, up_pos, up_score, up_mu, edge_w, edge_w, par.gain), 1.0, False)
+    assert np.allclose(numba[0], [[16.0, 0.0], [4.0, 0.0]])
 
 
 def test_stability_is_zero_for_a_perfect_detector_and_baselines_work() -> None:
@@ -252,7 +325,7 @@ def test_parents_that_disagree_lower_the_patterns_responsibility(kernel: str) ->
     def run(agreement: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         out = []
         for i in range(2):
-            one = (index, up_pos[i : i + 1], up_score[i : i + 1], up_mu, edge_w, edge_w)
+            one = (index, up_pos[i : i + 1], up_score[i : i + 1], up_mu, edge_w, edge_w, torch.ones(1))
             if kernel == "numba":
                 pos, score, st = e_step_numba(f[i : i + 1], mu, sigma, 1, grid, 0.1, True, one, 1.0, agreement)
             else:
@@ -330,8 +403,10 @@ def test_the_fits_last_pass_is_the_inference() -> None:
 def test_a_graph_saved_before_the_eg2_options_reads_back_as_mined() -> None:
     old = EGConfig.from_dict({"layers": ["a"], "iterations": 20})
     assert (old.agreement, old.score_norm, old.em_images, old.parent_schedule) == (False, False, 0, "every")
+    assert (old.shift, old.parent_score) == ("full", "mean")
     new = EGConfig.from_dict(EGConfig(layers=("a",)).to_dict())
     assert new == EGConfig(layers=("a",)) and new.em_images == 100 and new.parent_schedule == "doubling"
+    assert new.shift == "full" and EGConfig(shift="shrunk").shift == "shrunk"
     with pytest.raises(UsageError):
         EGConfig(noise="loud")
 

@@ -33,6 +33,8 @@ EG1: dict[str, Any] = {
     "em_images": 0,
     "em_batch": 0,
     "parent_schedule": "every",
+    "parent_score": "mean",
+    "shift": "full",
 }
 
 
@@ -65,12 +67,18 @@ class EGConfig:
     em_batch: int = 0  # stepwise EM: each iteration's E-step on this many of the EM images (0: all of them)
     em_decay: float = 0.7  # stepwise EM's step size at iteration k: (k + 1) ** -em_decay
     parent_schedule: str = "doubling"  # parents (re)chosen before iterations 1, 2, 4, 8, ... or at "every" one
+    parent_score: str = "mean"  # a parent's score: exp(-D / 2 d2) of the "mean" disagreement, or per-image "kernel"s
+    shift: str = "full"  # a child takes all of its parents' shift, or a share by how well they predict it ("shrunk")
 
     def __post_init__(self) -> None:
         if self.noise not in ("cell", "window"):
             raise UsageError(f"noise must be cell or window, not {self.noise!r}")
         if self.parent_schedule not in ("every", "doubling"):
             raise UsageError(f"parent_schedule must be every or doubling, not {self.parent_schedule!r}")
+        if self.shift not in ("shrunk", "full"):
+            raise UsageError(f"shift must be shrunk or full, not {self.shift!r}")
+        if self.parent_score not in ("mean", "kernel"):
+            raise UsageError(f"parent_score must be mean or kernel, not {self.parent_score!r}")
         if self.em_images < 0 or self.freeze < 0 or self.em_batch < 0:
             raise UsageError("em_images, em_batch and freeze must be >= 0")
         if not 0.5 < self.em_decay <= 1.0:

@@ -172,7 +172,7 @@ def numba_available() -> bool:
     return True
 
 
-Upper = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+Upper = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 Shift = tuple[np.ndarray, np.ndarray]
 
 
@@ -184,13 +184,14 @@ def numba_shift(upper: Upper, fire: float, agreement: bool) -> Shift:
     """The parents' shift Delta (B, P, 2) and agreement (B, P) on a set of images, for ``e_step_numba``.
 
     ``upper`` = (parent index (P, M), the parents' positions (B, Pu, 2) and scores (B, Pu) on these images, their
-    mu (Pu, 2), the edge weights (P, M) of the shift and (P, M) of the agreement). They change only when the
+    mu (Pu, 2), the edge weights (P, M) of the shift and (P, M) of the agreement, and each child's share (P,) of
+    the shift, ``Parents.gain``). They change only when the
     parents do, so callers compute them once per parent set and pass them to every E-step on the same images.
     """
     # lazy: importing the kernel loads numba, which only the CPU path needs
     from kgexplain.explanatory_graph.estep_numba import parent_shift_kernel
 
-    idx, pos_u, score_u, mu_u, edge_w, agree_w = upper
+    idx, pos_u, score_u, mu_u, edge_w, agree_w, gain = upper
     b, p = pos_u.shape[0], idx.shape[0]
     shift = np.empty((b, p, 2), np.float32)
     agree = np.empty((b, p), np.float32)
@@ -201,6 +202,7 @@ def numba_shift(upper: Upper, fire: float, agreement: bool) -> Shift:
         _arr(mu_u),
         _arr(edge_w),
         _arr(agree_w),
+        _arr(gain),
         float(fire),
         agreement,
         shift,

@@ -55,9 +55,10 @@ def parent_shift_kernel(
     up_mu: np.ndarray,  # (Pu, 2) float32
     edge_w: np.ndarray,  # (P, M) float32 weight of each parent in the shift
     agree_w: np.ndarray,  # (P, M) float32 1 / variance of each parent's displacement in the agreement
+    gain: np.ndarray,  # (P,) float32 the share of Delta each child takes (Parents.gain)
     fire: float,
     agreement: bool,
-    out_shift: np.ndarray,  # (B, P, 2) float32: Delta, the weighted mean displacement of the parents that fire
+    out_shift: np.ndarray,  # (B, P, 2) float32: gain x Delta (Delta: the mean displacement of the parents that fire)
     out_agree: np.ndarray,  # (B, P) float32: exp(-1/2 sum_m w_m |d_m - Delta|^2 / M), or 1 without agreement
 ) -> None:
     """``miner.parent_shift`` for every image and pattern; the E-step reads it (once per parent set, not per pass)."""
@@ -80,8 +81,8 @@ def parent_shift_kernel(
             else:
                 ddx = 0.0
                 ddy = 0.0
-            out_shift[b, v, 0] = ddx
-            out_shift[b, v, 1] = ddy
+            out_shift[b, v, 0] = ddx * gain[v]
+            out_shift[b, v, 1] = ddy * gain[v]
             ag = 1.0
             if agreement and m_count > 0:
                 spread = 0.0

@@ -29,15 +29,24 @@ class LayerPatterns:
     score: np.ndarray  # (P,) mean of the pattern's best image scores on the mining images
     fires: np.ndarray  # (P,) images of the mining set on which the pattern fires
     std: np.ndarray  # (D, h, w) background standard deviation used to normalise the layer
+    shift_gain: np.ndarray | None = None  # (P,) share of the parents' shift taken (None: all of it)
 
     @property
     def count(self) -> int:
         return int(self.filter.shape[0])
 
+    def gain(self) -> np.ndarray:
+        """(P,) the share of the parents' shift each pattern takes (ones unless mined with shift="shrunk")."""
+        return np.ones(self.count, np.float32) if self.shift_gain is None else self.shift_gain
+
     def parent_offsets(self, upper: LayerPatterns) -> np.ndarray:
         """(P, M, 2): the child's prior position relative to each parent's, mu_V - mu_V'."""
         safe = np.where(self.parents >= 0, self.parents, 0)
         return self.mu[:, None, :] - upper.mu[safe]
+
+
+# LayerPatterns' arrays as saved, one .npz entry each (``shift_gain`` too, optional on load)
+ARRAYS = ("filter", "k", "mu", "sigma", "parents", "parent_weight", "parent_spread", "score", "fires", "std")
 
 
 @dataclass
@@ -71,19 +80,9 @@ class ExplanatoryGraph:
         meta: dict[str, Any] = {"model": self.model, "config": self.config, "stats": self.stats, "layers": []}
         for i, layer in enumerate(self.layers):
             meta["layers"].append({"name": layer.name, "geometry": layer.geometry.to_dict()})
-            for key in (
-                "filter",
-                "k",
-                "mu",
-                "sigma",
-                "parents",
-                "parent_weight",
-                "parent_spread",
-                "score",
-                "fires",
-                "std",
-            ):
+            for key in ARRAYS:
                 arrays[f"{i}/{key}"] = getattr(layer, key)
+            arrays[f"{i}/shift_gain"] = layer.gain()
         arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode(), dtype=np.uint8)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
@@ -97,27 +96,9 @@ class ExplanatoryGraph:
             layers = []
             for i, info in enumerate(meta["layers"]):
                 g = LayerGeometry(**info["geometry"])
-                layers.append(
-                    LayerPatterns(
-                        info["name"],
-                        g,
-                        *(
-                            z[f"{i}/{k}"]
-                            for k in (
-                                "filter",
-                                "k",
-                                "mu",
-                                "sigma",
-                                "parents",
-                                "parent_weight",
-                                "parent_spread",
-                                "score",
-                                "fires",
-                                "std",
-                            )
-                        ),
-                    )
-                )
+                arrays = {k: z[f"{i}/{k}"] for k in ARRAYS}
+                gain = z[f"{i}/shift_gain"] if f"{i}/shift_gain" in z.files else None
+                layers.append(LayerPatterns(info["name"], g, **arrays, shift_gain=gain))
         return cls(meta["model"], layers, meta.get("config", {}), meta.get("stats", {}))
 
 

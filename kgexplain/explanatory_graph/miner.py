@@ -142,6 +142,18 @@ def agreement_weights(parents: Parents, upper_sigma: torch.Tensor, mode: str) ->
     return edge_weights(parents, upper_sigma)
 
 
+def numba_upper(
+    parents: Parents, mu: torch.Tensor, sigma: torch.Tensor, src: tuple[torch.Tensor, torch.Tensor], agree_sigma: str
+) -> Upper:
+    """The numba kernels' view of the parents (``numba_shift``'s argument) on the images of ``src``, the parents'
+    positions and scores there; ``mu`` and ``sigma`` are the parents' layer's."""
+    gain = parents.gain if parents.gain is not None else torch.ones(parents.index.shape[0])
+    return (
+        parents.index, src[0], src[1], mu, edge_weights(parents, sigma), agreement_weights(parents, sigma, agree_sigma),
+        gain,
+    )  # fmt: skip
+
+
 def parent_shift(
     parents: Parents,
     upper_mu: torch.Tensor,
@@ -154,7 +166,8 @@ def parent_shift(
     """Delta (B, P, 2) for a chunk of images from the parents' inferred positions (B, P_up, 2), and the parents'
     agreement (B, P): eq. 3's product of the M parents' Gaussians to the power 1/M is a Gaussian around
     mu + Delta times exp(-1/2 sum_m w_m |d_m - Delta|^2 / M), d_m a parent's displacement, w_m = 1 / sigma_m^2 (only
-    parents that fire on the image count)."""
+    parents that fire on the image count). With ``parents.gain`` the shift returned is gain x Delta (the
+    agreement is still measured around Delta)."""
     idx = parents.index  # (P, M)
     disp = upper_pos[:, idx] - upper_mu[idx][None]  # (B, P, M, 2)
     w = edge_w[None] * (upper_score[:, idx] / fire).clamp(0, 1)  # (B, P, M)
@@ -165,6 +178,8 @@ def parent_shift(
     if agree_w is not None:
         w = agree_w[None] * (upper_score[:, idx] / fire).clamp(0, 1)
     spread = (w * ((disp - shift[..., None, :]) ** 2).sum(-1)).sum(-1)
+    if parents.gain is not None:  # the share of Delta the child takes (the agreement is about Delta itself)
+        shift = shift * parents.gain[None, :, None]
     return shift, torch.exp(-0.5 * spread / max(1, idx.shape[1]))
 
 
@@ -209,11 +224,8 @@ class ExplanatoryGraphMiner:
         edge_w = edge_weights(parents, upper[1]) if parents is not None and upper is not None else None
         if self.kernel == "numba":
             up = None
-            if parents is not None and upper is not None and edge_w is not None:
-                up = (
-                    parents.index, upper[2], upper[3], upper[0], edge_w,
-                    agreement_weights(parents, upper[1], cfg.agree_sigma),
-                )  # fmt: skip
+            if parents is not None and upper is not None:
+                up = numba_upper(parents, upper[0], upper[1], (upper[2], upper[3]), cfg.agree_sigma)
             return e_step_numba(
                 f,
                 mu,
@@ -423,7 +435,16 @@ class ExplanatoryGraphMiner:
                 t = time.perf_counter()
                 what = f"parents of {name}"  # chosen on every EM image: every rank's gathered
                 pos_all, score_all = g.gather(pos, what).to(self.device), g.gather(score, what).to(self.device)
-                parents = select_parents(pos_all, score_all, up_em[0], up_em[1], cand, cfg.parents)
+                parents = select_parents(
+                    pos_all,
+                    score_all,
+                    up_em[0],
+                    up_em[1],
+                    cand,
+                    cfg.parents,
+                    score=cfg.parent_score,
+                    shrink=cfg.shift == "shrunk",
+                )
                 seconds["parents"] += time.perf_counter() - t
                 frozen[:] = False  # new parents, new predictions: every filter moves again
             if final:
@@ -504,11 +525,7 @@ class ExplanatoryGraphMiner:
     def _edges(self, parents: Parents, upper: LayerState, src: tuple[torch.Tensor, torch.Tensor] | None) -> Upper:
         """The numba kernel's view of the parents on a set of images (``numba_shift``'s argument)."""
         assert src is not None
-        cfg = self.config
-        return (
-            parents.index, src[0], src[1], upper.mu, edge_weights(parents, upper.sigma),
-            agreement_weights(parents, upper.sigma, cfg.agree_sigma),
-        )  # fmt: skip
+        return numba_upper(parents, upper.mu, upper.sigma, src, self.config.agree_sigma)
 
     def _minibatch(self, n: int, order: list[int], gen: torch.Generator) -> np.ndarray | None:
         """Stepwise EM's next mini-batch: the next ``em_batch`` images of a shuffled pass over the n
@@ -575,10 +592,12 @@ class ExplanatoryGraphMiner:
             parents = np.full((p, 0), -1, np.int64)
             pw = np.zeros((p, 0), np.float32)
             sp = np.zeros((p, 0), np.float32)
+            gain = None
         else:
             parents = s.parents.index.cpu().numpy()
             pw = s.parents.weight.cpu().numpy()
             sp = s.parents.spread.cpu().numpy()
+            gain = None if s.parents.gain is None else s.parents.gain.cpu().numpy().astype(np.float32)
         return LayerPatterns(
             name=s.name,
             geometry=s.geometry,
@@ -592,6 +611,7 @@ class ExplanatoryGraphMiner:
             score=top.cpu().numpy().astype(np.float32),
             fires=fires.cpu().numpy().astype(np.int64),
             std=s.std.cpu().numpy().astype(np.float32),
+            shift_gain=gain,
         )
 
     # ------------------------------------------------------------------ inference
@@ -621,6 +641,7 @@ class ExplanatoryGraphMiner:
                     torch.from_numpy(layer.parents).to(self.device),
                     torch.from_numpy(layer.parent_weight).to(self.device),
                     torch.from_numpy(layer.parent_spread).to(self.device),
+                    torch.from_numpy(layer.gain()).to(self.device),
                 )
             pos = torch.zeros(data.n, layer.count, 2, device=self.device)
             score = torch.zeros(data.n, layer.count, device=self.device)

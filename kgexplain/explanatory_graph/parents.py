@@ -16,7 +16,7 @@ with the least positional variance is dropped, and the ``max_candidates`` with t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,6 +28,23 @@ class Parents:
     index: torch.Tensor  # (P, M) indices into the upper layer's patterns
     weight: torch.Tensor  # (P, M) score (co-activation x spatial consistency)
     spread: torch.Tensor  # (P, M) sqrt(D / 2): deviation of the relative displacement, px
+    gain: torch.Tensor | None = field(default=None)  # (P,) share of the parents' shift a child takes (None: all)
+
+
+def shift_gain(pos_c: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """(P,) the share of the parents' mean displacement Delta that each child's predicted position takes.
+
+    Two Gaussian estimates of a child's displacement on an image are combined by their precisions: its own
+    spread over the images, N(0, v0) with v0 its positional variance per axis (from ``pos_c``, (n, P, 2)), and the
+    parents' N(Delta, 1 / wbar), wbar the mean over the M parents of 1 / (spread^2 + 1 px^2) (the geometric mean
+    of their Gaussians, as eq. 3's product to the power 1 / M). The posterior mean is gain x Delta with gain =
+    wbar / (wbar + 1 / v0): parents that predict the child well move it almost fully, parents whose displacement
+    tells little about it (a large spread) leave it near its prior position."""
+    dp = pos_c.double() - pos_c.double().mean(0, keepdim=True)
+    v0 = (dp * dp).mean(0).sum(-1) / 2  # (P,) per axis
+    wbar = (1.0 / (spread.double() ** 2 + 1.0)).mean(1)
+    gain = torch.where(v0 > 0, wbar * v0 / (wbar * v0 + 1.0), torch.zeros_like(v0))
+    return gain.float()
 
 
 def image_moments(
@@ -109,6 +126,32 @@ def mean_disagreement(d: torch.Tensor, co: torch.Tensor) -> torch.Tensor:
     return (torch.where(together, d, 0.0).sum() / count).clamp_min(1e-12)
 
 
+def kernel_scores(
+    pos_c: torch.Tensor, s_c: torch.Tensor, pos_u: torch.Tensor, s_u: torch.Tensor, d2: float, elements: int = 2**25
+) -> torch.Tensor:
+    """sum_I s_V s_V' exp(-|dp_V - dp_V'|^2 / (2 d2)) / (|s_V| |s_V'|) for children (n, Pc, 2)/(n, Pc) against
+    candidates (n, C, 2)/(n, C): the co-activation with every image's agreement weighed on its own, so one image
+    whose positions disagree costs that image's share instead of the pair (the authors' code sums per-image
+    kernels in the same way, weighted by the child's score alone). Images x children x candidates are visited
+    explicitly, in chunks of at most ``elements``."""
+    n, pc, _ = pos_c.shape
+    a = s_c.clamp_min(0).float()
+    b = s_u.clamp_min(0).float()
+    dpc = (pos_c - pos_c.mean(0, keepdim=True)).float()
+    dpu = (pos_u - pos_u.mean(0, keepdim=True)).float()
+    sq_u = (dpu * dpu).sum(-1)  # (n, C)
+    norm = a.norm(dim=0)[:, None] * b.norm(dim=0)[None, :]
+    out = torch.empty(pc, pos_u.shape[1], device=pos_c.device)
+    step = max(1, elements // max(1, n * pos_u.shape[1]))
+    scale = -0.5 / d2
+    for lo in range(0, pc, step):
+        c = dpc[:, lo : lo + step]  # (n, cc, 2)
+        sq = torch.baddbmm(((c * c).sum(-1))[:, :, None] + sq_u[:, None, :], c, dpu.transpose(1, 2), alpha=-2.0)
+        k = sq.clamp_min_(0).mul_(scale).exp_().mul_(b[:, None, :])  # (n, cc, C)
+        out[lo : lo + step] = torch.einsum("nc,ncu->cu", a[:, lo : lo + step], k)
+    return out / norm.clamp_min(1e-30)
+
+
 def select_parents(
     pos_c: torch.Tensor,
     s_c: torch.Tensor,
@@ -117,8 +160,14 @@ def select_parents(
     cand: torch.Tensor,
     m: int,
     chunk: int = 4096,
+    score: str = "mean",
+    shrink: bool = False,
 ) -> Parents:
-    """The M best parents among ``cand`` for every child (children processed in chunks to bound memory)."""
+    """The M best parents among ``cand`` for every child (children processed in chunks to bound memory).
+
+    ``score``: "mean" scores a pair by co-activation x exp(-D / 2 d2) with D the weighted mean disagreement;
+    "kernel" by :func:`kernel_scores` (per-image Gaussian kernels). ``shrink``: each child's :func:`shift_gain`
+    (else it takes the parents' whole shift)."""
     m = min(m, cand.numel())
     pu, su = pos_u[:, cand], s_u[:, cand]
     first: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -134,14 +183,20 @@ def select_parents(
         co, d = (
             first if first is not None else parent_scores(pos_c[:, lo : lo + chunk], s_c[:, lo : lo + chunk], pu, su)
         )
-        score = torch.exp(d * (-0.5 / float(d2))).mul_(co)
-        w, j = torch.topk(score, m, dim=1, sorted=False)
+        if score == "kernel":
+            sl = slice(lo, lo + chunk)
+            pair = kernel_scores(pos_c[:, sl], s_c[:, sl], pu, su, float(d2))
+        else:
+            pair = torch.exp(d * (-0.5 / float(d2))).mul_(co)
+        w, j = torch.topk(pair, m, dim=1, sorted=False)
         order = torch.argsort(w, dim=1, descending=True)
         w, j = torch.gather(w, 1, order), torch.gather(j, 1, order)
         idx_out.append(cand[j])
         w_out.append(w)
         sp_out.append(torch.sqrt(torch.gather(d, 1, j) / 2.0))
-    return Parents(torch.cat(idx_out), torch.cat(w_out), torch.cat(sp_out))
+    spread = torch.cat(sp_out)
+    gain = shift_gain(pos_c, spread) if shrink else None
+    return Parents(torch.cat(idx_out), torch.cat(w_out), spread, gain)
 
 
 def slow_parent_scores(
