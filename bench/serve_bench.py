@@ -1,12 +1,16 @@
-"""Browser latency on a VGG-16-scale store: how fast `kgexplain serve` answers pattern, run and image pages.
+"""Browser latency on a VGG-16-scale store: how fast `kgexplain serve` answers the index, pattern, run and image pages.
 
-    python bench/web.py --json
-        {"pattern_p95_ms": ..., "pattern_p50_ms": ..., "run_p95_ms": ..., "image_p95_ms": ..., "patterns": ...}
+    python bench/serve_bench.py --json
+        {"pattern_page_p95_ms": ..., "image_page_p95_ms": ..., "index_ms": ..., "pattern_page_p50_ms": ...,
+         "run_page_p95_ms": ..., "patterns": ...}
+
+(`python bench/web.py`, the earlier name, runs this script.)
 
 The store is the random graph with the paper's shape (bench/store_bench.py: 61,440 patterns, 921,600 parent edges,
 614,400 top inferences), embedded, written once into a temporary folder. Each figure times whole HTTP requests
 (Starlette's test client: routing, the store's queries, the template) for --requests random pages of that kind,
-seeded by --seed; the first request of each kind is a warm-up and not counted.
+seeded by --seed; the first request of each kind is a warm-up and not counted. ``index_ms`` is the median of
+--index-requests requests of the index page (the store's runs and its counts over the whole store).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=["vgg16", "small"], default="vgg16")
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--index-requests", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -64,11 +69,13 @@ def main() -> None:
             pats = timed(client, ["/" + href("patterns", ids[i]) for i in rng.integers(0, len(ids), args.requests)])
             runs = timed(client, ["/" + href("runs", sg.run.id, int(p)) for p in rng.integers(0, 20, 20)])
             imgs = timed(client, ["/" + href("images", images[i]) for i in rng.integers(0, len(images), 50)])
+            index = timed(client, ["/"] * max(1, args.index_requests))
     out = {
-        "pattern_p95_ms": ms(pats, 95),
-        "pattern_p50_ms": ms(pats, 50),
-        "run_p95_ms": ms(runs, 95),
-        "image_p95_ms": ms(imgs, 95),
+        "pattern_page_p95_ms": ms(pats, 95),
+        "image_page_p95_ms": ms(imgs, 95),
+        "index_ms": ms(index, 50),
+        "pattern_page_p50_ms": ms(pats, 50),
+        "run_page_p95_ms": ms(runs, 95),
         "patterns": len(ids),
         "edges": len(sg.rels["PARENT"]),
         "write_s": round(write_s, 1),

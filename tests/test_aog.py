@@ -14,8 +14,10 @@ from PIL import Image
 
 from kgexplain.aog import AOGConfig, Detections, PartModel, Template, learn_part, localise
 from kgexplain.aog.learn import calibrate, set_evidence
-from kgexplain.aog.run import iou, score_points
-from kgexplain.aog.vote import TemplateScores, decide_facing
+from kgexplain.aog.run import Located, held_out_errors, iou, score_points
+from kgexplain.aog.vote import Localisation, TemplateScores, decide_facing
+from kgexplain.data.base import Affine
+from kgexplain.data.synth import SynthSource
 from kgexplain.errors import DataError
 from kgexplain.store import StoreSpec
 from kgexplain.store.browse import image_localizations
@@ -150,6 +152,21 @@ def test_not_found_on_a_background_image_once_calibrated() -> None:
     assert all(f.confidence is not None and f.confidence > 0.5 for f in found)
 
 
+def test_held_out_errors_are_distances_over_the_diagonal_and_found_follows_the_calibration() -> None:
+    source = SynthSource(4, seed=2, size=96, categories=["bird"])
+    part = PartModel("head", "bird", 96, (10.0, 10.0), ["conv5_2"], calibration={"threshold": 0.3})
+    located = []
+    for i, presence in enumerate((0.5, 0.1, 0.4, 0.2)):
+        x, y = source.record(i).keypoints["head"]
+        loc = Localisation("head", x + 3, y + 4, (0, 0, 1, 1), 0.0, 0, False, presence=presence)
+        result = {"x": x + 3 * (1 + (i == 2)), "y": y + 4 * (1 + (i == 2)), "found": True}  # 5 px off, 10 on image 2
+        located.append(Located(f"im{i}", result, loc, Affine(1, 0, 1, 0)))
+    got = held_out_errors(source, located, part)
+    diag = float(np.hypot(96, 96))
+    assert got == {"images": 4, "distance": round(25 / 4 / diag, 4), "found": 2, "distance_found": round(7.5 / diag, 4)}
+    assert held_out_errors(source, located, replace(part, name="wing")) is None  # not annotated: nothing to say
+
+
 def test_calibration_threshold_meets_the_stated_precision() -> None:
     part = PartModel("head", "toy", SIZE, (8.0, 8.0), ["l0"], [_tpl(0, False)], AOGConfig(precision=0.9))
     pos = np.linspace(0.5, 1.5, 100)
@@ -224,6 +241,8 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path) -> None:
     first = json.loads(_run("aog", "learn", "--part", "head", "--store", store, "--json").stdout)
     assert first["templates"] == 6 and first["patterns_used"] > 0  # three examples and their mirrors
     assert first["calibration"]["positives"] > 0 and first["calibration"]["negatives"] > 0
+    held = first["calibration"]["localisation"]  # the held-out birds annotate the head: their errors are reported
+    assert held["images"] == first["calibration"]["positives"] and 0 < held["distance"] < 0.5
 
     def counts() -> dict[str, int]:  # Meta gains a rewrite marker; everything else must not change
         c = json.loads(_run("stats", "--store", store, "--json").stdout)["counts"]

@@ -148,6 +148,12 @@ class LearnResult(JobResult):
             f"\n'not found' below presence {c['threshold']:.3f} (precision {c['precision']} at even odds; on the "
             f"calibration images: found {c['found_rate']:.0%} of {c['positives']} with the part, "
             f"{c['false_rate']:.0%} of {c['negatives']} background)"
+            + (
+                f"\nheld-out localisation error: {e['distance']:.3f} of the image diagonal on {e['images']} annotated "
+                f"images ({e['found']} reported found)"
+                if (e := c.get("localisation"))
+                else ""
+            )
             if (c := self.part.calibration)
             else "\nnot calibrated (no background images): every part is reported found"
         )
