@@ -60,8 +60,8 @@ def test_constraint_is_reached_and_a_seed_gives_the_same_map(toy_images: np.ndar
     assert np.isfinite(r1.lam).all() and (r1.mu > 0).all()
     r2 = SIDEstimator(handle, ["conv2_2", "conv5_2"], FAST).fit(x)
     np.testing.assert_array_equal(r1.log_sigma, r2.log_sigma)
-    r3 = SIDEstimator(handle, ["conv2_2", "conv5_2"], SIDConfig(**{**FAST.to_dict(), "seed": 5})).fit(x)
-    assert not np.array_equal(r1.log_sigma, r3.log_sigma)
+    r3 = SIDEstimator(handle, ["conv2_2", "conv5_2"], SIDConfig(**{**FAST.to_dict(), "seed": 5})).fit(x[:1])
+    assert not np.array_equal(r1.log_sigma[:1], r3.log_sigma)
     # Deeper layers discard more input information (the paper's layerwise trend) on this trained net.
     assert r1.log_sigma[:, 1].mean() > r1.log_sigma[:, 0].mean()
 

@@ -2,8 +2,9 @@
 
 FalkorDB is the only Bolt server that installs from PyPI here. It is a poor stand-in for Neo4j (no
 constraints, every error is the same UnknownError, parameters over ~4 KiB crash it), so this checks only that
-the driver code path connects, writes small batches and reads them back; the full suite needs a real Neo4j
-(`python -m pytest -m neo4j` with NEO4J_URI). Prints one JSON object: check -> "ok" or the error.
+the driver code path connects, writes small batches and reads them back, and that `kgexplain serve` (and with
+--report `kgexplain report`) pages come from it; the full suite needs a real Neo4j (`python -m pytest -m neo4j`
+with NEO4J_URI). Prints one JSON object: check -> "ok" or the error, and "seconds": check -> seconds.
 """
 
 from __future__ import annotations
@@ -58,14 +59,57 @@ def start_server(folder: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("FalkorDB did not start")
 
 
+def serve_pages(store: Any, g: Any, check: Any) -> None:
+    """`kgexplain serve` on this store: the index, the run, a pattern, an image and a paths page and their JSON twins
+    answer (one check each, "serve_<page>"); `kgexplain report` writes a site from it ("report")."""
+    from starlette.testclient import TestClient
+
+    from kgexplain.web.serve import make_app
+    from kgexplain.web.site import href
+
+    pid = g.nodes["Pattern"].column("id")[0].as_py()
+    image = g.shared_nodes["Image"].column("id")[0].as_py()
+    pages = {
+        "index": "index.html",
+        "run": href("runs", g.run.id),
+        "pattern": href("patterns", pid),
+        "image": href("images", image),
+        "paths": href("paths", pid),
+    }
+    with TestClient(make_app(store)) as client:
+        for name, path in pages.items():
+
+            def get(path: str = path) -> None:
+                for p in (path, path.replace(".html", ".json")):
+                    r = client.get("/" + p)
+                    if r.status_code != 200:
+                        raise AssertionError(f"{p}: HTTP {r.status_code} {r.text[:200]}")
+
+            check(f"serve_{name}", get)
+
+    def report() -> None:
+        from kgexplain.web.report import write_report
+
+        out = os.path.join(tempfile.mkdtemp(prefix="report-"), "site")
+        res = write_report(store, out, max_patterns=5)
+        if not os.path.isfile(os.path.join(out, "index.html")) or res.pages < 5:
+            raise AssertionError(f"report: {res.pages} pages")
+
+    if "--report" in sys.argv:
+        check("report", report)
+
+
 def main() -> int:
     results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
     folder = tempfile.mkdtemp(prefix="falkordb-")
     server = start_server(folder)
 
     def check(name: str, fn: Any) -> Any:
+        t = time.perf_counter()
         try:
             value = fn()
+            seconds[name] = round(time.perf_counter() - t, 2)
             results[name] = "ok"
             return value
         except Exception as e:
@@ -117,6 +161,7 @@ def main() -> int:
                     raise AssertionError(after)
 
             check("rewrite_idempotent", rewrite)
+            serve_pages(store, g, check)
             check("constraints_ddl", store._apply_ddl)
             check("syntax_error_message", lambda: store.query("MATCH (p:Pattern RETURN p"))
             check("delete_run", lambda: store.delete_run(g.run.id))
@@ -126,7 +171,7 @@ def main() -> int:
     finally:
         server.kill()
         server.wait()
-    print(json.dumps(results))
+    print(json.dumps(results | {"seconds": seconds}))
     return 0
 
 

