@@ -115,7 +115,9 @@ def region_boxes(
     colours = (_class_colours(len(names))[:, :3] * 255).round().astype(int)
     h, w = image.shape[:2]
     scale = 320 / max(h, w)
-    shown = Image.fromarray(np.asarray(image, np.uint8)).resize((round(w * scale), round(h * scale)), Image.BILINEAR)
+    shown = Image.fromarray(np.asarray(image, np.uint8)).resize(
+        (round(w * scale), round(h * scale)), Image.Resampling.BILINEAR
+    )
     strip = 22
     canvas = Image.new("RGB", (shown.width, shown.height + strip), "white")
     canvas.paste(shown, (0, strip))
