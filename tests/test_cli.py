@@ -7,6 +7,11 @@ import click
 import pytest
 from click.testing import CliRunner
 from kgexplain.cli.main import cli
+from starlette.testclient import TestClient
+
+from kgexplain.store import StoreSpec, queries
+from kgexplain.web.serve import make_app
+from kgexplain.web.site import href
 
 from .conftest import write_png
 
@@ -101,6 +106,18 @@ def test_build_reference_workload_end_to_end(tmp_path: Path) -> None:
     shown = json.loads(run("show", top["pattern"], "--store", str(store), "--json").stdout)
     assert shown["images"] and (store / "artifacts" / shown["images"][0]["patch"]).is_file()
     assert len(shown["parents"]) == 10 or top["layer"] == "conv5_2"
+    # The browser marks a pattern's positions (framed pixels) on the source images, through the boxes it was cropped to.
+    with StoreSpec(str(store)).read() as db, TestClient(make_app(db)) as client:
+        page = client.get("/" + href("patterns", top["pattern"], ext="json")).json()
+        row = queries.run(db, first["run"])
+        assert row is not None
+        frames = json.loads((store / "artifacts" / json.loads(row["stats"])["frames"]).read_text())
+    assert len(frames) == 8  # every image was cropped to its object box
+    for im in page["images"]:
+        x0, y0, x1, y1 = frames[im["image"]]
+        assert im["sx"] == pytest.approx(x0 + (im["x"] + 0.5) * (x1 - x0) / 128 - 0.5)
+        assert x0 - 0.5 <= im["sx"] <= x1 and y0 - 0.5 <= im["sy"] <= y1
+        assert im["left"] == pytest.approx(100 * (im["sx"] + 0.5) / im["w"])
 
 
 def test_build_on_an_image_folder_with_bad_images(tmp_path: Path) -> None:

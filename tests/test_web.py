@@ -61,6 +61,7 @@ def store_dir(tmp_path: Path) -> Path:
 
 
 AOG_RUN = "aog-bird-head-test"
+HOSTILE = '<script>alert("x")</script>.png'  # an example image's name: pages must show it as text
 CALIBRATION = {"threshold": 0.2, "precision": 0.95, "positives": 50, "negatives": 40, "found_rate": 0.84,
                "false_rate": 0.05, "localisation": {"images": 50, "distance": 0.0412, "found": 42,
                                                     "distance_found": 0.0351}}  # fmt: skip
@@ -71,7 +72,7 @@ def _aog_run(s: GraphStore, build: RunRecord, patterns: list[str]) -> None:
     pid = f"{build.id}/part/bird/head"
     nodes = {
         "Part": [{"id": pid, "run": AOG_RUN, "name": "head", "category": "bird", "box_w": 30.0, "box_h": 20.0}],
-        "Template": [{"id": f"{pid}/t0", "run": AOG_RUN, "part": pid, "k": 0, "example": "e0", "flipped": False}],
+        "Template": [{"id": f"{pid}/t0", "run": AOG_RUN, "part": pid, "k": 0, "example": HOSTILE, "flipped": False}],
     }
     uses = [
         {"from": f"{pid}/t0", "to": p, "dx": 4.0 * i, "dy": -2.0, "weight": 1.0 / (i + 1)}
@@ -115,6 +116,7 @@ def test_report_is_self_contained_every_link_resolves(store_dir: Path, tmp_path:
     for page in pages:
         html = page.read_text()
         assert not re.search(r"""(src|href)=["'](https?:)?//""", html), f"{page} refers to the network"
+        assert "<script" not in html, f"{page} holds a script (the pages have none; names are escaped)"
         for ref in re.findall(r"""(?:src|href)=["']([^"'#?]+)""", html):
             assert (page.parent / ref).resolve().is_file(), f"{page.relative_to(out)} links to missing {ref}"
         twin = json.loads(page.with_suffix(".json").read_text())
@@ -173,6 +175,17 @@ def test_server_pages_json_twins_paging_and_errors(store_dir: Path) -> None:
         assert [u["pattern"] for u in part["templates"][0]["uses"]][:1] and part["part"]["category"] == "bird"
         text = client.get("/" + href("runs", AOG_RUN)).text
         assert "0.041 of the image diagonal" in text and "over 50 held-out images that annotate it" in text
+        assert "<script>" not in text and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;.png" in text  # escaped
+        # Read-only: no route takes a write (every one answers GET and HEAD only).
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            for path in (
+                "/",
+                "/" + href("runs", run),
+                "/" + href("runs", run, ext="json"),
+                "/files/x",
+                "/static/style.css",
+            ):
+                assert client.request(method, path).status_code == 405
 
 
 def _chromium() -> tuple[str, str] | None:

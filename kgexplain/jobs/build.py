@@ -12,6 +12,7 @@ nothing and an interrupted build finishes when run again.
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -380,6 +381,7 @@ def _build(
 
     t = time.perf_counter()
     image_ids, image_table = image_rows(objects, rows, objects.name, store.artifacts.root)
+    frames_ref = _frames(objects, rows, image_ids, image_table, framing, store.artifacts)
     graph_ref = store.artifacts.put_file(cached, "graphs")  # what `aog learn` and `localize` infer with
     _, shared_nodes, shared_rels = model_rows(
         handle, {n: feats[n].geometry for n in layers}, {n: feats[n].shape[0] for n in layers}
@@ -406,6 +408,7 @@ def _build(
         "stability": summary,
         "mining": graph.stats,
         "sheets": sheets,  # layer -> contact-sheet artifact (the report and the browser show them)
+        "frames": frames_ref,  # image id -> the source region the model saw (cropped images only), or None
     }
     if group.joined:
         stats["ranks"] = group.world
@@ -485,6 +488,23 @@ def _patches(
             merged.update(part)
         refs = merged
     return refs, sheets
+
+
+def _frames(
+    source: ImageSource, rows: np.ndarray, ids: list[str], table: Any, framing: Framing, artifacts: Artifacts
+) -> str | None:
+    """The region of each source image that was framed (cropped to its box) as a JSON artifact, image id ->
+    [x0, y0, x1, y1] in source pixel edges, for the images whose region is not the whole image: positions stored in
+    the run are framed pixels, and this maps them onto the source image (the browser's marks). None: no crops."""
+    frames: dict[str, list[float]] = {}
+    ws, hs = table.column("w").to_pylist(), table.column("h").to_pylist()
+    for image_id, row, w, h in zip(ids, rows, ws, hs, strict=True):
+        region = framing.region(source.record(int(row)), int(w), int(h))
+        if region != (0.0, 0.0, float(w), float(h)):
+            frames[image_id] = [round(float(v), 3) for v in region]
+    if not frames:
+        return None
+    return artifacts.put_bytes(json.dumps(frames, sort_keys=True).encode(), "json", "frames").path
 
 
 def _stability(

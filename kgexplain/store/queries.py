@@ -71,8 +71,8 @@ def _check_names(store: GraphStore, run: str | None, layer: str | None, model: s
             )
 
 
-def pattern(store: GraphStore, pattern_id: str, limit: int = 10) -> dict[str, Any]:
-    """One pattern with its parents, children and top images."""
+def pattern(store: GraphStore, pattern_id: str, limit: int = 10, sizes: bool = False) -> dict[str, Any]:
+    """One pattern with its parents, children and top images (with ``sizes``, each image's w and h too)."""
     found = store.query(
         "MATCH (p:Pattern) WHERE p.id = $id RETURN p.id AS pattern, p.run AS run, p.model AS model, p.layer AS layer, "
         "p.filter AS filter, p.k AS k, p.mu_x AS mu_x, p.mu_y AS mu_y, p.sigma AS sigma, p.score AS score, "
@@ -96,7 +96,8 @@ def pattern(store: GraphStore, pattern_id: str, limit: int = 10) -> dict[str, An
     ).records()
     out["images"] = store.query(
         "MATCH (p:Pattern)-[f:FIRES_ON]->(i:Image) WHERE p.id = $id RETURN i.id AS image, i.path AS path, "
-        "f.x AS x, f.y AS y, f.score AS score, f.rank AS rank, f.patch AS patch ORDER BY rank LIMIT $n",
+        + ("i.w AS w, i.h AS h, " if sizes else "")
+        + "f.x AS x, f.y AS y, f.score AS score, f.rank AS rank, f.patch AS patch ORDER BY rank LIMIT $n",
         {"id": pattern_id, "n": int(limit)},
     ).records()
     for row in out["images"]:

@@ -80,6 +80,8 @@ class Site:
         self.only = set(runs) if runs else None
         self.allow = allow  # which pages exist (the report exports a subset); None: all
         self.max_pages: int | None = None  # run pages beyond this are not offered (the report's cap)
+        self._frames: dict[str, dict[str, list[float]]] = {}
+        self._sizes: dict[str, int] = {}
 
     def link(self, kind: str, node_id: str) -> str | None:
         """The page's path, or None where the site has no such page (links then show as plain text)."""
@@ -148,7 +150,7 @@ class Site:
         }
 
     def pattern(self, pattern_id: str) -> dict[str, Any]:
-        p = Q.pattern(self.store, pattern_id, limit=12)
+        p = Q.pattern(self.store, pattern_id, limit=12, sizes=True)
         if self.only is not None and p["run"] not in self.only:
             raise UsageError(f"no pattern {pattern_id!r} in this report", hint="the index page lists the runs")
         for key in ("parents", "children"):
@@ -162,6 +164,9 @@ class Site:
         for s in siblings:
             s["href"] = self.link("patterns", s["pattern"])
         size = _input_size(self.store, p["model"])
+        frames = self.frames(str(p["run"]))
+        for im in p["images"]:  # the inferred position on the source image (positions are framed pixels)
+            im["sx"], im["sy"], im["left"], im["top"] = on_source(im, frames.get(im["image"]), size)
         return p | {
             "page": "pattern",
             "title": f"pattern {pattern_id}",
@@ -171,6 +176,23 @@ class Site:
             "input_size": size,
         }
 
+    def frames(self, run_id: str) -> dict[str, list[float]]:
+        """The source region each image of a build was cropped to (``stats.frames``, image id -> [x0, y0, x1, y1]);
+        empty for uncropped builds and for builds made before it was recorded. Read once per run."""
+        if run_id not in self._frames:
+            row = Q.run(self.store, run_id)
+            ref = _json(row["stats"]).get("frames") if row else None
+            found = artifact_file(self.store.artifacts.root, ref) if isinstance(ref, str) else None
+            self._frames[run_id] = json.loads(found.read_text()) if found is not None else {}
+        return self._frames[run_id]
+
+    def input_size(self, run_id: str) -> int:
+        """The model input size of a run (224 when unknown). Read once per run."""
+        if run_id not in self._sizes:
+            row = Q.run(self.store, run_id)
+            self._sizes[run_id] = _input_size(self.store, str(row["model"]) if row else None)
+        return self._sizes[run_id]
+
     def image(self, image_id: str, page: int = 0, layer: str | None = None) -> dict[str, Any]:
         im = browse.image(self.store, image_id)
         if im is None:
@@ -178,9 +200,14 @@ class Site:
         fires = browse.image_patterns(self.store, image_id, layer, page * IMAGE_PAGE, IMAGE_PAGE)
         if self.only is not None:
             fires = [f for f in fires if f["run"] in self.only]
+        url = self.files.image(image_id, im["path"])
         for f in fires:
             f["href"] = self.link("patterns", f["pattern"])
             f["patch_url"] = self.files.artifact(f["patch"]) if f["patch"] else None
+            f["crop"] = None
+            if not f["patch_url"] and url:  # no stored patch (not among the pattern's best): crop the page's image
+                size = self.input_size(str(f["run"]))
+                f["crop"] = crop_style(f | {"w": im["w"], "h": im["h"]}, self.frames(str(f["run"])).get(image_id), size)
         maps = [m for m in browse.image_maps(self.store, image_id) if self.only is None or m["run"] in self.only]
         for m in maps:
             m["map_url"], m["low"], m["high"] = None, None, None
@@ -349,6 +376,33 @@ def _scalars(d: dict[str, Any], prefix: str = "", depth: int = 2) -> dict[str, A
         elif isinstance(v, dict) and depth > 1:
             out |= _scalars(v, f"{prefix}{k}.", depth - 1)
     return out
+
+
+def on_source(im: dict[str, Any], region: list[float] | None, size: int) -> tuple[float, float, float, float]:
+    """A framed position (im's x, y on the ``size``-pixel model input) on its source image of im's w x h pixels,
+    cropped to ``region`` (pixel edges; None: the whole image): (x, y) in source pixels and as percentages of the
+    image's width and height (where a mark goes)."""
+    w, h = float(im.get("w") or size), float(im.get("h") or size)
+    x0, y0, x1, y1 = region if region else (0.0, 0.0, w, h)
+    ex = x0 + (float(im["x"] or 0) + 0.5) * (x1 - x0) / size  # edge coordinates
+    ey = y0 + (float(im["y"] or 0) + 0.5) * (y1 - y0) / size
+    return ex - 0.5, ey - 0.5, 100 * ex / w, 100 * ey / h
+
+
+def crop_style(f: dict[str, Any], region: list[float] | None, size: int) -> str:
+    """CSS that shows the patch around a framed position (f's x, y) as a crop of the source image (f's w x h) set as
+    a card's background: the square the build's patches cover (70 px at 224, in framed pixels), shifted inside the
+    image as they are."""
+    w, h = float(f.get("w") or size), float(f.get("h") or size)
+    x0, y0, x1, y1 = region if region else (0.0, 0.0, w, h)
+    sx, sy, _, _ = on_source(f, region, size)
+    patch = max(8, math.floor(70 * size / 224 + 0.5))  # features.geometry.scaled_patch_size (which needs torch)
+    sw, sh = min(patch * (x1 - x0) / size, w), min(patch * (y1 - y0) / size, h)  # the square patch on the source
+    cx = min(max(sx + 0.5 - sw / 2, 0.0), w - sw)
+    cy = min(max(sy + 0.5 - sh / 2, 0.0), h - sh)
+    px = 100 * cx / (w - sw) if w > sw else 0.0
+    py = 100 * cy / (h - sh) if h > sh else 0.0
+    return f"background-size: {100 * w / sw:.2f}% {100 * h / sh:.2f}%; background-position: {px:.2f}% {py:.2f}%"
 
 
 def _input_size(store: GraphStore, model: str | None) -> int:
