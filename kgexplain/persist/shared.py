@@ -98,7 +98,7 @@ def image_rows(
         paths.append(stored_path(Path(rec.path), artifacts) if rec.path is not None else rec.id)
         size = rec.meta.get("size")
         if size is None:
-            w, h = source.load_image(int(i)).size
+            w, h = source.image_size(int(i))
         else:
             w, h = size
         ws.append(int(w))
