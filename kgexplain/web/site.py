@@ -391,8 +391,9 @@ def on_source(im: dict[str, Any], region: list[float] | None, size: int) -> tupl
 
 def crop_style(f: dict[str, Any], region: list[float] | None, size: int) -> str:
     """CSS that shows the patch around a framed position (f's x, y) as a crop of the source image (f's w x h) set as
-    a card's background: the square the build's patches cover (70 px at 224, in framed pixels), shifted inside the
-    image as they are."""
+    a card's background: the square the build's patches cover (70 px at 224, in framed pixels), mapped through the
+    image's crop ``region`` and shifted inside the source image (a stored patch is shifted inside the framed one,
+    so near a crop's edge the two can differ by the shift)."""
     w, h = float(f.get("w") or size), float(f.get("h") or size)
     x0, y0, x1, y1 = region if region else (0.0, 0.0, w, h)
     sx, sy, _, _ = on_source(f, region, size)
