@@ -61,6 +61,15 @@ from .output import emit_result
     help="Stepwise EM: each iteration's E-step on this many of the EM images, statistics averaged with decaying "
     "steps (default 0: every EM image each iteration; faster on large models, less stable, see README).",
 )
+@click.option(
+    "--facing",
+    type=click.Choice(["as-is", "latent"]),
+    default="as-is",
+    help="latent: each image is mined as it is or mirrored, whichever the graph explains better, choosing again "
+    "after each of --facing-rounds re-minings (the object's facing as a latent variable; about rounds + 1 times "
+    "the mining; one process only; see README 'Explanatory graphs').",
+)
+@click.option("--facing-rounds", type=click.IntRange(min=1), default=3, help="Rounds of choosing with --facing latent.")
 @click.option("--patches", type=click.IntRange(min=0), default=5, help="Top patches stored per pattern (0: none).")
 @click.option(
     "--top-inferences",
@@ -85,6 +94,8 @@ def build_command(
     parents: int | None,
     em_images: int | None,
     em_batch: int | None,
+    facing: str,
+    facing_rounds: int,
     patches: int,
     top_inferences: int,
     batch_size: int | None,
@@ -112,6 +123,8 @@ def build_command(
         parents=parents,
         em_images=em_images,
         em_batch=em_batch,
+        facing=facing,
+        facing_rounds=facing_rounds,
         patches=patches,
         top_inferences=top_inferences,
         device=job.device,

@@ -24,6 +24,7 @@ import torch
 
 from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.images import LoadReport
+from kgexplain.data.mirror import Mirrored
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.subset import Subset
 from kgexplain.data.subset import shard as shard_of
@@ -31,6 +32,7 @@ from kgexplain.data.synth import BACKGROUND
 from kgexplain.distributed import Group, join
 from kgexplain.errors import DataError, UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner, Inference
+from kgexplain.explanatory_graph.facing import choose_facing, mixed
 from kgexplain.explanatory_graph.patches import contact_sheet, png, top_patches
 from kgexplain.explanatory_graph.stability import (
     PARTS,
@@ -84,6 +86,8 @@ class BuildConfig:
     sheet_patterns: int = 40  # patterns per layer on the contact sheet
     device: str = "auto"
     batch_size: int | None = None  # images per forward pass
+    facing: str = "as-is"  # "latent": each image mined as it is or mirrored, as the graph chooses (facing.py)
+    facing_rounds: int = 3  # with facing "latent": choose, mine again, ... this many times
 
 
 @dataclass
@@ -238,7 +242,13 @@ def run_build(
     handle = load_model(cfg.model, cfg.weights, trust_checkpoint=cfg.trust_checkpoint)
     eg_cfg = _eg_config(cfg, handle)
     device = device_name(cfg.device)
+    if cfg.facing not in ("as-is", "latent"):
+        raise UsageError(f"facing must be as-is or latent, not {cfg.facing!r}")
+    if cfg.facing_rounds < 1:
+        raise UsageError(f"facing_rounds must be 1 or more, not {cfg.facing_rounds}")
     group = join(device)
+    if cfg.facing == "latent" and group.world > 1:
+        raise UsageError("--facing latent runs in one process", hint="leave out --nproc (or torchrun) for it")
     if not group.main:
         progress = None  # rank 0 reports for the job
     timings["model_s"] = time.perf_counter() - t
@@ -334,6 +344,8 @@ def _build(
         "framing": framing.describe(),
         "negatives": negatives.fingerprint() if negatives is not None else None,
     }
+    if cfg.facing == "latent":  # (only then: the default's run ids stay as they were)
+        determinants["facing"] = {"mode": cfg.facing, "rounds": cfg.facing_rounds}
     data_label = cfg.category if synthetic else Path(objects.name.split(":", 1)[-1]).name
     run_id = I.run_id("eg", handle.name, data_label, determinants)
 
@@ -341,12 +353,26 @@ def _build(
     cached = ws.cache / "eg" / f"{run_id}.npz"
     t = time.perf_counter()
     from_cache = group.first(cached.exists(), "the graph cache")  # rank 0's answer: it writes the cache
+    mirror_feats = extract(Mirrored(objects), framing).features if cfg.facing == "latent" else None
+    seen = objects  # the images as they were mined (some mirrored, with facing "latent")
     if from_cache:
         graph = ExplanatoryGraph.load(cached)
+        if mirror_feats is not None:  # mined on a choice of facings: the same images again
+            flip = np.asarray(graph.stats["facing"]["mirrored"], bool)
+            feats = {n: mixed(feats[n], mirror_feats[n], flip) for n in layers}
+            seen = Mirrored(objects, _per_source(flip, rows, len(objects)))
     else:
         say(progress, f"mining {len(layers)} layers on {extraction.report.loaded} images")
         negative_feats = neg_extraction.features if neg_extraction else None
-        graph, inference = miner.fit_infer(feats, negative_feats, model=handle.identity, progress=progress)
+        if mirror_feats is not None:
+            graph, inference, flip = choose_facing(
+                miner, feats, mirror_feats, negative_feats, cfg.facing_rounds, handle.identity, progress
+            )
+            graph.stats["facing"] = {"rounds": cfg.facing_rounds, "mirrored": flip.astype(int).tolist()}
+            feats = {n: mixed(feats[n], mirror_feats[n], flip) for n in layers}
+            seen = Mirrored(objects, _per_source(flip, rows, len(objects)))
+        else:
+            graph, inference = miner.fit_infer(feats, negative_feats, model=handle.identity, progress=progress)
         if group.main:
             cached.parent.mkdir(parents=True, exist_ok=True)
             graph.save(cached)
@@ -357,7 +383,7 @@ def _build(
         timings["inference_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    patch_refs, sheets = _patches(cfg, graph, inference, objects, rows, framing, artifacts, group)
+    patch_refs, sheets = _patches(cfg, graph, inference, seen, rows, framing, artifacts, group)
     timings["patches_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -368,7 +394,7 @@ def _build(
             run_id, ws, handle, objects, negatives, extraction, neg_extraction, graph, inference, from_cache,
             timings=timings,
         )  # fmt: skip
-    stab = _stability(graph, inference, raw, feats, objects, rows, framing, eg_cfg)
+    stab = _stability(graph, inference, raw, feats, seen, rows, framing, eg_cfg)
     summary: dict[str, Any] = {}
     if stab:
         summary = {method: res.value for method, res in stab.items()}
@@ -381,7 +407,7 @@ def _build(
 
     t = time.perf_counter()
     image_ids, image_table = image_rows(objects, rows, objects.name, store.artifacts.root)
-    frames_ref = _frames(objects, rows, image_ids, image_table, framing, store.artifacts)
+    frames_ref = _frames(seen, rows, image_ids, image_table, framing, store.artifacts)
     graph_ref = store.artifacts.put_file(cached, "graphs")  # what `aog learn` and `localize` infer with
     _, shared_nodes, shared_rels = model_rows(
         handle, {n: feats[n].geometry for n in layers}, {n: feats[n].shape[0] for n in layers}
@@ -495,16 +521,27 @@ def _frames(
 ) -> str | None:
     """The region of each source image that was framed (cropped to its box) as a JSON artifact, image id ->
     [x0, y0, x1, y1] in source pixel edges, for the images whose region is not the whole image: positions stored in
-    the run are framed pixels, and this maps them onto the source image (the browser's marks). None: no crops."""
+    the run are framed pixels, and this maps them onto the source image (the browser's marks). An image mined
+    mirrored (``source`` a :class:`Mirrored`) has x0 > x1: its framed x runs from right to left. None: no crops."""
     frames: dict[str, list[float]] = {}
     ws, hs = table.column("w").to_pylist(), table.column("h").to_pylist()
     for image_id, row, w, h in zip(ids, rows, ws, hs, strict=True):
         region = framing.region(source.record(int(row)), int(w), int(h))
+        if isinstance(source, Mirrored) and source.flip[int(row)]:
+            region = (w - region[0], region[1], w - region[2], region[3])
         if region != (0.0, 0.0, float(w), float(h)):
             frames[image_id] = [round(float(v), 3) for v in region]
     if not frames:
         return None
     return artifacts.put_bytes(json.dumps(frames, sort_keys=True).encode(), "json", "frames").path
+
+
+def _per_source(flip: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """A choice per usable image (``flip``, in the order of ``rows``, their source indices) as one per source image
+    (False for images that could not be used)."""
+    out = np.zeros(n, bool)
+    out[np.asarray(rows, np.int64)] = flip
+    return out
 
 
 def _stability(

@@ -398,7 +398,8 @@ def crop_style(f: dict[str, Any], region: list[float] | None, size: int) -> str:
     x0, y0, x1, y1 = region if region else (0.0, 0.0, w, h)
     sx, sy, _, _ = on_source(f, region, size)
     patch = max(8, math.floor(70 * size / 224 + 0.5))  # features.geometry.scaled_patch_size (which needs torch)
-    sw, sh = min(patch * (x1 - x0) / size, w), min(patch * (y1 - y0) / size, h)  # the square patch on the source
+    # the square patch on the source (a region with x0 > x1 is an image mined mirrored: the same square)
+    sw, sh = min(patch * abs(x1 - x0) / size, w), min(patch * abs(y1 - y0) / size, h)
     cx = min(max(sx + 0.5 - sw / 2, 0.0), w - sw)
     cy = min(max(sy + 0.5 - sh / 2, 0.0), h - sh)
     px = 100 * cx / (w - sw) if w > sw else 0.0
