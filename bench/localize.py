@@ -63,11 +63,14 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3, help="annotated examples per part")
     ap.add_argument("--category", default="bird")
     ap.add_argument("--whole", action="store_true", help="localise on whole images (and background images)")
+    ap.add_argument("--facing", choices=["as-is", "latent"], default="as-is", help="the build's --facing")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        cfg = BuildConfig(seed=args.seed, n=args.train, category=args.category, patches=0, device="cpu")
+        cfg = BuildConfig(
+            seed=args.seed, n=args.train, category=args.category, patches=0, device="cpu", facing=args.facing
+        )
         res = run_build(cfg, StoreSpec(d))
         feats = res.extraction.features
         framing = Framing(res.model.input_size, "box")

@@ -26,12 +26,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--category", default="bird")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--facing", choices=["as-is", "latent"], default="as-is", help="the build's --facing")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         res = run_build(
-            BuildConfig(seed=args.seed, n=args.n, category=args.category, patches=0, device=args.device), StoreSpec(d)
+            BuildConfig(
+                seed=args.seed, n=args.n, category=args.category, patches=0, device=args.device, facing=args.facing
+            ),
+            StoreSpec(d),
         )
     st = res.stability
     out = {
