@@ -172,6 +172,8 @@ def nproc_option(f: F) -> F:
     @functools.wraps(f)
     def command(*args: Any, nproc: int, **kwargs: Any) -> Any:
         if nproc > 1 and not launched():
+            if kwargs.get("facing") == "latent":  # refused before any process starts (run_build refuses it too)
+                raise click.UsageError("--facing latent runs in one process: leave out --nproc for it")
             ctx = click.get_current_context()
             argv = list(ctx.meta.get(ARGV, []))
             job = kwargs.get("job")

@@ -77,3 +77,6 @@ def test_a_latent_facing_build_stores_mirrored_crops_and_rebuilds_from_its_cache
     assert plain["run"] != res["run"]  # the facing is part of the run's identity (the default's ids unchanged)
     with pytest.raises(UsageError):
         run_build(BuildConfig(n=12, facing="sideways"), StoreSpec(str(tmp_path / "other")))
+    several = CliRunner().invoke(cli, [*args, "--nproc", "2", "--store", str(tmp_path / "other")])
+    assert several.exit_code == 2 and "runs in one process" in several.output  # refused before any process starts
+    assert not (tmp_path / "other").exists()
