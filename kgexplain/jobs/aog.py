@@ -208,6 +208,12 @@ def run_learn(
                 except UsageError:  # learnt by an older kgexplain: it cannot share facings
                     continue
         say(progress, f"learning '{cfg.part}' ({cat}) from {cfg.k} examples on {len(pool)} unlabelled images")
+        if (build.config.get("facing") or {}).get("mode") == "latent":
+            say(
+                progress,
+                f"note: {build.run} was mined with --facing latent; parts localise worse on such a graph today "
+                "(README: Explanatory graphs, the facing as a latent variable)",
+            )
         learnt = learn_on(build, cfg.part, cat, ex, centres, pool, cfg.aog, build_negatives(db, build), others)
         model, aligned, grow = learnt.part, learnt.aligned_to, learnt.grown
         run_id = aog_run_id(build.run, cat, cfg.part)
