@@ -11,6 +11,7 @@ stable.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeAlias
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from kgexplain.explanatory_graph.graph import ExplanatoryGraph, Inference
 from kgexplain.explanatory_graph.miner import ExplanatoryGraphMiner
 from kgexplain.features.cache import FeatureSet, Shard
 from kgexplain.progress import Progress, say
+
+Features: TypeAlias = Mapping[str, FeatureSet]  # layer -> its features
 
 
 def mixed(plain: FeatureSet, mirror: FeatureSet, flip: np.ndarray) -> FeatureSet:
@@ -42,11 +45,13 @@ def choose_facing(
     rounds: int,
     model: str = "",
     progress: Progress | None = None,
-) -> tuple[ExplanatoryGraph, Inference, np.ndarray]:
+) -> tuple[ExplanatoryGraph, Inference, np.ndarray, Features]:
     """Mine with the facing chosen per image in ``rounds`` rounds: (the graph mined on the last choice, its
-    inference on the chosen images, the choice: True where the image is mined mirrored)."""
+    inference on the chosen images, the choice: True where the image is mined mirrored, the features it was mined
+    on: each layer's :func:`mixed` of ``plain`` and ``mirror`` by the choice)."""
     names = list(plain)
     flip = np.zeros(len(plain[names[0]]), bool)
+    mined_on: Features = plain
     graph, inference = miner.fit_infer(plain, negatives, model=model, progress=progress)
     for k in range(rounds):
         as_is = miner.infer(graph, plain) if k else inference  # round 0's graph was mined on the plain images
@@ -58,6 +63,6 @@ def choose_facing(
         if np.array_equal(new, flip):
             break  # the choice no longer changes: the graph mined on it is the answer
         flip = new
-        chosen = {n: mixed(plain[n], mirror[n], flip) for n in names}
-        graph, inference = miner.fit_infer(chosen, negatives, model=model, progress=progress)
-    return graph, inference, flip
+        mined_on = {n: mixed(plain[n], mirror[n], flip) for n in names}
+        graph, inference = miner.fit_infer(mined_on, negatives, model=model, progress=progress)
+    return graph, inference, flip, mined_on

@@ -354,23 +354,21 @@ def _build(
     t = time.perf_counter()
     from_cache = group.first(cached.exists(), "the graph cache")  # rank 0's answer: it writes the cache
     mirror_feats = extract(Mirrored(objects), framing).features if cfg.facing == "latent" else None
-    seen = objects  # the images as they were mined (some mirrored, with facing "latent")
+    flip: np.ndarray | None = None  # with facing "latent": the images mined mirrored
     if from_cache:
         graph = ExplanatoryGraph.load(cached)
         if mirror_feats is not None:  # mined on a choice of facings: the same images again
             flip = np.asarray(graph.stats["facing"]["mirrored"], bool)
             feats = {n: mixed(feats[n], mirror_feats[n], flip) for n in layers}
-            seen = Mirrored(objects, _per_source(flip, rows, len(objects)))
     else:
         say(progress, f"mining {len(layers)} layers on {extraction.report.loaded} images")
         negative_feats = neg_extraction.features if neg_extraction else None
         if mirror_feats is not None:
-            graph, inference, flip = choose_facing(
+            graph, inference, flip, mined_on = choose_facing(
                 miner, feats, mirror_feats, negative_feats, cfg.facing_rounds, handle.identity, progress
             )
             graph.stats["facing"] = {"rounds": cfg.facing_rounds, "mirrored": flip.astype(int).tolist()}
-            feats = {n: mixed(feats[n], mirror_feats[n], flip) for n in layers}
-            seen = Mirrored(objects, _per_source(flip, rows, len(objects)))
+            feats = dict(mined_on)
         else:
             graph, inference = miner.fit_infer(feats, negative_feats, model=handle.identity, progress=progress)
         if group.main:
@@ -381,6 +379,8 @@ def _build(
         t = time.perf_counter()
         inference = miner.infer(graph, feats)
         timings["inference_s"] = time.perf_counter() - t
+    # The images as they were mined (with facing "latent", some mirrored): patches, stability and crops follow them.
+    seen = objects if flip is None else Mirrored(objects, _per_source(flip, rows, len(objects)))
 
     t = time.perf_counter()
     patch_refs, sheets = _patches(cfg, graph, inference, seen, rows, framing, artifacts, group)
