@@ -221,10 +221,9 @@ class ExplanatoryGraphMiner:
         keep the others');
         ``shift``: the numba kernel's precomputed parent shift for these images (``numba_shift``)."""
         cfg = self.config
-        edge_w = edge_weights(parents, upper[1]) if parents is not None and upper is not None else None
         if self.kernel == "numba":
             up = None
-            if parents is not None and upper is not None:
+            if parents is not None and upper is not None and shift is None:  # a given shift needs no parents' view
                 up = numba_upper(parents, upper[0], upper[1], (upper[2], upper[3]), cfg.agree_sigma)
             return e_step_numba(
                 f,
@@ -245,8 +244,8 @@ class ExplanatoryGraphMiner:
             )
         pred = mu[None].expand(f.shape[0], -1, -1)
         agree = None
-        if parents is not None and upper is not None and edge_w is not None:
-            agree_w = agreement_weights(parents, upper[1], cfg.agree_sigma)
+        if parents is not None and upper is not None:
+            edge_w, agree_w = edge_weights(parents, upper[1]), agreement_weights(parents, upper[1], cfg.agree_sigma)
             delta, agree = parent_shift(parents, upper[0], edge_w, upper[2], upper[3], cfg.fire_threshold, agree_w)
             pred = pred + delta
         agree = agree if cfg.agreement else None
