@@ -80,8 +80,7 @@ class Site:
         self.only = set(runs) if runs else None
         self.allow = allow  # which pages exist (the report exports a subset); None: all
         self.max_pages: int | None = None  # run pages beyond this are not offered (the report's cap)
-        self._frames: dict[str, dict[str, list[float]]] = {}
-        self._sizes: dict[str, int] = {}
+        self._framing: dict[str, tuple[dict[str, list[float]], int]] = {}  # run -> (frames, input size)
 
     def link(self, kind: str, node_id: str) -> str | None:
         """The page's path, or None where the site has no such page (links then show as plain text)."""
@@ -163,8 +162,7 @@ class Site:
         siblings = browse.filter_patterns(self.store, p["run"], p["layer"], int(p["filter"]))
         for s in siblings:
             s["href"] = self.link("patterns", s["pattern"])
-        size = _input_size(self.store, p["model"])
-        frames = self.frames(str(p["run"]))
+        frames, size = self.framing(str(p["run"]))
         for im in p["images"]:  # the inferred position on the source image (positions are framed pixels)
             im["sx"], im["sy"], im["left"], im["top"] = on_source(im, frames.get(im["image"]), size)
         return p | {
@@ -176,22 +174,17 @@ class Site:
             "input_size": size,
         }
 
-    def frames(self, run_id: str) -> dict[str, list[float]]:
-        """The source region each image of a build was cropped to (``stats.frames``, image id -> [x0, y0, x1, y1]);
-        empty for uncropped builds and for builds made before it was recorded. Read once per run."""
-        if run_id not in self._frames:
+    def framing(self, run_id: str) -> tuple[dict[str, list[float]], int]:
+        """How a build framed its images: the source region each was cropped to (``stats.frames``, image id ->
+        [x0, y0, x1, y1]; empty for uncropped builds and for builds made before it was recorded) and the model's
+        input size (224 when unknown). Read once per run."""
+        if run_id not in self._framing:
             row = Q.run(self.store, run_id)
             ref = _json(row["stats"]).get("frames") if row else None
             found = artifact_file(self.store.artifacts.root, ref) if isinstance(ref, str) else None
-            self._frames[run_id] = json.loads(found.read_text()) if found is not None else {}
-        return self._frames[run_id]
-
-    def input_size(self, run_id: str) -> int:
-        """The model input size of a run (224 when unknown). Read once per run."""
-        if run_id not in self._sizes:
-            row = Q.run(self.store, run_id)
-            self._sizes[run_id] = _input_size(self.store, str(row["model"]) if row else None)
-        return self._sizes[run_id]
+            frames = json.loads(found.read_text()) if found is not None else {}
+            self._framing[run_id] = (frames, _input_size(self.store, str(row["model"]) if row else None))
+        return self._framing[run_id]
 
     def image(self, image_id: str, page: int = 0, layer: str | None = None) -> dict[str, Any]:
         im = browse.image(self.store, image_id)
@@ -206,8 +199,8 @@ class Site:
             f["patch_url"] = self.files.artifact(f["patch"]) if f["patch"] else None
             f["crop"] = None
             if not f["patch_url"] and url:  # no stored patch (not among the pattern's best): crop the page's image
-                size = self.input_size(str(f["run"]))
-                f["crop"] = crop_style(f | {"w": im["w"], "h": im["h"]}, self.frames(str(f["run"])).get(image_id), size)
+                frames, size = self.framing(str(f["run"]))
+                f["crop"] = crop_style(f | {"w": im["w"], "h": im["h"]}, frames.get(image_id), size)
         maps = [m for m in browse.image_maps(self.store, image_id) if self.only is None or m["run"] in self.only]
         for m in maps:
             m["map_url"], m["low"], m["high"] = None, None, None
