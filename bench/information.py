@@ -13,7 +13,7 @@ seed S.
   noise (ru_constraint_rel_err_max: the same for the RU maps).
 - seconds_per_map: wall time of all trained-net maps / their number (all layers of a batch of images fit in one
   batched pass); map_cost_passes: time of one fit call / time of one forward+backward pass of that call's noise
-  batch, measured in the same run.
+  batch (images x layers x samples per step) through every layer asked for, measured in the same run.
 - concentration_{trained,untrained}: mean SID outside the object minus inside, at the last layer, averaged over
   the images, for the shipped toy net and the same architecture with random weights (`--weights none`);
   the per-layer values are under "concentration_by_layer".

@@ -66,6 +66,37 @@ def test_constraint_is_reached_and_a_seed_gives_the_same_map(toy_images: np.ndar
     assert r1.log_sigma[:, 1].mean() > r1.log_sigma[:, 0].mean()
 
 
+def test_each_map_runs_its_noise_only_to_its_layer_and_only_when_needed(toy_images: np.ndarray) -> None:
+    handle = load_model("toynet", "shipped")
+    x = normalise(torch.from_numpy(toy_images), handle)
+    est = SIDEstimator(handle, ["conv2_2", "conv5_2"], FAST)
+    seen: list[int] = []
+    deepest = handle.module.get_submodule(handle.layer("conv5_2").module)
+    hook = deepest.register_forward_hook(lambda _m, inp, _o: seen.append(inp[0].shape[0]))
+    try:
+        clean = est.probe.clean(x)
+        seen.clear()
+        log_sigma = torch.full((2, 2, 9, 9), -4.0)
+        eps = torch.randn((2, 2, 3, 3, 128, 128), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            change, _ = est._change(x, clean, log_sigma, eps)
+            assert seen == [2 * 3]  # the conv2_2 maps' 6 noisy images never reach conv5_2
+            # The same change as running every noisy image through the whole probe.
+            for j in range(2):
+                xn = x[:, None] + torch.exp(torch.tensor(-4.0)) * eps[:, j]
+                full = est.probe(xn.reshape(-1, 3, 128, 128))[j].reshape(2, 3, -1)
+                expect = (full - clean[j].reshape(2, 1, -1)).pow(2).sum(2)
+                torch.testing.assert_close(change[:, j], expect, rtol=1e-4, atol=1e-6)
+            seen.clear()
+            need = torch.tensor([[True, False], [False, False]])
+            part, _ = est._change(x, clean, log_sigma, eps, need=need)
+    finally:
+        hook.remove()
+    assert seen == []  # only map (0, conv2_2) ran
+    torch.testing.assert_close(part[0, 0], change[0, 0])
+    assert float(part[1].abs().sum() + part[0, 1].abs().sum()) == 0.0
+
+
 def test_delta_f2_is_the_small_noise_limit(toy_images: np.ndarray) -> None:
     handle = load_model("toynet", "shipped")
     x = normalise(torch.from_numpy(toy_images[:1]), handle).double()

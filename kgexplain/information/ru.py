@@ -24,6 +24,11 @@ def _residual(decoder: Decoder, noisy: torch.Tensor, target: torch.Tensor) -> to
     return (rec - target[:, None]).pow(2).mean((1, 2))
 
 
+def _present(noisy: torch.Tensor | None) -> torch.Tensor:
+    assert noisy is not None  # every map runs unless a ``need`` mask leaves it out; these passes give none
+    return noisy
+
+
 def fit_ru(
     estimator: SIDEstimator, decoders: Mapping[str, Decoder], x: torch.Tensor, delta2: torch.Tensor | None = None
 ) -> SIDResult:
@@ -33,9 +38,9 @@ def fit_ru(
     for d in decoders.values():
         d.requires_grad_(False)
 
-    def entropy(_xn: torch.Tensor, noisy: list[torch.Tensor]) -> torch.Tensor:
+    def entropy(noisy: list[torch.Tensor | None]) -> torch.Tensor:
         terms = [
-            0.5 * torch.log(_residual(decoders[n], noisy[j][:, j], target) + FLOOR).mean((1, 2))
+            0.5 * torch.log(_residual(decoders[n], _present(noisy[j]), target) + FLOOR).mean((1, 2))
             for j, n in enumerate(layers)
         ]
         return torch.stack(terms, 1)
@@ -48,9 +53,9 @@ def fit_ru(
     maps = []
     with torch.no_grad():
         eps = torch.randn((x.shape[0], len(layers), cfg.eval_samples, 3, x.shape[-1], x.shape[-1]), generator=gen)
-        _, _, noisy = estimator._change(x, clean, log_sigma, eps.to(x.device))
+        _, noisy = estimator._change(x, clean, log_sigma, eps.to(x.device))
         for j, n in enumerate(layers):
-            r = _residual(decoders[n], noisy[j][:, j], target)
+            r = _residual(decoders[n], _present(noisy[j]), target)
             maps.append(0.5 * torch.log(r + FLOOR) + ENTROPY_CONSTANT)
     result.extra = {"ru": torch.stack(maps, 1).cpu().numpy()}  # (B, L, H, W)
     result.passes += 1

@@ -14,8 +14,9 @@ lambda is alpha / (mu n). After the steps, a safeguarded secant search on the co
 would leave the bracket) puts each map on the constraint; the value reached is then measured on fresh noise,
 corrected once more if it misses by more than tolerance / 2, and reported.
 
-All images and layers of a call are optimised together in one batched pass per step (their objectives are
-separable, so this equals optimising each alone); noise comes from a seeded generator, so a seed gives the same map.
+All images and layers of a call are optimised together (their objectives are separable, so this equals optimising
+each alone); each layer's noisy images run only up to that layer, and the search and the final measurement run
+again only the maps that still need it. Noise comes from a seeded generator, so a seed gives the same map.
 """
 
 from __future__ import annotations
@@ -95,6 +96,13 @@ class NoiseProbe:
             forward(self.handle.module, x)
         return [cap[s.name].post for s in self.specs]
 
+    def layer(self, x: torch.Tensor, j: int) -> torch.Tensor:
+        """ReLU features of the j-th layer alone: the pass stops there (a shallow map's noise never runs deeper)."""
+        spec = self.specs[j]
+        with capture_layers(self.handle.module, [spec], detach=False, stop=True) as cap:
+            forward(self.handle.module, x)
+        return cap[spec.name].post
+
     @torch.no_grad()
     def clean(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self(x)
@@ -114,9 +122,9 @@ class NoiseProbe:
         return out / samples
 
 
-# Entropy term for the optimiser: given the noisy inputs (B, L, S, 3, H, W) and per-layer noisy features (each
-# (B, L, S, ...)), returns (B, L) to be maximised, or None for SID's own term mean(log sigma).
-EntropyTerm = Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor]
+# Entropy term for the optimiser: given, per layer j, the noisy features of map j's inputs (each (B, S, ...)),
+# returns (B, L) to be maximised, or None for SID's own term mean(log sigma).
+EntropyTerm = Callable[[list[torch.Tensor | None]], torch.Tensor]
 
 
 def _upsample(log_sigma: torch.Tensor, size: int) -> torch.Tensor:
@@ -155,40 +163,73 @@ class SIDEstimator:
         return d2
 
     def _change(
-        self, x: torch.Tensor, clean: list[torch.Tensor], log_sigma: torch.Tensor, eps: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """Noisy inputs (B, L, S, 3, H, W), ||f'-f||^2 per sample (B, L, S) and the noisy features per layer."""
-        b, l = log_sigma.shape[:2]
-        s = eps.shape[2]
-        size = x.shape[-1]
-        xn = x[:, None, None] + _upsample(log_sigma, size) * eps
-        feats = self.probe(xn.reshape(b * l * s, *x.shape[1:]))
-        change = []
-        noisy = []
-        for j, f in enumerate(feats):
-            f = f.reshape(b, l, s, *f.shape[1:])
-            noisy.append(f)
-            change.append((f[:, j] - clean[j][:, None]).pow(2).flatten(2).sum(2))  # (B, S)
-        return xn, torch.stack(change, 1), noisy
+        self,
+        x: torch.Tensor,
+        clean: list[torch.Tensor],
+        log_sigma: torch.Tensor,
+        eps: torch.Tensor,
+        need: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        """||f'-f||^2 per sample (B, L, S) and, per layer j, the noisy features of map j's inputs (B, S, ...).
 
+        Map (b, j) runs its noise only up to layer j. With ``need`` (B, L) bool (no autograd), only the maps it
+        marks are computed; the others' change is 0 and a layer with none is None."""
+        b, n_layers = log_sigma.shape[:2]
+        s, size = eps.shape[2], x.shape[-1]
+        changes: list[torch.Tensor] = []
+        noisy: list[torch.Tensor | None] = []
+        out = torch.zeros((b, n_layers, s), device=x.device) if need is not None else None
+        for j in range(n_layers):
+            rows = torch.arange(b, device=x.device) if need is None else need[:, j].nonzero().flatten()
+            if len(rows) == 0:
+                noisy.append(None)
+                continue
+            sigma = _upsample(log_sigma[rows, j : j + 1], size)[:, 0]  # (n, 1, 1, H, W)
+            xn = x[rows, None] + sigma * eps[rows, j]
+            f = self.probe.layer(xn.reshape(-1, *x.shape[1:]), j)
+            f = f.reshape(len(rows), s, *f.shape[1:])
+            noisy.append(f)
+            ch = (f - clean[j][rows, None]).pow(2).flatten(2).sum(2)  # (n, S)
+            if out is None:
+                changes.append(ch)
+            else:
+                out[rows, j] = ch
+        return (torch.stack(changes, 1) if out is None else out), noisy
+
+    @torch.no_grad()
     def _measure(
-        self, x: torch.Tensor, clean: list[torch.Tensor], log_sigma: torch.Tensor, gen: torch.Generator
+        self,
+        x: torch.Tensor,
+        clean: list[torch.Tensor],
+        log_sigma: torch.Tensor,
+        gen: torch.Generator,
+        need: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, int]:
-        """||f'-f||^2 per sample (B, L, S) on fresh noise, adding batches until the relative standard error of the
-        mean is below tolerance / 5 (at most 4 batches), and the number of passes used."""
+        """Mean ||f'-f||^2 (B, L) on fresh noise for the maps ``need`` marks (default all; 0 elsewhere): a map gets
+        another batch of samples while the relative standard error of its mean is at least tolerance / 5 (at most
+        4 batches; only the maps still unsure run again), and the number of batched passes used."""
         cfg = self.cfg
         b, n_layers = log_sigma.shape[:2]
         size = x.shape[-1]
-        parts = []
+        todo = torch.ones((b, n_layers), dtype=torch.bool, device=x.device) if need is None else need.clone()
+        total = torch.zeros((b, n_layers), dtype=torch.float64, device=x.device)
+        total2, count = torch.zeros_like(total), torch.zeros_like(total)
+        used = 0
         for _ in range(4):
-            eps = torch.randn((b, n_layers, cfg.eval_samples, 3, size, size), generator=gen, device=x.device)
-            with torch.no_grad():
-                parts.append(self._change(x, clean, log_sigma, eps)[1])
-            ch = torch.cat(parts, 2)
-            sem = ch.std(2) / math.sqrt(ch.shape[2]) / ch.mean(2).clamp_min(1e-30)
-            if bool((sem < cfg.tolerance / 5).all()):
+            if not bool(todo.any()):
                 break
-        return ch, len(parts)
+            eps = torch.randn((b, n_layers, cfg.eval_samples, 3, size, size), generator=gen, device=x.device)
+            ch = self._change(x, clean, log_sigma, eps, need=todo)[0].double()
+            used += 1
+            total += ch.sum(2) * todo
+            total2 += ch.pow(2).sum(2) * todo
+            count += cfg.eval_samples * todo
+            n = count.clamp_min(2)
+            mean = total / n
+            var = ((total2 / n - mean.pow(2)) * n / (n - 1)).clamp_min(0)
+            sem = var.sqrt() / n.sqrt() / mean.clamp_min(1e-30)
+            todo &= sem >= cfg.tolerance / 5
+        return (total / count.clamp_min(1)).float(), used
 
     def fit(self, x: torch.Tensor, delta2: torch.Tensor | None = None, entropy: EntropyTerm | None = None) -> SIDResult:
         """x: (B, 3, H, W) normalised images. delta2: (B, L) to use (default: measured here, per cfg.delta)."""
@@ -213,9 +254,9 @@ class SIDEstimator:
         avg = torch.zeros_like(s)
         for step in range(cfg.steps):
             eps = torch.randn((b, n_layers, cfg.samples, 3, size, size), generator=gen, device=dev)
-            xn, change, noisy = self._change(x, clean, s, eps)
+            change, noisy = self._change(x, clean, s, eps)
             c = change.mean(2) / target
-            gain = s.mean((2, 3)) if entropy is None else entropy(xn, noisy)
+            gain = s.mean((2, 3)) if entropy is None else entropy(noisy)
             grad_c = torch.autograd.grad(c.sum(), s, retain_graph=entropy is not None)[0]
             grad_h = torch.full_like(s, 1.0 / (g * g)) if entropy is None else torch.autograd.grad(gain.sum(), s)[0]
             with torch.no_grad():
@@ -235,17 +276,20 @@ class SIDEstimator:
         # Put every map on the constraint: a root search on a common shift of log sigma, on common noise.
         eps = torch.randn((b, n_layers, cfg.eval_samples, 3, size, size), generator=gen, device=dev)
 
-        def constraint(shift: torch.Tensor) -> torch.Tensor:
+        def constraint(shift: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                _, ch, _ = self._change(x, clean, (s_final + shift[:, :, None, None]).clamp(lo, hi), eps)
+                ch, _ = self._change(x, clean, (s_final + shift[:, :, None, None]).clamp(lo, hi), eps, need=need)
             return ch.mean(2) / target
 
         shift = torch.zeros((b, n_layers), device=dev)
         low, high = torch.full_like(shift, -8.0), torch.full_like(shift, 8.0)
         slope = torch.full_like(shift, 2.0)  # d log c / d shift: 2 in the linear regime, less where blocks clamp
         last: tuple[torch.Tensor, torch.Tensor] | None = None
+        ok = torch.zeros((b, n_layers), dtype=torch.bool, device=dev)
+        log_c = torch.zeros_like(shift)
         for _ in range(12):
-            log_c = torch.log(constraint(shift).clamp(1e-6, 1e6))
+            # Only the maps not yet on the constraint run again (their noise is common to every iteration).
+            log_c = torch.where(ok, log_c, torch.log(constraint(shift, ~ok).clamp(1e-6, 1e6)))
             passes += 1
             ok = log_c.abs() <= math.log1p(cfg.tolerance / 4)
             if bool(ok.all()):
@@ -264,16 +308,19 @@ class SIDEstimator:
             shift = torch.where(ok, shift, nxt)
         s_final = (s_final + shift[:, :, None, None]).clamp(lo, hi)
         # The reported value: measured on fresh noise (more samples while its standard error is large); a map
-        # that misses is moved along the shift by the pooled estimate and measured again on new noise.
+        # that misses is moved along the shift by the pooled estimate and measured again, alone, on new noise.
+        c_fresh = torch.zeros_like(shift)
+        again: torch.Tensor | None = None
         for _attempt in range(3):
-            ch, used = self._measure(x, clean, s_final, gen)
+            mean, used = self._measure(x, clean, s_final, gen, need=again)
             passes += used
-            c_fresh = ch.mean(2) / target
+            c_fresh = mean / target if again is None else torch.where(again, mean / target, c_fresh)
             miss = (c_fresh - 1).abs() > cfg.tolerance / 2
             if not bool(miss.any()):
                 break
             fix = torch.where(miss, -0.5 * torch.log(c_fresh.clamp(1e-6, 1e6)), torch.zeros_like(c_fresh))
             s_final = (s_final + fix[:, :, None, None]).clamp(lo, hi)
+            again = miss
         c_final = c_fresh.cpu().numpy()
         n_blocks = g * g
         mu_np = mu.cpu().numpy()
