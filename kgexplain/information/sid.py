@@ -176,9 +176,8 @@ class SIDEstimator:
         marks are computed; the others' change is 0 and a layer with none is None."""
         b, n_layers = log_sigma.shape[:2]
         s, size = eps.shape[2], x.shape[-1]
-        changes: list[torch.Tensor] = []
         noisy: list[torch.Tensor | None] = []
-        out = torch.zeros((b, n_layers, s), device=x.device) if need is not None else None
+        out = torch.zeros((b, n_layers, s), device=x.device)  # index assignment keeps autograd's path to ch
         for j in range(n_layers):
             rows = torch.arange(b, device=x.device) if need is None else need[:, j].nonzero().flatten()
             if len(rows) == 0:
@@ -189,12 +188,8 @@ class SIDEstimator:
             f = self.probe.layer(xn.reshape(-1, *x.shape[1:]), j)
             f = f.reshape(len(rows), s, *f.shape[1:])
             noisy.append(f)
-            ch = (f - clean[j][rows, None]).pow(2).flatten(2).sum(2)  # (n, S)
-            if out is None:
-                changes.append(ch)
-            else:
-                out[rows, j] = ch
-        return (torch.stack(changes, 1) if out is None else out), noisy
+            out[rows, j] = (f - clean[j][rows, None]).pow(2).flatten(2).sum(2)  # (n, S)
+        return out, noisy
 
     @torch.no_grad()
     def _measure(
