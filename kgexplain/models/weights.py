@@ -96,7 +96,7 @@ def load_checkpoint_object(path: str | Path, trust: bool = False) -> Any:
                 f"{path} holds pickled Python objects (a full model?), which are not loaded by default",
                 hint="save model.state_dict() instead, or pass --trust-checkpoint if you trust the file",
             ) from e
-    except (IndexError, KeyError, TypeError, AttributeError) as e:  # a corrupt pickle stream (e.g. an empty stack)
+    except (IndexError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:  # a corrupt pickle stream
         raise ModelError(f"{path} is not a PyTorch checkpoint", hint=NOT_A_CHECKPOINT) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise ModelError(f"cannot read checkpoint {path}: {_first_line(e)}", hint=NOT_A_CHECKPOINT) from e
