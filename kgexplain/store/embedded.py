@@ -107,15 +107,20 @@ class EmbeddedStore(GraphStore):
         deadline = time.monotonic() + wait
         delay = 0.05
         while True:
+            before = EmbeddedStore._writer_traces(path)
             try:
                 return ladybug.Database(str(path), read_only=read_only)
             except (RuntimeError, ValueError) as e:
                 text = str(e).lower()
                 # The writer is checkpointing, or has just created / truncated its WAL (a reader then sees an
                 # empty .wal file), or is appending to it (a reader replaying a half-written record fails with
-                # "vector::reserve", a ValueError, or with an engine assertion while the WAL is there): all pass
-                # within moments.
-                replaying = "assertion failed" in text and path.with_name(path.name + ".wal").exists()
+                # "vector::reserve", a ValueError), or is rewriting the database file (an engine assertion): all pass
+                # within moments. An assertion counts as the writer's doing when the writer left traces (its WAL,
+                # shadow or checkpoint files, a database file that changed) before or during the attempt: a
+                # checkpoint that ends during the attempt removes its files (seen once in CI: an assertion, no WAL).
+                replaying = "assertion failed" in text and (
+                    bool(before[1]) or EmbeddedStore._writer_traces(path) != before
+                )
                 transient = read_only and (
                     "checkpoint" in text
                     or ("past the end" in text and ".wal" in text)
@@ -132,6 +137,21 @@ class EmbeddedStore(GraphStore):
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    @staticmethod
+    def _writer_traces(path: Path) -> tuple[tuple[int, int] | None, tuple[str, ...]]:
+        """The database file's (mtime, size) and the names of the files a writer keeps beside it (``graph.lbdb.wal``,
+        ``.shadow``, ``.wal.checkpoint``, ``.checkpoint.*.lock``)."""
+        try:
+            st = path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        try:
+            names = tuple(sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name + ".")))
+        except OSError:
+            names = ()
+        return stamp, names
 
     @staticmethod
     def _recover(path: Path) -> bool:

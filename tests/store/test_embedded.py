@@ -168,3 +168,35 @@ def test_a_query_that_crashes_the_engine_does_not_hurt_the_store(tmp_path: Path)
         assert s.counts() == before
     ok = run_isolated(str(folder), "MATCH (p:Pattern) WHERE p.id = $id RETURN p.layer", {"id": pid})
     assert ok.rows == [["conv4_1"]]
+
+
+class _FlakyEngine:
+    """Stands in for ladybug: the first open fails with an engine assertion, and meanwhile the writer's checkpoint
+    ends (its shadow file goes away and the database file changes), as seen once in CI."""
+
+    def __init__(self, folder: Path, effect_of_writer: bool) -> None:
+        self.folder, self.effect_of_writer, self.calls = folder, effect_of_writer, 0
+
+    def Database(self, path: str, read_only: bool) -> str:  # ladybug spells it so
+        self.calls += 1
+        if self.calls == 1:
+            if self.effect_of_writer:
+                (self.folder / "graph.lbdb.shadow").unlink()
+                (self.folder / "graph.lbdb").write_bytes(b"checkpointed")
+            raise RuntimeError("Assertion failed in file column_chunk_data.cpp on line 1080: UNREACHABLE_CODE")
+        return "opened"
+
+
+def test_a_reader_waits_out_an_assertion_only_while_a_writer_is_at_work(tmp_path: Path) -> None:
+    from kgexplain.store.embedded import EmbeddedStore
+
+    (tmp_path / "graph.lbdb").write_bytes(b"db")
+    (tmp_path / "graph.lbdb.shadow").write_bytes(b"")
+    engine = _FlakyEngine(tmp_path, effect_of_writer=True)
+    assert EmbeddedStore._open_database(engine, tmp_path / "graph.lbdb", read_only=True, wait=5) == "opened"
+    assert engine.calls == 2
+    # no writer around: the same assertion is a broken store, reported at once
+    engine = _FlakyEngine(tmp_path, effect_of_writer=False)
+    with pytest.raises(RuntimeError, match="Assertion failed"):
+        EmbeddedStore._open_database(engine, tmp_path / "graph.lbdb", read_only=True, wait=5)
+    assert engine.calls == 1
