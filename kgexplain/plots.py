@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
+
+PNG_LEVEL = 1  # zlib level of the PNGs written through Pillow (as the patches'): a 512-px overlay takes 25 ms at 1,
+# 155 ms at Pillow's default 6, for a file 17 % larger
+
+
+def save_png(img: Image.Image, target: Path | IO[bytes]) -> None:
+    """Write ``img`` as a PNG (to a path or a binary stream) at ``PNG_LEVEL``."""
+    img.save(target, "PNG", compress_level=PNG_LEVEL)
 
 
 def _pyplot() -> Any:
@@ -40,7 +48,7 @@ def heat_overlay(image: np.ndarray, values: np.ndarray, path: Path, alpha: float
         rgb = np.asarray(Image.fromarray(rgb.astype(np.uint8)).resize(image.shape[1::-1]), np.float32)
     out = (1 - alpha) * image.astype(np.float32) + alpha * rgb
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(out.clip(0, 255).astype(np.uint8)).save(path)
+    save_png(Image.fromarray(out.clip(0, 255).astype(np.uint8)), path)
     return path
 
 
@@ -129,5 +137,5 @@ def region_boxes(
     title = ", ".join(names[c] for c in seen) or "no knowledge points"
     draw.text((6, 5), title, fill="black", font=ImageFont.load_default())
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    save_png(canvas, path)
     return path

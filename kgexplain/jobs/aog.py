@@ -25,6 +25,7 @@ from kgexplain.jobs.common import JobResult, device_name, opened
 from kgexplain.models.registry import load_model
 from kgexplain.persist.aog import aog_run_id, learnt_parts, part_record, part_rows, read_part
 from kgexplain.persist.shared import image_rows, metric_rows, write_shared
+from kgexplain.plots import save_png
 from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec, queries
 from kgexplain.store import ids as I
@@ -314,7 +315,7 @@ def run_localize(
             if out_dir is not None:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 path = out_dir / f"{i:05d}-{Path(f.image).stem}-{name}.png"
-                overlay(source.load_image(i), f.result, f.loc.voters, f.affine).save(path)
+                save_png(overlay(source.load_image(i), f.result, f.loc.voters, f.affine), path)
                 row["overlay"] = str(path)
             rows.append(row)
     say(

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from kgexplain.errors import UsageError
+from kgexplain.plots import save_png
 from kgexplain.store import browse
 from kgexplain.store import queries as Q
 from kgexplain.store.base import GraphStore
@@ -499,7 +500,7 @@ def map_png(arr: np.ndarray, px: int = 256) -> bytes:
     scale = px / max(img.size)
     img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.NEAREST)
     buf = io.BytesIO()
-    img.save(buf, "PNG")
+    save_png(img, buf)
     return buf.getvalue()
 
 
