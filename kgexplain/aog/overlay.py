@@ -15,9 +15,15 @@ OVERLAY_SIDE = 512
 
 
 def overlay(
-    image: Image.Image, result: dict[str, Any], voters: Sequence[tuple[int, float, float, float]], affine: Affine
+    image: Image.Image,
+    result: dict[str, Any],
+    voters: Sequence[tuple[int, float, float, float]],
+    affine: Affine,
+    needed: float | None = None,
 ) -> Image.Image:
-    """``result`` in source pixels (from :func:`kgexplain.aog.run.to_source`); voters in framed pixels."""
+    """``result`` in source pixels (from :func:`kgexplain.aog.run.to_source`); voters in framed pixels; ``needed``:
+    the confidence a detection must reach to be reported found (the part's calibrated precision), named in the
+    label of one that is not."""
     src = image.convert("RGB")
     z = max(1.0, OVERLAY_SIDE / max(src.size))
     img = (
@@ -43,9 +49,9 @@ def overlay(
     draw.line((cx, cy - 2 * r, cx, cy + 2 * r), fill=colour, width=w)
     conf = result.get("confidence")
     facing = "mirrored" if result.get("flipped") else "as learnt"
-    label = f"{result['part']}: " + (
-        f"{'found' if found else 'not found'}" + (f", confidence {conf:.2f}" if conf is not None else "")
-    )
+    label = f"{result['part']}: {'found' if found else 'not found'}"
+    if conf is not None:
+        label += f", confidence {conf:.2f}" + (f" ({needed:.2f} needed)" if not found and needed is not None else "")
     label += f", facing {facing}, score {result['score']:.2f}"
     bar = 14 + 2 * w  # the label goes on a strip above the image, so it hides nothing
     out = Image.new("RGB", (img.size[0], img.size[1] + bar), (0, 0, 0))

@@ -315,7 +315,8 @@ def run_localize(
             if out_dir is not None:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 path = out_dir / f"{i:05d}-{Path(f.image).stem}-{name}.png"
-                save_png(overlay(source.load_image(i), f.result, f.loc.voters, f.affine), path)
+                needed = models[wanted.index(name)].config.precision
+                save_png(overlay(source.load_image(i), f.result, f.loc.voters, f.affine, needed), path)
                 row["overlay"] = str(path)
             rows.append(row)
     say(
