@@ -6,45 +6,54 @@ Every command parses its options, calls one library function and prints the resu
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
 from typing import Any
 
 import click
-import torch
-from kgexplain.cli.aog_cmd import aog_group, localize_command
-from kgexplain.cli.build_cmd import build_command
-from kgexplain.cli.data_cmd import data_group
-from kgexplain.cli.doctor_cmd import doctor_command
-from kgexplain.cli.features_cmd import features_command
-from kgexplain.cli.graph_cmd import graph_group
-from kgexplain.cli.info_cmd import decoders_group, info_command
-from kgexplain.cli.kp_cmd import kp_command
-from kgexplain.cli.models_cmd import layers_command, models_command
 from kgexplain.cli.options import ARGV, WORKER
-from kgexplain.cli.store_cmd import (
-    export_command,
-    paths_command,
-    patterns_command,
-    push_command,
-    query_command,
-    runs_group,
-    show_command,
-    stats_command,
-    store_group,
-)
-from kgexplain.cli.web_cmd import report_command, serve_command
-from kgexplain.cli.zoo_cmd import zoo_group
 
-from kgexplain.distributed import DistributedError, leave
-from kgexplain.errors import KgExplainError
+from kgexplain.errors import DistributedError, KgExplainError
+from kgexplain.ranks import leave
 from kgexplain.version import __version__
+
+# Each command's module, loaded when the command runs (or `--help` lists them all): the read commands (query,
+# patterns, show, paths, runs, stats, export, store, report, serve) start without loading torch.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("build_cmd", "build_command"),
+    "features": ("features_cmd", "features_command"),
+    "data": ("data_cmd", "data_group"),
+    "models": ("models_cmd", "models_command"),
+    "layers": ("models_cmd", "layers_command"),
+    "doctor": ("doctor_cmd", "doctor_command"),
+    "zoo": ("zoo_cmd", "zoo_group"),
+    "query": ("store_cmd", "query_command"),
+    "patterns": ("store_cmd", "patterns_command"),
+    "show": ("store_cmd", "show_command"),
+    "paths": ("store_cmd", "paths_command"),
+    "runs": ("store_cmd", "runs_group"),
+    "stats": ("store_cmd", "stats_command"),
+    "graph": ("graph_cmd", "graph_group"),
+    "store": ("store_cmd", "store_group"),
+    "export": ("store_cmd", "export_command"),
+    "push": ("store_cmd", "push_command"),
+    "aog": ("aog_cmd", "aog_group"),
+    "localize": ("aog_cmd", "localize_command"),
+    "info": ("info_cmd", "info_command"),
+    "decoders": ("info_cmd", "decoders_group"),
+    "kp": ("kp_cmd", "kp_command"),
+    "report": ("web_cmd", "report_command"),
+    "serve": ("web_cmd", "serve_command"),
+}
 
 
 def worker(argv: list[str], threads: int) -> None:
     """One rank of an ``--nproc`` job: the same command line, with this machine's cores split between the ranks."""
     if "OMP_NUM_THREADS" not in os.environ:
+        import torch  # lazy: the worker of a --nproc job, which loads torch anyway
+
         torch.set_num_threads(threads)
     if "NUMBA_NUM_THREADS" not in os.environ:
         os.environ["NUMBA_NUM_THREADS"] = str(threads)
@@ -60,8 +69,24 @@ def fail(ctx: click.Context, message: str, exit_code: int = 1) -> None:
     ctx.exit(exit_code)
 
 
+def _cuda_out_of_memory(e: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # a command that never loaded torch cannot run out of GPU memory
+    return torch is not None and isinstance(e, torch.cuda.OutOfMemoryError)
+
+
 class KgxGroup(click.Group):
-    """A group that turns library errors into one-line messages."""
+    """A group that loads each command's module when it is used (``COMMANDS``) and turns library errors into
+    one-line messages."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, name = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(f"kgexplain.cli.{module}"), name)
+        return command
 
     def make_context(
         self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
@@ -82,7 +107,9 @@ class KgxGroup(click.Group):
             fail(ctx, str(e), e.exit_code)
         except KgExplainError as e:
             fail(ctx, str(e), e.exit_code)
-        except torch.cuda.OutOfMemoryError:
+        except Exception as e:
+            if not _cuda_out_of_memory(e):
+                raise
             fail(ctx, "the GPU ran out of memory (pass a smaller --batch-size, or --device cpu)")
         except KeyboardInterrupt:
             fail(ctx, "interrupted; completed work is kept and a re-run resumes it", 130)
@@ -109,33 +136,3 @@ def cli(ctx: click.Context, quiet: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
-
-
-COMMANDS = [
-    build_command,
-    features_command,
-    data_group,
-    models_command,
-    layers_command,
-    doctor_command,
-    zoo_group,
-    query_command,
-    patterns_command,
-    show_command,
-    paths_command,
-    runs_group,
-    stats_command,
-    graph_group,
-    store_group,
-    export_command,
-    push_command,
-    aog_group,
-    localize_command,
-    info_command,
-    decoders_group,
-    kp_command,
-    report_command,
-    serve_command,
-]
-for _command in COMMANDS:
-    cli.add_command(_command)

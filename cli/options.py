@@ -12,8 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from kgexplain.data.spec import SYNTH_N, DataSpec
-from kgexplain.distributed import launch, launched, worker_threads
-from kgexplain.models.registry import ARCHITECTURES
+from kgexplain.ranks import launched, worker_threads
 from kgexplain.store import StoreSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -113,6 +112,9 @@ class ModelOption:
 def model_options(multiple_weights: bool = False, weights_help: str | None = None) -> Callable[[F], F]:
     """``--model``, ``--weights`` (one, or repeatable) and ``--trust-checkpoint`` as ``model: ModelOption``."""
 
+    # lazy: only the commands that load a model (and torch anyway) need the registry, when they are defined
+    from kgexplain.models.registry import ARCHITECTURES
+
     def wrap(f: F) -> F:
         @functools.wraps(f)
         def command(*args: Any, model_name: str, weights: Any, trust_checkpoint: bool, **kwargs: Any) -> Any:
@@ -179,6 +181,8 @@ def nproc_option(f: F) -> F:
             job = kwargs.get("job")
             device = str(job.device if isinstance(job, JobOptions) else kwargs.get("device") or "cpu")
             entry = ctx.meta[WORKER]
+            from kgexplain.distributed import launch  # lazy: torch.distributed, for --nproc only
+
             launch(nproc, entry, (argv, worker_threads(nproc)), "cuda" if device.startswith("cuda") else "cpu")
             return None
         return f(*args, **kwargs)

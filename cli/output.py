@@ -7,12 +7,14 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from kgexplain.distributed import is_main_rank
-from kgexplain.jobs.common import JobResult
+from kgexplain.ranks import is_main_rank
+
+if TYPE_CHECKING:  # the read commands print without loading the jobs (and torch)
+    from kgexplain.jobs.common import JobResult
 
 
 def _cell(v: Any) -> str:

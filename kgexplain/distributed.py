@@ -32,16 +32,23 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from kgexplain.errors import KgExplainError
+from kgexplain.errors import DistributedError
+from kgexplain.ranks import is_main_rank, launched, worker_threads
+
+__all__ = [
+    "DistributedError",
+    "Group",
+    "is_main_rank",
+    "join",
+    "launch",
+    "launched",
+    "leave",
+    "offsets",
+    "worker_threads",
+]
 
 T = TypeVar("T")
 FAULT_ENV = "KGEXPLAIN_FAULT_RANK"  # tests: "RANK:STAGE" kills that rank when it reaches that stage
-
-
-class DistributedError(KgExplainError):
-    """Another rank of a distributed job failed, or the group could not be formed."""
-
-    exit_code = 3  # a rank that stops because another one failed (the launcher names the one that failed first)
 
 
 @dataclass(frozen=True)
@@ -177,16 +184,6 @@ class Group:
             os._exit(17)
 
 
-def launched() -> bool:
-    """Whether this process was started by torchrun (or another launcher that sets RANK and WORLD_SIZE)."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def is_main_rank() -> bool:
-    """True unless this process is a rank other than 0 of a launched job (what prints results)."""
-    return not launched() or os.environ.get("RANK") == "0"
-
-
 def join(device: torch.device | str = "cpu", timeout_s: float = 1800.0) -> Group:
     """This process's group: the torchrun job it belongs to (joined once), or ``Group()`` when not launched so.
 
@@ -249,15 +246,6 @@ def launch(nproc: int, entry: Callable[..., Any], args: tuple[Any, ...], device:
             f"rank {rank} of {nproc} failed ({how}); the job stopped and nothing was stored",
             hint="see that rank's error above",
         ) from e
-
-
-def worker_threads(nproc: int) -> int:
-    """Threads per worker when ``nproc`` share this machine: its cores split evenly (at least one)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, nproc))
 
 
 def offsets(sizes: Sequence[int]) -> list[int]:

@@ -58,3 +58,9 @@ class CacheError(KgExplainError):
 
 class StoreError(KgExplainError):
     """The graph store cannot be opened, written or queried."""
+
+
+class DistributedError(KgExplainError):
+    """Another rank of a distributed job failed, or the group could not be formed."""
+
+    exit_code = 3  # a rank that stops because another one failed (the launcher names the one that failed first)

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import click
+import kgexplain.cli.build_cmd as build_cmd
 import pytest
+import torch
 from click.testing import CliRunner
 from kgexplain.cli.main import cli
 from starlette.testclient import TestClient
@@ -24,7 +28,10 @@ def run(*args: str, ok: bool = True):
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)  # the top level loads its commands on demand: ask it, not its .commands
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None and cmd.name == name, name
         yield (*prefix, name), cmd
         if isinstance(cmd, click.Group):
             yield from _commands(cmd, (*prefix, name))
@@ -34,9 +41,7 @@ def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
 def test_every_command_has_help(path: tuple[str, ...]) -> None:
     result = run(*path, "--help")
     assert "Usage:" in result.output
-    cmd = cli
-    for part in path:
-        cmd = cmd.commands[part]  # type: ignore[attr-defined]
+    cmd = dict(_commands(cli))[path]
     assert cmd.help or cmd.short_help, path
 
 
@@ -194,3 +199,32 @@ def test_a_bad_layer_fails_before_any_data_is_generated(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["-q", "build", "--layers", "conv6_1", "--store", str(store)])
     assert result.exit_code == 1 and "unknown layer 'conv6_1'" in result.output
     assert not (store / "artifacts" / "data").exists()
+
+
+READ_WITHOUT_TORCH = """
+import sys
+from kgexplain.cli.main import cli
+store = sys.argv[1]
+for args in (["store", "init"], ["stats"], ["runs"], ["query", "MATCH (p:Pattern) RETURN count(p) AS n"], ["patterns"]):
+    code = cli.main([*args, "--store", store], standalone_mode=False)
+    assert not code, (args, code)
+assert "torch" not in sys.modules, "a read command loaded torch"
+print("ok")
+"""
+
+
+def test_the_read_commands_start_without_torch(tmp_path: Path) -> None:
+    # Each command's module loads when it runs: querying a store costs no torch import (about 1.5 s here).
+    res = subprocess.run(
+        [sys.executable, "-c", READ_WITHOUT_TORCH, str(tmp_path / "s")], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr
+
+
+def test_a_gpu_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def oom(*args: object, **kwargs: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(build_cmd, "run_build", oom)
+    res = run("build", "--store", str(tmp_path / "s"), ok=False)
+    assert res.exit_code == 1 and "the GPU ran out of memory" in res.output and "Traceback" not in res.output

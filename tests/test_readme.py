@@ -52,7 +52,9 @@ def test_readme_has_exactly_two_setup_commands_and_ci_reads_the_test_one() -> No
 
 # ---------------------------------------------------------------------------------------------------- commands
 def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
         yield (*prefix, name)
         if isinstance(cmd, click.Group):
             yield from _command_paths(cmd, (*prefix, name))

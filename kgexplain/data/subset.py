@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from kgexplain.data.base import ImageSource, Record
-from kgexplain.distributed import Group
 from kgexplain.errors import DataError, UsageError
+
+if TYPE_CHECKING:  # the data layer runs without torch (the command line's read commands load no torch)
+    from kgexplain.distributed import Group
 
 
 class Subset(ImageSource):
