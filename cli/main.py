@@ -16,7 +16,6 @@ import click
 from kgexplain.cli.options import ARGV, WORKER
 
 from kgexplain.errors import DistributedError, KgExplainError
-from kgexplain.ranks import leave
 from kgexplain.version import __version__
 
 # Each command's module, loaded when the command runs (or `--help` lists them all): the read commands (query,
@@ -67,6 +66,15 @@ def fail(ctx: click.Context, message: str, exit_code: int = 1) -> None:
     """Print ``Error: message`` on one line of stderr and exit with ``exit_code``."""
     click.echo(f"Error: {message}", err=True)
     ctx.exit(exit_code)
+
+
+def leave() -> None:
+    """Leave the job's process group, if this process joined one (a no-op otherwise, and torch stays unloaded)."""
+    if "torch.distributed" in sys.modules:
+        # lazy: a process that never imported torch.distributed has no group to leave
+        from kgexplain.distributed import leave as leave_group
+
+        leave_group()
 
 
 def _cuda_out_of_memory(e: BaseException) -> bool:

@@ -4,7 +4,6 @@ needs before it knows whether a command runs distributed. The job itself is :mod
 from __future__ import annotations
 
 import os
-import sys
 
 
 def launched() -> bool:
@@ -24,12 +23,3 @@ def worker_threads(nproc: int) -> int:
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
     return max(1, cores // max(1, nproc))
-
-
-def leave() -> None:
-    """Leave the job's process group, if this process joined one (a no-op otherwise, and torch stays unloaded)."""
-    if "torch.distributed" in sys.modules:
-        # lazy: a process that never imported torch.distributed has no group to leave
-        from kgexplain.distributed import leave as leave_group
-
-        leave_group()
