@@ -18,8 +18,9 @@ from kgexplain.cli.options import ARGV, WORKER
 from kgexplain.errors import DistributedError, KgExplainError
 from kgexplain.version import __version__
 
-# Each command's module, loaded when the command runs (or `--help` lists them all): the read commands (query,
-# patterns, show, paths, runs, stats, export, store, report, serve) start without loading torch.
+# Each command's module, loaded when the command runs (or `--help` lists them all): the commands that read or serve
+# the store (query, patterns, show, paths, runs, stats, graph, store, export, push, report, serve) load no torch
+# (tests/test_cli.py holds it).
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("build_cmd", "build_command"),
     "features": ("features_cmd", "features_command"),
