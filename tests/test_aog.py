@@ -15,7 +15,7 @@ from PIL import Image
 from kgexplain.aog import AOGConfig, Detections, PartModel, Template, learn_part, localise
 from kgexplain.aog.learn import calibrate, set_evidence
 from kgexplain.aog.run import Located, held_out_errors, iou, score_points
-from kgexplain.aog.vote import Localisation, TemplateScores, decide_facing
+from kgexplain.aog.vote import Localisation, TemplateScores, decide_facing, presence_by_facing
 from kgexplain.data.base import Affine
 from kgexplain.data.synth import SynthSource
 from kgexplain.errors import DataError
@@ -114,6 +114,26 @@ def test_one_facing_per_object_is_decided_by_every_part_and_shared() -> None:
     assert decide_facing([(head, sure), (tail, weak)]).all()
     assert not decide_facing([(head, sure), (tail, weak)], rule="sum").any()  # raw sums let the tail's scale win
     assert not decide_facing([(tail, weak)]).any()
+
+
+def test_the_facing_weighs_where_each_facings_patterns_fire_strongly() -> None:
+    # Vote peaks tie; only the mirrored template's pattern (candidate 1) fires: its presence decides the facing.
+    n = 3
+    as_learnt, mirrored = _tpl(0, False), _tpl(1, True)
+    mirrored.layer = np.ones(1, np.int64)  # candidate 1 (layer l1, index 0)
+    for t in (as_learnt, mirrored):
+        t.evidence = np.ones(1, np.float32)
+    head = PartModel("head", "toy", SIZE, (8.0, 8.0), ["l0", "l1"], [as_learnt, mirrored])
+    fires = np.zeros((n, 2), bool)
+    fires[:, 1] = True
+    det = _det(np.full((n, 2, 2), 30.0), fires=fires)
+    tied = TemplateScores(np.zeros((n, 2)), np.zeros((n, 2)), np.full((n, 2), 0.5), None)
+    presence = presence_by_facing(det, head)
+    assert presence is not None and (presence[:, 1] > presence[:, 0]).all()
+    assert decide_facing([(head, tied)], presence=[presence]).all()
+    assert not decide_facing([(head, tied)]).any()  # vote peaks alone: a tie, read as the learnt facing
+    mirrored.evidence = None  # while learning (no evidence yet) the presence says nothing
+    assert presence_by_facing(det, head) is None
 
 
 def _tpl(k: int, flipped: bool) -> Template:

@@ -26,6 +26,9 @@ class AOGConfig:
     # for the category), "self" (this part's own), or "each" (each part on its own, by vote peak: eg-1's rule)
     facing_by: str = "peak"  # what the facing and template are chosen by: "peak" (vote-map height) or "whole"
     facing_delta: float = 70 / 224  # delta of the whole-template score's log-Gaussian distance penalty
+    facing_presence: bool = False  # the shared facing also weighs, per part, how strongly each facing's templates'
+    # patterns fire (their evidence-weighted presence, which ignores where they fire), beside the vote peaks
+    # (measured in the README's Parts section: it helps parts decided together on whole images, hurts a part alone)
     prior: bool = False  # multiply the vote map by the part's position prior in the object frame
     prior_from: str = "examples"  # the prior's mean and spread: the annotated "examples" or the "grown" localisations
     prior_max: float = 0.1  # ... used only where its sigma stays below this (the part sits still in its box)

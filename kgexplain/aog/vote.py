@@ -192,12 +192,38 @@ def template_scores(det: Detections, part: PartModel) -> TemplateScores:
     return TemplateScores(xs, ys, val, whole)
 
 
-def decide_facing(scored: Sequence[tuple[PartModel, TemplateScores]], rule: str = "ratio") -> np.ndarray:
+def presence_by_facing(det: Detections, part: PartModel) -> np.ndarray | None:
+    """(n, 2) per image, the highest presence (evidence-weighted mean strength of a template's patterns, as
+    ``Localisation.presence``) among the part's templates of each facing (column 1: mirrored); None when the
+    templates have no evidence yet (while learning) or only one facing."""
+    facing = part.facings()
+    if facing.all() or not facing.any() or any(t.evidence is None for t in part.templates):
+        return None
+    strength = det.strength()
+    out = np.full((det.n, 2), -np.inf)
+    for tpl, f in zip(part.templates, facing.tolist(), strict=True):
+        assert tpl.evidence is not None
+        p = (strength[:, columns(det, tpl.layer, tpl.index)] * tpl.evidence[None]).mean(1)
+        out[:, int(f)] = np.maximum(out[:, int(f)], p)
+    return out
+
+
+def decide_facing(
+    scored: Sequence[tuple[PartModel, TemplateScores]],
+    rule: str = "ratio",
+    presence: Sequence[np.ndarray | None] = (),
+) -> np.ndarray:
     """(n,) bool: one facing per image (mirrored: True). Each part's evidence is its best template per facing
     (vote peak or whole-template score, per its ``facing_by``); rule "ratio" sums the parts' normalised differences
-    (b - a) / (a + b), so no part outweighs another by the scale of its scores; "sum" sums the differences."""
+    (b - a) / (a + b), so no part outweighs another by the scale of its scores; "sum" sums the differences.
+    ``presence``: per part, :func:`presence_by_facing` (or None), whose normalised differences
+    (b - a) / (|a| + |b|) are added: how strongly each facing's patterns fire, wherever they fire."""
     n = scored[0][1].peak.shape[0]
     total = np.zeros(n)
+    for pr in presence:
+        if pr is not None:
+            a, b = pr[:, 0], pr[:, 1]
+            total += (b - a) / np.maximum(np.abs(a) + np.abs(b), 1e-12)
     for part, ts in scored:
         facing = part.facings()
         value = ts.whole if part.config.facing_by == "whole" and ts.whole is not None else ts.peak
@@ -282,10 +308,12 @@ def localise(
 
 def localise_parts(det: Detections, parts: Sequence[PartModel], voters: int = 10) -> dict[str, list[Localisation]]:
     """Localise several parts of one category with one facing per image: decided from the scores of every part
-    whose ``facing`` setting is "parts" (but those a position prior holds), and shared by them."""
+    whose ``facing`` setting is "parts" (but those a position prior holds) and, where ``facing_presence`` is on,
+    from the presence of each facing's templates (every such part), and shared by them."""
     scored = [(p, template_scores(det, p)) for p in parts]
     joint = [(p, ts) for p, ts in scored if p.config.facing == "parts"]
     # A part held by its position prior follows the facing; its prior-shaped peaks do not vote for it.
     free = [(p, ts) for p, ts in joint if prior_map(p, False) is None]
-    facing = decide_facing(free or joint) if joint else None
+    presence = [presence_by_facing(det, p) for p, _ in joint if p.config.facing_presence]
+    facing = decide_facing(free or joint, presence=presence) if joint else None
     return {p.name: localise(det, p, facing if p.config.facing == "parts" else None, voters, ts) for p, ts in scored}
