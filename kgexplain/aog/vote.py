@@ -192,18 +192,23 @@ def template_scores(det: Detections, part: PartModel) -> TemplateScores:
     return TemplateScores(xs, ys, val, whole)
 
 
+def template_presence(strengths: np.ndarray, tpl: Template) -> np.ndarray:
+    """(n,) a template's presence on each image: the evidence-weighted mean of its patterns' strengths ((n, S), in
+    the template's order); what "not found" is calibrated on."""
+    assert tpl.evidence is not None
+    return (strengths * tpl.evidence[None]).mean(1)
+
+
 def presence_by_facing(det: Detections, part: PartModel) -> np.ndarray | None:
-    """(n, 2) per image, the highest presence (evidence-weighted mean strength of a template's patterns, as
-    ``Localisation.presence``) among the part's templates of each facing (column 1: mirrored); None when the
-    templates have no evidence yet (while learning) or only one facing."""
+    """(n, 2) per image, the highest :func:`template_presence` among the part's templates of each facing (column 1:
+    mirrored); None when the templates have no evidence yet (while learning) or only one facing."""
     facing = part.facings()
     if facing.all() or not facing.any() or any(t.evidence is None for t in part.templates):
         return None
     strength = det.strength()
     out = np.full((det.n, 2), -np.inf)
     for tpl, f in zip(part.templates, facing.tolist(), strict=True):
-        assert tpl.evidence is not None
-        p = (strength[:, columns(det, tpl.layer, tpl.index)] * tpl.evidence[None]).mean(1)
+        p = template_presence(strength[:, columns(det, tpl.layer, tpl.index)], tpl)
         out[:, int(f)] = np.maximum(out[:, int(f)], p)
     return out
 
@@ -271,7 +276,7 @@ def localise(
             votes = det.position[np.ix_(mine, cols)] + tpl.offset[None]
             whole[mine] = _whole(det.fires[np.ix_(mine, cols)], sub, votes, tpl.weight, xs[mine], ys[mine], delta)
         if tpl.evidence is not None:
-            presence[mine] = (sub * tpl.evidence[None]).mean(1)
+            presence[mine] = template_presence(sub, tpl)
     calibrated = bool(part.calibration) and not np.isnan(presence).any()
     conf = part.confidence(presence) if calibrated else None
     found = part.found(presence) if calibrated else np.ones(det.n, bool)
