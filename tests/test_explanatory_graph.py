@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from kgexplain.explanatory_graph.patches import png
 from kgexplain.explanatory_graph.stability import layer_stability, part_array, raw_filter_peaks
 from kgexplain.features.cache import FeatureSet, Shard
 from kgexplain.features.geometry import LayerGeometry
+from kgexplain.jobs.build import strided_map
 
 STRIDE, CENTRE, SIDE = 8.0, 3.5, 16  # a 16x16 map on a 128 px image
 
@@ -416,3 +418,13 @@ def test_patch_png_decodes_to_the_same_pixels(shape: tuple[int, ...]) -> None:
     a = np.random.default_rng(len(shape) * 7 + shape[0]).integers(0, 256, shape, dtype=np.uint8)
     a[: shape[0] // 2] = a[0]  # runs of equal rows: the Up filter's zero rows
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png(a)))), a)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+def test_patches_written_on_workers_keep_their_order(workers: int) -> None:
+    """The build hands each patch writer every k-th patch; the references must come back in the patches' order."""
+    items = [f"patch {i}" for i in range(11)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        assert strided_map(str.upper, items, pool, workers) == [s.upper() for s in items]
+        assert strided_map(str.upper, items[:1], pool, workers) == ["PATCH 0"]
+        assert strided_map(str.upper, [], pool, workers) == []
