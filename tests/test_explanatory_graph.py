@@ -12,7 +12,13 @@ import torch
 from PIL import Image
 
 from kgexplain.errors import UsageError
-from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
+from kgexplain.explanatory_graph import (
+    EGConfig,
+    ExplanatoryGraph,
+    ExplanatoryGraphMiner,
+    Inference,
+    LayerInference,
+)
 from kgexplain.explanatory_graph.estep import Grid, e_step, e_step_numba, numba_shift, pad
 from kgexplain.explanatory_graph.miner import parent_shift
 from kgexplain.explanatory_graph.parents import (
@@ -428,3 +434,15 @@ def test_patches_written_on_workers_keep_their_order(workers: int) -> None:
         assert strided_map(str.upper, items, pool, workers) == [s.upper() for s in items]
         assert strided_map(str.upper, items[:1], pool, workers) == ["PATCH 0"]
         assert strided_map(str.upper, [], pool, workers) == []
+
+
+def test_top_images_of_some_patterns_are_theirs_among_all() -> None:
+    """A rank asks for its own patterns' best images only; ties go to the lower row either way."""
+    score = np.random.default_rng(5).integers(0, 4, (30, 9)).astype(np.float32)  # many ties
+    inf = Inference({"l": LayerInference(np.zeros((30, 9, 2), np.float32), score, score >= 1)}, [])
+    rows, best = inf.top_images("l", 5)
+    assert (np.diff(best, axis=1) <= 0).all()
+    for pats in ([7, 2, 4], [0], list(range(9))):
+        sub_rows, sub_best = inf.top_images("l", 5, pats)
+        np.testing.assert_array_equal(sub_rows, rows[pats])
+        np.testing.assert_array_equal(sub_best, best[pats])

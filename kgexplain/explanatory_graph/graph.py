@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,12 @@ class Inference:
     layers: dict[str, LayerInference]
     image_ids: list[str]
 
-    def top_images(self, layer: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(P, k) image rows and scores of each pattern's best images, best first."""
+    def top_images(self, layer: str, k: int, patterns: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(P, k) image rows and scores of each pattern's best images, best first (ties: the lower row); with
+        ``patterns``, (len(patterns), k) for those patterns only, in their order."""
         s = self.layers[layer].score
+        if patterns is not None:
+            s = s[:, np.asarray(patterns, np.int64)]
         k = min(k, s.shape[0])
         order = np.argsort(-s, axis=0, kind="stable")[:k].T  # (P, k)
         return order, np.take_along_axis(s.T, order, axis=1)

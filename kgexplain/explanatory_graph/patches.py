@@ -78,17 +78,17 @@ def top_patches(
 ) -> list[Patch]:
     """The ``k`` best patches of every pattern (or of ``patterns``), best first."""
     li = inference.layers[layer.name]
-    rows, scores = inference.top_images(layer.name, k)
-    which = range(layer.count) if patterns is None else patterns
+    which = list(range(layer.count) if patterns is None else patterns)
+    rows, scores = inference.top_images(layer.name, k, None if patterns is None else which)
     cache: dict[int, np.ndarray] = {}
     out = []
-    for p in which:
+    for i, p in enumerate(which):
         for rank in range(rows.shape[1]):
-            row = int(rows[p, rank])
+            row = int(rows[i, rank])
             if row not in cache:
                 cache[row] = load(row)
             x, y = (float(v) for v in li.position[row, p])
-            out.append(Patch(p, rank, row, x, y, float(scores[p, rank]), crop(cache[row], x, y, size)))
+            out.append(Patch(p, rank, row, x, y, float(scores[i, rank]), crop(cache[row], x, y, size)))
     return out
 
 
