@@ -17,7 +17,7 @@ position. Positions are image pixels. ``estep_numba.py`` is the same computation
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -49,11 +49,12 @@ class Stats:
     dx: torch.Tensor  # sum of w * (p_x - pred_x)
     dy: torch.Tensor
     dd: torch.Tensor  # sum of w * |p - pred|^2
+    packed: torch.Tensor | None = field(default=None, repr=False, compare=False)  # what w..dd are views of
 
     @classmethod
     def of_rows(cls, rows: torch.Tensor) -> Stats:
         """The statistics held in one tensor with (w, dx, dy, dd) on the last axis (the inverse of ``rows``)."""
-        return cls(rows[..., 0], rows[..., 1], rows[..., 2], rows[..., 3])
+        return cls(rows[..., 0], rows[..., 1], rows[..., 2], rows[..., 3], rows)
 
     @classmethod
     def of_images(cls, rows: torch.Tensor) -> Stats:
@@ -61,7 +62,10 @@ class Stats:
         return cls.of_rows(torch.from_numpy(rows.cpu().numpy().sum(0)))
 
     def rows(self) -> torch.Tensor:
-        """The statistics as one tensor, (w, dx, dy, dd) on the last axis: (B, P, 4) per image, or (P, 4)."""
+        """The statistics as one tensor, (w, dx, dy, dd) on the last axis: (B, P, 4) per image, or (P, 4) (the
+        tensor they came from, not a copy, when made by ``of_rows``)."""
+        if self.packed is not None:
+            return self.packed
         return torch.stack((self.w, self.dx, self.dy, self.dd), -1)
 
 
