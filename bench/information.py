@@ -18,7 +18,8 @@ seed S.
   the images, for the shipped toy net and the same architecture with random weights (`--weights none`);
   the per-layer values are under "concentration_by_layer".
 - ru_psnr: {layer: dB}, the reconstruction PSNR of the RU decoders (trained here on --decoder-images synthetic
-  images of seed S + 1000, --decoder-epochs epochs) on the tenth of those images kept out of training;
+  images of seed S + 1000, --decoder-epochs epochs, --decoder-arch) on the tenth of those images kept out of
+  training;
   ru_concentration_by_layer / ru_by_layer: RU maps of the trained net on the bench images with those decoders,
   beside SID's (--no-ru skips decoders and RU).
 """
@@ -40,7 +41,7 @@ from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
 from kgexplain.features.extract import normalise
 from kgexplain.information import SIDConfig, SIDEstimator, measure
-from kgexplain.information.decoder import DecoderConfig, load_decoder, train_decoders
+from kgexplain.information.decoder import ARCHS, DecoderConfig, load_decoder, train_decoders
 from kgexplain.information.gradient import gradient_maps, rescaled_pair
 from kgexplain.models import load_model
 
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="images per fit")
     ap.add_argument("--decoder-images", type=int, default=400, help="training images of the RU decoders")
     ap.add_argument("--decoder-epochs", type=int, default=DecoderConfig.epochs)
+    ap.add_argument("--decoder-arch", choices=ARCHS, default=DecoderConfig.arch, help="the RU decoders' architecture")
     ap.add_argument("--no-ru", action="store_true", help="skip the RU decoders and maps")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -100,7 +102,12 @@ def main() -> None:
             src = DataSpec(n=args.decoder_images, seed=args.seed + 1000, categories=ANIMALS).open(d)
             t = time.perf_counter()
             rows = train_decoders(
-                trained, layers, src, Framing(128, "none"), Path(d), DecoderConfig(epochs=args.decoder_epochs)
+                trained,
+                layers,
+                src,
+                Framing(128, "none"),
+                Path(d),
+                DecoderConfig(epochs=args.decoder_epochs, arch=args.decoder_arch),
             )
             train_s = time.perf_counter() - t
             decoders = {n: load_decoder(Path(d), trained, n) for n in layers}

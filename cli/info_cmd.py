@@ -8,7 +8,7 @@ import click
 
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
-from kgexplain.information.decoder import DecoderConfig, decoder_info
+from kgexplain.information.decoder import ARCHS, DecoderConfig, decoder_info
 from kgexplain.information.sid import SIDConfig
 from kgexplain.jobs import DecodersConfig, InfoConfig, run_decoders, run_info
 from kgexplain.models import load_model
@@ -119,6 +119,14 @@ def decoders_group() -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=DecoderConfig.epochs)
 @click.option("--batch-size", type=click.IntRange(min=1), default=DecoderConfig.batch_size)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DecoderConfig.lr)
+@click.option(
+    "--arch",
+    type=click.Choice(ARCHS),
+    default=DecoderConfig.arch,
+    show_default=True,
+    help="subpixel: residual blocks at the layer's resolution and a sub-pixel convolution to the image; paper: the "
+    "paper's six residual blocks upsampling with transposed convolutions (README: Information discarding).",
+)
 @job_options
 @click.pass_context
 def train_command(
@@ -129,6 +137,7 @@ def train_command(
     epochs: int,
     batch_size: int,
     lr: float,
+    arch: str,
     job: JobOptions,
 ) -> None:
     """Train one decoder per layer (MSE to the image) and cache it in the store's artifacts; re-training replaces."""
@@ -138,7 +147,7 @@ def train_command(
         trust_checkpoint=model.trust_checkpoint,
         layers=layers,
         data=data,
-        decoder=DecoderConfig(epochs=epochs, batch_size=batch_size, lr=lr),
+        decoder=DecoderConfig(epochs=epochs, batch_size=batch_size, lr=lr, arch=arch),
         device=job.device,
     )
     emit_result(run_decoders(config, job.store, progress_of(ctx)), job.fmt)
@@ -158,7 +167,7 @@ def list_command(model: ModelOption, store: StoreSpec, fmt: str) -> None:
         if info:
             db = None if info["psnr"] is None else round(info["psnr"], 2)
             rows.append(
-                {"layer": layer, "mse": round(info["mse"], 5), "psnr_db": db, "images": info["images"],
-                 "held_out": info["held_out"], "path": info["path"]}
+                {"layer": layer, "arch": info["arch"], "mse": round(info["mse"], 5), "psnr_db": db,
+                 "images": info["images"], "held_out": info["held_out"], "path": info["path"]}
             )  # fmt: skip
     emit_rows(rows, fmt)

@@ -16,8 +16,10 @@ from torch import nn
 from kgexplain.data.base import Framing
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
+from kgexplain.errors import UsageError
 from kgexplain.features.extract import normalise
 from kgexplain.information import SIDConfig, SIDEstimator, concentration
+from kgexplain.information.decoder import DecoderConfig, decoder_path, load_decoder
 from kgexplain.information.gradient import gradient_maps, rescaled_pair
 from kgexplain.models import load_model
 from kgexplain.models.registry import ModelHandle
@@ -204,6 +206,7 @@ def test_cli_decoders_then_ru_over_a_data_set(tmp_path: Path) -> None:
     assert trained[0]["images"] == 9 and trained[0]["held_out"] == 1 and 0 < trained[0]["psnr_db"] < 60
     listed = json.loads(_run("decoders", "list", "--store", store, "--json").stdout)
     assert [r["layer"] for r in listed] == ["conv4_2"] and listed[0]["psnr_db"] == trained[0]["psnr_db"]
+    assert listed[0]["arch"] == "subpixel"
     out = tmp_path / "out"
     summary = json.loads(
         _run(
@@ -228,3 +231,26 @@ def test_maps_of_layers_with_dots_in_their_names_do_not_overwrite_each_other(tmp
     files = _write_maps(SimpleNamespace(records=records), frames, tmp_path)  # type: ignore[arg-type]
     assert len(set(files)) == 4 and all(Path(f).is_file() for f in files)
     assert np.load(tmp_path / "0000-cat-blocks_10-sid.npy")[0, 0] == 1.0
+
+
+@pytest.mark.parametrize("arch", ["subpixel", "paper"])
+@pytest.mark.parametrize("stride", [1, 4, 16])
+def test_decoders_map_a_layer_back_to_the_image_and_reload(tmp_path: Path, arch: str, stride: int) -> None:
+    cfg = DecoderConfig(arch=arch, width=8, blocks=1)
+    dec = cfg.build(5, stride).eval()
+    f = torch.rand(2, 5, 3, 4)
+    with torch.no_grad():
+        x = dec(f)
+    assert x.shape == (2, 3, 3 * stride, 4 * stride) and float(x.min()) >= 0 and float(x.max()) <= 1
+    handle = load_model("toynet")
+    path = decoder_path(tmp_path, handle, "conv5_2")
+    path.parent.mkdir(parents=True)
+    blob = {"state": dec.state_dict(), "in_channels": 5, "stride": stride}
+    torch.save(blob | {"architecture": {"arch": arch, "width": 8, "blocks": 1}}, path)
+    with torch.no_grad():
+        assert torch.equal(load_decoder(tmp_path, handle, "conv5_2")(f), x)
+    torch.save(blob, path)  # written before the architecture was recorded
+    with pytest.raises(UsageError, match="older kgexplain"):
+        load_decoder(tmp_path, handle, "conv5_2")
+    with pytest.raises(UsageError, match="architecture"):
+        DecoderConfig(arch="unet")
