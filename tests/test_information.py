@@ -249,8 +249,9 @@ def test_decoders_map_a_layer_back_to_the_image_and_reload(tmp_path: Path, arch:
     torch.save(blob | {"architecture": {"arch": arch, "width": 8, "blocks": 1}}, path)
     with torch.no_grad():
         assert torch.equal(load_decoder(tmp_path, handle, "conv5_2")(f), x)
-    torch.save(blob, path)  # written before the architecture was recorded
-    with pytest.raises(UsageError, match="older kgexplain"):
-        load_decoder(tmp_path, handle, "conv5_2")
+    if arch == "paper":  # written before the architecture was recorded: the paper's, which loads as such
+        torch.save(blob, path)
+        with torch.no_grad():
+            assert torch.equal(load_decoder(tmp_path, handle, "conv5_2")(f), x)
     with pytest.raises(UsageError, match="architecture"):
         DecoderConfig(arch="unet")

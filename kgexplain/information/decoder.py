@@ -11,7 +11,8 @@ One architecture for every comparison (paper sec. 4), chosen by ``DecoderConfig.
   channels at full resolution, doubling per halving, at most 128).
 
 Trained with MSE to the [0, 1] image; a tenth of the images (``holdout``) is kept out of training and the
-reconstruction PSNR on it is recorded with the decoder, with the architecture it was built with.
+reconstruction PSNR on it is recorded with the decoder, with the architecture it was built with (a decoder file
+without one was written before the sub-pixel decoder existed, and is the paper's).
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class SubpixelDecoder(nn.Module):
 
 Decoder = PaperDecoder | SubpixelDecoder
 ARCHS = ("subpixel", "paper")
+PAPER = {"arch": "paper"}  # the architecture of a decoder file that does not record one
 
 
 @dataclass(frozen=True)
@@ -144,12 +146,7 @@ def load_decoder(cache: Path, handle: ModelHandle, layer: str, device: torch.dev
             hint=f"train one: kgexplain decoders train --layers {layer} (same --model/--weights/--store)",
         )
     blob = torch.load(path, map_location=device, weights_only=True)
-    arch = blob.get("architecture")
-    if arch is None:  # written before the architecture was recorded: a different network
-        raise UsageError(
-            f"the RU decoder for {handle.name} layer {layer!r} was trained by an older kgexplain",
-            hint=f"train it again: kgexplain decoders train --layers {layer} (same --model/--weights/--store)",
-        )
+    arch = blob.get("architecture") or PAPER  # written before it was recorded: the paper's, then the only one
     dec = DecoderConfig(**arch).build(int(blob["in_channels"]), int(blob["stride"]))
     dec.load_state_dict(blob["state"])
     return dec.to(device).eval()
@@ -161,7 +158,7 @@ def decoder_info(cache: Path, handle: ModelHandle, layer: str) -> dict[str, Any]
         return None
     blob = torch.load(path, map_location="cpu", weights_only=True)
     keys = ("layer", "model", "data", "config", "mse", "seconds", "images")
-    arch = (blob.get("architecture") or {}).get("arch", "older")  # "older": trained before it was recorded
+    arch = (blob.get("architecture") or PAPER)["arch"]
     extra = {"psnr": blob.get("psnr"), "held_out": blob.get("held_out", 0), "arch": arch, "path": str(path)}
     return {k: blob[k] for k in keys} | extra
 
