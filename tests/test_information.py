@@ -206,7 +206,7 @@ def test_cli_decoders_then_ru_over_a_data_set(tmp_path: Path) -> None:
     assert trained[0]["images"] == 9 and trained[0]["held_out"] == 1 and 0 < trained[0]["psnr_db"] < 60
     listed = json.loads(_run("decoders", "list", "--store", store, "--json").stdout)
     assert [r["layer"] for r in listed] == ["conv4_2"] and listed[0]["psnr_db"] == trained[0]["psnr_db"]
-    assert listed[0]["arch"] == "subpixel"
+    assert listed[0]["arch"] == trained[0]["arch"] == "subpixel"
     out = tmp_path / "out"
     summary = json.loads(
         _run(

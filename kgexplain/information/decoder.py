@@ -275,7 +275,7 @@ def train_decoders(
         tmp.replace(path)  # never a half-written decoder
         db = round(scores[n], 2) if n in scores else None
         out.append(
-            {"layer": n, "mse": round(last[n], 5), "psnr_db": db, "images": len(x_all), "held_out": held,
-             "path": str(path)}
+            {"layer": n, "arch": cfg.arch, "mse": round(last[n], 5), "psnr_db": db, "images": len(x_all),
+             "held_out": held, "path": str(path)}
         )  # fmt: skip
     return out
