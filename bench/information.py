@@ -18,8 +18,8 @@ seed S.
   the images, for the shipped toy net and the same architecture with random weights (`--weights none`);
   the per-layer values are under "concentration_by_layer".
 - ru_psnr: {layer: dB}, the reconstruction PSNR of the RU decoders (trained here on --decoder-images synthetic
-  images of seed S + 1000, --decoder-epochs epochs, --decoder-arch) on the tenth of those images kept out of
-  training;
+  images of seed S + 1000, --decoder-epochs epochs (30 by default: what reconstruction needs; `decoders train`
+  runs 5 unless told), --decoder-arch) on the tenth of those images kept out of training;
   ru_concentration_by_layer / ru_by_layer: RU maps of the trained net on the bench images with those decoders,
   beside SID's (--no-ru skips decoders and RU).
 """
@@ -67,7 +67,9 @@ def main() -> None:
     ap.add_argument("--coherency-layer", default="conv4_1")
     ap.add_argument("--batch", type=int, default=2, help="images per fit")
     ap.add_argument("--decoder-images", type=int, default=400, help="training images of the RU decoders")
-    ap.add_argument("--decoder-epochs", type=int, default=DecoderConfig.epochs)
+    ap.add_argument(
+        "--decoder-epochs", type=int, default=30, help="RU decoder training epochs (the command's default is fewer)"
+    )
     ap.add_argument("--decoder-arch", choices=ARCHS, default=DecoderConfig.arch, help="the RU decoders' architecture")
     ap.add_argument("--no-ru", action="store_true", help="skip the RU decoders and maps")
     ap.add_argument("--json", action="store_true")
