@@ -246,11 +246,11 @@ def test_decoders_map_a_layer_back_to_the_image_and_reload(tmp_path: Path, arch:
     path = decoder_path(tmp_path, handle, "conv5_2")
     path.parent.mkdir(parents=True)
     blob = {"state": dec.state_dict(), "in_channels": 5, "stride": stride}
-    torch.save(blob | {"architecture": {"arch": arch, "width": 8, "blocks": 1}}, path)
+    torch.save(blob | {"config": {"arch": arch, "width": 8, "blocks": 1, "epochs": 1}}, path)
     with torch.no_grad():
         assert torch.equal(load_decoder(tmp_path, handle, "conv5_2")(f), x)
     if arch == "paper":  # written before the architecture was recorded: the paper's, which loads as such
-        torch.save(blob, path)
+        torch.save(blob | {"config": {"epochs": 1}}, path)
         with torch.no_grad():
             assert torch.equal(load_decoder(tmp_path, handle, "conv5_2")(f), x)
     with pytest.raises(UsageError, match="architecture"):

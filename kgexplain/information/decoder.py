@@ -100,7 +100,6 @@ class SubpixelDecoder(nn.Module):
 
 Decoder = PaperDecoder | SubpixelDecoder
 ARCHS = ("subpixel", "paper")
-PAPER = {"arch": "paper"}  # the architecture of a decoder file that does not record one
 
 
 @dataclass(frozen=True)
@@ -117,6 +116,13 @@ class DecoderConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise UsageError(f"decoder architecture must be one of {', '.join(ARCHS)}, not {self.arch!r}")
+
+    @classmethod
+    def of_file(cls, blob: dict[str, Any]) -> DecoderConfig:
+        """The architecture a decoder file was trained with, from the config it records; a file written before
+        the sub-pixel decoder existed records none and holds the paper's."""
+        c = blob.get("config") or {}
+        return cls(arch=c.get("arch", "paper"), width=c.get("width", cls.width), blocks=c.get("blocks", cls.blocks))
 
     def build(self, in_channels: int, stride: int) -> Decoder:
         if self.arch == "paper":
@@ -146,8 +152,7 @@ def load_decoder(cache: Path, handle: ModelHandle, layer: str, device: torch.dev
             hint=f"train one: kgexplain decoders train --layers {layer} (same --model/--weights/--store)",
         )
     blob = torch.load(path, map_location=device, weights_only=True)
-    arch = blob.get("architecture") or PAPER  # written before it was recorded: the paper's, then the only one
-    dec = DecoderConfig(**arch).build(int(blob["in_channels"]), int(blob["stride"]))
+    dec = DecoderConfig.of_file(blob).build(int(blob["in_channels"]), int(blob["stride"]))
     dec.load_state_dict(blob["state"])
     return dec.to(device).eval()
 
@@ -158,7 +163,7 @@ def decoder_info(cache: Path, handle: ModelHandle, layer: str) -> dict[str, Any]
         return None
     blob = torch.load(path, map_location="cpu", weights_only=True)
     keys = ("layer", "model", "data", "config", "mse", "seconds", "images")
-    arch = (blob.get("architecture") or PAPER)["arch"]
+    arch = DecoderConfig.of_file(blob).arch
     extra = {"psnr": blob.get("psnr"), "held_out": blob.get("held_out", 0), "arch": arch, "path": str(path)}
     return {k: blob[k] for k in keys} | extra
 
@@ -259,7 +264,6 @@ def train_decoders(
             "state": dec.cpu().state_dict(),
             "in_channels": dec.in_channels,
             "stride": dec.stride,
-            "architecture": {"arch": cfg.arch, "width": cfg.width, "blocks": cfg.blocks},
             "layer": n,
             "model": handle.identity,
             "data": data,
