@@ -490,11 +490,12 @@ class ExplanatoryGraphMiner:
                     stat_rows.append(st.rows())
             if not final:
                 pos[idx], score[idx] = cur_pos, cur_score
-                mine_rows = (
-                    (stat_rows[0] if len(stat_rows) == 1 else torch.cat(stat_rows))
-                    if stat_rows
-                    else torch.zeros(0, p, 4, dtype=torch.float64)
-                )
+                if len(stat_rows) == 1:  # one chunk (the numba kernel takes every image at once): no copy
+                    mine_rows = stat_rows[0]
+                elif stat_rows:
+                    mine_rows = torch.cat(stat_rows)
+                else:
+                    mine_rows = torch.zeros(0, p, 4, dtype=torch.float64)
                 # This rank's statistics (summed over its images in order), summed over ranks in float64.
                 sums = g.sum(Stats.of_images(mine_rows).rows().to(self.device), f"mining {name}")
                 stats = Stats.of_rows(sums)
