@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -66,6 +67,32 @@ def test_constraint_is_reached_and_a_seed_gives_the_same_map(toy_images: np.ndar
     assert not np.array_equal(r1.log_sigma[:1], r3.log_sigma)
     # Deeper layers discard more input information (the paper's layerwise trend) on this trained net.
     assert r1.log_sigma[:, 1].mean() > r1.log_sigma[:, 0].mean()
+
+
+def test_the_reported_constraint_is_measured_on_the_sigma_returned(
+    toy_images: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A map that misses every measurement is corrected and measured again, and what is reported is the last
+    measurement of the sigma returned (a correction once went unmeasured: reported 1.20, returned sigma 0.81)."""
+    handle = load_model("toynet", "shipped")
+    x = normalise(torch.from_numpy(toy_images[:1]), handle)
+    est = SIDEstimator(handle, ["conv2_2"], SIDConfig(steps=4, samples=2, eval_samples=8))
+    measured: list[torch.Tensor] = []
+    missing = iter([1.3, 1.2, 0.8, 1.25, 1.4, 1.4])
+
+    def measure(x_, clean, log_sigma, gen, need=None):  # type: ignore[no-untyped-def]
+        measured.append(log_sigma.clone())
+        target = est.cfg.alpha * est.reference_delta2(x_)
+        return target * next(missing), 1
+
+    monkeypatch.setattr(est, "_measure", measure)
+    r = est.fit(x)
+    assert len(measured) == 4  # the first measurement and three corrections, each measured
+    np.testing.assert_array_equal(r.log_sigma, measured[-1].numpy())
+    assert r.constraint[0, 0] == pytest.approx(1.25, rel=1e-5)
+    # each correction moved the level down where the map was above the constraint, up where below
+    steps = [float((b - a).mean()) for a, b in itertools.pairwise(measured)]
+    assert steps[0] < 0 and steps[1] < 0 and steps[2] > 0
 
 
 def test_each_map_runs_its_noise_only_to_its_layer_and_only_when_needed(toy_images: np.ndarray) -> None:
