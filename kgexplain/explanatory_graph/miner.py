@@ -60,7 +60,11 @@ class LayerData:
         self.cache: torch.Tensor | None = None
         if self.bytes <= MEMORY_BUDGET:
             parts = [self._prepare(x) for _, x in fs.chunks(256, device=device)]
-            self.cache = torch.cat(parts) if parts else torch.zeros(0, d, h + 2 * self.r, w + 2 * self.r, device=device)
+            if len(parts) == 1:  # (no copy)
+                self.cache = parts[0]
+            else:
+                empty = torch.zeros(0, d, h + 2 * self.r, w + 2 * self.r, device=device)
+                self.cache = torch.cat(parts) if parts else empty
 
     def sample(self, rows: np.ndarray) -> LayerData:
         """The same layer on a subset of its images (held in memory)."""
@@ -75,7 +79,8 @@ class LayerData:
         return sub
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return pad(responses(x, self.std, self.beta), self.r).contiguous()
+        """Responses of a chunk the feature set just copied out (so it is changed in place)."""
+        return pad(responses(x, self.std, self.beta, inplace=True), self.r).contiguous()
 
     def chunks(self, size: int) -> Iterator[tuple[slice, torch.Tensor]]:
         if self.cache is not None:

@@ -53,6 +53,8 @@ def background_std(
     return torch.maximum(std, floor * med[:, None, None])
 
 
-def responses(x: torch.Tensor, std: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
-    """F(x) for a chunk of pre-ReLU maps (B, D, h, w)."""
+def responses(x: torch.Tensor, std: torch.Tensor, beta: float = 1.0, inplace: bool = False) -> torch.Tensor:
+    """F(x) for a chunk of pre-ReLU maps (B, D, h, w); ``inplace``: in ``x`` itself (one pass less)."""
+    if inplace:
+        return x.clamp_min_(0).div_(std).mul_(beta)
     return (x.clamp_min(0) / std).mul_(beta)
