@@ -305,7 +305,10 @@ def features_of(
         with torch.no_grad(), autocast(dev, amp), capture_layers(handle.module, specs, stop=True) as cap:
             forward(handle.module, x)
             for s in specs:
-                parts[s.name].append(cap[s.name].get(relu).to(torch.float16).cpu())  # as the cache stores them
+                # float16 as the cache stores them, and in plain (B, C, H, W) order as the cache reads back (a CPU
+                # conv's output is channels-last; the miner's arithmetic on such chunks ran at half speed)
+                f = cap[s.name].get(relu).to(torch.float16, memory_format=torch.contiguous_format)
+                parts[s.name].append(f.cpu())
     n = len(images)
     names = list(ids) if ids is not None else [str(i) for i in range(n)]
     out: dict[str, FeatureSet] = {}
