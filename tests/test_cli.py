@@ -10,7 +10,7 @@ import kgexplain.cli.build_cmd as build_cmd
 import pytest
 import torch
 from click.testing import CliRunner
-from kgexplain.cli.main import cli
+from kgexplain.cli.main import COMMANDS, SUMMARIES, cli
 from starlette.testclient import TestClient
 
 from kgexplain.store import StoreSpec, queries
@@ -211,6 +211,26 @@ for args in (["store", "init"], ["stats"], ["runs"], ["query", "MATCH (p:Pattern
 assert "torch" not in sys.modules, "a read command loaded torch"
 print("ok")
 """
+
+
+HELP_WITHOUT_TORCH = """
+import sys
+from kgexplain.cli.main import cli
+code = cli.main(["--help"], standalone_mode=False)
+assert "torch" not in sys.modules, "listing the commands loaded torch"
+"""
+
+
+def test_help_lists_every_command_with_its_own_summary_and_loads_no_command() -> None:
+    assert sorted(SUMMARIES) == sorted(COMMANDS)
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None and SUMMARIES[name] == command.get_short_help_str(limit=10_000), name
+    listed = CliRunner().invoke(cli, ["--help"]).output
+    assert "  localize  Find PART on new images: JSON or a table of" in listed
+    res = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "Commands:" in res.stdout and "serve" in res.stdout, res.stderr
 
 
 def test_the_read_commands_start_without_torch(tmp_path: Path) -> None:
