@@ -62,9 +62,10 @@ class LayerData:
             parts = [self._prepare(x) for _, x in fs.chunks(256, device=device)]
             if len(parts) == 1:  # (no copy)
                 self.cache = parts[0]
+            elif parts:
+                self.cache = torch.cat(parts)
             else:
-                empty = torch.zeros(0, d, h + 2 * self.r, w + 2 * self.r, device=device)
-                self.cache = torch.cat(parts) if parts else empty
+                self.cache = torch.zeros(0, d, h + 2 * self.r, w + 2 * self.r, device=device)
 
     def sample(self, rows: np.ndarray) -> LayerData:
         """The same layer on a subset of its images (held in memory)."""

@@ -127,7 +127,7 @@ class FeatureSet:
             sel = np.flatnonzero(shard_of == k)
             arr = self.shards[int(k)].array()
             local = pos[sel] - self._offsets[k]
-            out[torch.from_numpy(sel)] = torch.from_numpy(np.asarray(arr[local], np.float32)).to(dtype)
+            out[torch.from_numpy(sel)] = torch.tensor(arr[local], dtype=dtype)  # converted in one copy, as chunks
         return out.to(device or "cpu")
 
     def tensor(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
