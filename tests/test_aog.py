@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from kgexplain.cli.main import cli
 from PIL import Image
@@ -327,3 +328,37 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path) -> None:
     assert unknown.exit_code != 0 and "no annotated 'wing'" in unknown.output
     other = _run("localize", "--part", "tail", "--annotations", str(ann), "--store", store, ok=False)
     assert "no AOG learnt for part 'tail'" in other.output
+
+
+def test_vote_maps_add_every_vote_on_the_grid_into_its_cell_and_nothing_else() -> None:
+    from kgexplain.aog.vote import _blur_matrix, _grid, all_votes, prior_map, vote_maps
+
+    rng = np.random.default_rng(3)
+    parts = np.array([[20.0, 30.0], [25.0, 28.0], [18.0, 33.0]])
+    ex = _det(np.stack([_scene(rng, c)[0] for c in parts]))
+    model = learn_part("head", "toy", ex, parts, ["a", "b", "c"], SIZE, config=CFG, mirrored=_mirror(ex))
+    pos = np.stack([_scene(rng, c)[0] for c in rng.uniform(0, SIZE, (5, 2))])
+    pos[0, :2] = [-40.0, 10.0]  # votes off the grid on the left ...
+    pos[1, 2:4] = [10.0, SIZE + 40.0]  # ... and below
+    fires = rng.random(pos.shape[:2]) > 0.3  # some candidates do not fire: no weight
+    test = _det(pos, fires)
+    maps = vote_maps(test, model)
+    votes = all_votes(test, model)
+    g, step = _grid(model)
+    ref = torch.zeros(test.n, len(model.templates), g, g)
+    for k in range(len(model.templates)):
+        _, v, w = votes.of(k)
+        for i in range(test.n):
+            for (x, y), wt in zip(v[i], w[i], strict=True):
+                ix, iy = int(np.floor((x + 0.5) / step)), int(np.floor((y + 0.5) / step))
+                if 0 <= ix < g and 0 <= iy < g and wt > 0:
+                    ref[i, k, iy, ix] += float(wt)
+    assert float(ref.sum()) < float(votes.weight[votes.weight > 0].sum()) - 1e-3  # some votes fell off the grid
+    blur = _blur_matrix(g, model.config.vote_spread * model.size / step)
+    ref = blur @ ref @ blur
+    for k, tpl in enumerate(model.templates):
+        prior = prior_map(model, tpl.faces)
+        if prior is not None:
+            ref[:, k] *= prior
+    assert torch.allclose(maps, ref, atol=1e-6)
+    assert maps.abs().sum() > 0

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from kgexplain.errors import LayerError
+from kgexplain.errors import LayerError, UsageError
 from kgexplain.features.hooks import capture_layers
 from kgexplain.models import load_model
 from kgexplain.models.layers import LayerSpec
@@ -68,3 +68,21 @@ def test_a_layer_the_forward_never_reaches_is_a_clear_error(tiny_net) -> None:
         pass
     with pytest.raises(LayerError, match="not reached"):
         _ = cap["unused"].pre
+
+
+def test_a_capture_in_float16_is_one_plain_order_copy_of_the_pre_relu_map(tiny_net) -> None:
+    x = torch.randn(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)  # a CPU conv then outputs so too
+    spec = [LayerSpec("c1", "block1.0")]
+    with (
+        torch.no_grad(),
+        capture_layers(tiny_net, spec) as full,
+        capture_layers(tiny_net, spec, dtype=torch.float16) as half,
+    ):
+        tiny_net(x)
+    got = half["c1"].pre
+    assert got.dtype == torch.float16 and got.is_contiguous()
+    assert torch.equal(got, full["c1"].pre.to(torch.float16))
+    assert (got < 0).any()  # copied before the in-place ReLU
+    with pytest.raises(UsageError, match="detached"), capture_layers(tiny_net, spec, detach=False, dtype=torch.float16):
+        pass
+    assert _hook_count(tiny_net) == 0

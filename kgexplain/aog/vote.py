@@ -6,6 +6,7 @@ both facings, so one forward pass per image suffices."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class TemplateScores:
     y: np.ndarray
     peak: np.ndarray
     whole: np.ndarray | None  # None: computed for the chosen template only (when nothing is chosen by it)
+    votes: Votes | None = None  # the votes they were computed from
 
     def best(self, allowed: np.ndarray | None = None, by: str = "whole") -> np.ndarray:
         """(n,) best template per image among ``allowed`` ((n, T) bool) by the whole score or the peak."""
@@ -60,20 +62,15 @@ def columns(det: Detections, layer: np.ndarray, index: np.ndarray) -> np.ndarray
     return (start[layer] + index).astype(np.int64)
 
 
+@functools.lru_cache(maxsize=16)
 def _blur_matrix(g: int, spread: float) -> torch.Tensor:
     """(g, g) the Gaussian of ``spread`` cells (peak 1, cut at 3 spreads) as a matrix: B @ m blurs m's columns
-    (zero outside the grid, as a zero-padded convolution); two batched products beat 1-channel conv2d 10x."""
+    (zero outside the grid, as a zero-padded convolution); two batched products beat 1-channel conv2d 10x.
+    Memoised: the same tensor is returned for the same arguments (read it, never change it)."""
     i = torch.arange(g, dtype=torch.float32)
     d = i[:, None] - i[None, :]
     r = max(1, math.ceil(3 * spread))
     return torch.where(d.abs() <= r, torch.exp(-(d**2) / (2 * spread**2)), torch.zeros(()))
-
-
-def _template_votes(det: Detections, strength: np.ndarray, tpl: Template) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    cols = columns(det, tpl.layer, tpl.index)
-    votes = det.position[:, cols] + tpl.offset[None]  # (n, S, 2)
-    weights = strength[:, cols] * tpl.weight[None]  # (n, S)
-    return cols, votes, weights
 
 
 def _grid(part: PartModel) -> tuple[int, float]:
@@ -98,12 +95,34 @@ def prior_map(part: PartModel, flipped: bool) -> torch.Tensor | None:
     return gy[:, None] * gx[None, :]
 
 
-Votes = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per template: columns, (n, S, 2) votes, (n, S) weights
+@dataclass
+class Votes:
+    """A part's templates' votes on some images, template after template: each template's columns, and over all
+    their S patterns together the voted positions (n, S, 2) (a pattern's position plus its offset) and weights
+    (n, S) (its strength times its weight in the template)."""
+
+    cols: list[np.ndarray]
+    position: np.ndarray
+    weight: np.ndarray
+    start: list[int]  # where each template's patterns begin (and, last, S)
+
+    def of(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Template k's columns, votes (n, S_k, 2) and weights (n, S_k) (views)."""
+        sl = slice(self.start[k], self.start[k + 1])
+        return self.cols[k], self.position[:, sl], self.weight[:, sl]
 
 
 def all_votes(det: Detections, part: PartModel) -> Votes:
-    strength = det.strength()
-    return [_template_votes(det, strength, tpl) for tpl in part.templates]
+    """Every template's votes, gathered from the detections in one take per array."""
+    cols = [columns(det, tpl.layer, tpl.index) for tpl in part.templates]
+    start = np.concatenate([[0], np.cumsum([len(c) for c in cols], dtype=np.int64)]).tolist()
+    if not cols:
+        return Votes(cols, np.zeros((det.n, 0, 2), np.float32), np.zeros((det.n, 0), np.float32), start)
+    every = np.concatenate(cols)
+    offset = np.concatenate([tpl.offset for tpl in part.templates])
+    weight = np.concatenate([tpl.weight for tpl in part.templates])
+    position = np.take(det.position, every, axis=1) + offset[None]
+    return Votes(cols, position, np.take(det.strength(), every, axis=1) * weight[None], start)
 
 
 def vote_maps(det: Detections, part: PartModel, votes_of: Votes | None = None) -> torch.Tensor:
@@ -112,16 +131,18 @@ def vote_maps(det: Detections, part: PartModel, votes_of: Votes | None = None) -
     n, t = det.n, len(part.templates)
     g, step = _grid(part)
     flat = torch.zeros(n * t * g * g)
-    per = votes_of if votes_of is not None else all_votes(det, part)
-    if per:  # every template's votes at once, added into the maps by one 1-D index_add_ (the fastest scatter)
-        votes = np.concatenate([v for _, v, _ in per], 1)  # (n, sum S, 2)
-        weights = np.concatenate([w for _, _, w in per], 1)
-        which = np.repeat(np.arange(t), [len(c) for c, _, _ in per])  # each column's template
-        ix = np.floor((votes[..., 0] + 0.5) / step).astype(np.int64)
-        iy = np.floor((votes[..., 1] + 0.5) / step).astype(np.int64)
-        i, j = np.nonzero((ix >= 0) & (ix < g) & (iy >= 0) & (iy < g) & (weights > 0))
-        cells = ((i * t + which[j]) * g + iy[i, j]) * g + ix[i, j]
-        flat.index_add_(0, torch.from_numpy(cells), torch.from_numpy(weights[i, j].astype(np.float32)))
+    votes = votes_of if votes_of is not None else all_votes(det, part)
+    if votes.weight.size:  # every template's votes at once, added into the maps by one 1-D index_add_
+        which = np.repeat(np.arange(t), np.diff(votes.start))  # each column's template
+        ix = np.floor((votes.position[..., 0] + 0.5) / step).astype(np.int64)
+        iy = np.floor((votes.position[..., 1] + 0.5) / step).astype(np.int64)
+        w = votes.weight
+        keep = (ix >= 0) & (ix < g) & (iy >= 0) & (iy < g) & (w > 0)
+        # Every vote is added, in order; those off the grid or without weight add zero to a clipped cell (the
+        # same sums as adding the others alone, without selecting them).
+        cells = ((np.arange(n)[:, None] * t + which[None]) * g + iy.clip(0, g - 1)) * g + ix.clip(0, g - 1)
+        added = np.where(keep, w, 0).astype(np.float32)
+        flat.index_add_(0, torch.from_numpy(cells.ravel()), torch.from_numpy(added.ravel()))
     blur = _blur_matrix(g, part.config.vote_spread * part.size / step)
     maps = (blur @ flat.view(n * t, g, g) @ blur).view(n, t, g, g)  # separable Gaussian: blur is symmetric
     for k, tpl in enumerate(part.templates):
@@ -178,7 +199,9 @@ def whole_scores(
     strength = det.strength()
     delta = part.config.facing_delta * part.size
     out = np.zeros((det.n, len(part.templates)))
-    for k, (tpl, (cols, votes, _)) in enumerate(zip(part.templates, votes_of or all_votes(det, part), strict=True)):
+    every = votes_of or all_votes(det, part)
+    for k, tpl in enumerate(part.templates):
+        cols, votes, _ = every.of(k)
         out[:, k] = _whole(det.fires[:, cols], strength[:, cols], votes, tpl.weight, xs[:, k], ys[:, k], delta)
     return out
 
@@ -189,7 +212,7 @@ def template_scores(det: Detections, part: PartModel) -> TemplateScores:
     votes = all_votes(det, part)
     val, xs, ys = _peaks(vote_maps(det, part, votes), _grid(part)[1])
     whole = whole_scores(det, part, xs, ys, votes) if part.config.facing_by == "whole" else None
-    return TemplateScores(xs, ys, val, whole)
+    return TemplateScores(xs, ys, val, whole, votes)
 
 
 def template_presence(strengths: np.ndarray, tpl: Template) -> np.ndarray:
@@ -274,7 +297,7 @@ def localise(
         cols = columns(det, tpl.layer, tpl.index)
         sub = strength[np.ix_(sel, cols)]
         if ts.whole is None:
-            votes = det.position[np.ix_(sel, cols)] + tpl.offset[None]
+            votes = ts.votes.of(t)[1][sel] if ts.votes is not None else det.position[np.ix_(sel, cols)] + tpl.offset
             whole[sel] = _whole(det.fires[np.ix_(sel, cols)], sub, votes, tpl.weight, xs[sel], ys[sel], delta)
         if tpl.evidence is not None:
             presence[sel] = template_presence(sub, tpl)

@@ -237,7 +237,8 @@ def extract_features(
             shard_skips.extend(batch["skipped"])
             if batch["images"] is not None:
                 x = normalise(batch["images"].to(dev, non_blocking=True), handle)
-                with torch.no_grad(), autocast(dev, amp), capture_layers(model, todo, stop=True) as cap:
+                capture = capture_layers(model, todo, stop=True, dtype=torch.float16)
+                with torch.no_grad(), autocast(dev, amp), capture as cap:
                     forward(model, x)
                     for s in todo:
                         t = cap[s.name].get(relu)
@@ -302,13 +303,13 @@ def features_of(
     parts: dict[str, list[torch.Tensor]] = {s.name: [] for s in specs}
     for lo in range(0, len(images), bs):
         x = normalise(torch.from_numpy(np.ascontiguousarray(images[lo : lo + bs])).to(dev), handle)
-        with torch.no_grad(), autocast(dev, amp), capture_layers(handle.module, specs, stop=True) as cap:
+        # float16 as the cache stores them, and in plain (B, C, H, W) order as the cache reads back (a CPU conv's
+        # output is channels-last; the miner's arithmetic on such chunks ran at half speed), copied so at capture
+        capture = capture_layers(handle.module, specs, stop=True, dtype=torch.float16)
+        with torch.no_grad(), autocast(dev, amp), capture as cap:
             forward(handle.module, x)
             for s in specs:
-                # float16 as the cache stores them, and in plain (B, C, H, W) order as the cache reads back (a CPU
-                # conv's output is channels-last; the miner's arithmetic on such chunks ran at half speed)
-                f = cap[s.name].get(relu).to(torch.float16, memory_format=torch.contiguous_format)
-                parts[s.name].append(f.cpu())
+                parts[s.name].append(cap[s.name].get(relu).to(torch.float16).cpu())
     n = len(images)
     names = list(ids) if ids is not None else [str(i) for i in range(n)]
     out: dict[str, FeatureSet] = {}

@@ -65,21 +65,31 @@ def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
 
 @contextlib.contextmanager
 def capture_layers(
-    model: nn.Module, specs: Sequence[LayerSpec], detach: bool = True, stop: bool = False
+    model: nn.Module,
+    specs: Sequence[LayerSpec],
+    detach: bool = True,
+    stop: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> Iterator[dict[str, Captured]]:
     """Capture the given layers on every forward pass inside the ``with`` block.
 
     Outputs are copied as soon as they are produced, because torchvision's in-place ReLUs would otherwise
     rectify a conv's output in place. With ``detach=False`` the copies stay in the autograd graph. With
     ``stop=True`` the pass is cut short by :class:`StopForward` as soon as every layer is captured (run the
-    model through :func:`forward`), which skips the layers above the deepest one requested.
+    model through :func:`forward`), which skips the layers above the deepest one requested. With ``dtype``
+    (detached copies only) the copy is made in that dtype and in plain (B, C, H, W) order, in one pass: what
+    feature extraction keeps (a CPU conv's output is channels-last).
     """
+    if dtype is not None and not detach:
+        raise UsageError("capture_layers: a dtype is for detached copies")
     modules = dict(model.named_modules())
     captured = {spec.name: Captured(spec) for spec in specs}
     handles: list[torch.utils.hooks.RemovableHandle] = []
     remaining: set[str] = set()
 
     def copy(t: torch.Tensor) -> torch.Tensor:
+        if dtype is not None:
+            return t.detach().to(dtype, memory_format=torch.contiguous_format, copy=True)
         return t.detach().clone() if detach else t.clone()
 
     def done(slot: Captured) -> None:
