@@ -199,7 +199,7 @@ def whole_scores(
     strength = det.strength()
     delta = part.config.facing_delta * part.size
     out = np.zeros((det.n, len(part.templates)))
-    every = votes_of or all_votes(det, part)
+    every = votes_of if votes_of is not None else all_votes(det, part)
     for k, tpl in enumerate(part.templates):
         cols, votes, _ = every.of(k)
         out[:, k] = _whole(det.fires[:, cols], strength[:, cols], votes, tpl.weight, xs[:, k], ys[:, k], delta)
