@@ -19,8 +19,9 @@ FLOOR = 1e-30  # as estep.FLOOR
 
 
 @njit(fastmath=True, cache=True, inline="always")
-def _axis_gaussian(d0: float, step: float, inv: float, r: int, out: np.ndarray) -> None:
-    """out[r + o] = exp(-(d0 + o * step)^2 * inv) for o in -r..r, with 3 exponentials instead of 2r + 1.
+def _axis_gaussian(d0: float, step: float, inv: float, c: float, r: int, out: np.ndarray) -> None:
+    """out[r + o] = exp(-(d0 + o * step)^2 * inv) for o in -r..r, with 3 exponentials instead of 2r + 1, one of
+    them (``c`` = exp(-step^2 inv), the pattern's own, from ``_axis_steps``) computed once per pattern.
 
     g(o) = A * B^o * C^(o^2) with A = exp(-d0^2 inv), B = exp(-2 d0 step inv), C = exp(-step^2 inv); the centre
     cell is the one nearest to the prediction, so A is the largest value and, if it underflows, all do.
@@ -32,7 +33,6 @@ def _axis_gaussian(d0: float, step: float, inv: float, r: int, out: np.ndarray) 
             out[r + o] = 0.0
             out[r - o] = 0.0
         return
-    c = math.exp(-step * step * inv)
     up = a
     down = a
     qu = math.exp(-2.0 * d0 * step * inv) * c  # ratio g(1)/g(0)
@@ -45,6 +45,19 @@ def _axis_gaussian(d0: float, step: float, inv: float, r: int, out: np.ndarray) 
         out[r - o] = down
         qu *= c2
         qd *= c2
+
+
+@njit(fastmath=True, cache=True)
+def _axis_steps(sigma: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """(P, 3) per pattern: inv = 1 / (2 sigma^2) and C = exp(-step^2 inv) along x and y: what ``_axis_gaussian``
+    needs of a pattern whatever the image (computed once per call instead of once per image)."""
+    out = np.empty((sigma.shape[0], 3), np.float64)
+    for v in range(sigma.shape[0]):
+        inv = 0.5 / (sigma[v] * sigma[v])
+        out[v, 0] = inv
+        out[v, 1] = math.exp(-sx * sx * inv)
+        out[v, 2] = math.exp(-sy * sy * inv)
+    return out
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -62,19 +75,27 @@ def parent_shift_kernel(
     out_agree: np.ndarray,  # (B, P) float32: exp(-1/2 sum_m w_m |d_m - Delta|^2 / M), or 1 without agreement
 ) -> None:
     """``miner.parent_shift`` for every image and pattern; the E-step reads it (once per parent set, not per pass)."""
-    b_count = up_pos.shape[0]
+    b_count, pu_count = up_pos.shape[0], up_pos.shape[1]
     p_count, m_count = parents.shape
     for b in prange(b_count):
+        # Per parent, once (a parent has many children): how much it fires, and its displacement from its mu.
+        on = np.empty(pu_count, np.float64)
+        ux = np.empty(pu_count, np.float32)
+        uy = np.empty(pu_count, np.float32)
+        for u in range(pu_count):
+            on[u] = min(max(up_score[b, u] / fire, 0.0), 1.0)
+            ux[u] = up_pos[b, u, 0] - up_mu[u, 0]
+            uy[u] = up_pos[b, u, 1] - up_mu[u, 1]
         for v in range(p_count):
             tw = 0.0
             ddx = 0.0
             ddy = 0.0
             for m in range(m_count):
                 u = parents[v, m]
-                wf = min(max(up_score[b, u] / fire, 0.0), 1.0) * edge_w[v, m]
+                wf = on[u] * edge_w[v, m]
                 tw += wf
-                ddx += wf * (up_pos[b, u, 0] - up_mu[u, 0])
-                ddy += wf * (up_pos[b, u, 1] - up_mu[u, 1])
+                ddx += wf * ux[u]
+                ddy += wf * uy[u]
             if tw > 0.0:
                 ddx /= tw
                 ddy /= tw
@@ -88,9 +109,9 @@ def parent_shift_kernel(
                 spread = 0.0
                 for m in range(m_count):
                     u = parents[v, m]
-                    wf = min(max(up_score[b, u] / fire, 0.0), 1.0) * agree_w[v, m]
-                    ex = up_pos[b, u, 0] - up_mu[u, 0] - ddx
-                    ey = up_pos[b, u, 1] - up_mu[u, 1] - ddy
+                    wf = on[u] * agree_w[v, m]
+                    ex = ux[u] - ddx
+                    ey = uy[u] - ddy
                     spread += wf * (ex * ex + ey * ey)
                 ag = math.exp(-0.5 * spread / m_count)
             out_agree[b, v] = ag
@@ -125,6 +146,7 @@ def estep_kernel(
     area = sx * sy / (2.0 * math.pi)
     cell = sx * sy
     n = n_per_filter
+    steps = _axis_steps(sigma, sx, sy)
     for b in prange(b_count):
         sib = np.zeros((h, w), np.float32)
         gx = np.empty((n, k), np.float32)
@@ -164,9 +186,9 @@ def estep_kernel(
                 j0 = min(max(j0, 0), h - 1)
                 ci[t] = i0
                 cj[t] = j0
-                inv = 0.5 / (sigma[v] * sigma[v])
-                _axis_gaussian(cx + i0 * sx - px, sx, inv, r, gx[t])
-                _axis_gaussian(cy + j0 * sy - py, sy, inv, r, gy[t])
+                inv = steps[v, 0]
+                _axis_gaussian(cx + i0 * sx - px, sx, inv, steps[v, 1], r, gx[t])
+                _axis_gaussian(cy + j0 * sy - py, sy, inv, steps[v, 2], r, gy[t])
                 if with_stats:
                     c = area / (sigma[v] * sigma[v])
                     y0, y1 = max(j0 - r, 0), min(j0 + r + 1, h)
