@@ -14,6 +14,7 @@ from kgexplain.cli.main import cli
 from PIL import Image
 
 from kgexplain.aog import AOGConfig, Detections, PartModel, Template, learn_part, localise
+from kgexplain.aog.extent import best_box
 from kgexplain.aog.learn import calibrate, set_evidence
 from kgexplain.aog.run import Located, held_out_errors, iou, score_points
 from kgexplain.aog.vote import Localisation, TemplateScores, decide_facing, presence_by_facing
@@ -236,6 +237,35 @@ def test_a_part_no_pattern_fires_on_is_a_data_error_with_a_hint() -> None:
     with pytest.raises(DataError, match="no pattern fires") as info:
         learn_part("head", "toy", far, np.array([[30.0, 30.0], [31.0, 29.0]]), ["a", "b"], SIZE)
     assert info.value.hint and "keypoints" in info.value.hint
+
+
+def _best_box_by_brute_force(m: np.ndarray, tau: float) -> tuple[int, int, int, int]:
+    """Every box's sum from the integral image, the first best in (y0, y1, x0, x1) order."""
+    a = m - tau * float(m.max())
+    integral = np.zeros((m.shape[0] + 1, m.shape[1] + 1))
+    integral[1:, 1:] = a.cumsum(0).cumsum(1)
+    best, box = -np.inf, (0, 0, 0, 0)
+    for y0 in range(m.shape[0]):
+        for y1 in range(y0 + 1, m.shape[0] + 1):
+            r = integral[y1] - integral[y0]
+            for x0 in range(m.shape[1]):
+                for x1 in range(x0 + 1, m.shape[1] + 1):
+                    if r[x1] - r[x0] > best:
+                        best, box = r[x1] - r[x0], (x0, y0, x1, y1)
+    return box
+
+
+def test_the_object_box_is_the_best_sum_box_and_the_first_of_equal_ones() -> None:
+    rng = np.random.default_rng(3)
+    maps = [rng.random((int(rng.integers(1, 9)), int(rng.integers(1, 9)))) for _ in range(40)]
+    maps += [rng.integers(0, 3, (int(rng.integers(1, 9)), int(rng.integers(1, 9)))).astype(float) for _ in range(40)]
+    maps += [np.ones((4, 6)), np.zeros((3, 3)), np.array([[0.0, 5.0, 0.0, 5.0]])]  # ties, a flat map, two equal peaks
+    for m in maps:
+        for tau in (0.0, 0.35, 1.0):
+            assert best_box(m, tau) == _best_box_by_brute_force(m, tau), (m, tau)
+    m = np.zeros((5, 7))
+    m[1:3, 2:6] = 1.0
+    assert best_box(m, 0.35) == (2, 1, 6, 3)  # exactly the bright block
 
 
 def test_iou() -> None:
