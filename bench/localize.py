@@ -19,8 +19,8 @@ image, as the paper; with --whole the whole image); iou50 the rate of IoU >= 0.5
 centred on the prediction and on the truth. The raw-filter AOG is the same learning and voting code with each
 channel's peak as the candidate; the mean baseline predicts the examples' mean part position in the frame (the box,
 or with --whole the truth box: a baseline that is given the object box). speed_ratio: localisation time per image
-(the forward pass, pattern inference, the votes of all three parts; with --whole also the framing with its
-object search, a second forward pass) divided by one plain forward pass of the model per image, measured in one
+(the forward pass, pattern inference, the votes of all three parts; with --whole also the framing: the object
+search, a forward pass at 1.375x, and the detections on the box and its eight shifts, of which the best is kept) divided by one plain forward pass of the model per image, measured in one
 run, each the best of --repeats passes, the two kinds of pass alternating (one pass of 200 toy images takes 0.25 s;
 the machine's speed drifts by up to 1.5x over seconds: single passes, or the passes of one kind all before those of
 the other, moved the ratio by up to +-0.4 between runs). The plain forward pass runs in batches of 32, its fastest

@@ -14,9 +14,9 @@ from kgexplain.cli.main import cli
 from PIL import Image
 
 from kgexplain.aog import AOGConfig, Detections, PartModel, Template, learn_part, localise
-from kgexplain.aog.extent import best_box
+from kgexplain.aog.extent import best_box, shifted
 from kgexplain.aog.learn import calibrate, set_evidence
-from kgexplain.aog.run import Located, held_out_errors, iou, score_points
+from kgexplain.aog.run import Detector, Located, crop, held_out_errors, iou, score_points
 from kgexplain.aog.vote import Localisation, TemplateScores, decide_facing, presence_by_facing
 from kgexplain.data.base import Affine
 from kgexplain.data.synth import SynthSource
@@ -266,6 +266,36 @@ def test_the_object_box_is_the_best_sum_box_and_the_first_of_equal_ones() -> Non
     m = np.zeros((5, 7))
     m[1:3, 2:6] = 1.0
     assert best_box(m, 0.35) == (2, 1, 6, 3)  # exactly the bright block
+
+
+class _Redness(Detector):
+    """A stand-in detector: one candidate whose score is how red the crop is; the object box is given."""
+
+    def objects(self, source, indices, size):  # type: ignore[no-untyped-def]
+        return [(20.0, 24.0, 68.0, 72.0)] * len(indices)
+
+    def __call__(self, images, ids=None):  # type: ignore[no-untyped-def]
+        red = (images[..., 0].mean((1, 2)) / 255).astype(np.float32)[:, None]  # below the strength cap of 2
+        one = np.ones(1, np.float32)
+        return Detections(
+            np.zeros((len(images), 1, 2), np.float32), red, red > 0, ["l"], np.zeros(1, int), np.zeros(1, int), one
+        )
+
+
+def test_a_whole_image_is_cropped_where_the_detections_are_strongest_among_the_box_and_its_shifts() -> None:
+    source = SynthSource(3, seed=4, size=96, categories=["bird", "background"])
+    detector = object.__new__(_Redness)
+    batch, det, boxes = detector.on_objects(source, [0, 1, 2], 48)
+    for j in range(3):
+        tried = shifted((20.0, 24.0, 68.0, 72.0), 96, 96)
+        assert len(tried) == 9 and tried[0] == (20.0, 24.0, 68.0, 72.0)
+        assert all(0 <= b[0] < b[2] <= 96 and 0 <= b[1] < b[3] <= 96 for b in tried)
+        red = [detector(crop(source, [j], [b], 48).images).score[0, 0] for b in tried]
+        best = int(np.argmax(red))  # the first of equals, as on_objects keeps it
+        assert boxes[j] == tried[best]
+        assert det.score[j, 0] == red[best]  # the detections of the chosen crop, not of the first or the last
+        assert np.array_equal(batch.images[j], crop(source, [j], [tried[best]], 48).images[0])
+    assert len({tuple(b) for b in boxes}) > 1  # the images chose different shifts: the rows were merged
 
 
 def test_iou() -> None:

@@ -46,6 +46,20 @@ class Detections:
             self.reference,
         )
 
+    def where(self, take: np.ndarray, other: Detections) -> Detections:
+        """These detections with the rows where ``take`` ((n,) bool) is True replaced by ``other``'s (the same
+        candidates on other framings of the same images)."""
+        t = np.asarray(take, bool)
+        return Detections(
+            np.where(t[:, None, None], other.position, self.position),
+            np.where(t[:, None], other.score, self.score),
+            np.where(t[:, None], other.fires, self.fires),
+            self.layers,
+            self.layer,
+            self.index,
+            self.reference,
+        )
+
     def strength(self) -> np.ndarray:
         """(n, P) scores relative to each candidate's reference, zero where it does not fire, capped at 2
         (computed once; do not modify it)."""

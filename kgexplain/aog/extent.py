@@ -27,6 +27,7 @@ from kgexplain.features.cache import FeatureSet
 TAU = 0.35
 UPSCALE = 1.375
 STEP = 4  # pixels of the search grid
+SHIFT = 0.08  # the estimated box is also tried shifted by this share of its width and height (see ``shifted``)
 
 
 def objectness(graph: ExplanatoryGraph, features: FeatureSet) -> np.ndarray:
@@ -87,3 +88,17 @@ def object_boxes(graph: ExplanatoryGraph, features: FeatureSet, tau: float = TAU
     size = features.geometry.input_w
     scale = size / m.shape[-1]
     return np.array([np.array(best_box(mi, tau), np.float64) * scale for mi in m])
+
+
+def shifted(box: tuple[float, float, float, float], width: int, height: int) -> list[tuple[float, float, float, float]]:
+    """The box and its eight neighbours, shifted by -SHIFT, 0 or +SHIFT of its width and of its height (the box
+    itself first), each clipped to the image (pixel edges)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h, right, bottom = x1 - x0, y1 - y0, float(width), float(height)
+    out = [(x0, y0, x1, y1)]
+    for dy in (-SHIFT, 0.0, SHIFT):
+        for dx in (-SHIFT, 0.0, SHIFT):
+            if dx or dy:
+                ox, oy = dx * w, dy * h
+                out.append((max(0.0, x0 + ox), max(0.0, y0 + oy), min(right, x1 + ox), min(bottom, y1 + oy)))
+    return out
