@@ -20,14 +20,14 @@ centred on the prediction and on the truth. The raw-filter AOG is the same learn
 channel's peak as the candidate; the mean baseline predicts the examples' mean part position in the frame (the box,
 or with --whole the truth box: a baseline that is given the object box). speed_ratio: localisation time per image
 (the forward pass, pattern inference, the votes of all three parts; with --whole also the framing: the object
-search, a forward pass at 1.375x, and the detections on the box and its eight shifts, of which the best is kept) divided by one plain forward pass of the model per image, measured in one
-run, each the best of --repeats passes, the two kinds of pass alternating (one pass of 200 toy images takes 0.25 s;
-the machine's speed drifts by up to 1.5x over seconds: single passes, or the passes of one kind all before those of
-the other, moved the ratio by up to +-0.4 between runs). The plain forward pass runs in batches of 32, its fastest
-batch size here (64, localisation's chunk, is ~15 % slower for the whole model; the capture cut short after the
-last mined layer costs the same at 32 and 64). speed_ratio_paired: the median over the passes of each
-localisation pass's time over that of the forward pass timed just before it (less sensitive to the drift; runs
-of the same code still differ by up to ~0.15 in either figure).
+search, a forward pass at 1.375x, and the detections on the box and its eight shifts, of which the best is kept)
+divided by one plain forward pass of the model per image, measured in one run, each the best of --repeats passes,
+the two kinds of pass alternating (one pass of 200 toy images takes 0.25 s; the machine's speed drifts by up to 1.5x
+over seconds: single passes, or the passes of one kind all before those of the other, moved the ratio by up to +-0.4
+between runs). The plain forward pass runs in batches of 32, its fastest batch size here (64, localisation's chunk,
+is ~15 % slower for the whole model; the capture cut short after the last mined layer costs the same at 32 and 64).
+speed_ratio_paired: the median over the passes of each localisation pass's time over that of the forward pass timed
+just before it (less sensitive to the drift; runs of the same code still differ by up to ~0.5 in either figure).
 """
 
 from __future__ import annotations

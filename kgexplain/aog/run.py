@@ -225,7 +225,9 @@ def localise_source(
 ) -> tuple[dict[str, list[Located]], dict[str, float]]:
     """Localise ``parts`` (one category; one facing per object, shared) on every image of ``source``: cropped to
     its box when the build cropped and the image has one, else (or with ``whole``) cropped to the object's box as
-    estimated from the graph. Also returns the seconds spent framing, detecting and voting."""
+    estimated from the graph. Also returns the seconds spent framing (for a searched image also the detections on
+    the box and its shifts, which choose the crop and are the ones localised), detecting (the other images) and
+    voting."""
     out: dict[str, list[Located]] = {p.name: [] for p in parts}
     size = build.framing.size
     timings = {"frame_s": 0.0, "detect_s": 0.0, "vote_s": 0.0}
