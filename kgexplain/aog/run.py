@@ -47,9 +47,35 @@ class FramedBatch:
     def mirrored(self) -> np.ndarray:
         return np.ascontiguousarray(self.images[:, :, ::-1])
 
+    @classmethod
+    def picked(cls, batches: Sequence[FramedBatch], which: Sequence[int]) -> FramedBatch:
+        """Row j taken from ``batches[which[j]]`` (framings of the same images)."""
+        rows = list(enumerate(which))
+        return cls(
+            np.stack([batches[k].images[j] for j, k in rows]) if rows else np.zeros((0, 1, 1, 3), np.uint8),
+            [batches[k].ids[j] for j, k in rows],
+            [batches[k].affines[j] for j, k in rows],
+            [batches[k].keypoints[j] for j, k in rows],
+            [batches[k].source_sizes[j] for j, k in rows],
+        )
+
 
 def frame(source: ImageSource, indices: Sequence[int], framing: Framing) -> FramedBatch:
     return FramedBatch.of([framing.apply(source, int(i), with_mask=False) for i in indices])
+
+
+def crops(
+    source: ImageSource, indices: Sequence[int], regions: Sequence[Sequence[Box]], size: int
+) -> list[FramedBatch]:
+    """For each k, the images cropped to their k-th region (``regions[j][k]`` for image ``indices[j]``) and resized
+    to ``size``: each image is loaded once for all its regions."""
+    framing = Framing(size)
+    out: list[list[Framed]] = [[] for _ in range(len(regions[0]) if regions else 0)]
+    for i, mine in zip(indices, regions, strict=True):
+        img = source.load_image(int(i))
+        for k, r in enumerate(mine):
+            out[k].append(framing.apply(source, int(i), with_mask=False, region=r, image=img))
+    return [FramedBatch.of(f) for f in out]
 
 
 def crop(source: ImageSource, indices: Sequence[int], regions: Sequence[Box], size: int) -> FramedBatch:
@@ -93,20 +119,20 @@ class Detector:
         strongly in total (the first of equals); the crops, their detections and the boxes (source pixels)."""
         sizes = [source.image_size(int(i)) for i in indices]
         tried = [shifted(b, w, h) for b, (w, h) in zip(self.objects(source, indices, size), sizes, strict=True)]
-        best: Detections | None = None
-        total = np.full(len(indices), -np.inf)
-        chosen = [t[0] for t in tried]
-        for k in range(len(tried[0]) if tried else 0):
-            boxes = [t[k] for t in tried]
-            batch = crop(source, indices, boxes, size)
+        if not tried:
+            batch = FramedBatch.of([])
+            return batch, self(batch.images, batch.ids), []
+        batches = crops(source, indices, tried, size)
+        best = self(batches[0].images, batches[0].ids)
+        total = best.strength().sum(1, dtype=np.float64)
+        which = np.zeros(len(indices), np.int64)
+        for k, batch in enumerate(batches[1:], start=1):
             det = self(batch.images, batch.ids)
             mass = det.strength().sum(1, dtype=np.float64)
-            take = mass > total
-            best = det if best is None else best.where(take, det)
-            total = np.where(take, mass, total)
-            chosen = [b if t else c for b, t, c in zip(boxes, take.tolist(), chosen, strict=True)]
-        batch = crop(source, indices, chosen, size)
-        return batch, best if best is not None else self(batch.images, batch.ids), chosen
+            take = mass > total  # strictly: the first of equals stays
+            best, total, which = best.where(take, det), np.where(take, mass, total), np.where(take, k, which)
+        chosen = [t[k] for t, k in zip(tried, which.tolist(), strict=True)]
+        return FramedBatch.picked(batches, which.tolist()), best, chosen
 
     def objects(self, source: ImageSource, indices: Sequence[int], size: int) -> list[Box]:
         """The object's box on each whole image (source pixels), estimated from the graph's top layer

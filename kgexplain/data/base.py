@@ -203,11 +203,19 @@ class Framing:
                 report.add_skip(source.record(i).id, reason_of(e))
         return frames, report
 
-    def apply(self, source: ImageSource, index: int, with_mask: bool = True, region: Box | None = None) -> Framed:
+    def apply(
+        self,
+        source: ImageSource,
+        index: int,
+        with_mask: bool = True,
+        region: Box | None = None,
+        image: Image.Image | None = None,
+    ) -> Framed:
         """Image ``index`` framed: cropped to ``region`` (source pixels; default: this framing's region for the
-        record) and resized to ``size``, with its ground truth and mask in framed coordinates."""
+        record) and resized to ``size``, with its ground truth and mask in framed coordinates. ``image``: the
+        source image, already loaded (for several framings of one image)."""
         rec = source.record(index)
-        img = source.load_image(index)
+        img = image if image is not None else source.load_image(index)
         w, h = img.size
         region = region if region is not None else self.region(rec, w, h)
         affine = region_affine(region, self.size, self.size)
