@@ -16,9 +16,9 @@ from PIL import Image
 from kgexplain.aog import AOGConfig, Detections, PartModel, Template, learn_part, localise
 from kgexplain.aog.extent import best_box, shifted
 from kgexplain.aog.learn import calibrate, set_evidence
-from kgexplain.aog.run import Detector, Located, crop, held_out_errors, iou, score_points
+from kgexplain.aog.run import Detector, Located, held_out_errors, iou, score_points
 from kgexplain.aog.vote import Localisation, TemplateScores, decide_facing, presence_by_facing
-from kgexplain.data.base import Affine
+from kgexplain.data.base import Affine, Framing
 from kgexplain.data.synth import SynthSource
 from kgexplain.errors import DataError
 from kgexplain.store import StoreSpec
@@ -290,11 +290,12 @@ def test_a_whole_image_is_cropped_where_the_detections_are_strongest_among_the_b
         tried = shifted((20.0, 24.0, 68.0, 72.0), 96, 96)
         assert len(tried) == 9 and tried[0] == (20.0, 24.0, 68.0, 72.0)
         assert all(0 <= b[0] < b[2] <= 96 and 0 <= b[1] < b[3] <= 96 for b in tried)
-        red = [detector(crop(source, [j], [b], 48).images).score[0, 0] for b in tried]
+        frames = [Framing(48).apply(source, j, with_mask=False, region=b).image for b in tried]
+        red = [detector(f[None]).score[0, 0] for f in frames]
         best = int(np.argmax(red))  # the first of equals, as on_objects keeps it
         assert boxes[j] == tried[best]
         assert det.score[j, 0] == red[best]  # the detections of the chosen crop, not of the first or the last
-        assert np.array_equal(batch.images[j], crop(source, [j], [tried[best]], 48).images[0])
+        assert np.array_equal(batch.images[j], frames[best])
     assert len({tuple(b) for b in boxes}) > 1  # the images chose different shifts: the rows were merged
 
 

@@ -47,18 +47,6 @@ class FramedBatch:
     def mirrored(self) -> np.ndarray:
         return np.ascontiguousarray(self.images[:, :, ::-1])
 
-    @classmethod
-    def picked(cls, batches: Sequence[FramedBatch], which: Sequence[int]) -> FramedBatch:
-        """Row j taken from ``batches[which[j]]`` (framings of the same images)."""
-        rows = list(enumerate(which))
-        return cls(
-            np.stack([batches[k].images[j] for j, k in rows]) if rows else np.zeros((0, 1, 1, 3), np.uint8),
-            [batches[k].ids[j] for j, k in rows],
-            [batches[k].affines[j] for j, k in rows],
-            [batches[k].keypoints[j] for j, k in rows],
-            [batches[k].source_sizes[j] for j, k in rows],
-        )
-
 
 def frame(source: ImageSource, indices: Sequence[int], framing: Framing) -> FramedBatch:
     return FramedBatch.of([framing.apply(source, int(i), with_mask=False) for i in indices])
@@ -66,24 +54,15 @@ def frame(source: ImageSource, indices: Sequence[int], framing: Framing) -> Fram
 
 def crops(
     source: ImageSource, indices: Sequence[int], regions: Sequence[Sequence[Box]], size: int
-) -> list[FramedBatch]:
-    """For each k, the images cropped to their k-th region (``regions[j][k]`` for image ``indices[j]``) and resized
-    to ``size``: each image is loaded once for all its regions."""
+) -> list[list[Framed]]:
+    """Per image ``indices[j]``, its frames cropped to each of ``regions[j]`` (source pixels) and resized to
+    ``size``, as a box framing does; each image is loaded once for all its regions."""
     framing = Framing(size)
-    out: list[list[Framed]] = [[] for _ in range(len(regions[0]) if regions else 0)]
+    out = []
     for i, mine in zip(indices, regions, strict=True):
         img = source.load_image(int(i))
-        for k, r in enumerate(mine):
-            out[k].append(framing.apply(source, int(i), with_mask=False, region=r, image=img))
-    return [FramedBatch.of(f) for f in out]
-
-
-def crop(source: ImageSource, indices: Sequence[int], regions: Sequence[Box], size: int) -> FramedBatch:
-    """The images cropped to ``regions`` (source pixels) and resized to ``size``, as a box framing does."""
-    framing = Framing(size)
-    return FramedBatch.of(
-        [framing.apply(source, int(i), with_mask=False, region=r) for i, r in zip(indices, regions, strict=True)]
-    )
+        out.append([framing.apply(source, int(i), with_mask=False, region=r, image=img) for r in mine])
+    return out
 
 
 @dataclass
@@ -122,17 +101,20 @@ class Detector:
         if not tried:
             batch = FramedBatch.of([])
             return batch, self(batch.images, batch.ids), []
-        batches = crops(source, indices, tried, size)
-        best = self(batches[0].images, batches[0].ids)
+        framed = crops(source, indices, tried, size)
+        first = FramedBatch.of([f[0] for f in framed])
+        best = self(first.images, first.ids)
         total = best.strength().sum(1, dtype=np.float64)
         which = np.zeros(len(indices), np.int64)
-        for k, batch in enumerate(batches[1:], start=1):
+        for k in range(1, len(tried[0])):
+            batch = FramedBatch.of([f[k] for f in framed])
             det = self(batch.images, batch.ids)
             mass = det.strength().sum(1, dtype=np.float64)
             take = mass > total  # strictly: the first of equals stays
             best, total, which = best.where(take, det), np.where(take, mass, total), np.where(take, k, which)
-        chosen = [t[k] for t, k in zip(tried, which.tolist(), strict=True)]
-        return FramedBatch.picked(batches, which.tolist()), best, chosen
+        pick = which.tolist()
+        chosen = [t[k] for t, k in zip(tried, pick, strict=True)]
+        return FramedBatch.of([f[k] for f, k in zip(framed, pick, strict=True)]), best, chosen
 
     def objects(self, source: ImageSource, indices: Sequence[int], size: int) -> list[Box]:
         """The object's box on each whole image (source pixels), estimated from the graph's top layer
