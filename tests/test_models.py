@@ -7,6 +7,7 @@ import torch
 
 from kgexplain.errors import LayerError, ModelError, UsageError, WeightsUnavailableError
 from kgexplain.models import ARCHITECTURES, ModelHandle, load_model
+from kgexplain.models.registry import Architecture, _unfilled
 from kgexplain.models.weights import imagenet_cache_path
 
 
@@ -100,6 +101,31 @@ def test_local_state_dict_and_wrapped_checkpoints(tmp_path: Path) -> None:
         handle = load_model("alexnet", _save(payload, tmp_path / name))
         assert torch.equal(handle.module.features[3].weight, ref.features[3].weight), name
         assert handle.weights == f"file:{name}" and handle.weights_sha
+
+
+def test_loaded_weights_fill_every_tensor_in_the_modules_dtype(tmp_path: Path) -> None:
+    """Weights are loaded into an architecture built on the meta device (no random initialisation first): every
+    tensor ends up real, in float32 even from a half-precision file, and the outputs are those of the saved net."""
+    ref = load_model("resnet50", "none").module
+    half = {k: v.half() if v.is_floating_point() else v for k, v in ref.state_dict().items()}
+    handle = load_model("resnet50", _save(half, tmp_path / "half.pt"))
+    tensors = [*handle.module.parameters(), *handle.module.buffers()]
+    assert not any(t.is_meta for t in tensors) and {t.dtype for t in handle.module.parameters()} == {torch.float32}
+    ref.load_state_dict(half)
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.equal(handle.module(x), ref(x))
+
+
+def test_an_architecture_with_an_unsaved_buffer_is_initialised_before_loading() -> None:
+    class Scaled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.register_buffer("scale", torch.full((1,), 2.0), persistent=False)
+
+    arch = Architecture("scaled", lambda n: Scaled(), lambda m: {}, (), "test")
+    assert not _unfilled(arch).scale.is_meta and _unfilled(arch).scale.item() == 2.0
+    assert _unfilled(ARCHITECTURES["toynet"]).classifier.weight.is_meta
 
 
 def test_number_of_classes_is_taken_from_a_finetuned_checkpoint(tmp_path: Path) -> None:

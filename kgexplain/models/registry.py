@@ -264,6 +264,16 @@ def _last_linear(module: nn.Module) -> str | None:
     return names[-1] if names else None
 
 
+def _unfilled(arch: Architecture, num_classes: int | None = None) -> nn.Module:
+    """The architecture with its weights left unset (on the meta device), for weights about to be loaded into it:
+    VGG-16's random initialisation alone takes 1.7 s on 2 CPU cores. Initialised for real where a buffer is not
+    in its state dict (nothing would fill it)."""
+    with torch.device("meta"):
+        module = arch.build(num_classes)
+    tensors = {n for n, _ in module.named_parameters()} | {n for n, _ in module.named_buffers()}
+    return module if tensors <= set(module.state_dict()) else arch.build(num_classes)
+
+
 def load_model(
     name: str,
     weights: str | Path | None = None,
@@ -294,7 +304,7 @@ def load_model(
         label = "none:seed0"
     elif spec == "imagenet" and arch.packaged_imagenet is not None:
         path, label = arch.packaged_imagenet()
-        module = arch.build(None)
+        module = _unfilled(arch)
         load_state_dict_into(module, torch_load_state_dict(path), label, name)
         sha = sha256_file(path)
         class_names = imagenet_class_names()
@@ -304,7 +314,7 @@ def load_model(
                 f"{name} has no ImageNet weights", hint=f"use --weights {arch.default_weights}, none or a PATH"
             )
         state, label = load_imagenet_state_dict(name, allow_download=allow_download)
-        module = arch.build(None)
+        module = _unfilled(arch)
         load_state_dict_into(module, state, label, name)
         class_names = list(imagenet_weights_enum(name).meta.get("categories", [])) or None
     else:
@@ -321,10 +331,10 @@ def load_model(
             meta = dict(obj["meta"])
         state = extract_state_dict(obj, path)
         num_classes = None
-        last = _last_linear(arch.build(None)) if name != "toynet" else "classifier"
+        last = _last_linear(_unfilled(arch)) if name != "toynet" else "classifier"
         if last and f"{last}.weight" in state:
             num_classes = int(state[f"{last}.weight"].shape[0])
-        module = arch.build(num_classes)
+        module = _unfilled(arch, num_classes)
         load_state_dict_into(module, state, str(path), name)
         sha = sha256_file(path)
         label = "shipped:" + path.name if spec == "shipped" else f"file:{path.name}"

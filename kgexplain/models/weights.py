@@ -151,7 +151,8 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], source: str, arch: str) -> None:
-    """Strictly load ``state`` into ``module`` with a readable error on mismatch."""
+    """Strictly load ``state`` into ``module`` with a readable error on mismatch. A module built on the meta device
+    takes the loaded tensors themselves (in its own dtypes)."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -169,7 +170,10 @@ def load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], sour
             f"weights in {source} do not fit {arch}: " + "; ".join(parts),
             hint="check --model matches the checkpoint's architecture (and its number of classes)",
         )
-    module.load_state_dict(state, strict=True)
+    if any(t.is_meta for t in own.values()):  # built without weights (registry._unfilled): take the loaded ones
+        module.load_state_dict({k: state[k].to(own[k].dtype) for k in own}, strict=True, assign=True)
+    else:
+        module.load_state_dict(state, strict=True)
 
 
 @lru_cache(maxsize=64)
