@@ -17,7 +17,15 @@ from kgexplain.aog import AOGConfig, Detections, PartModel, Template, learn_part
 from kgexplain.aog.extent import best_box, shifted
 from kgexplain.aog.learn import calibrate, set_evidence
 from kgexplain.aog.run import Detector, Located, held_out_errors, iou, score_points
-from kgexplain.aog.vote import Localisation, TemplateScores, decide_facing, presence_by_facing
+from kgexplain.aog.vote import (
+    Localisation,
+    TemplateScores,
+    cue_weights,
+    decide_facing,
+    facing_cues,
+    presence_by_facing,
+    weighted_facing,
+)
 from kgexplain.data.base import Affine, Framing
 from kgexplain.data.synth import SynthSource
 from kgexplain.errors import DataError
@@ -136,6 +144,53 @@ def test_the_facing_weighs_where_each_facings_patterns_fire_strongly() -> None:
     assert not decide_facing([(head, tied)]).any()  # vote peaks alone: a tie, read as the learnt facing
     mirrored.evidence = None  # while learning (no evidence yet) the presence says nothing
     assert presence_by_facing(det, head) is None
+
+
+def test_facing_cues_are_weighted_by_how_often_they_agree_with_the_others() -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.choice([-1.0, 1.0], 400)
+
+    def right(p: float) -> np.ndarray:  # the truth's sign on a share p of the images, of random strength
+        return np.where(rng.random(400) < p, truth, -truth) * rng.uniform(0.2, 1.0, 400)
+
+    cues = np.stack([right(0.97), right(0.9), right(0.8), rng.uniform(-1, 1, 400), rng.uniform(-1, 1, 400)])
+    w = cue_weights(cues)
+    assert w[0] > w[2] > 1.0 and w[1] > 1.0 and (w[3:] < 0.3).all()  # the noise cues get (nearly) nothing
+    accuracy = [np.mean(((cues * v[:, None]).sum(0) > 0) == (truth > 0)) for v in (w, np.ones(5))]
+    assert accuracy[0] > accuracy[1]
+    assert cue_weights(cues[:1]).tolist() == [1.0]  # one cue alone: nothing to weigh it against
+    assert cue_weights(np.zeros((2, 5))).tolist() == [1.0, 1.0]  # no cue agrees with anything: all alike
+
+
+def test_a_noisy_part_does_not_overrule_the_parts_that_agree_on_the_facing() -> None:
+    # Unlabelled images: the head's and the tail's vote peaks agree on every one; the back's peaks are noise. On a
+    # new image the back is sure of the mirrored facing, head and tail lean (less surely) the other way: the
+    # weighted cues follow head and tail, equal weights the back.
+    n, k = 40, 4
+    rng = np.random.default_rng(5)
+    sure = rng.choice([0.2, 0.8], n)
+    peaks = {"head": np.stack([sure, 1 - sure], 1), "tail": np.stack([sure, 1 - sure], 1) * 2}
+    peaks["back"] = rng.uniform(0.1, 0.9, (n, 2))
+    new = {"head": [0.6, 0.4], "tail": [1.2, 0.8], "back": [0.05, 0.95]}
+    ids = [f"u{i}" for i in range(n)]
+    scored, plain = [], []
+    for name in ("head", "back", "tail"):
+        part = PartModel(name, "toy", SIZE, (8.0, 8.0), ["l0"], [_tpl(0, False), _tpl(1, True)])
+        det = _det(np.zeros((n, 2, 2)))
+        grown = TemplateScores(np.zeros((n, 2)), np.zeros((n, 2)), peaks[name], None)
+        part.cues = {
+            "ids": ids,
+            **{c: None if v is None else v.tolist() for c, v in facing_cues(det, part, grown).items()},
+        }
+        now = TemplateScores(np.zeros((k, 2)), np.zeros((k, 2)), np.tile(new[name], (k, 1)), None)
+        scored.append((part, now))
+        plain.append((replace(part, cues={}), now))
+    det = _det(np.zeros((k, 2, 2)))
+    facing = weighted_facing(det, scored, ["head", "back", "tail"])
+    assert facing is not None and not facing.any()
+    assert decide_facing(scored).all()  # equal weights: the back's certainty wins
+    assert weighted_facing(det, plain, ["head", "back", "tail"]) is None  # parts learnt without cues: as before
+    assert weighted_facing(det, scored[:2], ["head", "back"]) is not None  # two cues: weighed alike
 
 
 def _tpl(k: int, flipped: bool) -> Template:

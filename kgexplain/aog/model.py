@@ -29,6 +29,9 @@ class AOGConfig:
     facing_presence: bool = False  # the shared facing also weighs, per part, how strongly each facing's templates'
     # patterns fire (their evidence-weighted presence, which ignores where they fire), beside the vote peaks
     # (measured in the README's Parts section: it helps parts decided together on whole images, hurts a part alone)
+    facing_weights: str = "agreement"  # how the parts' facing cues are summed: "agreement" (each cue, a part's vote
+    # peaks or its presence, weighted by how often it agrees with the others on the unlabelled images the templates
+    # grew on) or "equal" (the vote peaks alone, each part alike; with ``facing_presence`` the presences too)
     prior: bool = False  # multiply the vote map by the part's position prior in the object frame
     prior_from: str = "examples"  # the prior's mean and spread: the annotated "examples" or the "grown" localisations
     prior_max: float = 0.1  # ... used only where its sigma stays below this (the part sits still in its box)
@@ -72,6 +75,8 @@ class PartModel:
     config: AOGConfig = field(default_factory=AOGConfig)
     prior: dict[str, Any] = field(default_factory=dict)  # {"mean": [[x, y] facing right, mirrored], "sigma": [sx, sy]}
     calibration: dict[str, Any] = field(default_factory=dict)  # {"threshold", "a", "b", "positives", ...}
+    cues: dict[str, Any] = field(default_factory=dict)  # the facing cues on the unlabelled images the templates
+    # grew on: {"ids": [...], "peak": [...], "presence": [...] or None} (``vote.facing_cues``)
 
     def facings(self) -> np.ndarray:
         """(T,) bool: the mirrored facing of each template."""

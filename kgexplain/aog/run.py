@@ -15,7 +15,7 @@ from kgexplain.aog.detections import Detections, RawFilterReference, graph_detec
 from kgexplain.aog.extent import UPSCALE, object_boxes, shifted
 from kgexplain.aog.learn import align_facing, calibrate, learn_part, set_evidence
 from kgexplain.aog.model import AOGConfig, PartModel
-from kgexplain.aog.vote import Localisation, localise_parts
+from kgexplain.aog.vote import Localisation, facing_cues, localise_parts
 from kgexplain.data.base import Affine, Box, Framed, Framing, ImageSource
 from kgexplain.data.subset import Subset
 from kgexplain.errors import DataError
@@ -309,8 +309,8 @@ def learn_on(
     """Learn a part from framed ``examples`` (and their mirrors) on a build; its templates grow on the first two
     thirds of ``pool``; its facings are aligned with the first of ``others`` (parts of the same category) it shares
     an example with; and with ``negatives`` (background images) its "not found" threshold is calibrated on the
-    rest of ``pool`` (at most CALIBRATION_IMAGES) and as many background images, both searched whole, as a whole
-    image is at localisation."""
+    rest of ``pool`` (at most CALIBRATION_IMAGES) and as many background images, both searched whole and localised
+    with ``others`` (their facing cues weigh in), as a whole image is at localisation."""
     rows = list(range(len(pool)))
     held = rows[len(rows) * 2 // 3 :][:CALIBRATION_IMAGES] if len(rows) >= 9 and negatives is not None else []
     grow = rows[: len(rows) - len(held)] if held else rows
@@ -322,6 +322,7 @@ def learn_on(
     size = build.framing.size
     model = learn_part(name, category, det_ex, centres, examples.ids, size, None, config, det_u, det_mirror)
     aligned = next((o.name for o in others if align_facing(model, o)), None)
+    model.cues = stored_cues(det_u, batch.ids, model)  # again below, once the presence can be weighed
     background = 0
     if held and negatives is not None and len(negatives) >= 4:
         # Background images: the first half weighs the patterns' evidence, the second calibrates (both searched
@@ -330,14 +331,28 @@ def learn_on(
         fit = list(range(half))
         cal = list(range(half, min(len(negatives), 2 * half)))
         set_evidence(model, det_u, build.detector.whole(negatives, fit, size))
-        pos, _ = localise_source(build, [model], Subset(pool, held), whole=True)
-        neg, _ = localise_source(build, [model], Subset(negatives, cal), whole=True)
+        model.cues = stored_cues(det_u, batch.ids, model)
+        # Localised as `localize` does, with the category's other learnt parts (they share the facing's cues).
+        helpers = [o for o in others if o.name != name and o.category == category]
+        pos, _ = localise_source(build, [model, *helpers], Subset(pool, held), whole=True)
+        neg, _ = localise_source(build, [model, *helpers], Subset(negatives, cal), whole=True)
         calibrate(model, _presence(pos[name]), _presence(neg[name]))
         errors = held_out_errors(Subset(pool, held), pos[name], model)
         if errors:
             model.calibration["localisation"] = errors
         background = len(fit) + len(cal)
     return Learnt(model, aligned, len(grow), len(held), background)
+
+
+def stored_cues(det: Detections, ids: Sequence[str], part: PartModel) -> dict[str, Any]:
+    """The part's facing cues (:func:`~kgexplain.aog.vote.facing_cues`) on the unlabelled images it grew on
+    (``det``, of the images ``ids``), as the part stores them: what weighs the cues of the parts localised together
+    (:func:`~kgexplain.aog.vote.weighted_facing`)."""
+    cues = facing_cues(det, part)
+    return {
+        "ids": list(ids),
+        **{k: None if v is None else [round(float(x), 5) for x in v] for k, v in cues.items()},
+    }
 
 
 def held_out_errors(source: ImageSource, found: Sequence[Located], part: PartModel) -> dict[str, Any] | None:

@@ -236,6 +236,90 @@ def presence_by_facing(det: Detections, part: PartModel) -> np.ndarray | None:
     return out
 
 
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(b - a) / (a + b) of two non-negative evidences (negatives count as 0): in [-1, 1], positive for b."""
+    a, b = np.maximum(a, 0), np.maximum(b, 0)
+    return (b - a) / np.maximum(a + b, 1e-12)
+
+
+def _difference(pr: np.ndarray) -> np.ndarray:
+    """(b - a) / (|a| + |b|) of the two columns of :func:`presence_by_facing`: in [-1, 1], positive for mirrored."""
+    a, b = pr[:, 0], pr[:, 1]
+    return (b - a) / np.maximum(np.abs(a) + np.abs(b), 1e-12)
+
+
+def facing_cues(det: Detections, part: PartModel, ts: TemplateScores | None = None) -> dict[str, np.ndarray | None]:
+    """The part's two cues for the facing on each image, each in [-1, 1] and positive for the mirrored facing:
+    ``peak``, its best template's vote peak (or whole-template score, per ``facing_by``) per facing as
+    :func:`_ratio`; ``presence``, :func:`presence_by_facing` as :func:`_difference` (None without evidence)."""
+    ts = ts if ts is not None else template_scores(det, part)
+    facing = part.facings()
+    value = ts.whole if part.config.facing_by == "whole" and ts.whole is not None else ts.peak
+    peak = None if facing.all() or not facing.any() else _ratio(value[:, ~facing].max(1), value[:, facing].max(1))
+    pr = presence_by_facing(det, part)
+    return {"peak": peak, "presence": None if pr is None else _difference(pr)}
+
+
+CUE_IMAGES = 20  # the fewest unlabelled images shared by the parts' stored cues for weighing them
+CUE_AGREEMENT_MAX = 0.995  # a cue's agreement is capped here (its weight at log(0.995 / 0.005) = 5.3)
+
+
+def cue_weights(cues: np.ndarray, rounds: int = 5) -> np.ndarray:
+    """(C,) a weight per facing cue from ``cues`` (C, n), their values on n unlabelled images: a cue's agreement a
+    is the share of images (where both say something) on which its sign is that of the weighted sum of the other
+    cues, clipped to [0.5,
+    ``CUE_AGREEMENT_MAX``], and its weight log(a / (1 - a)), the log odds of a voter right with probability a;
+    from equal weights, ``rounds`` times (a one-parameter Dawid-Skene without labels). A cue no better than chance
+    gets 0; if every cue does, all get 1."""
+    c = cues.shape[0]
+    w = np.ones(c)
+    if c < 2:
+        return w
+    for _ in range(rounds):
+        total = (cues * w[:, None]).sum(0)
+        new = np.empty(c)
+        for i in range(c):
+            others = total - cues[i] * w[i]
+            said = (cues[i] != 0) & (others != 0)  # a cue of 0 says nothing either way
+            agree = float(np.mean((cues[i][said] > 0) == (others[said] > 0))) if said.any() else 0.5
+            a = min(max(agree, 0.5), CUE_AGREEMENT_MAX)
+            new[i] = math.log(a / (1 - a))
+        w = new
+    return w if (w > 0).any() else np.ones(c)
+
+
+def weighted_facing(
+    det: Detections, scored: Sequence[tuple[PartModel, TemplateScores]], peaks: Sequence[str]
+) -> np.ndarray | None:
+    """(n,) bool, one facing per image (mirrored: True) from every cue of the ``scored`` parts (the vote peaks of
+    those named in ``peaks``, the presence of all), each weighted by :func:`cue_weights` on the unlabelled images
+    the parts' templates grew on (their stored ``cues``); None when some part has no stored cues or they share
+    fewer than ``CUE_IMAGES`` images. (A part alone has two cues, which agree with each other alike: equal
+    weights.)"""
+    stored = [p.cues for p, _ in scored]
+    if not all(c and c.get("ids") for c in stored):
+        return None
+    common = sorted(set.intersection(*(set(c["ids"]) for c in stored)))
+    if len(common) < CUE_IMAGES:
+        return None
+    train: list[np.ndarray] = []
+    now: list[np.ndarray] = []
+    for (part, ts), c in zip(scored, stored, strict=True):
+        at = {i: k for k, i in enumerate(c["ids"])}
+        rows = [at[i] for i in common]
+        live = facing_cues(det, part, ts)
+        for kind in ("peak", "presence"):
+            if kind == "peak" and part.name not in peaks:
+                continue
+            if c.get(kind) is not None and live[kind] is not None:
+                train.append(np.asarray(c[kind], np.float64)[rows])
+                now.append(np.asarray(live[kind], np.float64))
+    if not train:
+        return None
+    w = cue_weights(np.stack(train))
+    return (np.stack(now) * w[:, None]).sum(0) > 0
+
+
 def decide_facing(
     scored: Sequence[tuple[PartModel, TemplateScores]],
     rule: str = "ratio",
@@ -250,8 +334,7 @@ def decide_facing(
     total = np.zeros(n)
     for pr in presence:
         if pr is not None:
-            a, b = pr[:, 0], pr[:, 1]
-            total += (b - a) / np.maximum(np.abs(a) + np.abs(b), 1e-12)
+            total += _difference(pr)
     for part, ts in scored:
         facing = part.facings()
         value = ts.whole if part.config.facing_by == "whole" and ts.whole is not None else ts.peak
@@ -259,8 +342,7 @@ def decide_facing(
             continue
         a, b = value[:, ~facing].max(1), value[:, facing].max(1)
         if rule == "ratio":
-            a, b = np.maximum(a, 0), np.maximum(b, 0)
-            total += (b - a) / np.maximum(a + b, 1e-12)
+            total += _ratio(a, b)
         else:
             total += b - a
     return total > 0
@@ -343,13 +425,19 @@ def localise(
 
 
 def localise_parts(det: Detections, parts: Sequence[PartModel], voters: int = 10) -> dict[str, list[Localisation]]:
-    """Localise several parts of one category with one facing per image: decided from the scores of every part
-    whose ``facing`` setting is "parts" (but those a position prior holds) and, where ``facing_presence`` is on,
-    from the presence of each facing's templates (every such part), and shared by them."""
+    """Localise several parts of one category with one facing per image, shared by every part whose ``facing``
+    setting is "parts" and decided from their cues: by default (``facing_weights="agreement"``) every such part's
+    vote peaks (but those a position prior holds) and presence, each weighted by how well it agreed with the
+    others on the images the templates grew on (:func:`weighted_facing`); else, or for parts learnt without stored
+    cues, by :func:`decide_facing` (the vote peaks alike, with ``facing_presence`` the presences too)."""
     scored = [(p, template_scores(det, p)) for p in parts]
     joint = [(p, ts) for p, ts in scored if p.config.facing == "parts"]
     # A part held by its position prior follows the facing; its prior-shaped peaks do not vote for it.
     free = [(p, ts) for p, ts in joint if prior_map(p, False) is None]
-    presence = [presence_by_facing(det, p) for p, _ in joint if p.config.facing_presence]
-    facing = decide_facing(free or joint, presence=presence) if joint else None
+    facing = None
+    if joint and all(p.config.facing_weights == "agreement" for p, _ in joint):
+        facing = weighted_facing(det, joint, [p.name for p, _ in free or joint])
+    if joint and facing is None:
+        presence = [presence_by_facing(det, p) for p, _ in joint if p.config.facing_presence]
+        facing = decide_facing(free or joint, presence=presence)
     return {p.name: localise(det, p, facing if p.config.facing == "parts" else None, voters, ts) for p, ts in scored}

@@ -95,6 +95,7 @@ def part_record(
         "evidence": _evidence(part, graph),
         "prior": part.prior,
         "calibration": part.calibration,
+        "cues": part.cues,
         **extra,
     }
     return RunRecord(run, "aog", model_id, source, config, counts)
@@ -150,6 +151,7 @@ def read_part(
         AOGConfig(**{k: v for k, v in cfg.get("aog", {}).items() if k in known}),
         dict(cfg.get("prior") or {}),
         dict(cfg.get("calibration") or {}),
+        dict(cfg.get("cues") or {}),  # none from a part learnt before they were stored: the facing as before
     )
     facing = cfg.get("facing") or {}
     evidence = cfg.get("evidence") or {}
