@@ -267,10 +267,9 @@ CUE_AGREEMENT_MAX = 0.995  # a cue's agreement is capped here (its weight at log
 def cue_weights(cues: np.ndarray, rounds: int = 5) -> np.ndarray:
     """(C,) a weight per facing cue from ``cues`` (C, n), their values on n unlabelled images: a cue's agreement a
     is the share of images (where both say something) on which its sign is that of the weighted sum of the other
-    cues, clipped to [0.5,
-    ``CUE_AGREEMENT_MAX``], and its weight log(a / (1 - a)), the log odds of a voter right with probability a;
-    from equal weights, ``rounds`` times (a one-parameter Dawid-Skene without labels). A cue no better than chance
-    gets 0; if every cue does, all get 1."""
+    cues, clipped to [0.5, ``CUE_AGREEMENT_MAX``], and its weight log(a / (1 - a)), the log odds of a voter right
+    with probability a; from equal weights, ``rounds`` times (a one-parameter Dawid-Skene without labels). A cue no
+    better than chance gets 0; if every cue does, all get 1."""
     c = cues.shape[0]
     w = np.ones(c)
     if c < 2:
