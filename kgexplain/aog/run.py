@@ -307,7 +307,7 @@ def learn_on(
     others: Sequence[PartModel] = (),
 ) -> Learnt:
     """Learn a part from framed ``examples`` (and their mirrors) on a build; its templates grow on the first two
-    thirds of ``pool``; its facings are aligned with the first of ``others`` (parts of the same category) it shares
+    thirds of ``pool``; its facings are aligned with the first of ``others`` (the other parts of its category) it shares
     an example with; and with ``negatives`` (background images) its "not found" threshold is calibrated on the
     rest of ``pool`` (at most CALIBRATION_IMAGES) and as many background images, both searched whole and localised
     with ``others`` (their facing cues weigh in), as a whole image is at localisation."""
@@ -322,7 +322,6 @@ def learn_on(
     size = build.framing.size
     model = learn_part(name, category, det_ex, centres, examples.ids, size, None, config, det_u, det_mirror)
     aligned = next((o.name for o in others if align_facing(model, o)), None)
-    model.cues = stored_cues(det_u, batch.ids, model)  # again below, once the presence can be weighed
     background = 0
     if held and negatives is not None and len(negatives) >= 4:
         # Background images: the first half weighs the patterns' evidence, the second calibrates (both searched
@@ -331,16 +330,17 @@ def learn_on(
         fit = list(range(half))
         cal = list(range(half, min(len(negatives), 2 * half)))
         set_evidence(model, det_u, build.detector.whole(negatives, fit, size))
-        model.cues = stored_cues(det_u, batch.ids, model)
+        model.cues = stored_cues(det_u, batch.ids, model)  # with the presence, now that it can be weighed
         # Localised as `localize` does, with the category's other learnt parts (they share the facing's cues).
-        helpers = [o for o in others if o.name != name and o.category == category]
-        pos, _ = localise_source(build, [model, *helpers], Subset(pool, held), whole=True)
-        neg, _ = localise_source(build, [model, *helpers], Subset(negatives, cal), whole=True)
+        pos, _ = localise_source(build, [model, *others], Subset(pool, held), whole=True)
+        neg, _ = localise_source(build, [model, *others], Subset(negatives, cal), whole=True)
         calibrate(model, _presence(pos[name]), _presence(neg[name]))
         errors = held_out_errors(Subset(pool, held), pos[name], model)
         if errors:
             model.calibration["localisation"] = errors
         background = len(fit) + len(cal)
+    else:
+        model.cues = stored_cues(det_u, batch.ids, model)  # the vote peaks only: no evidence, no presence
     return Learnt(model, aligned, len(grow), len(held), background)
 
 

@@ -248,16 +248,23 @@ def _difference(pr: np.ndarray) -> np.ndarray:
     return (b - a) / np.maximum(np.abs(a) + np.abs(b), 1e-12)
 
 
+def _facing_peaks(part: PartModel, ts: TemplateScores) -> tuple[np.ndarray, np.ndarray] | None:
+    """(a, b): per image, the part's best template's vote peak (or whole-template score, per ``facing_by``) of the
+    learnt facing and of the mirrored one; None when its templates detect one facing only."""
+    facing = part.facings()
+    if facing.all() or not facing.any():
+        return None
+    value = ts.whole if part.config.facing_by == "whole" and ts.whole is not None else ts.peak
+    return value[:, ~facing].max(1), value[:, facing].max(1)
+
+
 def facing_cues(det: Detections, part: PartModel, ts: TemplateScores | None = None) -> dict[str, np.ndarray | None]:
     """The part's two cues for the facing on each image, each in [-1, 1] and positive for the mirrored facing:
-    ``peak``, its best template's vote peak (or whole-template score, per ``facing_by``) per facing as
-    :func:`_ratio`; ``presence``, :func:`presence_by_facing` as :func:`_difference` (None without evidence)."""
-    ts = ts if ts is not None else template_scores(det, part)
-    facing = part.facings()
-    value = ts.whole if part.config.facing_by == "whole" and ts.whole is not None else ts.peak
-    peak = None if facing.all() or not facing.any() else _ratio(value[:, ~facing].max(1), value[:, facing].max(1))
+    ``peak``, :func:`_facing_peaks` as :func:`_ratio`; ``presence``, :func:`presence_by_facing` as
+    :func:`_difference` (None without evidence)."""
+    peaks = _facing_peaks(part, ts if ts is not None else template_scores(det, part))
     pr = presence_by_facing(det, part)
-    return {"peak": peak, "presence": None if pr is None else _difference(pr)}
+    return {"peak": None if peaks is None else _ratio(*peaks), "presence": None if pr is None else _difference(pr)}
 
 
 CUE_IMAGES = 20  # the fewest unlabelled images shared by the parts' stored cues for weighing them
@@ -335,15 +342,10 @@ def decide_facing(
         if pr is not None:
             total += _difference(pr)
     for part, ts in scored:
-        facing = part.facings()
-        value = ts.whole if part.config.facing_by == "whole" and ts.whole is not None else ts.peak
-        if facing.all() or not facing.any():
-            continue
-        a, b = value[:, ~facing].max(1), value[:, facing].max(1)
-        if rule == "ratio":
-            total += _ratio(a, b)
-        else:
-            total += b - a
+        peaks = _facing_peaks(part, ts)
+        if peaks is not None:
+            a, b = peaks
+            total += _ratio(a, b) if rule == "ratio" else b - a
     return total > 0
 
 
