@@ -27,7 +27,10 @@ With seed S: N synthetic object images (data seed S, the six animals, whole imag
   mean |h| to 1.
 - kp_by_checkpoint: per checkpoint (the shipped epoch checkpoints; the last is the final net), knowledge points per
   image, reliable ones per image and the ratio for each of --checkpoint-layers, and the checkpoint's
-  corr_norm_entropy.
+  corr_norm_entropy; at the fitted T also Spearman, monotone_ceiling_fitted_t (the most negative Pearson any
+  non-increasing function of |g| reaches: what a perfect strength read-out could show) and
+  corr_fit_entropy_fitted_t (Pearson of the fitted mixture's own entropy with the model's). The same keys for the
+  final net are under sample_correlations.
 - seconds_per_layer: wall time of importance + projection + counting for one layer on N images (mean over the final
   net's layers; the forward pass is excluded and listed as collect_seconds).
 """
@@ -159,6 +162,9 @@ def main() -> None:
                     "corr_norm_entropy": r4(a.corr["corr_norm_entropy"]),
                     "corr_entropy_fitted_t": r4(a.corr["corr_entropy_fitted_t"]),
                     "corr_pca_fitted_t": r4(a.corr["corr_pca_fitted_t"]),
+                    "spearman_fitted_t": r4(a.corr["spearman_norm_entropy_fitted_t"]),
+                    "monotone_ceiling_fitted_t": r4(a.corr["monotone_ceiling_fitted_t"]),
+                    "corr_fit_entropy_fitted_t": r4(a.corr["corr_fit_entropy_fitted_t"]),
                     "kp_per_image": {n: round(r.points.count / args.n, 2) for n, r in a.layers.items()},
                     "reliable_per_image": {n: round(r.points.reliable_count / args.n, 2) for n, r in a.layers.items()},
                     "reliable_ratio": {n: r4(r.points.ratio) for n, r in a.layers.items()},

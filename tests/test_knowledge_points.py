@@ -15,7 +15,7 @@ from kgexplain.cli.main import cli
 
 from kgexplain.data.synth.dataset import render_arrays
 from kgexplain.features.extract import normalise
-from kgexplain.knowledge_points.analyse import KPConfig, analyse_layers
+from kgexplain.knowledge_points.analyse import KPConfig, analyse_layers, strength_correlations
 from kgexplain.knowledge_points.collect import Collected, collect, linear_head
 from kgexplain.knowledge_points.importance import ImportanceConfig, fit_importance, neighbours
 from kgexplain.knowledge_points.kappa import KappaTables
@@ -96,6 +96,25 @@ def test_known_answer_the_class_lives_in_one_region(kappa: KappaTables) -> None:
     assert pts.ratio > 0.6
     assert res.corr_importance > 0.3
     assert a.corr["corr_norm_entropy"] < -0.3
+    # the ceiling of any strength read-out is at least as strong as |g| itself, and the fit mimics the uncertainty
+    assert a.corr["monotone_ceiling"] <= a.corr["corr_norm_entropy"] + 1e-9
+    assert a.corr["corr_fit_entropy"] > 0.5
+
+
+def test_monotone_ceiling_separates_curvature_from_a_bad_read_out() -> None:
+    """A strength that decides the entropy exactly but through a curve: Pearson falls short of -1, the ceiling not;
+    a strength unrelated to the entropy: the ceiling stays near 0 (isotonic fits to noise are weak)."""
+    rng = np.random.default_rng(0)
+    strength = rng.uniform(0.1, 5.0, 400)
+    logits = torch.tensor(np.stack([strength**2, np.zeros_like(strength)], 1))  # entropy falls steeply, then flat
+    f = torch.tensor(rng.normal(size=(400, 6)))
+    g = torch.tensor(np.stack([strength, np.zeros_like(strength), np.zeros_like(strength)], 1))
+    corr = strength_correlations(g, f, logits, 1.0)
+    assert corr["corr_norm_entropy"] > -0.9
+    assert corr["monotone_ceiling"] < -0.999
+    assert "corr_fit_entropy" not in corr
+    noise = torch.tensor(rng.normal(size=(400, 3)))
+    assert strength_correlations(noise, f, logits, 1.0)["monotone_ceiling"] > -0.35
 
 
 FAST = ["--epochs", "2", "--others", "12", "--layers", "conv3_2,conv5_2"]

@@ -86,12 +86,23 @@ def _round(x: float, nd: int = 4) -> float | None:
 
 
 def strength_correlations(
-    g: torch.Tensor, sample_feature: torch.Tensor, logits: torch.Tensor, temperature: float
+    g: torch.Tensor,
+    sample_feature: torch.Tensor,
+    logits: torch.Tensor,
+    temperature: float,
+    fit_entropy: np.ndarray | None = None,
 ) -> dict[str, float]:
     """|g| (and |PCA_3(f)|, the paper's baseline) against the entropy of the model's output: Pearson, Pearson with log
     entropy, and Spearman. Keys without a suffix use softmax(z) (T = 1); ``_fitted_t`` keys use softmax(z / T) at
-    the temperature the embedding was fitted to (the authors' measurement)."""
-    from scipy.stats import spearmanr  # lazy: scipy.stats takes half a second to load
+    the temperature the embedding was fitted to (the authors' measurement).
+
+    Two keys say what limits the Pearson figure: ``monotone_ceiling`` is -Pearson(m(|g|), entropy) for the best
+    non-increasing function m of |g| (isotonic regression), the most negative Pearson any strength-only read-out
+    could reach, so Pearson(|g|, entropy) above it measures the curvature of the relation, not a bad fit; with
+    ``fit_entropy`` (the fitted mixture's own entropy per sample) ``corr_fit_entropy`` is its Pearson with the
+    entropy the fit mimics, i.e. how well the embedding reproduces the uncertainty at all (both at T = 1 and T)."""
+    from scipy.optimize import isotonic_regression  # lazy: scipy.optimize takes half a second to load
+    from scipy.stats import spearmanr  # lazy: as above
 
     norm = g.norm(dim=1).numpy()
     pca = pca_norms(sample_feature, g.shape[1])
@@ -106,9 +117,20 @@ def strength_correlations(
             f"corr_pca_log_entropy{suffix}": pearson(pca, log_ent),
             f"spearman_norm_entropy{suffix}": float(spearmanr(norm, ent)[0]),
             f"spearman_pca{suffix}": float(spearmanr(pca, ent)[0]),
+            f"monotone_ceiling{suffix}": -pearson(_decreasing_fit(norm, ent, isotonic_regression), ent),
         }
+        if fit_entropy is not None:
+            out[f"corr_fit_entropy{suffix}"] = pearson(fit_entropy, ent)
     out["corr_entropy_fitted_t"] = out.pop("corr_norm_entropy_fitted_t")
     return out
+
+
+def _decreasing_fit(x: np.ndarray, y: np.ndarray, isotonic_regression: Any) -> np.ndarray:
+    """The least-squares non-increasing function of x fitted to y, at each x."""
+    order = np.argsort(x, kind="stable")
+    fit = np.empty(len(y))
+    fit[order] = isotonic_regression(y[order], increasing=False).x
+    return fit
 
 
 def per_image_pearson(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -137,7 +159,9 @@ def analyse_layers(
     emb = fit_sample(col.sample, col.logits, kappa.sample, cfg.sample)
     g = emb.embed(col.sample)
     ent = entropy(col.logits).numpy()
-    corr = strength_correlations(g, col.sample, col.logits, cfg.sample.temperature)
+    logq = emb.log_posterior(g)
+    fit_ent = -(logq.exp() * logq).sum(1).numpy()
+    corr = strength_correlations(g, col.sample, col.logits, cfg.sample.temperature, fit_ent)
     t, r = cfg.sample.temperature, corr["corr_entropy_fitted_t"]
     say(progress, f"sample embedding: KL {emb.loss:.4f}, corr(|g|, entropy at T = {t:g}) {r:.3f}")
     nb = neighbours(col.logits, cfg.importance.others, cfg.importance.kappa_p, cfg.importance.seed)
