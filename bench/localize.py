@@ -7,6 +7,8 @@ images of the reference workload, cropped to their boxes (the paper's protocol) 
     python bench/localize.py --seed 7 --n 200 --whole --json
         the same keys on uncropped images, plus per part "found_rate" (images with the part on which it is
         reported found) and "background_not_found" (share of --n/2 background images on which it is not found)
+    per part also "from_prior": the coordinates the part's position prior gives instead of the votes (decided on the
+    three examples, each left out in turn; AOGConfig.position) and "loo_sse", the squared errors that decided it
 
 With data seed S: the explanatory graph is built as `kgexplain build` does (shipped toy net, --train synthetic
 images of --category cropped to their boxes, as many background images) in a temporary store; K = 3 examples are
@@ -45,6 +47,7 @@ from kgexplain import BuildConfig, DataSpec, StoreSpec, run_build
 from kgexplain.aog import AOGConfig, PartModel
 from kgexplain.aog.detections import raw_filter_reference
 from kgexplain.aog.run import Detector, FramedBatch, LoadedBuild, frame, learn_on, localise_source, score_points
+from kgexplain.aog.vote import held_by_prior
 from kgexplain.data.base import Framing
 from kgexplain.data.subset import Subset
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraphMiner
@@ -148,6 +151,8 @@ def main() -> None:
                 if name != "aog":
                     continue
                 out[model.name]["iou50"] = round(sc.iou50, 3)
+                out[model.name]["from_prior"] = "".join(a for a, h in zip("xy", held_by_prior(model), strict=True) if h)
+                out[model.name]["loo_sse"] = model.prior.get("loo_sse")
                 centres = np.array([examples.keypoints[i][model.name] for i in range(len(ex))]).mean(0)
                 if args.whole:  # the examples' mean position in the box, placed in each image's truth box
                     boxes = np.array([test_src.record(i).box for i in range(len(test_src))], np.float64) * scale

@@ -83,6 +83,30 @@ def test_votes_land_on_the_part_exactly() -> None:
     assert score_points(got, new, SIZE, model.box).iou50 == 1.0
 
 
+def test_the_prior_holds_the_coordinates_the_votes_do_not_follow() -> None:
+    """Five examples: the patterns sit at fixed offsets from an anchor that does not move, while the part moves
+    around it (its votes can only repeat where the part was on some example): left out in turn, the other examples'
+    mean places each one better than the votes do, so the prior holds both coordinates. A part whose patterns move
+    with it keeps the votes (they are exact)."""
+    rng = np.random.default_rng(3)
+    anchor = np.array([30.0, 28.0])
+    parts = np.array([[27.0, 16.0], [33.0, 40.0], [30.0, 28.0], [28.0, 22.0], [32.0, 34.0]])
+    ids = list("abcde")
+    still = _det(np.stack([_scene(rng, anchor)[0] for _ in parts]))
+    model = learn_part("back", "toy", still, parts, ids, SIZE, config=CFG, mirrored=_mirror(still))
+    assert model.prior["axes"] == [True, True] and model.prior["loo_examples"] == 5
+    sse = model.prior["loo_sse"]
+    assert all(p < 0.9 * v for p, v in zip(sse["prior"], sse["votes"], strict=True))
+    (f,) = localise(_det(_scene(rng, anchor)[0][None]), model, voters=4)
+    assert f.from_prior == "xy" and (f.x, f.y) == pytest.approx(tuple(parts.mean(0)), abs=1e-6)
+    votes_only = replace(model, config=replace(CFG, position="votes"))
+    (g,) = localise(_det(_scene(rng, anchor)[0][None]), votes_only, voters=4)
+    assert g.from_prior == "" and np.abs(parts - [g.x, g.y]).max(1).min() < 1.1  # an example's position again
+    moving = _det(np.stack([_scene(rng, c)[0] for c in parts]))
+    model = learn_part("head", "toy", moving, parts, ids, SIZE, config=CFG, mirrored=_mirror(moving))
+    assert model.prior["axes"] == [False, False]
+
+
 def _asymmetric_scene(rng: np.random.Generator, part: np.ndarray, mirrored: bool = False) -> np.ndarray:
     """Candidates 0-3 at offsets that are not mirror-symmetric; 4-7 clutter. ``mirrored``: the object faces the
     other way (offsets' x negated)."""

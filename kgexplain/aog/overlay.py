@@ -53,6 +53,8 @@ def overlay(
     if conf is not None:
         label += f", confidence {conf:.2f}" + (f" ({needed:.2f} needed)" if not found and needed is not None else "")
     label += f", facing {facing}, score {result['score']:.2f}"
+    if result.get("from_prior"):  # those coordinates are the part's usual place in the box, not the votes'
+        label += f", {result['from_prior']} from the prior"
     bar = 14 + 2 * w  # the label goes on a strip above the image, so it hides nothing
     out = Image.new("RGB", (img.size[0], img.size[1] + bar), (0, 0, 0))
     out.paste(img, (0, bar))

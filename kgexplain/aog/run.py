@@ -144,6 +144,7 @@ def to_source(loc: Localisation, affine: Affine) -> dict[str, object]:
         "found": loc.found,
         "template": loc.template,
         "flipped": loc.flipped,
+        "from_prior": loc.from_prior,
     }
 
 
@@ -267,7 +268,8 @@ def localise_source(
                     det = build.detector(batch.images, batch.ids)
                     timings["detect_s"] += time.perf_counter() - t
                 t = time.perf_counter()
-                found = localise_parts(det, parts)
+                # A coordinate the part's prior holds is its place in the box; only a given box frames it well.
+                found = localise_parts(det, parts, prior_axes=not search)
                 timings["vote_s"] += time.perf_counter() - t
                 for j, i in enumerate(idx):
                     located[i] = {}

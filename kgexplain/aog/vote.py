@@ -35,6 +35,7 @@ class Localisation:
     presence: float | None = None  # the chosen template's patterns' strengths weighed by their evidence
     peak: float = 0.0  # height of the chosen template's vote map at (x, y)
     voters: list[tuple[int, float, float, float]] = field(default_factory=list)  # (column, x, y, weight)
+    from_prior: str = ""  # the coordinates ("x", "y", "xy") given by the part's position prior, not the votes
 
 
 @dataclass
@@ -77,6 +78,13 @@ def _grid(part: PartModel) -> tuple[int, float]:
     """The vote maps' side in cells and the cell size in framed pixels."""
     step = max(1.0, float(part.config.vote_step))
     return max(1, math.ceil(part.size / step)), step
+
+
+def held_by_prior(part: PartModel) -> np.ndarray:
+    """(2,) bool: the coordinates (x, y) the part's position prior gives instead of the votes (``position="auto"``
+    and the examples chose it at learning, :func:`~kgexplain.aog.learn.held_axes`; parts learnt before: none)."""
+    axes = part.prior.get("axes") if part.config.position == "auto" and part.prior.get("mean") else None
+    return np.array(axes if axes else [False, False], bool)
 
 
 def prior_map(part: PartModel, flipped: bool) -> torch.Tensor | None:
@@ -355,10 +363,13 @@ def localise(
     facing: np.ndarray | None = None,
     voters: int = 10,
     scores: TemplateScores | None = None,
+    prior_axes: bool = True,
 ) -> list[Localisation]:
     """Localise ``part`` on each image of ``det``. ``facing`` ((n,) bool, mirrored = True) fixes the object's
     facing, as decided for all its parts by :func:`decide_facing`; without it the part decides alone (by its
-    ``facing_by``: the vote peak by default; always the peak when its ``facing`` setting is "each")."""
+    ``facing_by``: the vote peak by default; always the peak when its ``facing`` setting is "each").
+    ``prior_axes``: the coordinates the part's position prior holds come from it (:func:`held_by_prior`); the caller
+    turns this off for images framed by an estimated box, whose own error the examples' comparison never saw."""
     ts = scores if scores is not None else template_scores(det, part)
     tf = part.facings()
     by = "peak" if part.config.facing == "each" else part.config.facing_by
@@ -368,6 +379,11 @@ def localise(
         k = ts.best(by=by)
     rows = np.arange(det.n)
     xs, ys, peak = ts.x[rows, k], ts.y[rows, k], ts.peak[rows, k]
+    held = held_by_prior(part) & prior_axes
+    if held.any():  # those coordinates from the prior's mean for the chosen template's facing
+        mean = np.asarray(part.prior["mean"], np.float64)[tf[k].astype(int)]  # (n, 2)
+        xs = mean[:, 0] if held[0] else xs
+        ys = mean[:, 1] if held[1] else ys
     strength = det.strength()
     delta = part.config.facing_delta * part.size
     whole = ts.whole[rows, k] if ts.whole is not None else np.zeros(det.n)
@@ -420,17 +436,21 @@ def localise(
                 None if np.isnan(presence[i]) else float(presence[i]),
                 float(peak[i]),
                 top,
+                "".join(a for a, h in zip("xy", held, strict=True) if h),
             )
         )
     return out
 
 
-def localise_parts(det: Detections, parts: Sequence[PartModel], voters: int = 10) -> dict[str, list[Localisation]]:
+def localise_parts(
+    det: Detections, parts: Sequence[PartModel], voters: int = 10, prior_axes: bool = True
+) -> dict[str, list[Localisation]]:
     """Localise several parts of one category with one facing per image, shared by every part whose ``facing``
     setting is "parts" and decided from their cues: by default (``facing_weights="agreement"``) every such part's
     vote peaks (but those a position prior holds) and presence, each weighted by how well it agreed with the
     others on the images the templates grew on (:func:`weighted_facing`); else, or for parts learnt without stored
-    cues, by :func:`decide_facing` (the vote peaks alike, with ``facing_presence`` the presences too)."""
+    cues, by :func:`decide_facing` (the vote peaks alike, with ``facing_presence`` the presences too).
+    ``prior_axes`` as for :func:`localise`."""
     scored = [(p, template_scores(det, p)) for p in parts]
     joint = [(p, ts) for p, ts in scored if p.config.facing == "parts"]
     # A part held by its position prior follows the facing; its prior-shaped peaks do not vote for it.
@@ -441,4 +461,7 @@ def localise_parts(det: Detections, parts: Sequence[PartModel], voters: int = 10
     if joint and facing is None:
         presence = [presence_by_facing(det, p) for p, _ in joint if p.config.facing_presence]
         facing = decide_facing(free or joint, presence=presence)
-    return {p.name: localise(det, p, facing if p.config.facing == "parts" else None, voters, ts) for p, ts in scored}
+    return {
+        p.name: localise(det, p, facing if p.config.facing == "parts" else None, voters, ts, prior_axes)
+        for p, ts in scored
+    }

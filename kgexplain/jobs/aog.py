@@ -15,6 +15,7 @@ import numpy as np
 from kgexplain.aog.model import AOGConfig, PartModel
 from kgexplain.aog.overlay import overlay
 from kgexplain.aog.run import Detector, LoadedBuild, frame, learn_on, localise_source, pick_examples
+from kgexplain.aog.vote import held_by_prior
 from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.subset import Subset
@@ -136,28 +137,36 @@ class LearnResult(JobResult):
             "examples": self.examples,
             "unlabelled_images": self.unlabelled,
             "calibration": self.part.calibration or None,
+            "from_prior": "".join(a for a, h in zip("xy", held_by_prior(self.part), strict=True) if h),
             "seconds": round(self.seconds, 1),
         }
 
     def text(self) -> str:
         r = self.to_json()
-        return (
+        lines = [
             f"learnt '{r['part']}' ({r['category']}) on {self.build}: {r['templates']} templates, "
             f"{r['patterns_used']} pattern uses, from {', '.join(self.examples)} "
             f"(+{self.unlabelled} unlabelled) in {r['seconds']} s; stored as run {self.run}"
-        ) + (
-            f"\n'not found' below presence {c['threshold']:.3f} (precision {c['precision']} at even odds; on the "
+        ]
+        if r["from_prior"]:
+            lines.append(
+                f"position: {' and '.join(r['from_prior'])} from the part's place in the object box on images cropped "
+                "to a given box (its votes placed the examples worse, each left out in turn)"
+            )
+        c = self.part.calibration
+        if not c:
+            return "\n".join([*lines, "not calibrated (no background images): every part is reported found"])
+        lines.append(
+            f"'not found' below presence {c['threshold']:.3f} (precision {c['precision']} at even odds; on the "
             f"calibration images: found {c['found_rate']:.0%} of {c['positives']} with the part, "
             f"{c['false_rate']:.0%} of {c['negatives']} background)"
-            + (
-                f"\nheld-out localisation error: {e['distance']:.3f} of the image diagonal on {e['images']} annotated "
-                f"images ({e['found']} reported found)"
-                if (e := c.get("localisation"))
-                else ""
-            )
-            if (c := self.part.calibration)
-            else "\nnot calibrated (no background images): every part is reported found"
         )
+        if e := c.get("localisation"):
+            lines.append(
+                f"held-out localisation error: {e['distance']:.3f} of the image diagonal on {e['images']} annotated "
+                f"images ({e['found']} reported found)"
+            )
+        return "\n".join(lines)
 
 
 def run_learn(
@@ -272,7 +281,8 @@ class LocalizeResult(JobResult):
         return self.results
 
     def columns(self) -> list[str]:
-        return LOCALIZE_COLUMNS + ["object_box"] + (["overlay"] if self.overlays else [])
+        held = ["from_prior"] if any(r.get("from_prior") for r in self.results) else []  # only on given boxes
+        return LOCALIZE_COLUMNS + held + ["object_box"] + (["overlay"] if self.overlays else [])
 
 
 def run_localize(
