@@ -8,7 +8,8 @@ images of the reference workload, cropped to their boxes (the paper's protocol) 
         the same keys on uncropped images, plus per part "found_rate" (images with the part on which it is
         reported found) and "background_not_found" (share of --n/2 background images on which it is not found)
     per part also "from_prior": the coordinates the part's position prior gives instead of the votes (decided on the
-    three examples, each left out in turn; AOGConfig.position) and "loo_sse", the squared errors that decided it
+    three examples, each left out in turn; AOGConfig.position) and "loo_sse", the squared errors that decided it;
+    --position votes measures the previous rule (every coordinate from the votes)
 
 With data seed S: the explanatory graph is built as `kgexplain build` does (shipped toy net, --train synthetic
 images of --category cropped to their boxes, as many background images) in a temporary store; K = 3 examples are
@@ -74,6 +75,9 @@ def main() -> None:
     ap.add_argument("--whole", action="store_true", help="localise on whole images (and background images)")
     ap.add_argument("--facing", choices=["as-is", "latent"], default="as-is", help="the build's --facing")
     ap.add_argument("--repeats", type=int, default=7, help="timed passes of localisation and of the forward pass")
+    ap.add_argument(
+        "--position", choices=["auto", "votes"], default=AOGConfig.position, help="AOGConfig.position (ablation)"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -114,7 +118,8 @@ def main() -> None:
             models: list[PartModel] = []
             for part in PARTS:
                 centres = np.array([examples.keypoints[i][part] for i in range(len(ex))])
-                learnt = learn_on(build, part, args.category, examples, centres, pool, AOGConfig(), negatives, models)
+                aog = AOGConfig(position=args.position)
+                learnt = learn_on(build, part, args.category, examples, centres, pool, aog, negatives, models)
                 models.append(learnt.part)
             # Crops: detection and votes (framing decodes and crops, as before); whole: also the object search.
             # The best of --repeats passes (the same results each time), each right after a plain forward pass, so
