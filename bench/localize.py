@@ -8,8 +8,10 @@ images of the reference workload, cropped to their boxes (the paper's protocol) 
         the same keys on uncropped images, plus per part "found_rate" (images with the part on which it is
         reported found) and "background_not_found" (share of --n/2 background images on which it is not found)
     per part also "from_prior": the coordinates the part's position prior gives instead of the votes (decided on the
-    three examples, each left out in turn; AOGConfig.position) and "loo_sse", the squared errors that decided it;
-    --position votes measures the previous rule (every coordinate from the votes)
+    three examples, each left out in turn; AOGConfig.position) and "loo_sse", the squared errors that decided it,
+    and on crops "aog_votes_only", the AOG's distance with every coordinate from the votes (same parts and facing);
+    --position votes measures the previous rule (every coordinate from the votes); --cells puts every pattern (and
+    raw filter) at its cell's centre instead of refining it below the cell (the previous positions)
 
 With data seed S: the explanatory graph is built as `kgexplain build` does (shipped toy net, --train synthetic
 images of --category cropped to their boxes, as many background images) in a temporary store; K = 3 examples are
@@ -39,6 +41,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +81,7 @@ def main() -> None:
     ap.add_argument(
         "--position", choices=["auto", "votes"], default=AOGConfig.position, help="AOGConfig.position (ablation)"
     )
+    ap.add_argument("--cells", action="store_true", help="pattern positions at cell centres (ablation: no sub-cell)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -96,8 +100,10 @@ def main() -> None:
         builds = {
             name: LoadedBuild(res.run, res.model.identity, {}, res.model, res.graph, framing, det)
             for name, det in {
-                "aog": Detector(res.model, res.graph, miner, "cpu"),
-                "raw_filter_aog": Detector(res.model, res.graph, miner, "cpu", raw=raw_filter_reference(feats)),
+                "aog": Detector(res.model, res.graph, miner, "cpu", sub_cell=not args.cells),
+                "raw_filter_aog": Detector(
+                    res.model, res.graph, miner, "cpu", raw=raw_filter_reference(feats), sub_cell=not args.cells
+                ),
             }.items()
         }
         test_src = DataSpec(n=args.n, seed=args.seed + 10_000, categories=(args.category,)).open(Path(d) / "test")
@@ -133,6 +139,10 @@ def main() -> None:
             timings[name] = min(seconds)
             if name == "aog":
                 paired = [s / f for s, f in zip(seconds, forward, strict=True)]
+            votes_only = None  # the same parts with every coordinate from the votes (crops; where some were held)
+            if name == "aog" and not args.whole and any(held_by_prior(m).any() for m in models):
+                plain = [replace(m, config=replace(m.config, position="votes")) for m in models]
+                votes_only, _ = localise_source(build, plain, test_src)
             gone = None
             if background is not None:
                 gone, _ = localise_source(build, models, background, whole=True)
@@ -158,6 +168,11 @@ def main() -> None:
                 out[model.name]["iou50"] = round(sc.iou50, 3)
                 out[model.name]["from_prior"] = "".join(a for a, h in zip("xy", held_by_prior(model), strict=True) if h)
                 out[model.name]["loo_sse"] = model.prior.get("loo_sse")
+                if not args.whole:
+                    alone = pred
+                    if votes_only is not None:
+                        alone = np.array([[f.loc.x, f.loc.y] for f in votes_only[model.name]])
+                    out[model.name]["aog_votes_only"] = round(score_points(alone, truth, size, model.box).distance, 4)
                 centres = np.array([examples.keypoints[i][model.name] for i in range(len(ex))]).mean(0)
                 if args.whole:  # the examples' mean position in the box, placed in each image's truth box
                     boxes = np.array([test_src.record(i).box for i in range(len(test_src))], np.float64) * scale

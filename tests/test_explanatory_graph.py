@@ -19,7 +19,7 @@ from kgexplain.explanatory_graph import (
     Inference,
     LayerInference,
 )
-from kgexplain.explanatory_graph.estep import Grid, e_step, e_step_numba, numba_shift, pad
+from kgexplain.explanatory_graph.estep import Grid, e_step, e_step_numba, numba_shift, pad, subcell
 from kgexplain.explanatory_graph.miner import parent_shift
 from kgexplain.explanatory_graph.parents import (
     Parents,
@@ -406,6 +406,40 @@ def test_the_fits_last_pass_is_the_inference() -> None:
         a, b = inf.layers[name], again.layers[name]
         assert a.position.shape == (40, graph.layer(name).count, 2)
         assert np.array_equal(a.position, b.position) and np.allclose(a.score, b.score) and (a.fires == b.fires).all()
+
+
+def test_sub_cell_positions_follow_a_blob_between_cells_and_ignore_the_padding() -> None:
+    """A blob centred between cells: the refined position is less than half as far from its centre as the argmax
+    cell's centre is (a 3 x 3 centroid still leans towards the cell); a blob on a cell stays there; at the map's
+    edge the cells off the map count zero (padded or not, the same answer) and the position still improves."""
+    grid = Grid(SIDE, SIDE, STRIDE, STRIDE, CENTRE, CENTRE, 2)
+    centres = [(5.0, 7.4), (9.0, 3.0), (0.3, 14.0)]  # (row, col) in cells
+    maps = np.stack([np.stack([blob(SIDE, r, c, width=0.9), np.zeros((SIDE, SIDE))]) for r, c in centres])
+    f = torch.from_numpy(maps).float()
+    cell = torch.tensor([[[px(round(c)), px(round(r))]] for r, c in centres], dtype=torch.float32)
+    filt = torch.tensor([0])
+    got = subcell(f, cell, filt, grid)
+    truth = torch.tensor([[[px(c), px(r)]] for r, c in centres])
+    before, after = (cell - truth).norm(dim=-1)[:, 0], (got - truth).norm(dim=-1)[:, 0]
+    assert after[0] < 0.5 * before[0] and after[2] < 0.6 * before[2]
+    assert torch.equal(got[1], cell[1])  # on a cell: unchanged
+    assert torch.allclose(subcell(pad(f, 2), cell, filt, grid, padding=2), got)
+    silent = subcell(f, cell, torch.tensor([1]), grid)  # a filter with no response: the cell centre
+    assert torch.equal(silent, cell)
+
+
+def test_inference_below_the_cell_moves_positions_by_at_most_a_cell() -> None:
+    feats, _, _ = two_layer_case(30, seed=9)
+    cfg = EGConfig(layers=("low", "up"), patterns=(3, 2), parents=2, iterations=4)
+    miner = ExplanatoryGraphMiner(cfg, device="cpu")
+    graph = miner.fit(feats, noise())
+    cells, fine = miner.infer(graph, feats), miner.infer(graph, feats, sub_cell=True)
+    a, b = cells.layers["up"], fine.layers["up"]  # the top layer: the same cells and scores, positions refined
+    assert np.array_equal(a.score, b.score) and (a.fires == b.fires).all()
+    moved = np.abs(a.position - b.position)
+    assert moved.max() <= STRIDE and moved.max() > 0
+    # the layer below reads the refined positions through its parents' shift
+    assert not np.array_equal(cells.layers["low"].position, fine.layers["low"].position)
 
 
 def test_a_graph_saved_before_the_eg2_options_reads_back_as_mined() -> None:

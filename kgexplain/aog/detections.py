@@ -115,11 +115,14 @@ def raw_filter_reference(features: Mapping[str, FeatureSet], top: int = 20) -> R
     return RawFilterReference(list(features), ref)
 
 
-def raw_filter_detections(features: Mapping[str, FeatureSet], ref: RawFilterReference) -> Detections:
-    """Every channel of every layer as one candidate: its map's peak (after ReLU) and the peak value."""
+def raw_filter_detections(
+    features: Mapping[str, FeatureSet], ref: RawFilterReference, sub_cell: bool = False
+) -> Detections:
+    """Every channel of every layer as one candidate: its map's peak (after ReLU) and the peak value (``sub_cell``:
+    the peak's position refined below the cell)."""
     pos, score, layer, index, refs = [], [], [], [], []
     for i, name in enumerate(ref.layers):
-        p, s = raw_filter_peaks(features[name])
+        p, s = raw_filter_peaks(features[name], sub_cell)
         pos.append(p)
         score.append(s)
         layer.append(np.full(s.shape[1], i, np.int64))

@@ -74,6 +74,7 @@ class Detector:
     miner: ExplanatoryGraphMiner
     device: str = "cpu"
     raw: RawFilterReference | None = None  # set: detect raw filters instead of graph patterns
+    sub_cell: bool = True  # positions refined below the cell (the centroid of the 3 x 3 responses around it)
 
     def __call__(self, images: np.ndarray, ids: Sequence[str] | None = None) -> Detections:
         layers = [lp.name for lp in self.graph.layers]
@@ -82,8 +83,8 @@ class Detector:
 
     def from_features(self, feats: Mapping[str, FeatureSet]) -> Detections:
         if self.raw is not None:
-            return raw_filter_detections(feats, self.raw)
-        inference = self.miner.infer(self.graph, feats)
+            return raw_filter_detections(feats, self.raw, self.sub_cell)
+        inference = self.miner.infer(self.graph, feats, sub_cell=self.sub_cell)
         return graph_detections(self.graph, inference)
 
     def whole(self, source: ImageSource, indices: Sequence[int], size: int) -> Detections:

@@ -32,6 +32,7 @@ from kgexplain.explanatory_graph.estep import (
     numba_available,
     numba_shift,
     pad,
+    subcell,
 )
 from kgexplain.explanatory_graph.graph import ExplanatoryGraph, Inference, LayerInference, LayerPatterns
 from kgexplain.explanatory_graph.normalise import background_std, responses
@@ -625,9 +626,11 @@ class ExplanatoryGraphMiner:
         )
 
     # ------------------------------------------------------------------ inference
-    def infer(self, graph: ExplanatoryGraph, features: Mapping[str, FeatureSet]) -> Inference:
+    def infer(self, graph: ExplanatoryGraph, features: Mapping[str, FeatureSet], sub_cell: bool = False) -> Inference:
         """Whether each pattern fires on each image, where, and how strongly (top-down through the parents).
 
+        ``sub_cell``: positions refined below the cell (:func:`~kgexplain.explanatory_graph.estep.subcell`), also
+        those the children's parents' shift reads; the part localisation uses it, mining keeps cell centres.
         In a distributed job ``features`` are this rank's images; the inference returned covers every rank's."""
         cfg = self.config
         names = [layer.name for layer in graph.layers]
@@ -660,6 +663,8 @@ class ExplanatoryGraphMiner:
             for sl, f in data.chunks(chunk):
                 up = (upper["mu"], upper["sigma"], upper["pos"][sl], upper["score"][sl]) if upper is not None else None
                 pos[sl], score[sl], _ = self._e_step(f, mu, sigma, filt, n_pat, grid, False, par, up)
+                if sub_cell:
+                    pos[sl] = subcell(f, pos[sl], filt, grid, data.r)
             out[layer.name] = LayerInference(*self._gathered(pos, score, "inference"))
             upper = {"mu": mu, "sigma": sigma, "pos": pos, "score": score}
         ids = [i for part in self.group.objects(ids, "image ids") for i in part]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from kgexplain.explanatory_graph.estep import Grid, subcell
 from kgexplain.features.cache import FeatureSet
 
 PARTS = ("head", "back", "tail")
@@ -74,8 +75,10 @@ def stability(
     return StabilityResult(float(np.mean(vals)) if vals else float("nan"), per, dict(keep))
 
 
-def raw_filter_peaks(fs: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
-    """Each channel as a detector: position of its map's maximum (after ReLU) and the maximum as its score."""
+def raw_filter_peaks(fs: FeatureSet, sub_cell: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Each channel as a detector: position of its map's maximum (after ReLU) and the maximum as its score;
+    ``sub_cell``: the position refined by the centroid of the 3 x 3 cells around it (as graph patterns are for
+    localisation, :func:`~kgexplain.explanatory_graph.estep.subcell`)."""
     g = fs.geometry
     pos_parts, score_parts = [], []
     for _, x in fs.chunks(256):
@@ -83,7 +86,11 @@ def raw_filter_peaks(fs: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
         b, d, _h, w = x.shape
         val, arg = x.view(b, d, -1).max(-1)
         col, row = (arg % w).float(), (arg // w).float()
-        pos_parts.append(torch.stack((g.centre_x + col * g.stride_x, g.centre_y + row * g.stride_y), -1).numpy())
+        pos = torch.stack((g.centre_x + col * g.stride_x, g.centre_y + row * g.stride_y), -1)
+        if sub_cell:
+            grid = Grid(_h, w, g.stride_x, g.stride_y, g.centre_x, g.centre_y, 1)
+            pos = subcell(x, pos, torch.arange(d), grid)
+        pos_parts.append(pos.numpy())
         score_parts.append(val.numpy())
     if not pos_parts:  # no images (a rank of a distributed job whose images could not be decoded)
         return np.zeros((0, fs.channels, 2), np.float32), np.zeros((0, fs.channels), np.float32)
