@@ -92,24 +92,25 @@ def test_the_prior_holds_the_coordinates_the_votes_do_not_follow() -> None:
     anchor = np.array([30.0, 28.0])
     parts = np.array([[24.0, 16.0], [36.0, 40.0], [30.0, 28.0], [26.0, 22.0], [34.0, 34.0]])
     ids = list("abcde")
+    auto = replace(CFG, position="auto")
     still = _det(np.stack([_scene(rng, anchor)[0] for _ in parts]))
-    model = learn_part("back", "toy", still, parts, ids, SIZE, config=CFG, mirrored=_mirror(still))
+    model = learn_part("back", "toy", still, parts, ids, SIZE, config=auto, mirrored=_mirror(still))
     assert model.prior["axes"] == [True, True] and model.prior["loo_examples"] == 5
     sse = model.prior["loo_sse"]
     assert all(p < 0.9 * v for p, v in zip(sse["prior"], sse["votes"], strict=True))
     (f,) = localise(_det(_scene(rng, anchor)[0][None]), model, voters=4)
     assert f.from_prior == "xy" and (f.x, f.y) == pytest.approx(tuple(parts.mean(0)), abs=1e-6)
-    votes_only = replace(model, config=replace(CFG, position="votes"))
+    votes_only = replace(model, config=CFG)  # the default: every coordinate from the votes
     (g,) = localise(_det(_scene(rng, anchor)[0][None]), votes_only, voters=4)
     assert g.from_prior == "" and np.abs(parts - [g.x, g.y]).max(1).min() < 1.1  # an example's position again
     moving = _det(np.stack([_scene(rng, c)[0] for c in parts]))
-    model = learn_part("head", "toy", moving, parts, ids, SIZE, config=CFG, mirrored=_mirror(moving))
+    model = learn_part("head", "toy", moving, parts, ids, SIZE, config=auto, mirrored=_mirror(moving))
     assert model.prior["axes"] == [False, False]
     # Examples that happen to sit alike: the mean of the others is exact, the votes off by sub-cell rounding; the
     # prior is credited with at least its floor of error, so the votes keep the part.
     alike = np.array([[30.0, 20.0]] * 5)
     moving = _det(np.stack([_scene(rng, c)[0] for c in alike]))
-    model = learn_part("head", "toy", moving, alike, ids, SIZE, config=CFG, mirrored=_mirror(moving))
+    model = learn_part("head", "toy", moving, alike, ids, SIZE, config=auto, mirrored=_mirror(moving))
     assert model.prior["loo_sse"]["prior"] == [0.0, 0.0] and model.prior["axes"] == [False, False]
 
 
