@@ -7,11 +7,11 @@ images of the reference workload, cropped to their boxes (the paper's protocol) 
     python bench/localize.py --seed 7 --n 200 --whole --json
         the same keys on uncropped images, plus per part "found_rate" (images with the part on which it is
         reported found) and "background_not_found" (share of --n/2 background images on which it is not found)
-    per part also "from_prior": the coordinates the part's position prior gives instead of the votes (decided on the
-    three examples, each left out in turn; AOGConfig.position) and "loo_sse", the squared errors that decided it,
-    and on crops "aog_votes_only", the AOG's distance with every coordinate from the votes (same parts and facing);
-    --position votes measures the previous rule (every coordinate from the votes); --cells puts every pattern (and
-    raw filter) at its cell's centre instead of refining it below the cell (the previous positions)
+    --position auto measures the leave-one-out position rule (AOGConfig.position; the default "votes" takes every
+    coordinate from the votes); per part "from_prior" gives the coordinates it took from the part's place in the box,
+    "loo_sse" the squared errors that decided it, and on crops "aog_votes_only" the AOG's distance with every
+    coordinate from the votes (same parts and facing); --cells puts every pattern (and raw filter) at its cell's
+    centre instead of refining it below the cell (the previous positions)
 
 With data seed S: the explanatory graph is built as `kgexplain build` does (shipped toy net, --train synthetic
 images of --category cropped to their boxes, as many background images) in a temporary store; K = 3 examples are
