@@ -85,21 +85,21 @@ def subcell(f: torch.Tensor, pos: torch.Tensor, filt: torch.Tensor, grid: Grid, 
     ``f`` (B, D, h, w) the responses, padded by ``padding`` cells with OFF_MAP or not at all). The argmax of the
     E-step is a cell, 8-16 px on the toy net's top layers; votes cast from cell centres put the part where the cells
     are (AOG localisation, seed 7: head 0.049 with cell centres, 0.021 refined)."""
-    b, _d, hh, ww = f.shape
+    b, d, hh, ww = f.shape
+    dev = f.device
     ci = ((pos[..., 0] - grid.cx) / grid.sx).round().long() + padding
     cj = ((pos[..., 1] - grid.cy) / grid.sy).round().long() + padding
-    rows = torch.arange(b, device=f.device)[:, None]
-    chan = filt.to(f.device)[None, :]
-    num_x = torch.zeros(pos.shape[:2], dtype=torch.float64, device=f.device)
-    num_y, den = torch.zeros_like(num_x), torch.zeros_like(num_x)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            yy, xx = cj + dy, ci + dx
-            inside = (yy >= 0) & (yy < hh) & (xx >= 0) & (xx < ww)
-            v = f[rows, chan, yy.clamp(0, hh - 1), xx.clamp(0, ww - 1)].clamp_min(0).double() * inside
-            num_x += v * dx
-            num_y += v * dy
-            den += v
+    plane = (torch.arange(b, device=dev)[:, None] * d + filt.to(dev)[None, :]) * (hh * ww)  # (B, P)
+    step = torch.tensor([-1, 0, 1], device=dev)
+    yy = cj[None] + step[:, None, None]  # (3, B, P) the rows around the cell, then the columns
+    xx = ci[None] + step[:, None, None]
+    y_in, x_in = (yy >= 0) & (yy < hh), (xx >= 0) & (xx < ww)
+    idx = plane + yy.clamp(0, hh - 1)[:, None] * ww + xx.clamp(0, ww - 1)[None]
+    v = torch.take(f.reshape(-1), idx).clamp_min(0)  # (3 rows, 3 columns, B, P)
+    v = torch.where(y_in[:, None] & x_in[None], v, 0.0)  # off the map: nothing
+    den = v.sum((0, 1))
+    num_x = v[:, 2].sum(0) - v[:, 0].sum(0)
+    num_y = v[2].sum(0) - v[0].sum(0)
     safe = den.clamp_min(1e-30)
     shift_x = torch.where(den > 0, num_x / safe, 0.0) * grid.sx
     shift_y = torch.where(den > 0, num_y / safe, 0.0) * grid.sy
