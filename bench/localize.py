@@ -51,7 +51,7 @@ from kgexplain import BuildConfig, DataSpec, StoreSpec, run_build
 from kgexplain.aog import AOGConfig, PartModel
 from kgexplain.aog.detections import raw_filter_reference
 from kgexplain.aog.run import Detector, FramedBatch, LoadedBuild, frame, learn_on, localise_source, score_points
-from kgexplain.aog.vote import held_by_prior
+from kgexplain.aog.vote import axis_names, held_by_prior
 from kgexplain.data.base import Framing
 from kgexplain.data.subset import Subset
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraphMiner
@@ -166,7 +166,7 @@ def main() -> None:
                 if name != "aog":
                     continue
                 out[model.name]["iou50"] = round(sc.iou50, 3)
-                out[model.name]["from_prior"] = "".join(a for a, h in zip("xy", held_by_prior(model), strict=True) if h)
+                out[model.name]["from_prior"] = axis_names(held_by_prior(model))
                 out[model.name]["loo_sse"] = model.prior.get("loo_sse")
                 if not args.whole:
                     alone = pred

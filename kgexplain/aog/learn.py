@@ -129,10 +129,7 @@ def held_axes(part: PartModel, examples: Detections, centres: np.ndarray, exampl
     Returns {"axes": [x held, y held], "loo_sse": {"votes": [x, y], "prior": [x, y]}, "loo_examples": n}; with
     fewer than two examples left out (nothing to compare), nothing is held."""
     size = part.size
-    faces = {t.example: t.faces for t in part.templates if not t.flipped}
-    frame = np.array(
-        [((size - 1) - x if faces.get(e, False) else x, y) for e, (x, y) in zip(example_ids, centres, strict=True)]
-    )  # as if every example faced as facing False
+    faces, frame = _examples_facing(part, example_ids, centres)
     sse_votes, sse_prior, used = np.zeros(2), np.zeros(2), 0
     for k, e in enumerate(example_ids):
         others = [t for t in part.templates if t.example != e]
@@ -202,9 +199,11 @@ def _facings(part: PartModel, examples: Detections, mirrored: Detections, exampl
         t.facing = base != t.flipped
 
 
-def _prior(part: PartModel, example_ids: Sequence[str], centres: np.ndarray) -> dict[str, Any]:
-    """The part's position in the object frame: the examples' mean per facing (mirrored x for the other facing)
-    and their spread, at least ``prior_floor`` of the side."""
+def _examples_facing(
+    part: PartModel, example_ids: Sequence[str], centres: np.ndarray
+) -> tuple[dict[str, bool], np.ndarray]:
+    """Each example's facing (from its own, unmirrored template) and its part position (K, 2) as if every example
+    faced as facing False (x mirrored for the others)."""
     size = part.size
     facing = {t.example: t.faces for t in part.templates if not t.flipped}
     p = np.array(
@@ -213,7 +212,14 @@ def _prior(part: PartModel, example_ids: Sequence[str], centres: np.ndarray) -> 
             for eid, (x, y) in zip(example_ids, centres, strict=True)
         ],
         np.float64,
-    )  # as if every example faced as facing False
+    )
+    return facing, p
+
+
+def _prior(part: PartModel, example_ids: Sequence[str], centres: np.ndarray) -> dict[str, Any]:
+    """The part's position in the object frame: the examples' mean per facing (mirrored x for the other facing)
+    and their spread, at least ``prior_floor`` of the side."""
+    _, p = _examples_facing(part, example_ids, centres)
     return _prior_of(part, p.mean(0), p.std(0, ddof=1) if len(p) > 1 else np.zeros(2))
 
 

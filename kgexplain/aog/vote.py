@@ -80,6 +80,11 @@ def _grid(part: PartModel) -> tuple[int, float]:
     return max(1, math.ceil(part.size / step)), step
 
 
+def axis_names(held: np.ndarray) -> str:
+    """The held coordinates as reported: "", "x", "y" or "xy"."""
+    return "".join(a for a, h in zip("xy", held, strict=True) if h)
+
+
 def held_by_prior(part: PartModel) -> np.ndarray:
     """(2,) bool: the coordinates (x, y) the part's position prior gives instead of the votes (``position="auto"``
     and the examples chose it at learning, :func:`~kgexplain.aog.learn.held_axes`; parts learnt before: none)."""
@@ -436,7 +441,7 @@ def localise(
                 None if np.isnan(presence[i]) else float(presence[i]),
                 float(peak[i]),
                 top,
-                "".join(a for a, h in zip("xy", held, strict=True) if h),
+                axis_names(held),
             )
         )
     return out

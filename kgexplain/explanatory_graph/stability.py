@@ -83,12 +83,12 @@ def raw_filter_peaks(fs: FeatureSet, sub_cell: bool = False) -> tuple[np.ndarray
     pos_parts, score_parts = [], []
     for _, x in fs.chunks(256):
         x = torch.relu(x)
-        b, d, _h, w = x.shape
+        b, d, h, w = x.shape
         val, arg = x.view(b, d, -1).max(-1)
         col, row = (arg % w).float(), (arg // w).float()
         pos = torch.stack((g.centre_x + col * g.stride_x, g.centre_y + row * g.stride_y), -1)
         if sub_cell:
-            grid = Grid(_h, w, g.stride_x, g.stride_y, g.centre_x, g.centre_y, 1)
+            grid = Grid(h, w, g.stride_x, g.stride_y, g.centre_x, g.centre_y, 1)
             pos = subcell(x, pos, torch.arange(d), grid)
         pos_parts.append(pos.numpy())
         score_parts.append(val.numpy())

@@ -15,7 +15,7 @@ import numpy as np
 from kgexplain.aog.model import AOGConfig, PartModel
 from kgexplain.aog.overlay import overlay
 from kgexplain.aog.run import Detector, LoadedBuild, frame, learn_on, localise_source, pick_examples
-from kgexplain.aog.vote import held_by_prior
+from kgexplain.aog.vote import axis_names, held_by_prior
 from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.subset import Subset
@@ -137,7 +137,7 @@ class LearnResult(JobResult):
             "examples": self.examples,
             "unlabelled_images": self.unlabelled,
             "calibration": self.part.calibration or None,
-            "from_prior": "".join(a for a, h in zip("xy", held_by_prior(self.part), strict=True) if h),
+            "from_prior": axis_names(held_by_prior(self.part)),
             "seconds": round(self.seconds, 1),
         }
 

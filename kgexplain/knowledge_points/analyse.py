@@ -101,8 +101,7 @@ def strength_correlations(
     could reach, so Pearson(|g|, entropy) above it measures the curvature of the relation, not a bad fit; with
     ``fit_entropy`` (the fitted mixture's own entropy per sample) ``corr_fit_entropy`` is its Pearson with the
     entropy the fit mimics, i.e. how well the embedding reproduces the uncertainty at all (both at T = 1 and T)."""
-    from scipy.optimize import isotonic_regression  # lazy: scipy.optimize takes half a second to load
-    from scipy.stats import spearmanr  # lazy: as above
+    from scipy.stats import spearmanr  # lazy: scipy.stats takes half a second to load
 
     norm = g.norm(dim=1).numpy()
     pca = pca_norms(sample_feature, g.shape[1])
@@ -117,7 +116,7 @@ def strength_correlations(
             f"corr_pca_log_entropy{suffix}": pearson(pca, log_ent),
             f"spearman_norm_entropy{suffix}": float(spearmanr(norm, ent)[0]),
             f"spearman_pca{suffix}": float(spearmanr(pca, ent)[0]),
-            f"monotone_ceiling{suffix}": -pearson(_decreasing_fit(norm, ent, isotonic_regression), ent),
+            f"monotone_ceiling{suffix}": -pearson(_decreasing_fit(norm, ent), ent),
         }
         if fit_entropy is not None:
             out[f"corr_fit_entropy{suffix}"] = pearson(fit_entropy, ent)
@@ -125,8 +124,10 @@ def strength_correlations(
     return out
 
 
-def _decreasing_fit(x: np.ndarray, y: np.ndarray, isotonic_regression: Any) -> np.ndarray:
+def _decreasing_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The least-squares non-increasing function of x fitted to y, at each x."""
+    from scipy.optimize import isotonic_regression  # lazy: scipy.optimize takes half a second to load
+
     order = np.argsort(x, kind="stable")
     fit = np.empty(len(y))
     fit[order] = isotonic_regression(y[order], increasing=False).x
@@ -159,8 +160,7 @@ def analyse_layers(
     emb = fit_sample(col.sample, col.logits, kappa.sample, cfg.sample)
     g = emb.embed(col.sample)
     ent = entropy(col.logits).numpy()
-    logq = emb.log_posterior(g)
-    fit_ent = -(logq.exp() * logq).sum(1).numpy()
+    fit_ent = entropy(emb.log_posterior(g)).numpy()  # the mixture's own (log-softmax is a no-op on log Q)
     corr = strength_correlations(g, col.sample, col.logits, cfg.sample.temperature, fit_ent)
     t, r = cfg.sample.temperature, corr["corr_entropy_fitted_t"]
     say(progress, f"sample embedding: KL {emb.loss:.4f}, corr(|g|, entropy at T = {t:g}) {r:.3f}")
