@@ -190,6 +190,25 @@ def test_the_numba_kernel_matches_the_torch_e_step(with_parents: bool, agreement
     assert st_n is not None and st_t is not None
     for a, t in ((st_n.w, st_t.w), (st_n.dx, st_t.dx), (st_n.dy, st_t.dy), (st_n.dd, st_t.dd)):
         assert torch.allclose(a, t, rtol=1e-3, atol=1e-3)
+    # Positions below the cell: the kernel's centroid is estep.subcell's, and the scores do not move.
+    fine_n, fscore_n, _ = e_step_numba(
+        f, mu, sigma, n, grid, 0.1, False, up, 1.0, agreement, noise_mode, score_norm, sub_cell=True
+    )
+    fine_t, _, _ = e_step(
+        pad(f, r),
+        pred,
+        sigma,
+        filt,
+        grid,
+        0.1,
+        False,
+        agree if agreement else None,
+        noise_mode,
+        score_norm,
+        sub_cell=True,
+    )
+    assert torch.allclose(fine_n, fine_t, atol=1e-4) and torch.allclose(fine_t, subcell(f, pos_t, filt, grid))
+    assert torch.equal(fscore_n, score_n) and not torch.equal(fine_n, pos_n)
 
 
 def test_parent_selection_matches_the_slow_reference() -> None:
@@ -440,6 +459,9 @@ def test_inference_below_the_cell_moves_positions_by_at_most_a_cell() -> None:
     assert moved.max() <= STRIDE and moved.max() > 0
     # the layer below reads the refined positions through its parents' shift
     assert not np.array_equal(cells.layers["low"].position, fine.layers["low"].position)
+    by_torch = ExplanatoryGraphMiner(cfg, device="cpu", kernel="torch").infer(graph, feats, sub_cell=True)
+    for name in ("low", "up"):  # the numba kernel's refinement is the torch form's
+        assert np.allclose(by_torch.layers[name].position, fine.layers[name].position, atol=1e-3)
 
 
 def test_a_graph_saved_before_the_eg2_options_reads_back_as_mined() -> None:

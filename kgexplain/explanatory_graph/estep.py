@@ -118,13 +118,15 @@ def e_step(
     noise: str = "cell",
     score_norm: bool = False,
     per_image: bool = False,
+    sub_cell: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
     """One chunk of images.
 
     fp: padded responses (B, D, h + 2r, w + 2r); pred: predicted positions (B, P, 2) px; sigma: (P,) px;
     filt: (P,) channel of each pattern; agree: (B, P) the parents' agreement factor (eq. 3), or None for 1;
     noise: ``cell`` (tau / (h w) per cell) or ``window`` (tau x the pattern's mean density over its window);
-    score_norm: score with the unit-mass Gaussian, S = F (g (cell / sigma)^2)^2, instead of the peak-1 g.
+    score_norm: score with the unit-mass Gaussian, S = F (g (cell / sigma)^2)^2, instead of the peak-1 g;
+    sub_cell: positions refined below the cell (:func:`subcell`; the statistics do not read positions).
     Returns inferred positions (B, P, 2) px, scores (B, P) and the chunk's M-step statistics (summed over the
     chunk's images, or per image (B, P) with ``per_image``).
     """
@@ -161,6 +163,8 @@ def e_step(
         score = score * ((grid.sx * grid.sy) / (sigma * sigma)).to(dt)[None, :] ** 2
     ky, kx = arg // k, arg % k
     pos = torch.stack((grid.cx + (ci + kx - r) * grid.sx, grid.cy + (cj + ky - r) * grid.sy), dim=-1).to(pred.dtype)
+    if sub_cell:
+        pos = subcell(fp, pos, filt, grid, r)
     if not with_stats:
         return pos, score, None
 
@@ -258,6 +262,7 @@ def e_step_numba(
     active: torch.Tensor | None = None,
     shift: Shift | None = None,
     per_image: bool = False,
+    sub_cell: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
     """``e_step`` on *unpadded* CPU responses (B, D, h, w) through the fused numba kernel.
 
@@ -292,6 +297,7 @@ def e_step_numba(
         with_stats,
         noise == "window",
         score_norm,
+        sub_cell,
         np.ones(f.shape[1], np.bool_) if active is None else _arr(active, np.bool_),
         pos,
         score,

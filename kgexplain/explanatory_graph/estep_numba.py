@@ -135,6 +135,7 @@ def estep_kernel(
     with_stats: bool,
     noise_window: bool,  # noise level tau x the pattern's mean window density (else tau / (h w) per cell)
     score_norm: bool,  # scores with the unit-mass Gaussian, (cell / sigma)^2 x its peak-1 form
+    sub_cell: bool,  # positions moved by the centroid of the 3 x 3 positive responses around the cell (estep.subcell)
     active: np.ndarray,  # (D,) bool: filters to compute; the others' outputs are left zero
     out_pos: np.ndarray,  # (B, P, 2) float32
     out_score: np.ndarray,  # (B, P) float32
@@ -248,8 +249,24 @@ def estep_kernel(
                             sdx += wt * dx
                             sdy += wt * dy
                             sdd += wt * (dx * dx + dy * dy)
-                out_pos[b, v, 0] = cx + bx * sx
-                out_pos[b, v, 1] = cy + by * sy
+                ox = 0.0
+                oy = 0.0
+                if sub_cell:  # as estep.subcell: cells off the map count zero
+                    den = 0.0
+                    for y in range(max(by - 1, 0), min(by + 2, h)):
+                        for x in range(max(bx - 1, 0), min(bx + 2, w)):
+                            fv = max(f[b, d, y, x], np.float32(0.0))
+                            den += fv
+                            ox += fv * (x - bx)
+                            oy += fv * (y - by)
+                    if den > 0.0:
+                        ox /= den
+                        oy /= den
+                    else:
+                        ox = 0.0
+                        oy = 0.0
+                out_pos[b, v, 0] = cx + (bx + ox) * sx
+                out_pos[b, v, 1] = cy + (by + oy) * sy
                 if score_norm:
                     q = cell / (sigma[v] * sigma[v])
                     best_s *= np.float32(q * q)

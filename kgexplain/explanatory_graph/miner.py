@@ -32,7 +32,6 @@ from kgexplain.explanatory_graph.estep import (
     numba_available,
     numba_shift,
     pad,
-    subcell,
 )
 from kgexplain.explanatory_graph.graph import ExplanatoryGraph, Inference, LayerInference, LayerPatterns
 from kgexplain.explanatory_graph.normalise import background_std, responses
@@ -222,6 +221,7 @@ class ExplanatoryGraphMiner:
         upper: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
         active: torch.Tensor | None = None,
         shift: Shift | None = None,
+        sub_cell: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
         """One chunk (statistics per image); ``upper`` = (mu, sigma, positions, scores) of the parents' layer on these
         images; ``active`` (D,) bool: the filters the numba kernel computes (the torch form computes all; callers
@@ -248,6 +248,7 @@ class ExplanatoryGraphMiner:
                 active,
                 shift,
                 per_image=True,
+                sub_cell=sub_cell,
             )
         pred = mu[None].expand(f.shape[0], -1, -1)
         agree = None
@@ -256,7 +257,7 @@ class ExplanatoryGraphMiner:
             delta, agree = parent_shift(parents, upper[0], edge_w, upper[2], upper[3], cfg.fire_threshold, agree_w)
             pred = pred + delta
         agree = agree if cfg.agreement else None
-        return e_step(f, pred, sigma, filt, grid, cfg.tau, with_stats, agree, cfg.noise, cfg.score_norm, per_image=True)
+        return e_step(f, pred, sigma, filt, grid, cfg.tau, with_stats, agree, cfg.noise, cfg.score_norm, True, sub_cell)
 
     def _chunk(self, patterns: int, grid: Grid) -> int:
         if self.kernel == "numba":
@@ -662,9 +663,7 @@ class ExplanatoryGraphMiner:
             chunk = self._chunk(layer.count, grid)
             for sl, f in data.chunks(chunk):
                 up = (upper["mu"], upper["sigma"], upper["pos"][sl], upper["score"][sl]) if upper is not None else None
-                pos[sl], score[sl], _ = self._e_step(f, mu, sigma, filt, n_pat, grid, False, par, up)
-                if sub_cell:
-                    pos[sl] = subcell(f, pos[sl], filt, grid, data.r)
+                pos[sl], score[sl], _ = self._e_step(f, mu, sigma, filt, n_pat, grid, False, par, up, sub_cell=sub_cell)
             out[layer.name] = LayerInference(*self._gathered(pos, score, "inference"))
             upper = {"mu": mu, "sigma": sigma, "pos": pos, "score": score}
         ids = [i for part in self.group.objects(ids, "image ids") for i in part]
