@@ -11,7 +11,8 @@ images of the reference workload, cropped to their boxes (the paper's protocol) 
     coordinate from the votes); per part "from_prior" gives the coordinates it took from the part's place in the box,
     "loo_sse" the squared errors that decided it, and on crops "aog_votes_only" the AOG's distance with every
     coordinate from the votes (same parts and facing); --cells puts every pattern (and raw filter) at its cell's
-    centre instead of refining it below the cell (the previous positions)
+    centre instead of refining it below the cell (the previous positions); --cosine-facings decides the examples'
+    facings by their pattern strengths' cosine alone (the rule before the placement evidence, learn._facings)
 
 With data seed S: the explanatory graph is built as `kgexplain build` does (shipped toy net, --train synthetic
 images of --category cropped to their boxes, as many background images) in a temporary store; K = 3 examples are
@@ -82,6 +83,11 @@ def main() -> None:
         "--position", choices=["auto", "votes"], default=AOGConfig.position, help="AOGConfig.position (ablation)"
     )
     ap.add_argument("--cells", action="store_true", help="pattern positions at cell centres (ablation: no sub-cell)")
+    ap.add_argument(
+        "--cosine-facings",
+        action="store_true",
+        help="the examples' facings by their strengths' cosine alone (ablation: the rule before placement evidence)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -125,6 +131,8 @@ def main() -> None:
             for part in PARTS:
                 centres = np.array([examples.keypoints[i][part] for i in range(len(ex))])
                 aog = AOGConfig(position=args.position)
+                if args.cosine_facings:  # no placement evidence reaches an infinite margin
+                    aog = replace(aog, facing_margin=float("inf"))
                 learnt = learn_on(build, part, args.category, examples, centres, pool, aog, negatives, models)
                 models.append(learnt.part)
             # Crops: detection and votes (framing decodes and crops, as before); whole: also the object search.

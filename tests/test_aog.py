@@ -15,7 +15,7 @@ from PIL import Image
 
 from kgexplain.aog import AOGConfig, Detections, PartModel, Template, learn_part, localise
 from kgexplain.aog.extent import best_box, shifted
-from kgexplain.aog.learn import calibrate, set_evidence
+from kgexplain.aog.learn import calibrate, facing_by_placement, placement_evidence, set_evidence
 from kgexplain.aog.run import Detector, Located, held_out_errors, iou, score_points
 from kgexplain.aog.vote import (
     Localisation,
@@ -141,6 +141,42 @@ def test_a_mirrored_object_is_found_by_the_mirrored_templates_and_its_facing_rec
         assert abs(loc.x - truth[0]) < 1.1 and abs(loc.y - truth[1]) < 1.1
         assert loc.voters and all(0 <= col < 4 for col, *_ in loc.voters)
     assert model.templates[g.template].flipped and not model.templates[f.template].flipped
+
+
+def test_the_examples_facings_come_from_where_their_templates_place_the_part() -> None:
+    """Example c faces the other way from a and b, but every pattern fires alike on all three, so their strengths'
+    cosine cannot tell: a's mirrored template places the part on c exactly and its own template does not, which
+    decides c's facing. Where that evidence is too weak (a margin no placement reaches), another part's facings
+    are taken when given, else the cosine's (which here gets c wrong)."""
+    rng = np.random.default_rng(2)
+    parts = np.array([[30.0, 30.0], [32.0, 30.0], [31.0, 29.0]])
+    ex = _det(np.stack([_asymmetric_scene(rng, c, mirrored=i == 2) for i, c in enumerate(parts)]))
+    ids = ["a", "b", "c"]
+    placed = replace(CFG, facing_margin=0.05)  # the toy's offsets are small: the mirror misplaces by 6-7 px
+    model = learn_part("head", "toy", ex, parts, ids, SIZE, config=placed, mirrored=_mirror(ex))
+    own = {t.example: t.faces for t in model.templates if not t.flipped}
+    assert model.facing_from == "placement" and own == {"a": False, "b": False, "c": True}
+    assert all(t.faces != own[t.example] for t in model.templates if t.flipped)
+    evidence = placement_evidence(model, ex, parts, ids)
+    assert evidence[0, 1] > 5 and evidence[0, 2] < -5 and np.isnan(evidence[1, 1])
+    blind = replace(CFG, facing_margin=10.0)
+    model = learn_part("head", "toy", ex, parts, ids, SIZE, config=blind, mirrored=_mirror(ex))
+    assert model.facing_from == "cosine" and not any(t.faces for t in model.templates if not t.flipped)
+    given = {"a": True, "b": True, "c": False}  # another part's frame: only the relative facings matter
+    model = learn_part("head", "toy", ex, parts, ids, SIZE, config=blind, mirrored=_mirror(ex), facings=given)
+    own = {t.example: t.faces for t in model.templates if not t.flipped}
+    assert model.facing_from == "given" and own == {"a": False, "b": False, "c": True}
+
+
+def test_the_facing_assignment_agrees_best_with_the_pairs() -> None:
+    """Pairwise evidence (> 0: the same facing): one pair that disagrees with the two others is outvoted; the
+    weakest example's mean evidence is reported."""
+    ev = np.array([[np.nan, 50.0, -40.0], [50.0, np.nan, 5.0], [-40.0, 5.0, np.nan]])
+    facing, margin = facing_by_placement(ev)
+    assert facing.tolist() == [False, False, True]
+    assert margin == pytest.approx((40.0 - 5.0) / 2)  # example 2: +40 with example 0, -5 with example 1
+    _, unknown = facing_by_placement(np.full((2, 2), np.nan))
+    assert np.isnan(unknown)
 
 
 def test_one_facing_per_object_is_decided_by_every_part_and_shared() -> None:
@@ -408,6 +444,7 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path) -> None:
     assert none_yet.exit_code != 0 and "Error:" in none_yet.output
     first = json.loads(_run("aog", "learn", "--part", "head", "--store", store, "--json").stdout)
     assert first["templates"] == 6 and first["patterns_used"] > 0  # three examples and their mirrors
+    assert first["facing_from"] in ("placement", "given", "cosine")
     assert first["calibration"]["positives"] > 0 and first["calibration"]["negatives"] > 0
     held = first["calibration"]["localisation"]  # the held-out birds annotate the head: their errors are reported
     assert held["images"] == first["calibration"]["positives"] and 0 < held["distance"] < 0.5

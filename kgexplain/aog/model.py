@@ -32,6 +32,8 @@ class AOGConfig:
     facing_weights: str = "agreement"  # how the parts' facing cues are summed: "agreement" (each cue, a part's vote
     # peaks or its presence, weighted by how often it agrees with the others on the unlabelled images the templates
     # grew on) or "equal" (the vote peaks alone, each part alike; with ``facing_presence`` the presences too)
+    facing_margin: float = 0.1  # the examples' facings come from where their templates place the part on each
+    # other when every example's evidence reaches this fraction of the side (else another part's, else the cosine)
     prior: bool = False  # multiply the vote map by the part's position prior in the object frame
     prior_from: str = "examples"  # the prior's mean and spread: the annotated "examples" or the "grown" localisations
     prior_max: float = 0.1  # ... used only where its sigma stays below this (the part sits still in its box)
@@ -81,6 +83,8 @@ class PartModel:
     calibration: dict[str, Any] = field(default_factory=dict)  # {"threshold", "a", "b", "positives", ...}
     cues: dict[str, Any] = field(default_factory=dict)  # the facing cues on the unlabelled images the templates
     # grew on: {"ids": [...], "peak": [...], "presence": [...] or None} (``vote.facing_cues``)
+    facing_from: str = ""  # what decided the examples' facings: "placement", "given" (another part's), "cosine";
+    # "" for a part learnt before this was recorded (by the cosine)
 
     def facings(self) -> np.ndarray:
         """(T,) bool: the mirrored facing of each template."""

@@ -310,10 +310,11 @@ def learn_on(
     others: Sequence[PartModel] = (),
 ) -> Learnt:
     """Learn a part from framed ``examples`` (and their mirrors) on a build; its templates grow on the first two
-    thirds of ``pool``; its facings are aligned with the first of ``others`` (the other parts of its category) it shares
-    an example with; and with ``negatives`` (background images) its "not found" threshold is calibrated on the
-    rest of ``pool`` (at most CALIBRATION_IMAGES) and as many background images, both searched whole and localised
-    with ``others`` (their facing cues weigh in), as a whole image is at localisation."""
+    thirds of ``pool``; where its own templates do not decide the examples' facings, it takes those of the first of
+    ``others`` (the other parts of its category) whose templates did; its facings are aligned with the first of
+    ``others`` it shares an example with; and with ``negatives`` (background images) its "not found" threshold is
+    calibrated on the rest of ``pool`` (at most CALIBRATION_IMAGES) and as many background images, both searched
+    whole and localised with ``others`` (their facing cues weigh in), as a whole image is at localisation."""
     rows = list(range(len(pool)))
     held = rows[len(rows) * 2 // 3 :][:CALIBRATION_IMAGES] if len(rows) >= 9 and negatives is not None else []
     grow = rows[: len(rows) - len(held)] if held else rows
@@ -323,7 +324,15 @@ def learn_on(
     det_mirror = build.detector(examples.mirrored(), examples.ids)
     det_u = build.detector(batch.images, batch.ids)
     size = build.framing.size
-    model = learn_part(name, category, det_ex, centres, examples.ids, size, None, config, det_u, det_mirror)
+    given = next(  # the examples' facings of a part of the category whose templates' placement decided them
+        (
+            {t.example: t.faces for t in o.templates if not t.flipped}
+            for o in others
+            if o.facing_from == "placement" and {t.example for t in o.templates} >= set(examples.ids)
+        ),
+        None,
+    )
+    model = learn_part(name, category, det_ex, centres, examples.ids, size, None, config, det_u, det_mirror, given)
     aligned = next((o.name for o in others if align_facing(model, o)), None)
     background = 0
     if held and negatives is not None and len(negatives) >= 4:

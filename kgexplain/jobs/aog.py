@@ -116,6 +116,13 @@ class LearnConfig:
     aog: AOGConfig | None = None
 
 
+FACING_FROM = {
+    "placement": "where each example's template and its mirror place the part on the other examples",
+    "given": "another part of the category's (this part's templates did not separate them)",
+    "cosine": "the cosine of their pattern strengths (neither placement nor another part separated them)",
+}
+
+
 @dataclass
 class LearnResult(JobResult):
     part: PartModel
@@ -138,6 +145,7 @@ class LearnResult(JobResult):
             "unlabelled_images": self.unlabelled,
             "calibration": self.part.calibration or None,
             "from_prior": axis_names(held_by_prior(self.part)),
+            "facing_from": self.part.facing_from,
             "seconds": round(self.seconds, 1),
         }
 
@@ -148,6 +156,8 @@ class LearnResult(JobResult):
             f"{r['patterns_used']} pattern uses, from {', '.join(self.examples)} "
             f"(+{self.unlabelled} unlabelled) in {r['seconds']} s; stored as run {self.run}"
         ]
+        if r["facing_from"] in FACING_FROM:
+            lines.append(f"examples' facings: {FACING_FROM[r['facing_from']]}")
         if r["from_prior"]:
             lines.append(
                 f"position: {' and '.join(r['from_prior'])} from the part's place in the object box on images cropped "

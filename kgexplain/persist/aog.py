@@ -92,6 +92,7 @@ def part_record(
         "layers": part.layers,
         "aog": part.config.to_dict(),
         "facing": {str(t.k): t.faces for t in part.templates},
+        "facing_from": part.facing_from,
         "evidence": _evidence(part, graph),
         "prior": part.prior,
         "calibration": part.calibration,
@@ -152,6 +153,7 @@ def read_part(
         dict(cfg.get("prior") or {}),
         dict(cfg.get("calibration") or {}),
         dict(cfg.get("cues") or {}),  # none from a part learnt before they were stored: the facing as before
+        str(cfg.get("facing_from") or ""),
     )
     facing = cfg.get("facing") or {}
     evidence = cfg.get("evidence") or {}
