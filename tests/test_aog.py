@@ -168,6 +168,28 @@ def test_the_examples_facings_come_from_where_their_templates_place_the_part() -
     assert model.facing_from == "given" and own == {"a": False, "b": False, "c": True}
 
 
+def test_a_template_that_misplaces_the_other_examples_is_dropped() -> None:
+    """The network need not be mirror-symmetric: on example a's mirror image the patterns near the part sit at
+    other offsets than on the other examples' mirrors, so a's mirrored template places their part far off and is
+    dropped (recorded with its error); every other template, and at least one per facing, stays. With
+    ``template_error=0`` every template is kept."""
+    rng = np.random.default_rng(4)
+    parts = np.array([[30.0, 30.0], [32.0, 30.0], [31.0, 29.0]])
+    ex = _det(np.stack([_asymmetric_scene(rng, c) for c in parts]))
+    mirrored = _mirror(ex)
+    odd = mirrored.position.copy()
+    odd[0, :4] = odd[0, :4][[2, 3, 0, 1]]  # a's mirror: the part's patterns swapped about
+    mirrored = replace(mirrored, position=odd)
+    ids = ["a", "b", "c"]
+    model = learn_part("head", "toy", ex, parts, ids, SIZE, config=CFG, mirrored=mirrored)
+    assert [(d["example"], d["mirrored"]) for d in model.dropped] == [("a", True)]
+    assert model.dropped[0]["error_px"] > CFG.template_error * SIZE
+    assert len(model.templates) == 5 and [t.k for t in model.templates] == list(range(5))
+    assert set(model.facings().tolist()) == {False, True} and model.example_facings()["a"] is False
+    keep_all = learn_part("head", "toy", ex, parts, ids, SIZE, config=replace(CFG, template_error=0), mirrored=mirrored)
+    assert len(keep_all.templates) == 6 and not keep_all.dropped
+
+
 def test_the_facing_assignment_agrees_best_with_the_pairs() -> None:
     """Pairwise evidence (> 0: the same facing): one pair that disagrees with the two others is outvoted; the
     weakest example's mean evidence is reported."""

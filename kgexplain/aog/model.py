@@ -34,6 +34,8 @@ class AOGConfig:
     # grew on) or "equal" (the vote peaks alone, each part alike; with ``facing_presence`` the presences too)
     facing_margin: float = 0.1  # the examples' facings come from where their templates place the part on each
     # other when every example's evidence reaches this fraction of the side (else another part's, else the cosine)
+    template_error: float = 0.2  # drop templates that place the other examples' part farther than this fraction of
+    # the side on average (each example seen in the template's facing); 0 keeps every template
     prior: bool = False  # multiply the vote map by the part's position prior in the object frame
     prior_from: str = "examples"  # the prior's mean and spread: the annotated "examples" or the "grown" localisations
     prior_max: float = 0.1  # ... used only where its sigma stays below this (the part sits still in its box)
@@ -85,10 +87,19 @@ class PartModel:
     # grew on: {"ids": [...], "peak": [...], "presence": [...] or None} (``vote.facing_cues``)
     facing_from: str = ""  # what decided the examples' facings: "placement", "given" (another part's), "cosine";
     # "" for a part learnt before this was recorded (by the cosine)
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # templates dropped at learning for placing the
+    # other examples' part too far off (``learn.transfer_errors``): example, mirrored, error_px
 
     def facings(self) -> np.ndarray:
         """(T,) bool: the mirrored facing of each template."""
         return np.array([t.faces for t in self.templates], bool)
+
+    def example_facings(self) -> dict[str, bool]:
+        """Each annotated example's facing (image id -> mirrored facing): its own template's, or the opposite of
+        its mirrored template's where only that one is kept."""
+        out = {t.example: not t.faces for t in self.templates if t.flipped}
+        out |= {t.example: t.faces for t in self.templates if not t.flipped}
+        return out
 
     def confidence(self, score: np.ndarray) -> np.ndarray | None:
         """The calibrated confidence of presence scores: the precision, at even odds, of accepting detections

@@ -326,9 +326,9 @@ def learn_on(
     size = build.framing.size
     given = next(  # the examples' facings of a part of the category whose templates' placement decided them
         (
-            {t.example: t.faces for t in o.templates if not t.flipped}
+            o.example_facings()
             for o in others
-            if o.facing_from == "placement" and {t.example for t in o.templates} >= set(examples.ids)
+            if o.facing_from == "placement" and set(o.example_facings()) >= set(examples.ids)
         ),
         None,
     )

@@ -146,6 +146,7 @@ class LearnResult(JobResult):
             "calibration": self.part.calibration or None,
             "from_prior": axis_names(held_by_prior(self.part)),
             "facing_from": self.part.facing_from,
+            "dropped_templates": self.part.dropped,
             "seconds": round(self.seconds, 1),
         }
 
@@ -158,6 +159,13 @@ class LearnResult(JobResult):
         ]
         if r["facing_from"] in FACING_FROM:
             lines.append(f"examples' facings: {FACING_FROM[r['facing_from']]}")
+        if r["dropped_templates"]:
+            limit = self.part.config.template_error * self.part.size
+            which = ", ".join(
+                f"{d['example']}{' (mirrored)' if d['mirrored'] else ''} {d['error_px']} px"
+                for d in r["dropped_templates"]
+            )
+            lines.append(f"dropped templates that placed the other examples' part over {limit:.1f} px off: {which}")
         if r["from_prior"]:
             lines.append(
                 f"position: {' and '.join(r['from_prior'])} from the part's place in the object box on images cropped "

@@ -93,6 +93,7 @@ def part_record(
         "aog": part.config.to_dict(),
         "facing": {str(t.k): t.faces for t in part.templates},
         "facing_from": part.facing_from,
+        "dropped_templates": part.dropped,
         "evidence": _evidence(part, graph),
         "prior": part.prior,
         "calibration": part.calibration,
@@ -154,6 +155,7 @@ def read_part(
         dict(cfg.get("calibration") or {}),
         dict(cfg.get("cues") or {}),  # none from a part learnt before they were stored: the facing as before
         str(cfg.get("facing_from") or ""),
+        list(cfg.get("dropped_templates") or []),
     )
     facing = cfg.get("facing") or {}
     evidence = cfg.get("evidence") or {}
