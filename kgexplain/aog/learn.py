@@ -13,7 +13,9 @@ facing shared by the whole part (examples that face the other way from the first
 example's template and its mirror place the part on the other examples; where that is not clear, as for a part
 near the middle of the object, from another part of the category or the cosine of their pattern strengths), so
 localisation runs one forward pass per image and the facing is the winning
-template's. Parts of a category share their facings through a common example (:func:`align_facing`). With
+template's. A template that places the part on the other examples far off while its twin (the same example's other
+view) does not is dropped (:func:`transfer_errors`). Parts of a category share their facings through a common
+example (:func:`align_facing`). With
 background images, each template pattern gets its evidence of the object (:func:`set_evidence`) and the part a
 calibrated "not found" threshold (:func:`calibrate`).
 """
