@@ -84,9 +84,7 @@ def learn_part(
     part = PartModel(name, category, size, box or (side, side), list(examples.layers), [], cfg)
     sources = [(examples, centres, False)]
     if cfg.flip and mirrored is not None:
-        flipped_centres = centres.copy()
-        flipped_centres[:, 0] = (size - 1) - centres[:, 0]
-        sources.append((mirrored, flipped_centres, True))
+        sources.append((mirrored, _mirrored_x(centres, size), True))
     for det, cs, flipped in sources:
         for k in range(det.n):
             cols, offset, score = _select(det, k, cs[k], size, cfg)
@@ -132,22 +130,28 @@ def transfer_errors(
 ) -> np.ndarray:
     """(T,) each template's mean distance (framed pixels) from the annotated part on the other examples, each seen
     in the template's facing (as it is, or mirrored with its annotation); NaN with no other example."""
-    size = part.size
     faces = part.example_facings()
-    flipped_centres = centres.copy()
-    flipped_centres[:, 0] = (size - 1) - centres[:, 0]
+    views = ((examples, centres), (mirrored, _mirrored_x(centres, part.size)))
     out = np.full(len(part.templates), np.nan)
     for i, tpl in enumerate(part.templates):
         alone = replace(part, templates=[tpl], prior={})
+        placed = [template_scores(det, alone) for det, _ in views]  # every example, as it is and mirrored
         errs = []
         for k, e in enumerate(example_ids):
             if e == tpl.example or e not in faces:
                 continue
-            det, c = (examples, centres) if faces[e] == tpl.faces else (mirrored, flipped_centres)
-            ts = template_scores(det.rows([k]), alone)
-            errs.append(float(np.hypot(ts.x[0, 0] - c[k, 0], ts.y[0, 0] - c[k, 1])))
+            v = int(faces[e] != tpl.faces)  # the view in which example k faces as the template
+            ts, c = placed[v], views[v][1]
+            errs.append(float(np.hypot(ts.x[k, 0] - c[k, 0], ts.y[k, 0] - c[k, 1])))
         if errs:
             out[i] = float(np.mean(errs))
+    return out
+
+
+def _mirrored_x(centres: np.ndarray, size: int) -> np.ndarray:
+    """Part positions (K, 2) on the mirrored images."""
+    out = centres.copy()
+    out[:, 0] = (size - 1) - centres[:, 0]
     return out
 
 
@@ -266,12 +270,10 @@ def placement_evidence(
         own, mirror = by.get((ej, False)), by.get((ej, True))
         if own is None or mirror is None:
             continue
-        for k in range(kk):
-            if k == j:
-                continue
-            ts = template_scores(examples.rows([k]), replace(part, templates=[own, mirror], prior={}))
-            d = np.hypot(ts.x[0] - centres[k, 0], ts.y[0] - centres[k, 1])
-            out[j, k] = d[1] - d[0]
+        ts = template_scores(examples, replace(part, templates=[own, mirror], prior={}))  # (K, 2) on every example
+        d = np.hypot(ts.x - centres[:, :1], ts.y - centres[:, 1:])
+        out[j] = d[:, 1] - d[:, 0]
+        out[j, j] = np.nan
     return out
 
 
