@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of the README's two test processes (pytest -n 2): one thread
+    # each for torch, OpenMP and numba (set before they load; the CLI's subprocesses inherit it), so that two
+    # workers on two cores do not oversubscribe them (the suite took 363 s so, 197 s with one thread each)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
