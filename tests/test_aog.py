@@ -568,3 +568,30 @@ def test_vote_maps_add_every_vote_on_the_grid_into_its_cell_and_nothing_else() -
             ref[:, k] *= prior
     assert torch.allclose(maps, ref, atol=1e-6)
     assert maps.abs().sum() > 0
+
+
+def test_vote_map_peaks_are_the_highest_cell_refined_by_its_3x3_neighbours() -> None:
+    from kgexplain.aog.vote import _peaks
+
+    rng = np.random.default_rng(5)
+    maps = torch.from_numpy(rng.random((3, 4, 9, 7)).astype(np.float32))
+    maps[0, 0] = 0.0  # no votes: the first cell, unrefined
+    maps[0, 1, 0, 6] = 5.0  # a peak in a corner: the cells off the map count zero
+    maps[1, 2, 4, 3] = 5.0
+    maps[1, 2, 4, 4] = 5.0  # a tie: the first in row-major order
+    val, xs, ys = _peaks(maps, 2.0)
+    a = maps.numpy().astype(np.float64)
+    for i in range(3):
+        for k in range(4):
+            m = a[i, k]
+            y0, x0 = np.unravel_index(np.argmax(m), m.shape)  # numpy's argmax: the first of equals
+            pad = np.pad(m, 1)[y0 : y0 + 3, x0 : x0 + 3]
+            d = np.arange(-1, 2)
+            mass = pad.sum()
+            x = x0 + (pad * d[None]).sum() / mass if mass > 0 else x0
+            y = y0 + (pad * d[:, None]).sum() / mass if mass > 0 else y0
+            assert val[i, k] == np.float32(m.max())
+            assert xs[i, k] == pytest.approx((x + 0.5) * 2 - 0.5, abs=1e-5)
+            assert ys[i, k] == pytest.approx((y + 0.5) * 2 - 0.5, abs=1e-5)
+    assert (xs[0, 0], ys[0, 0]) == (0.5, 0.5)
+    assert xs[0, 1] < 6 * 2 + 0.5 and ys[0, 1] > 0.5  # pulled inwards from the corner

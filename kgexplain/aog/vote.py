@@ -16,6 +16,7 @@ import torch
 
 from kgexplain.aog.detections import Detections
 from kgexplain.aog.model import PartModel, Template
+from kgexplain.aog.vote_numba import peaks, row_blurred_votes
 from kgexplain.errors import UsageError
 
 
@@ -63,15 +64,19 @@ def columns(det: Detections, layer: np.ndarray, index: np.ndarray) -> np.ndarray
     return (start[layer] + index).astype(np.int64)
 
 
+def _reach(spread: float) -> int:
+    """The blur's reach in cells: the Gaussian of ``spread`` cells is cut at 3 spreads."""
+    return max(1, math.ceil(3 * spread))
+
+
 @functools.lru_cache(maxsize=16)
 def _blur_matrix(g: int, spread: float) -> torch.Tensor:
-    """(g, g) the Gaussian of ``spread`` cells (peak 1, cut at 3 spreads) as a matrix: B @ m blurs m's columns
-    (zero outside the grid, as a zero-padded convolution); two batched products beat 1-channel conv2d 10x.
+    """(g, g) the Gaussian of ``spread`` cells (peak 1, cut at :func:`_reach`) as a matrix: B @ m blurs m's
+    columns (zero outside the grid, as a zero-padded convolution); two batched products beat 1-channel conv2d 10x.
     Memoised: the same tensor is returned for the same arguments (read it, never change it)."""
     i = torch.arange(g, dtype=torch.float32)
     d = i[:, None] - i[None, :]
-    r = max(1, math.ceil(3 * spread))
-    return torch.where(d.abs() <= r, torch.exp(-(d**2) / (2 * spread**2)), torch.zeros(()))
+    return torch.where(d.abs() <= _reach(spread), torch.exp(-(d**2) / (2 * spread**2)), torch.zeros(()))
 
 
 def _grid(part: PartModel) -> tuple[int, float]:
@@ -140,24 +145,27 @@ def all_votes(det: Detections, part: PartModel) -> Votes:
 
 def vote_maps(det: Detections, part: PartModel, votes_of: Votes | None = None) -> torch.Tensor:
     """(n, T, g, g) vote maps on a grid of ``vote_step``-pixel cells, one per template (a vote's Gaussian has
-    peak 1), times the position prior."""
+    peak 1), times the position prior. Each map is B @ H @ B, H the histogram of the template's votes on the
+    cells (those with a positive weight on the grid) and B the blur: the votes are added straight into H @ B
+    (:func:`~kgexplain.aog.vote_numba.row_blurred_votes`), then one product."""
     n, t = det.n, len(part.templates)
     g, step = _grid(part)
-    flat = torch.zeros(n * t * g * g)
+    spread = part.config.vote_spread * part.size / step
+    blur = _blur_matrix(g, spread)
+    rows = np.zeros((n, t, g, g), np.float32)
     votes = votes_of if votes_of is not None else all_votes(det, part)
-    if votes.weight.size:  # every template's votes at once, added into the maps by one 1-D index_add_
+    if votes.weight.size:
         which = np.repeat(np.arange(t), np.diff(votes.start))  # each column's template
-        ix = np.floor((votes.position[..., 0] + 0.5) / step).astype(np.int64)
-        iy = np.floor((votes.position[..., 1] + 0.5) / step).astype(np.int64)
-        w = votes.weight
-        keep = (ix >= 0) & (ix < g) & (iy >= 0) & (iy < g) & (w > 0)
-        # Every vote is added, in order; those off the grid or without weight add zero to a clipped cell (the
-        # same sums as adding the others alone, without selecting them).
-        cells = ((np.arange(n)[:, None] * t + which[None]) * g + iy.clip(0, g - 1)) * g + ix.clip(0, g - 1)
-        added = np.where(keep, w, 0).astype(np.float32)
-        flat.index_add_(0, torch.from_numpy(cells.ravel()), torch.from_numpy(added.ravel()))
-    blur = _blur_matrix(g, part.config.vote_spread * part.size / step)
-    maps = (blur @ flat.view(n * t, g, g) @ blur).view(n, t, g, g)  # separable Gaussian: blur is symmetric
+        row_blurred_votes(
+            np.ascontiguousarray(votes.position, np.float32),
+            np.ascontiguousarray(votes.weight, np.float32),
+            which,
+            step,
+            blur.numpy(),
+            _reach(spread),
+            rows,
+        )
+    maps = blur @ torch.from_numpy(rows)  # blur is symmetric: B @ (H @ B)
     for k, tpl in enumerate(part.templates):
         prior = prior_map(part, tpl.faces)
         if prior is not None:
@@ -167,25 +175,12 @@ def vote_maps(det: Detections, part: PartModel, votes_of: Votes | None = None) -
 
 def _peaks(maps: torch.Tensor, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per image and template: peak height and position in framed pixels (sub-cell: the weighted mean of the
-    3x3 cells around the peak)."""
+    3x3 cells around the peak, :func:`~kgexplain.aog.vote_numba.peaks`)."""
     n, t, h, w = maps.shape
-    val, arg = maps.view(n, t, h * w).max(2)
-    y0, x0 = (arg // w).numpy(), (arg % w).numpy()
-    d = np.arange(-1, 2)
-    yy = y0[..., None, None] + d[:, None]  # (n, t, 3, 1) the rows around the peak, (n, t, 1, 3) the columns
-    xx = x0[..., None, None] + d[None, :]
-    cells = maps.numpy()[
-        np.arange(n)[:, None, None, None],
-        np.arange(t)[None, :, None, None],
-        yy.clip(0, h - 1),
-        xx.clip(0, w - 1),
-    ]
-    patch = np.where((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w), cells, 0.0)  # zero off the map
-    mass = patch.sum((-1, -2))
-    safe = np.where(mass > 0, mass, 1.0)
-    xs = np.where(mass > 0, x0 + (patch * d[None, :]).sum((-1, -2)) / safe, x0).astype(np.float64)
-    ys = np.where(mass > 0, y0 + (patch * d[:, None]).sum((-1, -2)) / safe, y0).astype(np.float64)
-    return val.numpy(), (xs + 0.5) * step - 0.5, (ys + 0.5) * step - 0.5
+    val = np.empty(n * t, np.float32)
+    xs, ys = np.empty(n * t), np.empty(n * t)
+    peaks(np.ascontiguousarray(maps.numpy()).reshape(n * t, h, w), val, xs, ys)
+    return val.reshape(n, t), ((xs + 0.5) * step - 0.5).reshape(n, t), ((ys + 0.5) * step - 0.5).reshape(n, t)
 
 
 def _whole(
