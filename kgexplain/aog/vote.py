@@ -72,8 +72,9 @@ def _reach(spread: float) -> int:
 @functools.lru_cache(maxsize=16)
 def _blur_matrix(g: int, spread: float) -> torch.Tensor:
     """(g, g) the Gaussian of ``spread`` cells (peak 1, cut at :func:`_reach`) as a matrix: B @ m blurs m's
-    columns (zero outside the grid, as a zero-padded convolution); two batched products beat 1-channel conv2d 10x.
-    Memoised: the same tensor is returned for the same arguments (read it, never change it)."""
+    columns (zero outside the grid, as a zero-padded convolution; batched products beat 1-channel conv2d 10x), and
+    its row ix is what a vote in column ix adds to its row of H @ B (:func:`vote_maps`). Memoised: the same
+    tensor is returned for the same arguments (read it, never change it)."""
     i = torch.arange(g, dtype=torch.float32)
     d = i[:, None] - i[None, :]
     return torch.where(d.abs() <= _reach(spread), torch.exp(-(d**2) / (2 * spread**2)), torch.zeros(()))
