@@ -464,6 +464,31 @@ def test_inference_below_the_cell_moves_positions_by_at_most_a_cell() -> None:
         assert np.allclose(by_torch.layers[name].position, fine.layers[name].position, atol=1e-3)
 
 
+def test_inferring_only_some_patterns_and_their_ancestors_leaves_theirs_unchanged() -> None:
+    feats, _, _ = two_layer_case(30, seed=9)
+    cfg = EGConfig(layers=("low", "up"), patterns=(3, 2), parents=1, iterations=4)
+    graph = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats, noise())
+    low = graph.layer("low")
+    needed = graph.ancestors({"low": [0]})
+    assert np.flatnonzero(needed["low"]).tolist() == [0]
+    assert np.flatnonzero(needed["up"]).tolist() == [int(low.parents[0, 0])]
+    for kernel in ("numba", "torch"):
+        miner = ExplanatoryGraphMiner(cfg, device="cpu", kernel=kernel)
+        full, some = miner.infer(graph, feats, sub_cell=True), miner.infer(graph, feats, sub_cell=True, needed=needed)
+        for name in ("low", "up"):
+            a, b, keep = full.layers[name], some.layers[name], needed[name]
+            assert 0 < keep.sum() < len(keep)
+            assert np.array_equal(a.position[:, keep], b.position[:, keep]), (kernel, name)
+            assert np.array_equal(a.score[:, keep], b.score[:, keep])
+            assert np.array_equal(a.fires[:, keep], b.fires[:, keep])
+            assert not b.score[:, ~keep].any() and not b.fires[:, ~keep].any() and not b.position[:, ~keep].any()
+    one = (torch.zeros(1, 1, 4, 4), torch.zeros(2, 2), torch.ones(2), 2, Grid(4, 4, 1, 1, 0, 0, 1), 0.1)
+    with pytest.raises(ValueError, match="without statistics"):  # siblings share the statistics' mixture
+        e_step_numba(*one, True, patterns=np.array([True, False]))
+    pos, score, _ = e_step_numba(*one, False, patterns=np.array([True, False]))
+    assert pos.shape == (1, 2, 2) and score[0, 1] == 0
+
+
 def test_a_graph_saved_before_the_eg2_options_reads_back_as_mined() -> None:
     old = EGConfig.from_dict({"layers": ["a"], "iterations": 20})
     assert (old.agreement, old.score_norm, old.em_images, old.parent_schedule) == (False, False, 0, "every")

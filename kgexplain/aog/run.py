@@ -76,15 +76,21 @@ class Detector:
     raw: RawFilterReference | None = None  # set: detect raw filters instead of graph patterns
     sub_cell: bool = True  # positions refined below the cell (the centroid of the 3 x 3 responses around it)
 
-    def __call__(self, images: np.ndarray, ids: Sequence[str] | None = None) -> Detections:
+    def __call__(
+        self, images: np.ndarray, ids: Sequence[str] | None = None, needed: Mapping[str, np.ndarray] | None = None
+    ) -> Detections:
+        """Detections on framed images; ``needed`` (:func:`needed_patterns`): infer only those patterns (the
+        others fire nowhere), which leaves the localisation of the parts they were taken for unchanged."""
         layers = [lp.name for lp in self.graph.layers]
         feats = features_of(self.handle, images, layers, ids=ids, device=self.device)
-        return self.from_features(feats)
+        return self.from_features(feats, needed)
 
-    def from_features(self, feats: Mapping[str, FeatureSet]) -> Detections:
+    def from_features(
+        self, feats: Mapping[str, FeatureSet], needed: Mapping[str, np.ndarray] | None = None
+    ) -> Detections:
         if self.raw is not None:
             return raw_filter_detections(feats, self.raw, self.sub_cell)
-        inference = self.miner.infer(self.graph, feats, sub_cell=self.sub_cell)
+        inference = self.miner.infer(self.graph, feats, sub_cell=self.sub_cell, needed=needed)
         return graph_detections(self.graph, inference)
 
     def whole(self, source: ImageSource, indices: Sequence[int], size: int) -> Detections:
@@ -225,6 +231,18 @@ class Located:
     affine: Affine  # source -> framed pixels of this image
 
 
+def needed_patterns(graph: ExplanatoryGraph, parts: Sequence[PartModel]) -> dict[str, np.ndarray]:
+    """Per layer, (P,) bool: the patterns the parts' templates use and every ancestor of them (their parents,
+    theirs, ...), all that localising the parts reads (a pattern's inference reads its own window and its parents',
+    never its siblings). On the reference workload's three parts, about half of the graph's patterns."""
+    chosen = {lp.name: np.zeros(lp.count, bool) for lp in graph.layers}
+    for part in parts:
+        for tpl in part.templates:
+            for i, lp in enumerate(graph.layers):
+                chosen[lp.name][tpl.index[tpl.layer == i]] = True
+    return graph.ancestors(chosen)
+
+
 def localise_source(
     build: LoadedBuild,
     parts: Sequence[PartModel],
@@ -241,6 +259,9 @@ def localise_source(
     out: dict[str, list[Located]] = {p.name: [] for p in parts}
     size = build.framing.size
     timings = {"frame_s": 0.0, "detect_s": 0.0, "vote_s": 0.0}
+    # Framed images infer only what the parts' templates read; a searched image infers every pattern, whose total
+    # strength chooses among the box's shifts.
+    needed = needed_patterns(build.graph, parts)
     with task(progress, "localise", len(source), "img") as advance:
         for lo in range(0, len(source), chunk):
             rows = list(range(lo, min(lo + chunk, len(source))))
@@ -266,7 +287,7 @@ def localise_source(
                     batch = frame(source, idx, build.framing_for(by_box))
                     timings["frame_s"] += time.perf_counter() - t
                     t = time.perf_counter()
-                    det = build.detector(batch.images, batch.ids)
+                    det = build.detector(batch.images, batch.ids, needed)
                     timings["detect_s"] += time.perf_counter() - t
                 t = time.perf_counter()
                 # A coordinate the part's prior holds is its place in the box; only a given box frames it well.

@@ -263,11 +263,14 @@ def e_step_numba(
     shift: Shift | None = None,
     per_image: bool = False,
     sub_cell: bool = False,
+    patterns: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
     """``e_step`` on *unpadded* CPU responses (B, D, h, w) through the fused numba kernel.
 
     The prediction ``mu + Delta`` comes from ``shift`` (``numba_shift`` of these images), or is computed here from
-    ``upper`` (see ``numba_shift``). ``active`` (D,) bool skips the filters that are False (their outputs are zero).
+    ``upper`` (see ``numba_shift``). ``active`` (D,) bool skips the filters that are False (their outputs are zero);
+    ``patterns`` (P,) bool, without statistics only, skips single patterns alike (each pattern's inference reads
+    its own window and parents' shift, nothing of its siblings, so the others' outputs are unchanged).
     """
     # lazy: importing the kernel loads numba, which only the CPU path needs
     from kgexplain.explanatory_graph.estep_numba import estep_kernel
@@ -280,6 +283,11 @@ def e_step_numba(
     pos = np.empty((b, p, 2), np.float32)
     score = np.empty((b, p), np.float32)
     st = np.empty((b, p, 4) if with_stats else (1, 1, 4), np.float64)
+    mask = np.repeat(np.ones(f.shape[1], np.bool_) if active is None else _arr(active, np.bool_), n_per_filter)
+    if patterns is not None:
+        if with_stats:
+            raise ValueError("patterns are skipped one by one only without statistics (siblings share them)")
+        mask &= np.asarray(patterns, np.bool_)
     estep_kernel(
         _arr(f),
         _arr(mu),
@@ -298,7 +306,7 @@ def e_step_numba(
         noise == "window",
         score_norm,
         sub_cell,
-        np.ones(f.shape[1], np.bool_) if active is None else _arr(active, np.bool_),
+        mask,
         pos,
         score,
         st,

@@ -117,6 +117,17 @@ def parent_shift_kernel(
             out_agree[b, v] = ag
 
 
+@njit(cache=True, inline="always")
+def _zero(out_pos: np.ndarray, out_score: np.ndarray, out_stats: np.ndarray, b: int, v: int, stats: bool) -> None:
+    """A pattern not computed: position, score (and statistics) 0 on image b."""
+    out_pos[b, v, 0] = 0.0
+    out_pos[b, v, 1] = 0.0
+    out_score[b, v] = 0.0
+    if stats:
+        for j in range(4):
+            out_stats[b, v, j] = 0.0
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def estep_kernel(
     f: np.ndarray,  # (B, D, h, w) float32 responses F(x) >= 0
@@ -136,7 +147,8 @@ def estep_kernel(
     noise_window: bool,  # noise level tau x the pattern's mean window density (else tau / (h w) per cell)
     score_norm: bool,  # scores with the unit-mass Gaussian, (cell / sigma)^2 x its peak-1 form
     sub_cell: bool,  # positions moved by the centroid of the 3 x 3 positive responses around the cell (estep.subcell)
-    active: np.ndarray,  # (D,) bool: filters to compute; the others' outputs are left zero
+    active: np.ndarray,  # (P,) bool: patterns to compute; the others' outputs are left zero (with statistics,
+    # whole filters only: a filter's patterns share the sibling mixture; without, each pattern stands alone)
     out_pos: np.ndarray,  # (B, P, 2) float32
     out_score: np.ndarray,  # (B, P) float32
     out_stats: np.ndarray,  # (B, P, 4) float64: w, w*dx, w*dy, w*|d|^2
@@ -157,20 +169,19 @@ def estep_kernel(
         pr = np.empty((n, 2), np.float32)
         lvl = np.empty(n, np.float32)
         for d in range(d_count):
-            if not active[d]:
+            on = False
+            for t in range(n):
+                on = on or active[d * n + t]
+            if not on:
                 for t in range(n):
-                    v = d * n + t
-                    out_pos[b, v, 0] = 0.0
-                    out_pos[b, v, 1] = 0.0
-                    out_score[b, v] = 0.0
-                    if with_stats:
-                        for j in range(4):
-                            out_stats[b, v, j] = 0.0
+                    _zero(out_pos, out_score, out_stats, b, d * n + t, with_stats)
                 continue
             if with_stats:
                 sib[:, :] = 0.0
             for t in range(n):
                 v = d * n + t
+                if not active[v]:
+                    continue
                 # pred = mu + Delta, and the Gaussian scaled by the parents' agreement (eq. 3).
                 px = mu[v, 0]
                 py = mu[v, 1]
@@ -213,6 +224,9 @@ def estep_kernel(
                         sib[y, x] = 1.0 / (sib[y, x] + noise)
             for t in range(n):
                 v = d * n + t
+                if not active[v]:
+                    _zero(out_pos, out_score, out_stats, b, v, with_stats)
+                    continue
                 px = pr[t, 0]
                 py = pr[t, 1]
                 c = np.float32(area / (sigma[v] * sigma[v]))

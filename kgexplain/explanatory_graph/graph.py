@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,17 @@ class ExplanatoryGraph:
     @property
     def edges(self) -> int:
         return int(sum((layer.parents >= 0).sum() for layer in self.layers))
+
+    def ancestors(self, chosen: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per layer, (P,) bool: the ``chosen`` patterns (layer name -> bool mask or indices; layers left out: none)
+        and every pattern above them through parent edges, top layer included."""
+        out = {lp.name: np.zeros(lp.count, bool) for lp in self.layers}
+        for name, sel in chosen.items():
+            out[self.layer(name).name][np.asarray(sel)] = True
+        for i in range(len(self.layers) - 1):  # bottom to top: a layer's mask is final before its parents are read
+            parents = self.layers[i].parents[out[self.layers[i].name]]
+            out[self.layers[i + 1].name][parents[parents >= 0]] = True
+        return out
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -222,10 +222,12 @@ class ExplanatoryGraphMiner:
         active: torch.Tensor | None = None,
         shift: Shift | None = None,
         sub_cell: bool = False,
+        patterns: np.ndarray | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, Stats | None]:
         """One chunk (statistics per image); ``upper`` = (mu, sigma, positions, scores) of the parents' layer on these
         images; ``active`` (D,) bool: the filters the numba kernel computes (the torch form computes all; callers
-        keep the others');
+        keep the others'); ``patterns`` (P,) bool, without statistics: the patterns the numba kernel computes
+        (alike);
         ``shift``: the numba kernel's precomputed parent shift for these images (``numba_shift``)."""
         cfg = self.config
         if self.kernel == "numba":
@@ -249,6 +251,7 @@ class ExplanatoryGraphMiner:
                 shift,
                 per_image=True,
                 sub_cell=sub_cell,
+                patterns=patterns,
             )
         pred = mu[None].expand(f.shape[0], -1, -1)
         agree = None
@@ -627,11 +630,20 @@ class ExplanatoryGraphMiner:
         )
 
     # ------------------------------------------------------------------ inference
-    def infer(self, graph: ExplanatoryGraph, features: Mapping[str, FeatureSet], sub_cell: bool = False) -> Inference:
+    def infer(
+        self,
+        graph: ExplanatoryGraph,
+        features: Mapping[str, FeatureSet],
+        sub_cell: bool = False,
+        needed: Mapping[str, np.ndarray] | None = None,
+    ) -> Inference:
         """Whether each pattern fires on each image, where, and how strongly (top-down through the parents).
 
         ``sub_cell``: positions refined below the cell (:func:`~kgexplain.explanatory_graph.estep.subcell`), also
         those the children's parents' shift reads; the part localisation uses it, mining keeps cell centres.
+        ``needed``: per layer, (P,) bool, the patterns to infer (with every parent of each in the layer above,
+        :meth:`ExplanatoryGraph.ancestors`); the others are reported at position 0 with score 0. A pattern's
+        inference reads only its own window and its parents', so the needed ones come out as without it.
         In a distributed job ``features`` are this rank's images; the inference returned covers every rank's."""
         cfg = self.config
         names = [layer.name for layer in graph.layers]
@@ -661,9 +673,16 @@ class ExplanatoryGraphMiner:
             score = torch.zeros(data.n, layer.count, device=self.device)
             n_pat = int(layer.k.max()) + 1 if layer.count else 1
             chunk = self._chunk(layer.count, grid)
+            need = None if needed is None else np.asarray(needed[layer.name], bool)
             for sl, f in data.chunks(chunk):
                 up = (upper["mu"], upper["sigma"], upper["pos"][sl], upper["score"][sl]) if upper is not None else None
-                pos[sl], score[sl], _ = self._e_step(f, mu, sigma, filt, n_pat, grid, False, par, up, sub_cell=sub_cell)
+                pos[sl], score[sl], _ = self._e_step(
+                    f, mu, sigma, filt, n_pat, grid, False, par, up, sub_cell=sub_cell, patterns=need
+                )
+            if need is not None and not need.all():  # the torch form computes every pattern: report them alike
+                skip = torch.from_numpy(~need).to(self.device)
+                pos[:, skip] = 0.0
+                score[:, skip] = 0.0
             out[layer.name] = LayerInference(*self._gathered(pos, score, "inference"))
             upper = {"mu": mu, "sigma": sigma, "pos": pos, "score": score}
         ids = [i for part in self.group.objects(ids, "image ids") for i in part]
