@@ -132,17 +132,17 @@ def transfer_errors(
     in the template's facing (as it is, or mirrored with its annotation); NaN with no other example."""
     faces = part.example_facings()
     views = ((examples, centres), (mirrored, _mirrored_x(centres, part.size)))
+    unprior = replace(part, prior={})  # every template on every example, as it is and mirrored: (K, T) each
+    placed = [template_scores(det, unprior) for det, _ in views]
     out = np.full(len(part.templates), np.nan)
     for i, tpl in enumerate(part.templates):
-        alone = replace(part, templates=[tpl], prior={})
-        placed = [template_scores(det, alone) for det, _ in views]  # every example, as it is and mirrored
         errs = []
         for k, e in enumerate(example_ids):
             if e == tpl.example or e not in faces:
                 continue
             v = int(faces[e] != tpl.faces)  # the view in which example k faces as the template
             ts, c = placed[v], views[v][1]
-            errs.append(float(np.hypot(ts.x[k, 0] - c[k, 0], ts.y[k, 0] - c[k, 1])))
+            errs.append(float(np.hypot(ts.x[k, i] - c[k, 0], ts.y[k, i] - c[k, 1])))
         if errs:
             out[i] = float(np.mean(errs))
     return out
@@ -265,14 +265,14 @@ def placement_evidence(
     where a template is missing."""
     kk = len(example_ids)
     out = np.full((kk, kk), np.nan)
-    by = {(t.example, t.flipped): t for t in part.templates}
+    by = {(t.example, t.flipped): i for i, t in enumerate(part.templates)}
+    ts = template_scores(examples, replace(part, prior={}))  # every template on every example: (K, T)
+    d = np.hypot(ts.x - centres[:, :1], ts.y - centres[:, 1:])
     for j, ej in enumerate(example_ids):
         own, mirror = by.get((ej, False)), by.get((ej, True))
         if own is None or mirror is None:
             continue
-        ts = template_scores(examples, replace(part, templates=[own, mirror], prior={}))  # (K, 2) on every example
-        d = np.hypot(ts.x - centres[:, :1], ts.y - centres[:, 1:])
-        out[j] = d[:, 1] - d[:, 0]
+        out[j] = d[:, mirror] - d[:, own]
         out[j, j] = np.nan
     return out
 

@@ -345,14 +345,9 @@ def learn_on(
     det_mirror = build.detector(examples.mirrored(), examples.ids)
     det_u = build.detector(batch.images, batch.ids)
     size = build.framing.size
-    given = next(  # the examples' facings of a part of the category whose templates' placement decided them
-        (
-            o.example_facings()
-            for o in others
-            if o.facing_from == "placement" and set(o.example_facings()) >= set(examples.ids)
-        ),
-        None,
-    )
+    # the examples' facings of a part of the category whose templates' placement decided them
+    decided = (o.example_facings() for o in others if o.facing_from == "placement")
+    given = next((f for f in decided if set(f) >= set(examples.ids)), None)
     model = learn_part(name, category, det_ex, centres, examples.ids, size, None, config, det_u, det_mirror, given)
     aligned = next((o.name for o in others if align_facing(model, o)), None)
     background = 0
