@@ -679,7 +679,8 @@ class ExplanatoryGraphMiner:
                 pos[sl], score[sl], _ = self._e_step(
                     f, mu, sigma, filt, n_pat, grid, False, par, up, sub_cell=sub_cell, patterns=need
                 )
-            if need is not None and not need.all():  # the torch form computes every pattern: report them alike
+            if need is not None and self.kernel != "numba" and not need.all():  # the torch form computes every
+                # pattern (the numba kernel leaves the others zero): report them alike
                 skip = torch.from_numpy(~need).to(self.device)
                 pos[:, skip] = 0.0
                 score[:, skip] = 0.0
