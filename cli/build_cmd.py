@@ -62,6 +62,13 @@ from .output import emit_result
     "steps (default 0: every EM image each iteration; faster on large models, less stable, see README).",
 )
 @click.option(
+    "--em-update",
+    type=click.Choice(["stepwise", "incremental"]),
+    default=None,
+    help="With --em-batch: statistics as a decaying running average (stepwise, the default), or each EM image's "
+    "latest statistics summed (incremental; every EM image in the first iteration).",
+)
+@click.option(
     "--facing",
     type=click.Choice(["as-is", "latent"]),
     default="as-is",
@@ -94,6 +101,7 @@ def build_command(
     parents: int | None,
     em_images: int | None,
     em_batch: int | None,
+    em_update: str | None,
     facing: str,
     facing_rounds: int,
     patches: int,
@@ -123,6 +131,7 @@ def build_command(
         parents=parents,
         em_images=em_images,
         em_batch=em_batch,
+        em_update=em_update,
         facing=facing,
         facing_rounds=facing_rounds,
         patches=patches,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -406,6 +407,35 @@ def test_em_on_a_sample_then_one_pass_matches_em_on_every_image(monkeypatch: pyt
     stepwise = EGConfig(layers=("top",), patterns=(2,), iterations=12, seed=1, em_images=0, em_batch=30)
     g = ExplanatoryGraphMiner(stepwise, device="cpu").fit(feats)
     assert np.abs(g.layers[0].mu[np.lexsort(g.layers[0].mu.T)] - want).max() < 1.0
+    # Incremental EM: every image first, then each iteration's 30 images replace their own earlier statistics.
+    incremental = replace(stepwise, em_update="incremental")
+    g = ExplanatoryGraphMiner(incremental, device="cpu").fit(feats)
+    assert np.abs(g.layers[0].mu[np.lexsort(g.layers[0].mu.T)] - want).max() < 1.0
+
+
+def test_incremental_em_with_every_image_in_its_batch_is_batch_em() -> None:
+    """With a mini-batch as large as the EM images, incremental EM refreshes every image's statistics each
+    iteration, so it is batch EM (the M-step from absolute sums, equal up to rounding), parents included."""
+    feats, _, _ = two_layer_case(40, seed=8)
+    cfg = EGConfig(layers=("low", "up"), patterns=(3, 2), parents=2, iterations=5, em_images=0)
+    batch = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats)
+    inc = ExplanatoryGraphMiner(replace(cfg, em_batch=40, em_update="incremental"), device="cpu").fit(feats)
+    for a, b in zip(batch.layers, inc.layers, strict=True):
+        assert np.abs(a.mu - b.mu).max() < 1e-3 and np.abs(a.sigma - b.sigma).max() < 1e-3
+        assert np.array_equal(a.parents, b.parents)
+
+
+def test_options_added_after_eg2_leave_the_saved_config_and_run_ids_alone() -> None:
+    """A config at the defaults saves without the later options (its run id is the one it had before them); a
+    non-default value is saved, and both read back as they were."""
+    cfg = EGConfig(layers=("a",), patterns=(2,))
+    assert "em_update" not in cfg.to_dict()
+    assert EGConfig.from_dict(cfg.to_dict()) == cfg
+    inc = replace(cfg, em_batch=25, em_update="incremental")
+    assert inc.to_dict()["em_update"] == "incremental"
+    assert EGConfig.from_dict(inc.to_dict()) == inc
+    with pytest.raises(UsageError):
+        EGConfig(em_update="online")
 
 
 def test_parents_are_rechosen_on_the_doubling_schedule() -> None:

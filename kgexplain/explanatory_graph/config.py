@@ -32,10 +32,15 @@ EG1: dict[str, Any] = {
     "freeze": 0.0,
     "em_images": 0,
     "em_batch": 0,
+    "em_update": "stepwise",
     "parent_schedule": "every",
     "parent_score": "mean",
     "shift": "full",
 }
+
+
+# Options added after ALGORITHM eg-2, with their defaults (left out of ``EGConfig.to_dict`` at these values).
+LATER_DEFAULTS: dict[str, Any] = {"em_update": "stepwise"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class EGConfig:
     em_images: int = 100  # EM iterates on a random sample of this many images (0: all), then one pass over all
     em_batch: int = 0  # stepwise EM: each iteration's E-step on this many of the EM images (0: all of them)
     em_decay: float = 0.7  # stepwise EM's step size at iteration k: (k + 1) ** -em_decay
+    em_update: str = "stepwise"  # with em_batch: statistics as a decaying running average ("stepwise"), or each
+    # EM image's latest statistics summed ("incremental", Neal & Hinton; every EM image in the first iteration)
     parent_schedule: str = "doubling"  # parents (re)chosen before iterations 1, 2, 4, 8, ... or at "every" one
     parent_score: str = "mean"  # a parent's score: exp(-D / 2 d2) of the "mean" disagreement, or per-image "kernel"s
     shift: str = "full"  # a child takes all of its parents' shift, or a share by how well they predict it ("shrunk")
@@ -77,6 +84,8 @@ class EGConfig:
             raise UsageError(f"parent_schedule must be every or doubling, not {self.parent_schedule!r}")
         if self.shift not in ("shrunk", "full"):
             raise UsageError(f"shift must be shrunk or full, not {self.shift!r}")
+        if self.em_update not in ("stepwise", "incremental"):
+            raise UsageError(f"em_update must be stepwise or incremental, not {self.em_update!r}")
         if self.parent_score not in ("mean", "kernel"):
             raise UsageError(f"parent_score must be mean or kernel, not {self.parent_score!r}")
         if self.em_images < 0 or self.freeze < 0 or self.em_batch < 0:
@@ -114,7 +123,14 @@ class EGConfig:
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as saved with a graph and hashed into its run id. Options added after ALGORITHM eg-2 are
+        left out while they have their default, so the run ids of builds that do not use them stay as they were
+        (``from_dict`` reads a missing key as its default, through ``EG1``)."""
+        d = asdict(self)
+        for key, value in LATER_DEFAULTS.items():
+            if d[key] == value:
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EGConfig:

@@ -129,14 +129,15 @@ def edge_weights(parents: Parents, upper_sigma: torch.Tensor) -> torch.Tensor:
 def absolute_stats(st: Stats, mu: torch.Tensor, scale: float) -> list[torch.Tensor]:
     """E-step statistics (offsets from mu + Delta) as sums over p - Delta, scaled: sum w, sum w x, sum w y,
     sum w |p|^2. They do not depend on the mu the E-step used, so stepwise EM can average them over iterations."""
+    return [a * scale for a in absolute_rows(st.rows(), mu).unbind(-1)]
+
+
+def absolute_rows(rows: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """``absolute_stats`` of statistics rows (..., P, 4) (per image or summed), unscaled, as rows."""
     m = mu.double()
     mx, my = m[:, 0], m[:, 1]
-    return [
-        st.w * scale,
-        (st.dx + st.w * mx) * scale,
-        (st.dy + st.w * my) * scale,
-        (st.dd + 2 * (mx * st.dx + my * st.dy) + st.w * (mx * mx + my * my)) * scale,
-    ]
+    w, dx, dy, dd = rows.unbind(-1)
+    return torch.stack((w, dx + w * mx, dy + w * my, dd + 2 * (mx * dx + my * dy) + w * (mx * mx + my * my)), -1)
 
 
 def agreement_weights(parents: Parents, upper_sigma: torch.Tensor, mode: str) -> torch.Tensor:
@@ -439,6 +440,8 @@ class ExplanatoryGraphMiner:
         shift_for: Parents | None = None
         batch_order: list[int] = []  # stepwise EM: the rest of this epoch's shuffled EM images
         running: list[torch.Tensor] | None = None  # stepwise EM: sum w, sum w x, sum w y, sum w |p|^2 (p - Delta)
+        incremental = bool(cfg.em_batch) and cfg.em_update == "incremental"
+        latest: torch.Tensor | None = None  # incremental EM: this rank's EM images' latest rows of the same sums
         for it in range(cfg.iterations + 1):
             final = it == cfg.iterations
             if up_em is not None and cand is not None and cfg.parents_due(it):
@@ -463,7 +466,8 @@ class ExplanatoryGraphMiner:
             skipped += int(frozen.sum())
             t = time.perf_counter()
             # Stepwise EM: this iteration's E-step on a mini-batch of the EM images (None: all of them).
-            batch = None if final else self._minibatch(n_em, batch_order, gen)
+            # Incremental EM starts with every EM image, so each has statistics before mini-batches replace them.
+            batch = None if final or (incremental and it == 0) else self._minibatch(n_em, batch_order, gen)
             if final:  # the last pass infers on every image of this rank
                 cur = data
                 cur_pos = torch.zeros(data.n, p, 2, device=self.device)
@@ -510,7 +514,13 @@ class ExplanatoryGraphMiner:
                 # This rank's statistics (summed over its images in order), summed over ranks in float64.
                 sums = g.sum(Stats.of_images(mine_rows).rows().to(self.device), f"mining {name}")
                 stats = Stats.of_rows(sums)
-                if cfg.em_batch:  # stepwise: a decaying running average of the statistics, in absolute terms
+                if incremental:  # each EM image's latest statistics, in absolute terms, summed (Neal & Hinton)
+                    if latest is None:
+                        latest = torch.zeros(e_hi - e_lo, p, 4, dtype=torch.float64)
+                    latest[torch.from_numpy(mine - e_lo)] = absolute_rows(mine_rows.cpu(), mu.cpu())
+                    total = g.sum(torch.from_numpy(latest.numpy().sum(0)).to(self.device), f"mining {name}")
+                    new_mu, new_sigma = self._m_step_absolute(mu, list(total.unbind(-1)), sigma_max)
+                elif cfg.em_batch:  # stepwise: a decaying running average of the statistics, in absolute terms
                     step = (it + 1) ** -cfg.em_decay
                     now = absolute_stats(stats, mu, n_em / (n_em if batch is None else len(batch)))
                     running = (

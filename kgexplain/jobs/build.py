@@ -83,6 +83,7 @@ class BuildConfig:
     parents: int | None = None  # parents per pattern, M (default 15)
     em_images: int | None = None  # EM on a sample of this many images, then one pass over all (100; 0: all)
     em_batch: int | None = None  # stepwise EM: each iteration on this many of the EM images (0: all of them)
+    em_update: str | None = None  # with em_batch: "stepwise" (default) or "incremental" statistics
     mining_seed: int = 0
     patches: int = 5  # top patches stored per pattern (0: none)
     top_inferences: int = 10  # FIRES_ON relationships per pattern
@@ -204,6 +205,8 @@ def _eg_config(cfg: BuildConfig, handle: ModelHandle) -> EGConfig:
         eg = replace(eg, em_images=cfg.em_images)
     if cfg.em_batch is not None:
         eg = replace(eg, em_batch=cfg.em_batch)
+    if cfg.em_update is not None:
+        eg = replace(eg, em_update=cfg.em_update)
     eg = eg.with_model_defaults(handle.name, handle.default_layers)
     for name in eg.layers:
         handle.layer(name)
