@@ -109,7 +109,10 @@ class AnnotatedImages(ImageSource):
     def __init__(self, file: str | Path, min_side: int = MIN_SIDE) -> None:
         self.file = Path(file).expanduser()
         if not self.file.is_file():
-            raise DataError(f"annotations file not found: {self.file}", hint="check the path passed to --annotations")
+            raise DataError(
+                f"annotations file not found: {self.file}",
+                hint="check the path given to --annotations, or to --examples in `aog learn`",
+            )
         try:
             doc = json.loads(self.file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
