@@ -15,7 +15,7 @@ from PIL import Image
 
 from kgexplain.aog import AOGConfig, Detections, PartModel, Template, learn_part, localise
 from kgexplain.aog.extent import best_box, shifted
-from kgexplain.aog.learn import calibrate, facing_by_placement, placement_evidence, set_evidence
+from kgexplain.aog.learn import calibrate, facing_by_placement, placement_evidence, set_evidence, vote_shift
 from kgexplain.aog.run import Detector, Located, held_out_errors, iou, score_points
 from kgexplain.aog.vote import (
     Localisation,
@@ -141,6 +141,53 @@ def test_a_mirrored_object_is_found_by_the_mirrored_templates_and_its_facing_rec
         assert abs(loc.x - truth[0]) < 1.1 and abs(loc.y - truth[1]) < 1.1
         assert loc.voters and all(0 <= col < 4 for col, *_ in loc.voters)
     assert model.templates[g.template].flipped and not model.templates[f.template].flipped
+
+
+def test_votes_move_to_the_examples_mean_only_when_the_examples_own_errors_agree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A part that sits still in its box (spread 2 px) whose votes land 6 px above where the examples have it: the
+    votes move by the difference when the examples, each placed by the others' templates, err the same way; they
+    stay where the examples' errors say the votes are right (three examples that happen to lie apart from the
+    average), and where the difference is within its standard error (shrunk by it otherwise). The move is mirrored
+    with the facing."""
+    import kgexplain.aog.learn as learn_module
+
+    rng = np.random.default_rng(5)
+    parts = np.array([[40.0, 30.0], [42.0, 31.0], [38.0, 29.0]])  # examples' mean (40, 30); all facing right
+    ex = _det(np.stack([_scene(rng, c)[0] for c in parts]))
+    model = learn_part("back", "toy", ex, parts, ["a", "b", "c"], SIZE, config=CFG, mirrored=_mirror(ex))
+    spread = rng.normal(0, 2, (200, 2))
+    flipped = rng.random(200) < 0.5
+    xs = np.where(flipped, (SIZE - 1) - (40 + spread[:, 0]), 40 + spread[:, 0])  # votes at (40, 24) as if right
+    placed = [(float(x), float(24 + d), bool(f)) for x, d, f in zip(xs, spread[:, 1], flipped, strict=True)]
+
+    def left_out(errors: list[tuple[float, float]]) -> None:
+        out = [(k, False, parts[k] - np.array(e)) for k, e in enumerate(errors)]
+        monkeypatch.setattr(learn_module, "_left_out", lambda *a: out)
+
+    left_out([(0.5, 5.0), (-0.5, 7.0), (0.2, 4.0)])  # the examples' own votes are ~5 px too high as well
+    moved = vote_shift(model, placed, ex, parts, ["a", "b", "c"])
+    d, se = moved["delta"][1], moved["se"][1]
+    assert d == pytest.approx(6.0, abs=0.5) and se == pytest.approx(2 / np.sqrt(3), abs=0.2)
+    assert moved["shift"][1] == pytest.approx(d * (1 - se**2 / d**2), abs=1e-3)  # shrunk a little, by se
+    assert moved["shift"][0] == 0.0  # x: the examples' errors (0.07 px) are not half the difference
+    left_out([(0.5, 0.5), (-0.5, -1.0), (0.2, 1.0)])  # the votes place the examples well: they stay
+    assert vote_shift(model, placed, ex, parts, ["a", "b", "c"])["shift"] == [0.0, 0.0]
+    near = [(x, y + 5.5, f) for x, y, f in placed]  # votes 0.5 px off: within a standard error, not moved
+    left_out([(0.5, 1.0), (-0.5, 1.0), (0.2, 1.0)])
+    assert vote_shift(model, near, ex, parts, ["a", "b", "c"])["shift"][1] == 0.0
+    # localise moves the point by the shift, x mirrored for a mirrored template
+    shifted_model = replace(model, prior={"vote_shift": {"shift": [3.0, 6.0]}})
+    test = _det(_scene(rng, np.array([30.0, 20.0]))[0][None])
+    (plain,) = localise(test, model, voters=0)
+    (moved_loc,) = localise(test, shifted_model, voters=0)
+    sign = -1.0 if plain.flipped else 1.0
+    assert (moved_loc.x - plain.x, moved_loc.y - plain.y) == pytest.approx((3.0 * sign, 6.0), abs=1e-6)
+    (mirrored,) = localise(_mirror(test), shifted_model, voters=0)
+    (mirrored_plain,) = localise(_mirror(test), model, voters=0)
+    assert mirrored.flipped != moved_loc.flipped
+    assert mirrored.x - mirrored_plain.x == pytest.approx(-3.0 * sign, abs=1e-6)
 
 
 def test_the_examples_facings_come_from_where_their_templates_place_the_part() -> None:
@@ -467,6 +514,9 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path) -> None:
     first = json.loads(_run("aog", "learn", "--part", "head", "--store", store, "--json").stdout)
     assert first["templates"] == 6 and first["patterns_used"] > 0  # three examples and their mirrors
     assert first["facing_from"] in ("placement", "given", "cosine")
+    shift = first["vote_shift"]  # measured on the unlabelled images the templates grew on, stored with the part
+    assert shift["images"] > 0 and len(shift["shift"]) == 2 and len(shift["delta"]) == 2
+    assert all(abs(s) <= abs(d) + 1e-9 for s, d in zip(shift["shift"], shift["delta"], strict=True))
     assert first["calibration"]["positives"] > 0 and first["calibration"]["negatives"] > 0
     held = first["calibration"]["localisation"]  # the held-out birds annotate the head: their errors are reported
     assert held["images"] == first["calibration"]["positives"] and 0 < held["distance"] < 0.5

@@ -198,18 +198,13 @@ def held_axes(part: PartModel, examples: Detections, centres: np.ndarray, exampl
     Returns {"axes": [x held, y held], "loo_sse": {"votes": [x, y], "prior": [x, y]}, "loo_examples": n}; with
     fewer than two examples left out (nothing to compare), nothing is held."""
     size = part.size
-    faces, frame = _examples_facing(part, example_ids, centres)
+    _, frame = _examples_facing(part, example_ids, centres)
     sse_votes, sse_prior, used = np.zeros(2), np.zeros(2), 0
-    for k, e in enumerate(example_ids):
-        others = [t for t in part.templates if t.example != e]
+    for k, facing, placed in _left_out(part, examples, example_ids):
         rest = [j for j in range(len(example_ids)) if j != k]
-        if e not in faces or not others or not rest:
-            continue
-        facing = faces[e]
-        loc = localise(examples.rows([k]), replace(part, templates=others, prior={}), np.array([facing]), voters=0)[0]
         mean = frame[rest].mean(0)
         guess = np.array([(size - 1) - mean[0] if facing else mean[0], mean[1]])
-        sse_votes += (np.array([loc.x, loc.y]) - centres[k]) ** 2
+        sse_votes += (placed - centres[k]) ** 2
         sse_prior += (guess - centres[k]) ** 2
         used += 1
     # The mean of two examples is credited with at least the prior's floor of error per example: examples that
@@ -220,6 +215,64 @@ def held_axes(part: PartModel, examples: Detections, centres: np.ndarray, exampl
         "axes": [bool(h) for h in held],
         "loo_sse": {"votes": [round(float(v), 2) for v in sse_votes], "prior": [round(float(v), 2) for v in sse_prior]},
         "loo_examples": used,
+    }
+
+
+def _left_out(part: PartModel, examples: Detections, example_ids: Sequence[str]) -> list[tuple[int, bool, np.ndarray]]:
+    """Each annotated example (index k, its facing) with the part placed on it by the templates of the other
+    examples alone, the facing fixed to its own; examples without a facing or another example are left out."""
+    faces = part.example_facings()
+    out = []
+    for k, e in enumerate(example_ids):
+        others = [t for t in part.templates if t.example != e]
+        if e not in faces or not others or len(example_ids) < 2:
+            continue
+        loc = localise(examples.rows([k]), replace(part, templates=others, prior={}), np.array([faces[e]]), voters=0)
+        out.append((k, faces[e], np.array([loc[0].x, loc[0].y])))
+    return out
+
+
+def vote_shift(
+    part: PartModel,
+    placed: Sequence[tuple[float, float, bool]],
+    examples: Detections,
+    centres: np.ndarray,
+    example_ids: Sequence[str],
+) -> dict[str, Any]:
+    """Where the votes land on average in the object frame, against where the annotated examples have the part.
+
+    ``placed``: the part as localised on the unlabelled images its templates grew on, (x, y, mirrored facing) each.
+    In the frame of facing False, ``delta`` is the examples' mean position minus the votes' mean over those
+    images, and ``se`` its standard error as the K examples' mean (the votes' spread over those images / sqrt(K));
+    ``loo`` is the votes' mean error on the examples themselves, each placed by the other examples' templates.
+    Per axis the votes are moved by ``delta`` shrunk by its standard error (positive-part James-Stein:
+    ``delta * max(0, 1 - se^2 / delta^2)``) where the examples' own errors point the same way, at least half as
+    far, and not at all where they do not. So a part that sits still in its box (the back: spread about one conv4
+    cell) while its votes land off it is moved, and a part whose three examples merely happen to lie apart from the
+    average (a head that moves) is not: its votes place the examples well. Returns {"shift": [dx, dy] (as if
+    facing False; x mirrored for the other facing), "delta", "se", "loo", "images"}."""
+    size = part.size
+    _, frame = _examples_facing(part, example_ids, centres)
+    p = np.array([((size - 1) - x if flipped else x, y) for x, y, flipped in placed], np.float64)
+    left = _left_out(part, examples, example_ids)
+    if len(p) < 2 or len(left) < 2:
+        return {"shift": [0.0, 0.0], "images": len(p)}
+    delta = frame.mean(0) - p.mean(0)
+    se = p.std(0, ddof=1) / np.sqrt(len(frame))
+    errors = np.array([centres[k] - at for k, _, at in left])
+    for i, (_k, facing, _) in enumerate(left):
+        if facing:
+            errors[i, 0] = -errors[i, 0]
+    loo = errors.mean(0)
+    agree = (np.sign(loo) == np.sign(delta)) & (np.abs(loo) >= np.abs(delta) / 2)
+    # Positive-part James-Stein shrinkage of delta towards 0 by its standard error.
+    share = np.clip(1.0 - se**2 / np.maximum(delta**2, 1e-12), 0.0, 1.0)
+    return {
+        "shift": [float(v) for v in np.where(agree, delta * share, 0.0)],
+        "delta": [round(float(v), 3) for v in delta],
+        "se": [round(float(v), 3) for v in se],
+        "loo": [round(float(v), 3) for v in loo],
+        "images": len(p),
     }
 
 

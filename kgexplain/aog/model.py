@@ -45,6 +45,8 @@ class AOGConfig:
     # annotated examples better, each left out in turn (``learn.held_axes``). Measured in the README (Parts): with
     # sub-cell positions it helped the tail on most seeds and cost it on a new one (seed 67: 0.31 against 0.21)
     precision: float = 0.95  # "not found" threshold: the lowest presence with this precision at even odds
+    vote_shift: bool = True  # move the part's votes towards the examples' mean in the object frame where they land
+    # off it on the unlabelled images and the examples' own leave-one-out errors agree (``learn.vote_shift``)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

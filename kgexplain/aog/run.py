@@ -13,7 +13,7 @@ import numpy as np
 
 from kgexplain.aog.detections import Detections, RawFilterReference, graph_detections, raw_filter_detections
 from kgexplain.aog.extent import UPSCALE, object_boxes, shifted
-from kgexplain.aog.learn import align_facing, calibrate, learn_part, set_evidence
+from kgexplain.aog.learn import align_facing, calibrate, learn_part, set_evidence, vote_shift
 from kgexplain.aog.model import AOGConfig, PartModel
 from kgexplain.aog.vote import Localisation, facing_cues, localise_parts
 from kgexplain.data.base import Affine, Box, Framed, Framing, ImageSource
@@ -359,6 +359,7 @@ def learn_on(
         cal = list(range(half, min(len(negatives), 2 * half)))
         set_evidence(model, det_u, build.detector.whole(negatives, fit, size))
         model.cues = stored_cues(det_u, batch.ids, model)  # with the presence, now that it can be weighed
+        _shift_votes(model, det_u, others, det_ex, centres, examples.ids)
         # Localised as `localize` does, with the category's other learnt parts (they share the facing's cues).
         pos, _ = localise_source(build, [model, *others], Subset(pool, held), whole=True)
         neg, _ = localise_source(build, [model, *others], Subset(negatives, cal), whole=True)
@@ -369,7 +370,25 @@ def learn_on(
         background = len(fit) + len(cal)
     else:
         model.cues = stored_cues(det_u, batch.ids, model)  # the vote peaks only: no evidence, no presence
+        _shift_votes(model, det_u, others, det_ex, centres, examples.ids)
     return Learnt(model, aligned, len(grow), len(held), background)
+
+
+def _shift_votes(
+    model: PartModel,
+    det_u: Detections,
+    others: Sequence[PartModel],
+    det_ex: Detections,
+    centres: np.ndarray,
+    example_ids: Sequence[str],
+) -> None:
+    """Where the part's votes land on the unlabelled images its templates grew on (localised with the category's
+    other learnt parts, as `localize` does), against the examples: ``learn.vote_shift``, kept in the part's prior."""
+    if not model.config.vote_shift:
+        return
+    found = localise_parts(det_u, [model, *others], voters=0)[model.name]
+    placed = [(f.x, f.y, f.flipped) for f in found]
+    model.prior = {**model.prior, "vote_shift": vote_shift(model, placed, det_ex, centres, example_ids)}
 
 
 def stored_cues(det: Detections, ids: Sequence[str], part: PartModel) -> dict[str, Any]:

@@ -380,6 +380,10 @@ def localise(
         k = ts.best(by=by)
     rows = np.arange(det.n)
     xs, ys, peak = ts.x[rows, k], ts.y[rows, k], ts.peak[rows, k]
+    dx, dy = part.prior.get("vote_shift", {}).get("shift", (0.0, 0.0))
+    if dx or dy:  # the votes moved to where the examples have the part (learn.vote_shift), mirrored with the facing
+        xs = xs + np.where(tf[k], -dx, dx)
+        ys = ys + dy
     held = held_by_prior(part) & prior_axes
     if held.any():  # those coordinates from the prior's mean for the chosen template's facing
         mean = np.asarray(part.prior["mean"], np.float64)[tf[k].astype(int)]  # (n, 2)

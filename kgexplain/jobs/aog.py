@@ -123,6 +123,11 @@ FACING_FROM = {
 }
 
 
+def _px(v: float) -> str:
+    """A shift in pixels to one decimal, without a sign on zero."""
+    return f"{v:.1f}" if abs(v) >= 0.05 else "0.0"
+
+
 @dataclass
 class LearnResult(JobResult):
     part: PartModel
@@ -147,6 +152,7 @@ class LearnResult(JobResult):
             "from_prior": axis_names(held_by_prior(self.part)),
             "facing_from": self.part.facing_from,
             "dropped_templates": self.part.dropped,
+            "vote_shift": self.part.prior.get("vote_shift"),
             "seconds": round(self.seconds, 1),
         }
 
@@ -170,6 +176,13 @@ class LearnResult(JobResult):
             lines.append(
                 f"position: {' and '.join(r['from_prior'])} from the part's place in the object box on images cropped "
                 "to a given box (its votes placed the examples worse, each left out in turn)"
+            )
+        shift = (r["vote_shift"] or {}).get("shift") or [0.0, 0.0]
+        if any(shift):
+            lines.append(
+                f"votes moved by ({_px(shift[0])}, {_px(shift[1])}) px in the object frame (x mirrored with the "
+                "facing): on the unlabelled images they landed off the examples' mean, and the examples, each placed "
+                "by the others' templates, erred the same way"
             )
         c = self.part.calibration
         if not c:
