@@ -222,10 +222,12 @@ def _left_out(part: PartModel, examples: Detections, example_ids: Sequence[str])
     """Each annotated example (index k, its facing) with the part placed on it by the templates of the other
     examples alone, the facing fixed to its own; examples without a facing or another example are left out."""
     faces = part.example_facings()
-    out = []
+    out: list[tuple[int, bool, np.ndarray]] = []
+    if len(example_ids) < 2:
+        return out
     for k, e in enumerate(example_ids):
         others = [t for t in part.templates if t.example != e]
-        if e not in faces or not others or len(example_ids) < 2:
+        if e not in faces or not others:
             continue
         loc = localise(examples.rows([k]), replace(part, templates=others, prior={}), np.array([faces[e]]), voters=0)
         out.append((k, faces[e], np.array([loc[0].x, loc[0].y])))
@@ -259,11 +261,8 @@ def vote_shift(
         return {"shift": [0.0, 0.0], "images": len(p)}
     delta = frame.mean(0) - p.mean(0)
     se = p.std(0, ddof=1) / np.sqrt(len(frame))
-    errors = np.array([centres[k] - at for k, _, at in left])
-    for i, (_k, facing, _) in enumerate(left):
-        if facing:
-            errors[i, 0] = -errors[i, 0]
-    loo = errors.mean(0)
+    # Each example's error in the frame of facing False (x mirrored for the examples that face the other way).
+    loo = np.array([(centres[k] - at) * ((-1.0, 1.0) if facing else (1.0, 1.0)) for k, facing, at in left]).mean(0)
     agree = (np.sign(loo) == np.sign(delta)) & (np.abs(loo) >= np.abs(delta) / 2)
     # Positive-part James-Stein shrinkage of delta towards 0 by its standard error.
     share = np.clip(1.0 - se**2 / np.maximum(delta**2, 1e-12), 0.0, 1.0)

@@ -511,26 +511,27 @@ class ExplanatoryGraphMiner:
                     mine_rows = torch.cat(stat_rows)
                 else:
                     mine_rows = torch.zeros(0, p, 4, dtype=torch.float64)
-                # This rank's statistics (summed over its images in order), summed over ranks in float64.
-                sums = g.sum(Stats.of_images(mine_rows).rows().to(self.device), f"mining {name}")
-                stats = Stats.of_rows(sums)
                 if incremental:  # each EM image's latest statistics, in absolute terms, summed (Neal & Hinton)
                     if latest is None:
                         latest = torch.zeros(e_hi - e_lo, p, 4, dtype=torch.float64)
                     latest[torch.from_numpy(mine - e_lo)] = absolute_rows(mine_rows.cpu(), mu.cpu())
                     total = g.sum(torch.from_numpy(latest.numpy().sum(0)).to(self.device), f"mining {name}")
                     new_mu, new_sigma = self._m_step_absolute(mu, list(total.unbind(-1)), sigma_max)
-                elif cfg.em_batch:  # stepwise: a decaying running average of the statistics, in absolute terms
-                    step = (it + 1) ** -cfg.em_decay
-                    now = absolute_stats(stats, mu, n_em / (n_em if batch is None else len(batch)))
-                    running = (
-                        now
-                        if running is None
-                        else [(1 - step) * a + step * b for a, b in zip(running, now, strict=True)]
-                    )
-                    new_mu, new_sigma = self._m_step_absolute(mu, running, sigma_max)
                 else:
-                    new_mu, new_sigma = self._m_step(mu, sigma, stats, sigma_max)
+                    # This rank's statistics (summed over its images in order), summed over ranks in float64.
+                    sums = g.sum(Stats.of_images(mine_rows).rows().to(self.device), f"mining {name}")
+                    stats = Stats.of_rows(sums)
+                    if cfg.em_batch:  # stepwise: a decaying running average of the statistics, in absolute terms
+                        step = (it + 1) ** -cfg.em_decay
+                        now = absolute_stats(stats, mu, n_em / (n_em if batch is None else len(batch)))
+                        running = (
+                            now
+                            if running is None
+                            else [(1 - step) * a + step * b for a, b in zip(running, now, strict=True)]
+                        )
+                        new_mu, new_sigma = self._m_step_absolute(mu, running, sigma_max)
+                    else:
+                        new_mu, new_sigma = self._m_step(mu, sigma, stats, sigma_max)
                 new_mu = torch.where(held[:, None], mu, new_mu)
                 new_sigma = torch.where(held, sigma, new_sigma)
                 if cfg.freeze > 0:  # a filter all of whose patterns moved less than `freeze` cells stops iterating
