@@ -53,10 +53,22 @@ def test_one_process_group_is_the_identity() -> None:
     assert offsets([3, 3, 4]) == [0, 3, 6]
 
 
+PATCHES = "MATCH (p:Pattern)-[f:FIRES_ON]->(i:Image) WHERE f.patch IS NOT NULL RETURN p.id, i.id, f.patch, f.patch_sha"
+
+
+def _patches(store: Path) -> list[tuple[str, ...]]:
+    """Every stored patch reference, after checking its file is there."""
+    with StoreSpec(store).read() as db:
+        rows = sorted(tuple(r) for r in db.query(PATCHES).rows)
+    assert rows and all((store / "artifacts" / r[2]).is_file() for r in rows)
+    return rows
+
+
 def test_two_gloo_ranks_store_the_run_one_process_stores(tmp_path: Path) -> None:
     store = tmp_path / "s"
     one = run_build(BuildConfig(n=12, iterations=3, patches=1, layers=("conv5_1", "conv5_2")), StoreSpec(store))
     graph_one = _graph(store, one.run)
+    patches_one = _patches(store)
     _forget_results(store)
 
     out = _kgx("build", *TINY, "--store", str(store), "--nproc", "2", "--json", cwd=tmp_path)
@@ -74,6 +86,7 @@ def test_two_gloo_ranks_store_the_run_one_process_stores(tmp_path: Path) -> None
         assert np.abs(a.mu - b.mu).max() <= 0.5  # positions within half a pixel
         np.testing.assert_array_equal(a.fires, b.fires)
     assert two["stability"]["ratio"] == pytest.approx(one.stability["ratio"], abs=1e-6)
+    assert _patches(store) == patches_one  # each rank renders the patches on its own images: the same files
     with StoreSpec(store).read() as db:
         runs = Q.runs(db)
     assert [(r["run"], r["status"]) for r in runs] == [(one.run, "complete")]

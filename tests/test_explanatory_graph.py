@@ -6,6 +6,7 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ from kgexplain.explanatory_graph.parents import (
     shift_gain,
     slow_parent_scores,
 )
-from kgexplain.explanatory_graph.patches import png
+from kgexplain.explanatory_graph.patches import png, top_patches
 from kgexplain.explanatory_graph.stability import layer_stability, part_array, raw_filter_peaks
 from kgexplain.features.cache import FeatureSet, Shard
 from kgexplain.features.geometry import LayerGeometry
@@ -545,6 +546,40 @@ def test_patches_written_on_workers_keep_their_order(workers: int) -> None:
         assert strided_map(str.upper, items, pool, workers) == [s.upper() for s in items]
         assert strided_map(str.upper, items[:1], pool, workers) == ["PATCH 0"]
         assert strided_map(str.upper, [], pool, workers) == []
+
+
+def test_patches_of_one_image_and_box_share_pixels_and_a_rank_loads_only_its_images() -> None:
+    """Two patterns peaking on the same cell of the same images give the same crops (the build stores them once);
+    a rank asking for the patches on its own rows gets exactly those and loads no other image."""
+    rng = np.random.default_rng(4)
+    n, p = 8, 3
+    pos = rng.uniform(0, 48, (n, p, 2)).astype(np.float32)
+    pos[:, 1] = pos[:, 0]
+    score = rng.uniform(1, 2, (n, p)).astype(np.float32)
+    score[:, 1] = score[:, 0]
+    inf = Inference({"l": LayerInference(pos, score, score >= 1)}, [])
+    layer = SimpleNamespace(name="l", count=p)
+    images = rng.integers(0, 256, (n, 48, 48, 3), dtype=np.uint8)
+    loaded: list[int] = []
+
+    def load(row: int) -> np.ndarray:
+        loaded.append(row)
+        return images[row]
+
+    every = top_patches(inf, layer, load, 3, 20)  # type: ignore[arg-type]
+    assert len(every) == 9 and sorted(loaded) == sorted(set(loaded))  # each image loaded once
+    by = {(q.pattern, q.rank): q for q in every}
+    for k in range(3):
+        a, b = by[(0, k)], by[(1, k)]
+        assert (a.row, a.box) == (b.row, b.box) and np.array_equal(a.pixels, b.pixels)
+    for q in every:
+        x0, y0, w, h = q.box
+        assert (w, h) == (20, 20) and 0 <= x0 <= 28 and 0 <= y0 <= 28
+        np.testing.assert_array_equal(q.pixels, images[q.row, y0 : y0 + h, x0 : x0 + w])
+    loaded.clear()
+    mine = top_patches(inf, layer, load, 3, 20, rows=lambda r: r < 4)  # type: ignore[arg-type]
+    assert set(loaded) <= set(range(4))
+    assert [(q.pattern, q.rank, q.row) for q in mine] == [(q.pattern, q.rank, q.row) for q in every if q.row < 4]
 
 
 def test_top_images_of_some_patterns_are_theirs_among_all() -> None:

@@ -20,15 +20,15 @@ from kgexplain.explanatory_graph.graph import Inference, LayerPatterns
 ImageLoader = Callable[[int], np.ndarray]  # row of the inference -> (H, W, 3) uint8 as the model saw it
 
 
-def crop(image: np.ndarray, x: float, y: float, size: int) -> np.ndarray:
-    """A ``size`` x ``size`` square centred at (x, y), shifted inside the image (smaller if the image is)."""
-    h, w = image.shape[:2]
+Box = tuple[int, int, int, int]  # x0, y0, width, height in the image's pixels
+
+
+def crop_box(h: int, w: int, x: float, y: float, size: int) -> Box:
+    """The ``size`` x ``size`` square centred at (x, y) in an h x w image, shifted inside it (smaller if it is)."""
     sw, sh = min(size, w), min(size, h)
-    x0 = round(x - sw / 2 + 0.5)
-    y0 = round(y - sh / 2 + 0.5)
-    x0 = min(max(x0, 0), w - sw)
-    y0 = min(max(y0, 0), h - sh)
-    return image[y0 : y0 + sh, x0 : x0 + sw]
+    x0 = min(max(round(x - sw / 2 + 0.5), 0), w - sw)
+    y0 = min(max(round(y - sh / 2 + 0.5), 0), h - sh)
+    return x0, y0, sw, sh
 
 
 def png(array: np.ndarray) -> bytes:
@@ -66,6 +66,7 @@ class Patch:
     y: float
     score: float
     pixels: np.ndarray
+    box: Box  # where the pixels are in the image: patches with the same row and box are the same pixels
 
 
 def top_patches(
@@ -75,20 +76,28 @@ def top_patches(
     k: int,
     size: int,
     patterns: Iterable[int] | None = None,
+    rows: Callable[[int], bool] | None = None,
 ) -> list[Patch]:
-    """The ``k`` best patches of every pattern (or of ``patterns``), best first."""
+    """The ``k`` best patches of every pattern (or of ``patterns``), best first; with ``rows``, only the patches
+    on the images (rows of the inference) it accepts, and only those images are loaded."""
     li = inference.layers[layer.name]
     which = list(range(layer.count) if patterns is None else patterns)
-    rows, scores = inference.top_images(layer.name, k, None if patterns is None else which)
+    top, scores = inference.top_images(layer.name, k, None if patterns is None else which)
     cache: dict[int, np.ndarray] = {}
     out = []
     for i, p in enumerate(which):
-        for rank in range(rows.shape[1]):
-            row = int(rows[i, rank])
+        for rank in range(top.shape[1]):
+            row = int(top[i, rank])
+            if rows is not None and not rows(row):
+                continue
             if row not in cache:
                 cache[row] = load(row)
+            image = cache[row]
             x, y = (float(v) for v in li.position[row, p])
-            out.append(Patch(p, rank, row, x, y, float(scores[i, rank]), crop(cache[row], x, y, size)))
+            box = crop_box(image.shape[0], image.shape[1], x, y, size)
+            x0, y0, sw, sh = box
+            pixels = image[y0 : y0 + sh, x0 : x0 + sw]
+            out.append(Patch(p, rank, row, x, y, float(scores[i, rank]), pixels, box))
     return out
 
 

@@ -479,8 +479,12 @@ def _patches(
     artifacts: Artifacts,
     group: Group,
 ) -> tuple[dict[tuple[str, int, int], PatchRef], dict[str, str]]:
-    """Top patches of every pattern (each rank renders every ``world``-th pattern) and one contact sheet per layer
-    (rank 0); rank 0 gets every rank's references."""
+    """Top patches of every pattern and one contact sheet per layer (rank 0); rank 0 gets every rank's references.
+
+    A crop that several patterns share (the same image and box: patterns of one filter, or of layers above one
+    another, often peak on the same cell of their best images) is encoded and stored once. In a distributed job each
+    rank renders the patches on its own block of the images, so it loads only those and every shared crop stays on
+    one rank."""
     if cfg.patches <= 0:
         return {}, {}
     size = scaled_patch_size(framing.size)
@@ -493,30 +497,43 @@ def _patches(
 
     refs: dict[tuple[str, int, int], PatchRef] = {}
     sheets: dict[str, str] = {}
+    stored: dict[tuple[int, int, int, int, int], PatchRef] = {}  # (row, x0, y0, w, h) -> its patch, once
 
     def put(pixels: np.ndarray) -> PatchRef:
         ref = artifacts.put_bytes(png(pixels), "png", "patches")
         return PatchRef(ref.path, ref.sha256)
 
+    block = group.block(len(rows))  # this rank's share of the images (rows of the inference)
+
+    def on_mine(row: int) -> bool:
+        return block.start <= row < block.stop
+
+    mine = on_mine if group.world > 1 else None
     # PNG encoding, hashing and writing release the GIL for part of the time: with more than one thread to use,
-    # each of ``threads`` workers encodes and writes every ``threads``-th patch of a layer; with one, this thread
+    # each of ``threads`` workers encodes and writes every ``threads``-th new crop of a layer; with one, this thread
     # does. (A task per patch cost more in hand-overs than the threads saved: the toy build's 25,000 patches took
     # 6.1 s so on two threads, 4.8 s in one thread, 4.45 s as here; with OMP_NUM_THREADS=1, 7.0-7.9 s against 4.9 s.)
     threads = max(1, min(4, torch.get_num_threads()))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for layer in graph.layers:
-            mine = range(group.rank, layer.count, group.world) if group.world > 1 else None
-            patches = top_patches(inference, layer, load, cfg.patches, size, mine)
-            for p, ref in zip(patches, strided_map(put, [q.pixels for q in patches], pool, threads), strict=True):
-                refs[(layer.name, p.pattern, p.rank)] = ref
+            patches = top_patches(inference, layer, load, cfg.patches, size, rows=mine)
+            fresh: dict[tuple[int, int, int, int, int], np.ndarray] = {}
+            for p in patches:
+                key = (p.row, *p.box)
+                if key not in stored:
+                    fresh.setdefault(key, p.pixels)
+            stored.update(zip(fresh, strided_map(put, list(fresh.values()), pool, threads), strict=True))
+            for p in patches:
+                refs[(layer.name, p.pattern, p.rank)] = stored[(p.row, *p.box)]
             if not group.main:
                 continue
             order = np.argsort(-layer.score, kind="stable")[: cfg.sheet_patterns].tolist()
-            best = set(order)
-            shown = [p for p in patches if p.pattern in best]
-            have = {p.pattern for p in shown}
-            shown += top_patches(inference, layer, load, cfg.patches, size, [v for v in order if v not in have])
-            sheet = contact_sheet(shown, layer, f"{layer.name}: top {len(best)} patterns x {cfg.patches} patches")
+            if mine is None:
+                best = set(order)
+                shown = [p for p in patches if p.pattern in best]
+            else:  # the sheet's patterns' patches on every rank's images
+                shown = top_patches(inference, layer, load, cfg.patches, size, order)
+            sheet = contact_sheet(shown, layer, f"{layer.name}: top {len(order)} patterns x {cfg.patches} patches")
             sheets[layer.name] = artifacts.put_bytes(sheet, "png", "sheets").path
     if group.joined:
         merged: dict[tuple[str, int, int], PatchRef] = {}

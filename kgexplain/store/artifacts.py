@@ -25,15 +25,22 @@ class ArtifactRef:
 class Artifacts:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
+        self._root = str(self.root)
 
     def put_bytes(self, data: bytes, ext: str, kind: str = "files") -> ArtifactRef:
         sha = hashlib.sha256(data).hexdigest()
-        rel = Path(kind) / sha[:2] / f"{sha}.{ext.lstrip('.')}"
-        target = self.root / rel
-        if not target.exists():
+        rel = f"{kind}/{sha[:2]}/{sha}.{ext.lstrip('.')}"
+        # Plain strings, and the folder made only when the file cannot be: a build stores tens of thousands of
+        # small patches, on which pathlib's parsing and a mkdir per file cost as much as the writes.
+        target = os.path.join(self._root, rel)
+        if not os.path.exists(target):
+            folder = os.path.dirname(target)
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+                try:
+                    fd, tmp = tempfile.mkstemp(prefix=f".{sha}.", suffix=".tmp", dir=folder)
+                except FileNotFoundError:
+                    os.makedirs(folder, exist_ok=True)
+                    fd, tmp = tempfile.mkstemp(prefix=f".{sha}.", suffix=".tmp", dir=folder)
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                 os.replace(tmp, target)  # identical content may be written concurrently: the last rename wins
@@ -42,7 +49,7 @@ class Artifacts:
                     f"cannot write artifact {target}: {e.strerror}",
                     hint="check the artifacts folder is writable (--artifacts)",
                 ) from e
-        return ArtifactRef(rel.as_posix(), sha)
+        return ArtifactRef(rel, sha)
 
     def put_file(self, src: str | Path, kind: str = "files") -> ArtifactRef:
         src = Path(src)
