@@ -69,14 +69,15 @@ class LayerData:
 
     def sample(self, rows: np.ndarray) -> LayerData:
         """The same layer on a subset of its images (held in memory)."""
+        if self.cache is not None:
+            return self.of(self.cache[torch.from_numpy(rows).to(self.device)])
+        return self.of(self._prepare(self.fs.get(rows, device=self.device)))
+
+    def of(self, cache: torch.Tensor) -> LayerData:
+        """The same layer on other images, from their prepared responses (``cache``, as this one holds them)."""
         sub = object.__new__(LayerData)
         sub.fs, sub.std, sub.beta, sub.device, sub.r = self.fs, self.std, self.beta, self.device, self.r
-        sub.n = len(rows)
-        if self.cache is not None:
-            sub.cache = self.cache[torch.from_numpy(rows).to(self.device)]
-        else:
-            sub.cache = self._prepare(self.fs.get(rows, device=self.device))
-        sub.bytes = int(sub.cache.numel()) * 4
+        sub.n, sub.cache, sub.bytes = int(cache.shape[0]), cache, int(cache.numel()) * 4
         return sub
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -414,10 +415,13 @@ class ExplanatoryGraphMiner:
         n, offset = sum(sizes), offsets(sizes)[g.rank]
         rows = self._em_rows(n, gen)  # EM on these images (every rank's); the final pass infers on every image
         em_rows = rows if rows is not None else np.arange(n)
-        e_lo, e_hi = (int(v) for v in np.searchsorted(em_rows, [offset, offset + data.n]))
-        local = em_rows[e_lo:e_hi] - offset  # this rank's EM images, as rows of its own data
+        o_lo, o_hi = (int(v) for v in np.searchsorted(em_rows, [offset, offset + data.n]))
+        local = em_rows[o_lo:o_hi] - offset  # the EM images among this rank's own, as rows of its data
         em = data if rows is None else data.sample(local)
         n_em = len(em_rows)
+        e_lo, e_hi = o_lo, o_hi  # the EM images this rank iterates on, as positions in em_rows
+        if rows is not None and g.joined:  # an equal share of the sample each, whoever holds the images
+            em, (e_lo, e_hi) = self._rebalanced(em, (o_lo, o_hi), n_em, name)
         up_em: tuple[torch.Tensor, torch.Tensor] | None = None  # the upper layer's inferences on all EM images
         if upper is not None:
             sel = torch.from_numpy(local).to(self.device)
@@ -547,6 +551,33 @@ class ExplanatoryGraphMiner:
         seconds["total"] = time.perf_counter() - t0
         share = skipped / max(1, d * cfg.iterations)
         return LayerState(name, geo, grid, filt, kk, mu, sigma, parents, pos, score, std, seconds, share)
+
+    def _rebalanced(
+        self, em: LayerData, held: tuple[int, int], n_em: int, name: str
+    ) -> tuple[LayerData, tuple[int, int]]:
+        """This rank's equal share of the EM sample of ``n_em`` images, as (its data, its positions in the sample),
+        from ``em`` (the sample's images among this rank's own: positions ``held``) and the other ranks' images.
+        A seeded sample falls unevenly on the ranks' blocks (say 56 and 44 of 100 images), and every E-step waits
+        for the rank with the most; dealt evenly, the same sample gives the same per-image statistics in less time.
+        The ranks exchange the prepared responses of the images that change hands, once per layer."""
+        assert em.cache is not None  # a sample is held in memory
+        g = self.group
+        spans = [(b.start, b.stop) for b in (g.block(n_em, r) for r in range(g.world))]
+        wanted = spans[g.rank]
+        give = {
+            q: em.cache[q - held[0]].to("cpu", copy=True)  # a copy: a view would pickle all of the cache
+            for r, (lo, hi) in enumerate(spans)
+            if r != g.rank
+            for q in range(max(lo, held[0]), min(hi, held[1]))
+        }
+        got: dict[int, torch.Tensor] = {}
+        for part in g.objects(give, f"mining {name}"):
+            got.update({q: t for q, t in part.items() if wanted[0] <= q < wanted[1]})
+        rows = [
+            em.cache[q - held[0]] if held[0] <= q < held[1] else got[q].to(self.device)
+            for q in range(wanted[0], wanted[1])
+        ]
+        return em.of(torch.stack(rows) if rows else em.cache[:0]), wanted
 
     def _edges(self, parents: Parents, upper: LayerState, src: tuple[torch.Tensor, torch.Tensor] | None) -> Upper:
         """The numba kernel's view of the parents on a set of images (``numba_shift``'s argument)."""
