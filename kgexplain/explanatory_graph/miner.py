@@ -557,8 +557,9 @@ class ExplanatoryGraphMiner:
     ) -> tuple[LayerData, tuple[int, int]]:
         """This rank's equal share of the EM sample of ``n_em`` images, as (its data, its positions in the sample),
         from ``em`` (the sample's images among this rank's own: positions ``held``) and the other ranks' images.
-        A seeded sample falls unevenly on the ranks' blocks (say 56 and 44 of 100 images), and every E-step waits
-        for the rank with the most; dealt evenly, the same sample gives the same per-image statistics in less time.
+        A seeded sample falls unevenly on the ranks' blocks (up to 53 / 47 of 100 on two ranks; the fullest of eight
+        blocks holds 17.5 on average against 12.5) and every E-step waits for the rank with the most; dealt evenly,
+        the same sample gives the same per-image statistics in less time.
         The ranks exchange the prepared responses of the images that change hands, once per layer."""
         assert em.cache is not None  # a sample is held in memory
         g = self.group

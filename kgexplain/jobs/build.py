@@ -511,8 +511,8 @@ def _patches(
     mine = on_mine if group.world > 1 else None
     # PNG encoding, hashing and writing release the GIL for part of the time: with more than one thread to use,
     # each of ``threads`` workers encodes and writes every ``threads``-th new crop of a layer; with one, this thread
-    # does. (A task per patch cost more in hand-overs than the threads saved: the toy build's 25,000 patches took
-    # 6.1 s so on two threads, 4.8 s in one thread, 4.45 s as here; with OMP_NUM_THREADS=1, 7.0-7.9 s against 4.9 s.)
+    # does. (A task per patch cost more in hand-overs than the threads saved, measured before shared crops were
+    # stored once: the toy build's 25,000 patches took 6.1 s so on two threads, 4.8 s in one thread, 4.45 s as here.)
     threads = max(1, min(4, torch.get_num_threads()))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for layer in graph.layers:
