@@ -87,6 +87,16 @@ def test_data_check_fails_when_no_image_is_usable_and_counts_a_dangling_link(tmp
     assert report["total"] == 3 and report["loaded"] == 1 and report["skipped"] == {"missing": 1, "not_an_image": 1}
 
 
+def test_a_data_set_that_cannot_be_written_is_one_error(tmp_path: Path) -> None:
+    """A file where a folder should be (in --out, or in the artifacts path of a build's synthetic workload)."""
+    (tmp_path / "afile").write_text("x")
+    _one_error(_run("data", "synth", "--out", str(tmp_path / "afile" / "sub"), "--n", "2"), "cannot write", "afile")
+    _one_error(_run("data", "synth", "--out", str(tmp_path / "afile"), "--n", "2"), "is a file")
+    res = _run("build", "--store", str(tmp_path / "s"), "--artifacts", str(tmp_path / "afile" / "a"), "--n", "4")
+    _one_error(res, "afile")
+    assert not (tmp_path / "s").exists()  # nothing created
+
+
 def test_patterns_of_an_unknown_layer_or_run_is_an_error(tmp_path: Path) -> None:
     with open_store(tmp_path / "s") as s:
         sample_graph(small()).write(s)

@@ -137,6 +137,26 @@ def write_synth(
     SynthSource(n, seed, size, cats)  # validates the arguments
     out = Path(out).expanduser()
     spec = synth_spec(n, seed, size, cats)
+    try:
+        return _write_synth(out, n, seed, size, cats, spec, overwrite, workers, progress)
+    except OSError as e:  # a folder that cannot be made or written (a file in its path, no space, no permission)
+        raise DataError(
+            f"cannot write the data set to {out}: {e.strerror or e}",
+            hint="choose a writable folder (--out, or the store's --store / --artifacts)",
+        ) from e
+
+
+def _write_synth(
+    out: Path,
+    n: int,
+    seed: int,
+    size: int,
+    cats: tuple[str, ...],
+    spec: dict[str, Any],
+    overwrite: bool,
+    workers: int,
+    progress: Progress | None,
+) -> AnnotatedImages:
     ann = out / "annotations.json"
     if ann.exists() and not overwrite:
         try:
