@@ -89,6 +89,7 @@ def test_two_gloo_ranks_store_the_run_one_process_stores(tmp_path: Path) -> None
         np.testing.assert_array_equal(a.fires, b.fires)
     assert two["stability"]["ratio"] == pytest.approx(one.stability["ratio"], abs=1e-6)
     assert _patches(store) == patches_one  # each rank renders the patches on its own images: the same files
+    assert {k: v["contact_sheet"] for k, v in two["layers"].items()} == one.sheets  # rank 0 draws the same sheets
     with StoreSpec(store).read() as db:
         runs = Q.runs(db)
     assert [(r["run"], r["status"]) for r in runs] == [(one.run, "complete")]
