@@ -574,6 +574,8 @@ class ExplanatoryGraphMiner:
         got: dict[int, torch.Tensor] = {}
         for part in g.objects(give, f"mining {name}"):
             got.update({q: t for q, t in part.items() if wanted[0] <= q < wanted[1]})
+        if held == wanted:  # this rank's share is the images it holds: no second copy of them
+            return em, wanted
         rows = [
             em.cache[q - held[0]] if held[0] <= q < held[1] else got[q].to(self.device)
             for q in range(wanted[0], wanted[1])
