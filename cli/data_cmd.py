@@ -74,14 +74,15 @@ def synth_command(
 @output_options
 def photos_command(out: str, fmt: str) -> None:
     """Write the real photographs scikit-image ships (chelsea, coffee, rocket, two motorcycles, astronaut) as
-    PNGs to OUT, rough object masks drawn by hand for chelsea and coffee (NAME-mask.png, for `info --mask`) and a
-    labels.json of the ImageNet classes each shows (needs `pip install 'kgexplain[real]'`)."""
+    PNGs to OUT/images, rough object masks drawn by hand for chelsea and coffee to OUT/masks (for `info --mask`),
+    an annotations.json pairing them, and a labels.json of the ImageNet classes each shows (needs
+    `pip install 'kgexplain[real]'`)."""
     written = write_photos(out)
     emit_object(
         {"out": out, "files": [str(p) for p in written]},
         fmt,
-        f"wrote {sum(not p.stem.endswith('-mask') for p in written)} photos and "
-        f"{sum(p.stem.endswith('-mask') for p in written)} hand-drawn masks to {out} (labels.json)",
+        f"wrote {sum(p.parent.name == 'images' for p in written)} photos and "
+        f"{sum(p.parent.name == 'masks' for p in written)} hand-drawn masks to {out} (annotations.json, labels.json)",
     )
 
 

@@ -60,10 +60,15 @@ def test_data_photos_writes_the_photos_masks_and_labels(tmp_path) -> None:  # ty
     labels = json.loads((out / "labels.json").read_text())
     assert labels["chelsea"] == ["tabby", "tiger cat", "Egyptian cat"] and labels["astronaut"] == []
     for name in ("chelsea", "coffee"):
-        with Image.open(out / f"{name}.png") as im, Image.open(out / f"{name}-mask.png") as mask:
+        with Image.open(out / "images" / f"{name}.png") as im, Image.open(out / "masks" / f"{name}.png") as mask:
             assert mask.size == im.size
             share = (np.asarray(mask) > 0).mean()
             assert 0.3 < share < 0.95  # a rough outline of the object, not the whole frame
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(f"{p.name}.png" for p in PHOTOS)
+    entries = json.loads((out / "annotations.json").read_text())["images"]
+    assert {e["path"]: e.get("mask") for e in entries}["images/coffee.png"] == "masks/coffee.png"
+    res = CliRunner().invoke(cli, ["data", "check", "--annotations", str(out / "annotations.json"), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["loaded"] == len(PHOTOS), res.output
 
 
 def test_without_the_weights_package_the_error_says_what_to_install(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -61,24 +61,31 @@ PHOTOS = (
 
 
 def write_photos(out: str | Path) -> list[Path]:
-    """Write every photo to ``out`` as ``NAME.png``, the hand-drawn object masks as ``NAME-mask.png`` and
-    ``labels.json`` ({name: [ImageNet classes]})."""
+    """Write the photos as ``out/images/NAME.png`` and the hand-drawn object masks as ``out/masks/NAME.png`` (the
+    synthetic set's layout, so ``--images out/images`` holds photos only), an ``annotations.json`` that pairs each
+    photo with its mask (``--annotations``), and ``labels.json`` ({name: [ImageNet classes]})."""
     folder = Path(out)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        for sub in ("images", "masks"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create {folder}: {e.strerror}", hint="choose another --out") from e
     written = []
+    entries: list[dict[str, str]] = []
     for photo in PHOTOS:
-        path = folder / f"{photo.name}.png"
+        path = folder / "images" / f"{photo.name}.png"
         image = Image.fromarray(photo.load()).convert("RGB")
         image.save(path)
         written.append(path)
+        entry = {"path": f"images/{photo.name}.png"}
         if photo.mask:  # white = object, for `kgexplain info IMAGE --mask FILE`
             mask = Image.new("L", image.size, 0)
             for outline in photo.mask:
                 ImageDraw.Draw(mask).polygon([tuple(p) for p in outline], fill=255)
-            mask.save(folder / f"{photo.name}-mask.png")
-            written.append(folder / f"{photo.name}-mask.png")
+            mask.save(folder / "masks" / f"{photo.name}.png")
+            written.append(folder / "masks" / f"{photo.name}.png")
+            entry["mask"] = f"masks/{photo.name}.png"
+        entries.append(entry)
+    (folder / "annotations.json").write_text(json.dumps({"images": entries}, indent=1) + "\n")
     (folder / "labels.json").write_text(json.dumps({p.name: list(p.classes) for p in PHOTOS}, indent=1) + "\n")
     return written
