@@ -38,18 +38,44 @@ def _save(fig: Any, path: Path, dpi: int) -> Path:
     return path
 
 
-def heat_overlay(image: np.ndarray, values: np.ndarray, path: Path, alpha: float = 0.55) -> Path:
-    """Blend ``values`` (H, W; min..max of the map -> blue..red) over ``image`` (H, W, 3 uint8); writes a PNG."""
+def heat_overlay(
+    image: np.ndarray,
+    values: np.ndarray,
+    path: Path,
+    alpha: float = 0.55,
+    mask: np.ndarray | None = None,
+    title: str = "",
+    label: str = "",
+) -> Path:
+    """Blend ``values`` (H, W; min..max of the map -> blue..red) over ``image`` (H, W, 3 uint8) and write a PNG that
+    a person can read: the image at least 384 px wide, a colour bar with the map's range in its units (``label``),
+    the outline of ``mask`` (H, W bool, the object; white) when given, and ``title`` above."""
     plt = _pyplot()
+    from matplotlib.colors import Normalize  # lazy: as matplotlib
+
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
-    unit = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
-    rgb = (plt.get_cmap("jet")(np.nan_to_num(unit))[..., :3] * 255).astype(np.float32)
+    if hi <= lo:
+        hi = lo + 1e-6
+    norm = Normalize(lo, hi)
+    cmap = plt.get_cmap("jet")
+    rgb = (cmap(norm(np.nan_to_num(values, nan=lo)))[..., :3] * 255).astype(np.float32)
     if rgb.shape[:2] != image.shape[:2]:
         rgb = np.asarray(Image.fromarray(rgb.astype(np.uint8)).resize(image.shape[1::-1]), np.float32)
-    out = (1 - alpha) * image.astype(np.float32) + alpha * rgb
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_png(Image.fromarray(out.clip(0, 255).astype(np.uint8)), path)
-    return path
+    out = ((1 - alpha) * image.astype(np.float32) + alpha * rgb).clip(0, 255).astype(np.uint8)
+    h, w = out.shape[:2]
+    side = 3.6  # inches for the image's long side: 396 px at the dpi below
+    fig, ax = plt.subplots(figsize=(side * w / max(h, w) + 1.3, side * h / max(h, w) + (0.45 if title else 0.15)))
+    ax.imshow(out, interpolation="nearest")
+    if mask is not None and mask.any() and not mask.all():
+        ax.contour(mask.astype(np.float32), levels=[0.5], colors="white", linewidths=1.2)
+    ax.set_axis_off()
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.046, pad=0.03)
+    bar.ax.tick_params(labelsize=7)
+    if label:
+        bar.set_label(label, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=8)
+    return _save(fig, path, 110)
 
 
 def curves(

@@ -194,6 +194,8 @@ def test_cli_info_on_images_stores_metrics_and_writes_maps(tmp_path: Path) -> No
     assert len(list(out.glob("*-sid.npy"))) == 4 and len(list(out.glob("*-sid.png"))) == 4
     assert (out / "curves.png").is_file()
     assert np.load(next(out.glob("0000-*conv5_2-sid.npy"))).shape == (128, 128)
+    with Image.open(next(out.glob("0000-*conv5_2-sid.png"))) as png:  # readable: enlarged, with a colour bar
+        assert png.width >= 1.2 * png.height >= 384
     q = (
         "MATCH (m:Metric)-[:MEASURES]->(l:Layer), (m)-[:MEASURED_ON]->(i:Image) WHERE m.kind = 'sid' "
         "RETURN l.name AS layer, i.path AS path, m.value AS value, m.artifact AS artifact ORDER BY layer, path"
@@ -282,3 +284,16 @@ def test_decoders_map_a_layer_back_to_the_image_and_reload(tmp_path: Path, arch:
             assert torch.equal(load_decoder(tmp_path, handle, "conv5_2")(f), x)
     with pytest.raises(UsageError, match="architecture"):
         DecoderConfig(arch="unet")
+
+
+def test_heat_overlay_outlines_the_mask_it_is_given(tmp_path: Path) -> None:
+    from kgexplain.plots import heat_overlay
+
+    image = np.full((64, 64, 3), 90, np.uint8)
+    values = np.linspace(0.0, 1.0, 64 * 64).reshape(64, 64)
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True
+    plain = np.asarray(Image.open(heat_overlay(image, values, tmp_path / "a.png")).convert("RGB"))
+    outlined = np.asarray(Image.open(heat_overlay(image, values, tmp_path / "b.png", mask=mask)).convert("RGB"))
+    white = (outlined.min(axis=2) > 240).sum() - (plain.min(axis=2) > 240).sum()
+    assert white > 4 * 32 * 4  # the outline: four sides of about 32 cells, enlarged several times

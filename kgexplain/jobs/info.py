@@ -4,6 +4,7 @@ checkpoints; :func:`run_decoders` trains the decoders RU needs."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from kgexplain.data.synth.animals import ANIMALS
 from kgexplain.distributed import join
 from kgexplain.errors import UsageError
 from kgexplain.information.decoder import DecoderConfig, load_decoder, train_decoders
-from kgexplain.information.measure import Measurement, measure
+from kgexplain.information.measure import Measurement, measure, object_mask
 from kgexplain.information.sid import SIDConfig
 from kgexplain.jobs.common import (
     JobResult,
@@ -151,7 +152,7 @@ def run_info(
                 runs.append(InfoRun(label, "", m, [f.id for f in frames]))
                 continue
             run = _store(db, handle, label, source, frames, layers, cfg, m, masks)
-            files = _write_maps(m, frames, folder)
+            files = _write_maps(m, frames, folder, masks)
             runs.append(InfoRun(label, run, m, [f.id for f in frames], files))
             say(
                 progress,
@@ -197,20 +198,31 @@ def _store(
     return run
 
 
-def _write_maps(m: Measurement, frames: Sequence[Framed], out: Path) -> list[str]:
-    """Each map as ``.npy`` (pixel entropies in nats) and as a heat-map overlay PNG."""
+def _write_maps(
+    m: Measurement, frames: Sequence[Framed], out: Path, masks: Sequence[np.ndarray | None] | None = None
+) -> list[str]:
+    """Each map as ``.npy`` (pixel entropies in nats) and as a heat-map overlay PNG with a colour bar, the object's
+    outline (the mask the concentration used) and a title with the map's mean and concentration."""
     out.mkdir(parents=True, exist_ok=True)
     names = [f"{i:04d}-{_slug(Path(f.id).stem)}" for i, f in enumerate(frames)]
     files: list[str] = []
     for r in m.records:
-        for kind, arr in (("sid", r.sid_map), ("ru", r.ru_map)):
+        mask = masks[r.image] if masks is not None else object_mask(frames[r.image])
+        for kind, arr, mean, conc in (
+            ("sid", r.sid_map, r.sid, r.concentration),
+            ("ru", r.ru_map, r.ru, r.ru_concentration),
+        ):
             if arr is None:
                 continue
             # Not with_suffix: a layer name may hold a dot (blocks.5, features.6), which it would cut off.
             stem = f"{names[r.image]}-{r.layer.replace('.', '_')}-{kind}"
             npy, png = out / f"{stem}.npy", out / f"{stem}.png"
             np.save(npy, arr)
-            heat_overlay(frames[r.image].image, arr, png)
+            title = f"{Path(frames[r.image].id).name} · {r.layer} · {kind.upper()} mean {mean:.3f}"
+            if conc is not None and not math.isnan(conc):
+                title += f", concentration {conc:.3f}"
+            label = f"pixel {kind.upper()} (nats): blue kept, red discarded"
+            heat_overlay(frames[r.image].image, arr, png, mask=mask, title=title, label=label)
             files += [str(npy), str(png)]
     return files
 
