@@ -167,3 +167,39 @@ def test_a_users_own_module(tiny_net) -> None:
     assert set(every_conv.layers) == {"block1.0", "block2.0"}
     with pytest.raises(ModelError, match="not a module"):
         ModelHandle.from_module(tiny_net, {"x": "block9"})
+
+
+def test_a_users_own_module_builds_learns_and_measures_through_the_jobs(tiny_net, tmp_path: Path) -> None:
+    from kgexplain import BuildConfig, DataSpec, InfoConfig, LearnConfig, StoreSpec, run_build, run_info, run_learn
+    from kgexplain.information import SIDConfig
+    from kgexplain.store import queries
+
+    handle = ModelHandle.from_module(tiny_net, {"low": "block1.0", "high": "block2.0"}, input_size=64, name="tiny")
+    store = StoreSpec(tmp_path / "store")
+    build = run_build(BuildConfig(model=handle, layers=("low", "high"), n=12, iterations=2, patches=1), store)
+    assert build.run.startswith("eg-tiny-") and build.graph.patterns > 0
+    with pytest.raises(UsageError, match="carries its own"):
+        run_build(BuildConfig(model=handle, weights="none", n=12), store)
+    # The store cannot load a network given from Python: learning on its build needs the handle again, the same one.
+    with pytest.raises(UsageError, match="given from Python"):
+        run_learn(LearnConfig(part="head", run=build.run), store)
+    torch.manual_seed(1)
+    other = ModelHandle.from_module(type(tiny_net)().eval(), {"low": "block1.0", "high": "block2.0"}, name="tiny")
+    with pytest.raises(UsageError, match="is not the network and weights"):
+        run_learn(LearnConfig(part="head", run=build.run, model=other), store)
+    learnt = run_learn(LearnConfig(part="head", run=build.run, model=handle), store)
+    assert learnt.part.templates
+    quick = SIDConfig(steps=4, samples=2)
+    info = run_info(
+        InfoConfig(
+            model=handle,
+            layers=("high",),
+            data=DataSpec(n=2, categories=("bird",)),
+            sid=quick,
+            out=str(tmp_path / "info"),
+        ),
+        store,
+    )
+    assert [r["layer"] for r in info.rows()] == ["high"]
+    with store.read() as db:
+        assert [len(queries.complete_runs(db, kind)) for kind in ("eg", "aog", "info")] == [1, 1, 1]

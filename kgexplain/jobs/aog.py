@@ -23,7 +23,7 @@ from kgexplain.data.synth import BACKGROUND
 from kgexplain.errors import StoreError, UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
 from kgexplain.jobs.common import JobResult, device_name, opened
-from kgexplain.models.registry import load_model
+from kgexplain.models.registry import ModelHandle, load_model
 from kgexplain.persist.aog import aog_run_id, learnt_parts, part_record, part_rows, read_part
 from kgexplain.persist.shared import image_rows, metric_rows, write_shared
 from kgexplain.plots import save_png
@@ -33,8 +33,11 @@ from kgexplain.store import ids as I
 from kgexplain.store.base import RunRecord
 
 
-def open_build(store: GraphStore, run: str | None = None, device: str = "cpu") -> LoadedBuild:
-    """A stored explanatory-graph build (default: the newest complete one) with its model and mined graph loaded."""
+def open_build(
+    store: GraphStore, run: str | None = None, device: str = "cpu", model: ModelHandle | None = None
+) -> LoadedBuild:
+    """A stored explanatory-graph build (default: the newest complete one) with its model and mined graph loaded.
+    A build of a network given from Python (``ModelHandle.from_module``) needs that handle again as ``model``."""
     if run is None:
         latest = queries.complete_runs(store, "eg")
         if not latest:
@@ -56,12 +59,26 @@ def open_build(store: GraphStore, run: str | None = None, device: str = "cpu") -
     path = store.artifacts.path(ref["path"])
     if not path.exists():
         raise StoreError(f"the graph file of run {run!r} is missing: {path}", hint="run `kgexplain build` again")
-    handle = load_model(load["model"], load["weights"])
-    if handle.identity != config.get("model"):
+    if model is not None:
+        handle = model
+        if handle.identity != config.get("model"):
+            raise UsageError(
+                f"the model given ({handle.name}) is not the network and weights run {run!r} was mined with "
+                f"({load['model']})",
+                hint="pass the network and weights the build used, or none for a build of a named model",
+            )
+    elif load.get("python"):
         raise UsageError(
-            f"the weights of {load['model']} changed since run {run!r} was built",
-            hint="rebuild with `kgexplain build`, or restore the checkpoint it used",
+            f"run {run!r} was mined with a network given from Python ({load['model']})",
+            hint="pass the same ModelHandle again: LearnConfig(model=...) / LocalizeConfig(model=...)",
         )
+    else:
+        handle = load_model(load["model"], load["weights"])
+        if handle.identity != config.get("model"):
+            raise UsageError(
+                f"the weights of {load['model']} changed since run {run!r} was built",
+                hint="rebuild with `kgexplain build`, or restore the checkpoint it used",
+            )
     graph = ExplanatoryGraph.load(path)
     eg = EGConfig.from_dict(graph.config or config.get("config", {}))
     framing = Framing(int(config["input_size"]), "box" if "crop_box" in str(config.get("framing")) else "none")
@@ -114,6 +131,7 @@ class LearnConfig:
     unlabelled: DataSpec | None = None
     device: str = "auto"
     aog: AOGConfig | None = None
+    model: ModelHandle | None = None  # the network of a build mined from Python (ModelHandle.from_module)
 
 
 FACING_FROM = {
@@ -219,7 +237,7 @@ def run_learn(
     unlabelled = cfg.unlabelled.open() if cfg.unlabelled is not None else None
     device = device_name(cfg.device)
     with opened(store or StoreSpec(), write=True) as db:
-        build = open_build(db, cfg.run, device)
+        build = open_build(db, cfg.run, device, cfg.model)
         own = build_images(db, build)
         seed = cfg.seed
         if examples is None:
@@ -283,6 +301,7 @@ class LocalizeConfig:
     device: str = "auto"
     whole: bool | None = None  # None: crop to the images' boxes when they have them, else search the whole image
     record: bool = False  # store the localisations as a run (kind "localize") for the browser's image pages
+    model: ModelHandle | None = None  # the network of a build mined from Python (ModelHandle.from_module)
 
     @property
     def parts(self) -> list[str]:
@@ -337,7 +356,7 @@ def run_localize(
     device = device_name(cfg.device)
     with opened(store or StoreSpec(), write=False) as db:
         db.check_schema()
-        build = open_build(db, cfg.run, device)
+        build = open_build(db, cfg.run, device, cfg.model)
         models = [read_part(db, build.run, build.graph, p, cfg.category) for p in wanted]
         cat = models[0].category
         helpers = [

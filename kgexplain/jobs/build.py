@@ -47,7 +47,7 @@ from kgexplain.features.cache import FeatureSet
 from kgexplain.features.extract import Extraction, extract_features
 from kgexplain.features.geometry import scaled_patch_size
 from kgexplain.jobs.common import JobResult, device_name, opened_on_main, workspace_of
-from kgexplain.models.registry import ModelHandle, load_model
+from kgexplain.models.registry import ModelHandle, resolve_model
 from kgexplain.persist.eg import PatchRef, build_record, eg_run_rows, stability_metrics
 from kgexplain.persist.shared import image_rows, model_rows, write_shared
 from kgexplain.progress import Progress, say
@@ -70,7 +70,7 @@ class BuildConfig:
     images that normalise the features (without them, user data is normalised by its own statistics).
     """
 
-    model: str = "toynet"
+    model: str | ModelHandle = "toynet"  # an architecture name, or your own network (ModelHandle.from_module)
     weights: str | None = None  # imagenet | none | shipped | PATH (default: the model's own)
     trust_checkpoint: bool = False
     layers: tuple[str, ...] = ()  # bottom to top; default: the paper's layers for the model
@@ -245,7 +245,7 @@ def run_build(
     cfg.data.check()
     if cfg.negatives is not None:
         cfg.negatives.check()
-    handle = load_model(cfg.model, cfg.weights, trust_checkpoint=cfg.trust_checkpoint)
+    handle = resolve_model(cfg.model, cfg.weights, trust_checkpoint=cfg.trust_checkpoint)
     eg_cfg = _eg_config(cfg, handle)
     device = device_name(cfg.device)
     if cfg.facing not in ("as-is", "latent"):
@@ -429,7 +429,9 @@ def _build(
         "input_size": framing.size,
         "top_inferences": cfg.top_inferences,
         "patches": cfg.patches,
-        "load": {"model": cfg.model, "weights": _weights_spec(cfg.weights)},
+        "load": {"model": handle.name, "python": True}
+        if isinstance(cfg.model, ModelHandle)  # `aog learn` and `localize` then need the same handle again
+        else {"model": cfg.model, "weights": _weights_spec(cfg.weights)},
         "synthetic": {"category": cfg.category, "n": cfg.n, "seed": cfg.seed} if synthetic else None,
     }
     stats = {

@@ -12,7 +12,7 @@ from kgexplain.data.spec import DataSpec
 from kgexplain.devices import resolve_device
 from kgexplain.distributed import Group
 from kgexplain.errors import DataError, UsageError
-from kgexplain.models.registry import ModelHandle, load_model
+from kgexplain.models.registry import ModelHandle, resolve_model
 from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.workspace import Workspace
@@ -105,13 +105,17 @@ def checkpoint_label(weights: str | None) -> str:
 
 
 def load_models(
-    name: str, weights: Sequence[str | None], trust_checkpoint: bool, layers: Sequence[str], also: Sequence[str] = ()
+    model: str | ModelHandle,
+    weights: Sequence[str | None],
+    trust_checkpoint: bool,
+    layers: Sequence[str],
+    also: Sequence[str] = (),
 ) -> tuple[list[tuple[str | None, ModelHandle]], list[str]]:
-    """(weights spec, handle) per weights spec (none given: the model's default weights), in order, and the layers
-    to work on (:func:`chosen_layers`). Everything is loaded and checked before any work starts, so a missing
-    checkpoint or a wrong layer name fails first."""
+    """(weights spec, handle) per weights spec (none given: the model's default weights; a :class:`ModelHandle`
+    carries its own), in order, and the layers to work on (:func:`chosen_layers`). Everything is loaded and checked
+    before any work starts, so a missing checkpoint or a wrong layer name fails first."""
     specs = list(weights) or [None]
-    handles = [(w, load_model(name, w, trust_checkpoint=trust_checkpoint)) for w in specs]
+    handles = [(w, resolve_model(model, w, trust_checkpoint=trust_checkpoint)) for w in specs]
     return handles, chosen_layers(handles[0][1], layers, also)
 
 

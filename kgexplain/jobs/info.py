@@ -47,7 +47,7 @@ class InfoConfig:
     layer; default: 24 synthetic animals, objects only); ``masks`` are object masks for image files, in order.
     Several ``weights`` (models or checkpoints) give one run and one curve each."""
 
-    model: str = "toynet"
+    model: str | ModelHandle = "toynet"  # an architecture name, or your own network (ModelHandle.from_module)
     weights: tuple[str | None, ...] = ()  # imagenet | none | shipped | PATH each; default: the model's own
     trust_checkpoint: bool = False
     layers: tuple[str, ...] = ()  # default: the model's paper layers
@@ -244,7 +244,7 @@ class DecodersConfig:
     """Which decoders to train (one per layer, MSE to the image), on which images (default: 400 synthetic
     animals of seed 1)."""
 
-    model: str = "toynet"
+    model: str | ModelHandle = "toynet"  # an architecture name, or your own network (ModelHandle.from_module)
     weights: str | None = None
     trust_checkpoint: bool = False
     layers: tuple[str, ...] = ()

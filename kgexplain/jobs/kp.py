@@ -63,7 +63,7 @@ class KnowledgePointsConfig:
     curves through training. ``data`` defaults to 200 synthetic animals; ``truth`` is ``label`` (reliable = points
     to the image's labelled class) or ``predicted`` (to the model's prediction, for unlabelled data)."""
 
-    model: str = "toynet"
+    model: str | ModelHandle = "toynet"  # an architecture name, or your own network (ModelHandle.from_module)
     weights: tuple[str | None, ...] = ()  # default: the model's own weights
     trust_checkpoint: bool = False
     layers: tuple[str, ...] = ()  # default: the model's paper layers

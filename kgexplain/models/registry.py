@@ -274,6 +274,21 @@ def _unfilled(arch: Architecture, num_classes: int | None = None) -> nn.Module:
     return module if tensors <= set(module.state_dict()) else arch.build(num_classes)
 
 
+def resolve_model(
+    model: str | ModelHandle, weights: str | Path | None = None, *, trust_checkpoint: bool = False
+) -> ModelHandle:
+    """The model a job's config names: an architecture name loaded with ``weights`` (:func:`load_model`), or a
+    :class:`ModelHandle` the caller made (``ModelHandle.from_module``), which carries its own weights."""
+    if isinstance(model, ModelHandle):
+        if weights is not None:
+            raise UsageError(
+                f"weights {str(weights)!r} were given with a ModelHandle ({model.name}), which carries its own",
+                hint="load the weights into the module before ModelHandle.from_module, and leave weights unset",
+            )
+        return model
+    return load_model(model, weights, trust_checkpoint=trust_checkpoint)
+
+
 def load_model(
     name: str,
     weights: str | Path | None = None,
