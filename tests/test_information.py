@@ -252,9 +252,18 @@ def test_maps_of_layers_with_dots_in_their_names_do_not_overwrite_each_other(tmp
 
     from kgexplain.jobs.info import _write_maps
 
-    frames = [SimpleNamespace(id="photos/cat.png", image=np.zeros((16, 16, 3), np.uint8))]
+    frames = [SimpleNamespace(id="photos/cat.png", image=np.zeros((16, 16, 3), np.uint8), mask=None, box=None)]
     records = [
-        SimpleNamespace(image=0, layer=name, sid_map=np.full((16, 16), v, np.float32), ru_map=None)
+        SimpleNamespace(
+            image=0,
+            layer=name,
+            sid_map=np.full((16, 16), v, np.float32),
+            sid=float(v),
+            concentration=float("nan"),
+            ru_map=None,
+            ru=None,
+            ru_concentration=None,
+        )
         for v, name in enumerate(("blocks.5", "blocks.10"))
     ]
     files = _write_maps(SimpleNamespace(records=records), frames, tmp_path)  # type: ignore[arg-type]
