@@ -97,8 +97,9 @@ def check_command(ctx: click.Context, data: DataSpec, store: StoreSpec, fmt: str
         raise UsageError(
             "give a data source to check", hint="--images DIR, --annotations FILE, --cub DIR or --data synth"
         )
-    source = data.open(store.workspace().ensure() if data.synth else None)
-    report = source.check(progress_of(ctx))
+    progress = progress_of(ctx)
+    source = data.open(store.workspace().ensure() if data.synth else None, progress)
+    report = source.check(progress)
     emit_object({"source": source.name, **report.to_dict(), "labels": source.labels()}, fmt, report.summary())
     if not report.loaded:
         raise DataError(f"no usable image in {source.name}", hint="see the reasons above")

@@ -503,6 +503,22 @@ def _run(*args: str, ok: bool = True):
     return result
 
 
+def test_a_build_on_user_data_calibrates_on_its_negatives_folder(tmp_path: Path) -> None:
+    birds, background, store = tmp_path / "birds", tmp_path / "background", str(tmp_path / "store")
+    _run("data", "synth", "--out", str(birds), "--n", "15", "--seed", "4", "--category", "bird")
+    _run("data", "synth", "--out", str(background), "--n", "12", "--seed", "5", "--category", "background")
+    examples = str(birds / "annotations.json")
+    neg = ["--negatives", str(background / "images")]
+    _run("build", "--annotations", examples, *neg, "--iterations", "2", "--patches", "0", "--store", store)
+    learnt = json.loads(
+        _run("aog", "learn", "--part", "head", "--examples", examples, "--store", store, "--json").stdout
+    )
+    assert learnt["calibration"]["negatives"] > 0  # the build's --negatives folder, found again from the store
+    (background / "images").rename(tmp_path / "moved")
+    gone = _run("aog", "learn", "--part", "head", "--examples", examples, "--store", store, ok=False)
+    assert gone.exit_code == 1 and "the background images of build" in gone.output and "--negatives" in gone.output
+
+
 def test_cli_learn_relearn_and_localise(tmp_path: Path) -> None:
     store = str(tmp_path / "store")
     build = ["build", "--n", "24", "--iterations", "3", "--patches", "0", "--store", store]

@@ -10,6 +10,7 @@ from PIL import Image
 from kgexplain.data import AnnotatedImages, CubDataset, Framing, ImageFolder, Subset, load_rgb
 from kgexplain.data.base import region_affine
 from kgexplain.data.images import BACKDROP, reason_of
+from kgexplain.data.spec import DataSpec
 from kgexplain.errors import DataError, ImageDecodeError
 
 from .conftest import write_png
@@ -181,6 +182,9 @@ def test_cub_layout_crop_and_keypoints(tmp_path: Path) -> None:
     assert CubDataset(root, classes=["Laysan"]).record(0).label == "002.Laysan_Albatross"
     assert len(CubDataset(root, split="test")) == 2
     assert cub.preferred_crop == "box"
+    said: list[str] = []
+    DataSpec(cub=str(root)).open(progress=lambda e: said.append(e.message or ""))
+    assert said == ["CUB: 1 of 3 selected images left out, their object box under 50 px (as the authors' code)"]
 
 
 def test_cub_errors(tmp_path: Path) -> None:

@@ -97,7 +97,8 @@ class CubDataset(ImageSource):
             raise DataError(f"{self.root}/train_test_split.txt is missing, so split={split!r} is unknown")
 
         self._records: list[Record] = []
-        self.dropped_small = 0
+        self.min_box = min_box
+        self.dropped_small = 0  # selected images left out for a box under min_box
         for image_id, rel in sorted(paths.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else kv[0]):
             cls = labels.get(image_id)
             if wanted is not None and cls not in wanted:

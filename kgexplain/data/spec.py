@@ -8,8 +8,8 @@ becomes a model input.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from kgexplain.data.annotations import AnnotatedImages
@@ -19,7 +19,7 @@ from kgexplain.data.folder import ImageFiles, ImageFolder
 from kgexplain.data.subset import Subset
 from kgexplain.data.synth.dataset import check_categories, write_synth
 from kgexplain.errors import UsageError
-from kgexplain.progress import Progress
+from kgexplain.progress import Progress, say
 from kgexplain.workspace import Workspace
 
 SYNTH_N = 700  # images of the synthetic set when a command does not say otherwise
@@ -74,6 +74,27 @@ class DataSpec:
         """True when this spec means the synthetic reference set."""
         return not (self.files or self.images or self.annotations or self.cub)
 
+    def to_record(self) -> dict[str, object]:
+        """This spec as JSON-ready fields, its paths made absolute, so that another command in another folder can
+        open the same source again (:meth:`from_record`); fields at their defaults are left out."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            if f.name == "files":
+                value = [str(Path(p).expanduser().absolute()) for p in value]
+            elif f.name in ("images", "annotations", "cub"):
+                value = str(Path(value).expanduser().absolute())
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> DataSpec:
+        """The spec :meth:`to_record` wrote."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in known})  # type: ignore[arg-type]
+
     def check(self) -> DataSpec:
         """Fail on contradictions (two sources), before anything is opened."""
         given = self._given()
@@ -95,7 +116,14 @@ class DataSpec:
         elif self.annotations:
             source = AnnotatedImages(self.annotations)
         elif self.cub:
-            source = CubDataset(self.cub, classes=list(self.cub_classes) or None, split=self.split)
+            cub = CubDataset(self.cub, classes=list(self.cub_classes) or None, split=self.split)
+            if cub.dropped_small:
+                say(
+                    progress,
+                    f"CUB: {cub.dropped_small} of {cub.dropped_small + len(cub)} selected images left out, their "
+                    f"object box under {cub.min_box:g} px (as the authors' code)",
+                )
+            source = cub
         else:
             if workspace is None:
                 raise UsageError("the synthetic data set needs a folder to be written to")

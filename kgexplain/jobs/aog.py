@@ -20,7 +20,7 @@ from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.subset import Subset
 from kgexplain.data.synth import BACKGROUND
-from kgexplain.errors import StoreError, UsageError
+from kgexplain.errors import DataError, StoreError, UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
 from kgexplain.jobs.common import JobResult, device_name, opened
 from kgexplain.models.registry import ModelHandle, load_model
@@ -101,10 +101,16 @@ def build_negatives(store: GraphStore, build: LoadedBuild) -> ImageSource | None
     synth = _synthetic(store, build)
     if synth is not None:
         return Subset.by_label(synth, [BACKGROUND])
-    neg = build.config.get("negatives")
-    if isinstance(neg, str) and neg and Path(neg).is_dir():
-        return DataSpec(images=neg).open()
-    return None
+    spec = build.config.get("negatives_source")
+    if not isinstance(spec, dict):
+        return None  # none given (or a build by an older kgexplain, which kept only their fingerprint)
+    try:
+        return DataSpec.from_record(spec).open(store.workspace)
+    except DataError as e:
+        raise DataError(
+            f"the background images of build {build.run} cannot be read: {e.message}",
+            hint="restore them where the build read them, or rebuild with --negatives",
+        ) from e
 
 
 def build_images(store: GraphStore, build: LoadedBuild) -> ImageSource | None:

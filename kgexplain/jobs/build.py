@@ -183,7 +183,7 @@ def _open_data(
         )
         both = DataSpec(n=2 * cfg.n, seed=cfg.seed, categories=(cfg.category, BACKGROUND)).open(ws)
         return Subset.by_label(both, [cfg.category]), Subset.by_label(both, [BACKGROUND]), True
-    source = cfg.data.open(ws)
+    source = cfg.data.open(ws, progress)
     negatives = None
     if cfg.negatives is not None:
         try:
@@ -429,6 +429,8 @@ def _build(
         "input_size": framing.size,
         "top_inferences": cfg.top_inferences,
         "patches": cfg.patches,
+        # where the negatives are (the determinants hold only their fingerprint): `aog learn` calibrates on them
+        "negatives_source": cfg.negatives.to_record() if cfg.negatives is not None else None,
         "load": {"model": handle.name, "python": True}
         if isinstance(cfg.model, ModelHandle)  # `aog learn` and `localize` then need the same handle again
         else {"model": cfg.model, "weights": _weights_spec(cfg.weights)},
