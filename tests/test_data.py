@@ -228,3 +228,12 @@ def test_subset_by_label(tmp_path: Path) -> None:
     assert len(sub) == 1 and sub.record(0).label == "dogs"
     with pytest.raises(DataError, match="labels present: cats, dogs"):
         Subset.by_label(ImageFolder(tmp_path), ["birds"])
+
+
+def test_a_data_spec_recorded_reopens_from_another_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = DataSpec(images="bg", labels=("leaf",), limit=3)
+    record = json.loads(json.dumps(spec.to_record()))  # as a run's config keeps it
+    assert record == {"images": str(tmp_path / "bg"), "labels": ["leaf"], "limit": 3}
+    assert DataSpec.from_record(record) == DataSpec(images=str(tmp_path / "bg"), labels=("leaf",), limit=3)
+    assert DataSpec.from_record(DataSpec(n=10, categories=("background",)).to_record()).categories == ("background",)

@@ -93,7 +93,8 @@ class DataSpec:
     def from_record(cls, record: Mapping[str, object]) -> DataSpec:
         """The spec :meth:`to_record` wrote."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in known})  # type: ignore[arg-type]
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in known}
+        return cls(**values)  # type: ignore[arg-type]
 
     def check(self) -> DataSpec:
         """Fail on contradictions (two sources), before anything is opened."""
