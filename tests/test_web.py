@@ -126,6 +126,8 @@ def test_report_is_self_contained_every_link_resolves(store_dir: Path, tmp_path:
     assert [lay["layer"] for lay in run_page["layers"]] == ["conv4_1", "conv4_2", "conv5_1"]  # the model's order
     image_pages = list((out / "images").glob("*.html"))
     assert any("colourbar" in p.read_text() for p in image_pages)  # the SID map with its colour scale
+    maps = [m for p in image_pages for m in json.loads(p.with_suffix(".json").read_text())["maps"]]
+    assert maps and all(m["run_href"] == href("runs", m["run"]) for m in maps)  # each figure links its run's page
 
 
 def test_report_refuses_a_foreign_folder_and_an_unknown_run_and_writes_nothing(store_dir: Path, tmp_path: Path) -> None:

@@ -115,6 +115,8 @@ def write_report(
                 return node_id in patterns
             if kind == "paths":
                 return node_id in top
+            if kind == "runs":
+                return node_id in chosen
             return kind == "images"
 
         site = Site(store, Files(assets.artifact, assets.image), chosen or None, allow)

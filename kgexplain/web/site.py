@@ -205,6 +205,7 @@ class Site:
         maps = [m for m in browse.image_maps(self.store, image_id) if self.only is None or m["run"] in self.only]
         for m in maps:
             m["map_url"], m["low"], m["high"] = None, None, None
+            m["run_href"] = self.link("runs", str(m["run"]))
             found = artifact_file(self.store.artifacts.root, m["artifact"]) if m.get("artifact") else None
             if found is not None and found.suffix == ".npy":
                 arr = np.load(found)
