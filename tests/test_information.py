@@ -205,6 +205,17 @@ def test_cli_info_on_images_stores_metrics_and_writes_maps(tmp_path: Path) -> No
     again = json.loads(_run("info", *args, *masks, "--json").stdout)
     assert again == rows  # deterministic for the noise seed; the run is replaced, not duplicated
     assert len(json.loads(_run("query", q, "--store", store, "--json").stdout)) == 4
+    # The browser draws a whole image's map back at the image's aspect (64 x 48 here), not as the square input.
+    from starlette.testclient import TestClient
+
+    from kgexplain.store import StoreSpec
+    from kgexplain.web.serve import make_app
+    from kgexplain.web.site import href
+
+    with StoreSpec(store).read() as db, TestClient(make_app(db)) as client:
+        image_id = db.query("MATCH (i:Image) WHERE i.path ENDS WITH 'a.png' RETURN i.id").scalar()
+        page = client.get("/" + href("images", str(image_id), ext="json")).json()
+    assert [m["display"] for m in page["maps"] if m["kind"] == "sid"] == [[256, 192], [256, 192]]
 
 
 def test_cli_info_bad_input_fails_in_one_line_and_writes_nothing(tmp_path: Path) -> None:

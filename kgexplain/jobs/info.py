@@ -151,7 +151,7 @@ def run_info(
             if db is None:  # not rank 0: nothing to write
                 runs.append(InfoRun(label, "", m, [f.id for f in frames]))
                 continue
-            run = _store(db, handle, label, source, frames, layers, cfg, m, masks)
+            run = _store(db, handle, label, source, frames, layers, cfg, m, masks, framing)
             files = _write_maps(m, frames, folder, masks)
             runs.append(InfoRun(label, run, m, [f.id for f in frames], files))
             say(
@@ -177,6 +177,7 @@ def _store(
     cfg: InfoConfig,
     m: Measurement,
     masks: Sequence[np.ndarray] | None,
+    framing: Framing,
 ) -> str:
     """Store one measurement as a run; returns its id."""
     size = frames[0].image.shape[0]
@@ -194,7 +195,9 @@ def _store(
     metrics = info_metrics(m, model_id, image_ids, label, cfg.sid.grid_for(size), store.artifacts)
     nodes, rels = metric_rows(run, metrics)
     write_shared(store, shared_nodes, shared_rels)
-    store.write_run(info_record(run, model_id, source.name, determinants, label, m), nodes, rels)
+    # how the images were framed (the browser draws a whole-image map at the image's aspect); not in the run id
+    record = info_record(run, model_id, source.name, {**determinants, "framing": framing.describe()}, label, m)
+    store.write_run(record, nodes, rels)
     return run
 
 

@@ -82,6 +82,7 @@ class Site:
         self.allow = allow  # which pages exist (the report exports a subset); None: all
         self.max_pages: int | None = None  # run pages beyond this are not offered (the report's cap)
         self._framing: dict[str, tuple[dict[str, list[float]], int]] = {}  # run -> (frames, input size)
+        self._whole: dict[str, bool] = {}  # measurement run -> framed its images whole
 
     def link(self, kind: str, node_id: str) -> str | None:
         """The page's path, or None where the site has no such page (links then show as plain text)."""
@@ -187,6 +188,13 @@ class Site:
             self._framing[run_id] = (frames, _input_size(self.store, str(row["model"]) if row else None))
         return self._framing[run_id]
 
+    def _whole_image(self, run_id: str) -> bool:
+        """Whether a measurement run framed each image whole (resized, not cropped); read once per run."""
+        if run_id not in self._whole:
+            row = Q.run(self.store, run_id)
+            self._whole[run_id] = "crop_none" in str(_json(row["config"]).get("framing") if row else "")
+        return self._whole[run_id]
+
     def image(self, image_id: str, page: int = 0, layer: str | None = None) -> dict[str, Any]:
         im = browse.image(self.store, image_id)
         if im is None:
@@ -206,6 +214,8 @@ class Site:
         for m in maps:
             m["map_url"], m["low"], m["high"] = None, None, None
             m["run_href"] = self.link("runs", str(m["run"]))
+            # A map of the whole image resized to the model's square input is drawn back at the image's aspect.
+            m["display"] = _fit(int(im["w"]), int(im["h"]), MAP_PX) if self._whole_image(str(m["run"])) else None
             found = artifact_file(self.store.artifacts.root, m["artifact"]) if m.get("artifact") else None
             if found is not None and found.suffix == ".npy":
                 arr = np.load(found)
@@ -488,7 +498,16 @@ def site_path(path: str) -> tuple[str, str, int, str]:
     return kind, unslug(stem), page, ext
 
 
-def map_png(arr: np.ndarray, px: int = 256) -> bytes:
+MAP_PX = 256  # a map's long side on image pages
+
+
+def _fit(w: int, h: int, px: int) -> tuple[int, int]:
+    """(width, height) of a w x h picture drawn ``px`` on its long side."""
+    scale = px / max(w, h, 1)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def map_png(arr: np.ndarray, px: int = MAP_PX) -> bytes:
     """A per-pixel map as a viridis PNG of ``px`` on the long side, scaled from its own min to max (the page prints
     both under a colour bar)."""
     a = np.asarray(arr, np.float64)
