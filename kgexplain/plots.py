@@ -46,10 +46,12 @@ def heat_overlay(
     mask: np.ndarray | None = None,
     title: str = "",
     label: str = "",
+    aspect: tuple[int, int] | None = None,
 ) -> Path:
     """Blend ``values`` (H, W; min..max of the map -> blue..red) over ``image`` (H, W, 3 uint8) and write a PNG that
-    a person can read: the image at least 384 px wide, a colour bar with the map's range in its units (``label``),
-    the outline of ``mask`` (H, W bool, the object; white) when given, and ``title`` above."""
+    a person can read: the image 484 px on its long side, a colour bar with the map's range in its units (``label``),
+    the outline of ``mask`` (H, W bool, the object; white) when given, and ``title`` above. ``aspect`` (w, h): draw
+    the picture at that aspect (a whole image that was resized to the square input, shown as it was)."""
     plt = _pyplot()
     from matplotlib.colors import Normalize  # lazy: as matplotlib
 
@@ -62,8 +64,14 @@ def heat_overlay(
     if rgb.shape[:2] != image.shape[:2]:
         rgb = np.asarray(Image.fromarray(rgb.astype(np.uint8)).resize(image.shape[1::-1]), np.float32)
     out = ((1 - alpha) * image.astype(np.float32) + alpha * rgb).clip(0, 255).astype(np.uint8)
+    if aspect is not None and aspect[0] > 0 and aspect[1] > 0:
+        px = max(out.shape[:2])
+        size = (max(1, round(px * aspect[0] / max(aspect))), max(1, round(px * aspect[1] / max(aspect))))
+        out = np.asarray(Image.fromarray(out).resize(size, Image.Resampling.BILINEAR))
+        if mask is not None:
+            mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)) > 0
     h, w = out.shape[:2]
-    side = 3.6  # inches for the image's long side: 396 px at the dpi below
+    side = 4.4  # inches for the image's long side: 484 px at the dpi below
     fig, ax = plt.subplots(figsize=(side * w / max(h, w) + 1.3, side * h / max(h, w) + (0.45 if title else 0.15)))
     ax.imshow(out, interpolation="nearest")
     if mask is not None and mask.any() and not mask.all():

@@ -195,7 +195,11 @@ def test_cli_info_on_images_stores_metrics_and_writes_maps(tmp_path: Path) -> No
     assert (out / "curves.png").is_file()
     assert np.load(next(out.glob("0000-*conv5_2-sid.npy"))).shape == (128, 128)
     with Image.open(next(out.glob("0000-*conv5_2-sid.png"))) as png:  # readable: enlarged, with a colour bar
-        assert png.width >= 1.2 * png.height >= 384
+        wide = png.size
+    with Image.open(next(out.glob("0001-*conv5_2-sid.png"))) as png:
+        square = png.size
+    assert wide[0] >= 480 and square[1] >= 480  # a.png (64 x 48) drawn at its aspect, b.png (50 x 50) square
+    assert wide[1] < 0.9 * square[1]
     q = (
         "MATCH (m:Metric)-[:MEASURES]->(l:Layer), (m)-[:MEASURED_ON]->(i:Image) WHERE m.kind = 'sid' "
         "RETURN l.name AS layer, i.path AS path, m.value AS value, m.artifact AS artifact ORDER BY layer, path"

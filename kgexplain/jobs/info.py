@@ -152,7 +152,7 @@ def run_info(
                 runs.append(InfoRun(label, "", m, [f.id for f in frames]))
                 continue
             run = _store(db, handle, label, source, frames, layers, cfg, m, masks, framing)
-            files = _write_maps(m, frames, folder, masks)
+            files = _write_maps(m, frames, folder, masks, whole=framing.crop == "none")
             runs.append(InfoRun(label, run, m, [f.id for f in frames], files))
             say(
                 progress,
@@ -202,10 +202,15 @@ def _store(
 
 
 def _write_maps(
-    m: Measurement, frames: Sequence[Framed], out: Path, masks: Sequence[np.ndarray | None] | None = None
+    m: Measurement,
+    frames: Sequence[Framed],
+    out: Path,
+    masks: Sequence[np.ndarray | None] | None = None,
+    whole: bool = False,
 ) -> list[str]:
     """Each map as ``.npy`` (pixel entropies in nats) and as a heat-map overlay PNG with a colour bar, the object's
-    outline (the mask the concentration used) and a title with the map's mean and concentration."""
+    outline (the mask the concentration used) and a title with the map's mean and concentration; ``whole`` (each
+    image was resized whole to the square input): drawn at the image's own aspect."""
     out.mkdir(parents=True, exist_ok=True)
     names = [f"{i:04d}-{_slug(Path(f.id).stem)}" for i, f in enumerate(frames)]
     files: list[str] = []
@@ -225,7 +230,8 @@ def _write_maps(
             if conc is not None and not math.isnan(conc):
                 title += f", concentration {conc:.3f}"
             label = f"pixel {kind.upper()} (nats): blue kept, red discarded"
-            heat_overlay(frames[r.image].image, arr, png, mask=mask, title=title, label=label)
+            aspect = frames[r.image].source_size if whole else None
+            heat_overlay(frames[r.image].image, arr, png, mask=mask, title=title, label=label, aspect=aspect)
             files += [str(npy), str(png)]
     return files
 
