@@ -159,9 +159,18 @@ class GraphStore(ABC):
             self._put_meta(SCHEMA_KEY, str(self.schema.version))
             self._put_meta("created_by", f"kgexplain {__version__}")
 
+    def being_written(self) -> bool:
+        """Whether another process is writing the store now, as far as a reader can tell (embedded: its log)."""
+        return False
+
     def check_schema(self) -> None:
         """Fail clearly when the store was written by another schema version."""
         stored = self.stored_schema_version()
+        if stored is None and self.being_written():
+            raise StoreError(
+                f"{self.url} is being created by another process and holds nothing to read yet",
+                hint="run this again when that command (a first `kgexplain build`, say) has finished",
+            )
         if stored is None:
             raise StoreError(
                 f"{self.url} is not an initialised kgexplain store",

@@ -138,6 +138,11 @@ class EmbeddedStore(GraphStore):
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
+    def being_written(self) -> bool:
+        """A writer's log beside the database file: another process has it open for writing (or one stopped before
+        its first checkpoint; the next writer recovers it)."""
+        return self.read_only and bool(self._writer_traces(self.folder / GRAPH_FILE)[1])
+
     @staticmethod
     def _writer_traces(path: Path) -> tuple[tuple[int, int] | None, tuple[str, ...]]:
         """The database file's (mtime, size) and the names of the files a writer keeps beside it (``graph.lbdb.wal``,

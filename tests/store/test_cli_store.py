@@ -132,3 +132,17 @@ def test_bad_store_locations_are_one_line_errors(tmp_path: Path) -> None:
         result = run(*args, ok=False)
         assert result.exit_code != 0 and message in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_reading_a_store_another_process_is_creating_says_so(tmp_path: Path) -> None:
+    from kgexplain.store.embedded import EmbeddedStore
+
+    writer = EmbeddedStore(tmp_path / "new")  # a first build's store: open for writing, its schema not yet committed
+    try:
+        writer._apply_ddl()
+        busy = run("runs", "--store", str(tmp_path / "new"), ok=False)
+        assert busy.exit_code == 1 and "is being created by another process" in busy.output
+    finally:
+        writer.close()
+    empty = run("runs", "--store", str(tmp_path / "new"), ok=False)
+    assert empty.exit_code == 1 and "not an initialised kgexplain store" in empty.output
