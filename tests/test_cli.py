@@ -88,8 +88,17 @@ BUILD = ["--n", "8", "--iterations", "3", "--patches", "2"]
 
 
 def test_build_reference_workload_end_to_end(tmp_path: Path) -> None:
+    import datetime as dt
+
     store = tmp_path / "store"
+    before = dt.datetime.now(dt.UTC)
     first = json.loads(run("-q", "build", *BUILD, "--store", str(store), "--json").stdout)
+    [listed] = json.loads(run("runs", "--store", str(store), "--json").stdout)
+    started, finished = (dt.datetime.fromisoformat(listed[k]) for k in ("started", "finished"))
+    # `started` is when the build began, not when its store write did (the stages before it take seconds)
+    assert started - before < dt.timedelta(seconds=1) and finished - started >= dt.timedelta(
+        seconds=int(sum(v for k, v in first["timings"].items() if k != "store_s"))
+    )
     assert first["model"] == "toynet" and first["images"]["loaded"] == 8 and first["negatives"]["loaded"] == 8
     assert set(first["layers"]) == {"conv4_1", "conv4_2", "conv5_1", "conv5_2"}
     assert first["layers"]["conv5_2"]["shape"] == [128, 8, 8] and first["layers"]["conv5_2"]["patterns"] == 1280

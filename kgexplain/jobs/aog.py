@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from kgexplain.plots import save_png
 from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec, queries
 from kgexplain.store import ids as I
-from kgexplain.store.base import RunRecord
+from kgexplain.store.base import RunRecord, now
 
 
 def open_build(
@@ -237,7 +237,7 @@ def run_learn(
         learnt = run_learn(LearnConfig(part="head"), StoreSpec("my-store"))
         print(learnt.run, len(learnt.part.templates))
     """
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), now()
     cfg = config
     examples = cfg.examples.open() if cfg.examples is not None else None
     unlabelled = cfg.unlabelled.open() if cfg.unlabelled is not None else None
@@ -286,9 +286,8 @@ def run_learn(
         counts = {"parts": 1, "templates": len(nodes["Template"]), "uses": len(rels["USES"])}
         extra = {"k": cfg.k, "seed": seed, "examples": ex.ids, "source": examples.name, "facing_aligned_to": aligned}
         stats = {"templates": counts["templates"], "uses": counts["uses"]}
-        db.write_run(
-            part_record(run_id, build.run, build.model_id, model, examples.name, extra, stats, build.graph), nodes, rels
-        )
+        record = part_record(run_id, build.run, build.model_id, model, examples.name, extra, stats, build.graph)
+        db.write_run(replace(record, started=started), nodes, rels)
     return LearnResult(model, run_id, build.run, ex.ids, grow, time.perf_counter() - t0, counts)
 
 
@@ -354,7 +353,7 @@ def run_localize(
         found = run_localize(LocalizeConfig("head", DataSpec(files=("bird.png",))), StoreSpec("my-store"))
         print(found.results[0]["found"], found.results[0]["x"], found.results[0]["y"])
     """
-    cfg = config
+    cfg, started = config, now()
     if cfg.images.synthetic:
         raise UsageError("give image files or --annotations FILE (one of them)")
     wanted = cfg.parts
@@ -393,7 +392,7 @@ def run_localize(
     recorded = None
     if cfg.record:
         with opened(store or StoreSpec(), write=True) as db:
-            recorded = _record(db, build, source, wanted, rows, cfg)
+            recorded = _record(db, build, source, wanted, rows, cfg, started)
         say(progress, f"stored run {recorded}: {len(rows)} localisations (image pages of `kgexplain serve` show them)")
     return LocalizeResult(cfg.part, build.run, recorded, rows, timings, out_dir is not None)
 
@@ -405,6 +404,7 @@ def _record(
     parts: Sequence[str],
     rows: Sequence[dict[str, Any]],
     cfg: LocalizeConfig,
+    started: str | None = None,
 ) -> str:
     """Store localisations as one run: a Metric per image and part (kind ``localization``, its value the
     confidence, the rest in ``extra``) on the image's node."""
@@ -426,5 +426,5 @@ def _record(
     write_shared(store, {"Image": image_table}, {})
     config = {**determinants, "category": cfg.category}
     stats = {"images": len(source), "found": sum(bool(r.get("found")) for r in rows), "localisations": len(rows)}
-    store.write_run(RunRecord(run, "localize", build.model_id, source.name, config, stats), nodes, rels)
+    store.write_run(RunRecord(run, "localize", build.model_id, source.name, config, stats, started), nodes, rels)
     return run

@@ -54,6 +54,7 @@ from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.store import ids as I
 from kgexplain.store.artifacts import Artifacts
+from kgexplain.store.base import now
 from kgexplain.workspace import Workspace, folder_size
 
 ALGORITHM = "eg-2"  # bump when mining changes results: it is part of the run id (README: rebuilding)
@@ -240,6 +241,7 @@ def run_build(
         print(result.run, result.summary()["stability"])
     """
     cfg = config or BuildConfig()
+    started = now()
     timings: dict[str, float] = {}
     t = time.perf_counter()
     cfg.data.check()
@@ -272,7 +274,9 @@ def run_build(
     shard = shard_of(objects, group)
     neg_shard = shard_of(negatives, group) if negatives is not None else None
     timings["data_s"] = time.perf_counter() - t
-    inputs = _Inputs(handle, eg_cfg, device, ws.ensure(), objects, negatives, synthetic, group, shard, neg_shard)
+    inputs = _Inputs(
+        handle, eg_cfg, device, ws.ensure(), objects, negatives, synthetic, group, shard, neg_shard, started
+    )
     with opened_on_main(store, group) as db:  # the other ranks write content-addressed patches only
         result = _build(cfg, inputs, db, db.artifacts if db else Artifacts(ws.artifacts), progress, timings)
     group.barrier("the end of the build")
@@ -293,6 +297,7 @@ class _Inputs:
     group: Group = field(default_factory=Group)
     shard: Subset | None = None  # this rank's block of the objects (None: all of them)
     neg_shard: Subset | None = None  # ... and of the negatives
+    started: str | None = None  # when the build began (the run's `started`)
 
 
 def _build(
@@ -448,7 +453,8 @@ def _build(
     }
     if group.joined:
         stats["ranks"] = group.world
-    store.write_run(build_record(run_id, model_id, objects.name, config, stats), run_rows.nodes, run_rows.rels)
+    record = replace(build_record(run_id, model_id, objects.name, config, stats), started=inputs.started)
+    store.write_run(record, run_rows.nodes, run_rows.rels)
     timings["store_s"] = time.perf_counter() - t
     say(
         progress,

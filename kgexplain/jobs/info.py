@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from kgexplain.plots import curves, heat_overlay
 from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.store import ids as I
+from kgexplain.store.base import now
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,12 @@ def run_info(
                 f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}"
                 f"{group.on_ranks()} ...",
             )
+            started = now()
             m = measure(handle, frames, layers, cfg.sid, decoder, masks, cfg.batch_size, device, progress, group)
             if db is None:  # not rank 0: nothing to write
                 runs.append(InfoRun(label, "", m, [f.id for f in frames]))
                 continue
-            run = _store(db, handle, label, source, frames, layers, cfg, m, masks, framing)
+            run = _store(db, handle, label, source, frames, layers, cfg, m, masks, framing, started)
             files = _write_maps(m, frames, folder, masks, whole=framing.crop == "none")
             runs.append(InfoRun(label, run, m, [f.id for f in frames], files))
             say(
@@ -178,6 +180,7 @@ def _store(
     m: Measurement,
     masks: Sequence[np.ndarray] | None,
     framing: Framing,
+    started: str | None = None,
 ) -> str:
     """Store one measurement as a run; returns its id."""
     size = frames[0].image.shape[0]
@@ -197,7 +200,7 @@ def _store(
     write_shared(store, shared_nodes, shared_rels)
     # how the images were framed (the browser draws a whole-image map at the image's aspect); not in the run id
     record = info_record(run, model_id, source.name, {**determinants, "framing": framing.describe()}, label, m)
-    store.write_run(record, nodes, rels)
+    store.write_run(replace(record, started=started), nodes, rels)
     return run
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from kgexplain.persist.shared import layer_and_image_rows, metric_rows, write_sh
 from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.store import ids as I
+from kgexplain.store.base import now
 from kgexplain.zoo import training_series
 
 
@@ -175,7 +176,7 @@ def run_kp(
         for (weights, handle), truth in zip(handles, truths, strict=True):
             label = checkpoint_label(weights)
             handle.to(device)
-            t0 = time.perf_counter()
+            t0, started = time.perf_counter(), now()
             say(
                 progress,
                 f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}"
@@ -189,7 +190,7 @@ def run_kp(
             )  # fmt: skip
             if db is None:  # not rank 0: nothing to write
                 continue
-            run = _store(db, handle, label, source, frames, layers, truth, a, cfg)
+            run = _store(db, handle, label, source, frames, layers, truth, a, cfg, started)
             folder = out_dir / label if len(handles) > 1 else out_dir
             folder.mkdir(parents=True, exist_ok=True)
             run.files = write_plots(run.analysis, label, run.class_names, frames, folder)
@@ -213,6 +214,7 @@ def _store(
     truth: np.ndarray | None,
     a: Analysis,
     cfg: KnowledgePointsConfig,
+    started: str | None = None,
 ) -> KPRun:
     """Store one checkpoint's analysis as a run (reliability against the model's own prediction when ``truth`` is
     None)."""
@@ -241,5 +243,6 @@ def _store(
     write_shared(store, shared_nodes, shared_rels)
     result = KPRun(checkpoint, run, a, names)
     stats = {"summary": result.summary(), "corr": a.corr, "seconds": round(a.seconds, 2), "images": len(frames)}
-    store.write_run(kp_record(run, model_id, source.name, determinants, checkpoint, stats), nodes, rels)
+    record = replace(kp_record(run, model_id, source.name, determinants, checkpoint, stats), started=started)
+    store.write_run(record, nodes, rels)
     return result

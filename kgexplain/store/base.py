@@ -68,6 +68,7 @@ class RunRecord:
     data: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    started: str | None = None  # when the job began (ISO time); None: when this write begins
 
 
 def now() -> str:
@@ -272,7 +273,7 @@ class GraphStore(ABC):
         if status == "complete" and self._holds(run.id, written):
             self._upsert_run(run, "complete")  # the same rows again: keep them (config and stats may be newer)
             return
-        self._upsert_run(run, "writing", started=now())
+        self._upsert_run(run, "writing", started=run.started or now())
         faults.reach("write:started")
         rewrite = status is not None or self._had_rows(run.id) or self._tombstoned(run.id)
         if rewrite:

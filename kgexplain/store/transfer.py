@@ -165,6 +165,7 @@ def push(
             r.get("data") or "",
             json.loads(r.get("config") or "{}"),
             json.loads(r.get("stats") or "{}"),
+            r.get("started"),
         )
         target.write_run(record, {k: v for k, v in nodes.items() if len(v)}, {k: v for k, v in rels.items() if len(v)})
         n = sum(len(v) for v in nodes.values()) + sum(len(v) for v in rels.values())
