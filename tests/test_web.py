@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from kgexplain.store import GraphStore, StoreSpec, open_store
 from kgexplain.store.base import RunRecord
 from kgexplain.store.sample_graph import Shape, sample_graph
+from kgexplain.web.render import render
 from kgexplain.web.report import write_report
 from kgexplain.web.serve import make_app
 from kgexplain.web.site import href, site_path, slug, unslug
@@ -156,6 +157,10 @@ def test_server_pages_json_twins_paging_and_errors(store_dir: Path) -> None:
         assert page["layers"][0]["patterns"] == 18
         p = client.get("/" + first["href"])
         assert p.status_code == 200 and "<svg" in p.text and first["pattern"] in p.text
+        assert 'id="edges"' in p.text and 'id="no-edges"' not in p.text
+        twin = client.get("/" + first["href"].replace(".html", ".json")).json()
+        lone = render(twin | {"parents": [], "children": [], "graph_svg": ""}, first["href"], db.url)
+        assert 'id="no-edges"' in lone and 'id="edges"' not in lone  # no edge: said, not an empty drawing and table
         twin = client.get("/" + first["href"].replace(".html", ".json")).json()
         assert twin["pattern"] == first["pattern"] and len(twin["images"]) == SHAPE.top
         patch = client.get("/" + twin["images"][0]["patch_url"])
