@@ -59,26 +59,23 @@ def open_build(
     path = store.artifacts.path(ref["path"])
     if not path.exists():
         raise StoreError(f"the graph file of run {run!r} is missing: {path}", hint="run `kgexplain build` again")
-    if model is not None:
-        handle = model
-        if handle.identity != config.get("model"):
+    if model is None and load.get("python"):
+        raise UsageError(
+            f"run {run!r} was mined with a network given from Python ({load['model']})",
+            hint="pass the same ModelHandle again: LearnConfig(model=...) / LocalizeConfig(model=...)",
+        )
+    handle = model if model is not None else load_model(load["model"], load["weights"])
+    if handle.identity != config.get("model"):
+        if model is not None:
             raise UsageError(
                 f"the model given ({handle.name}) is not the network and weights run {run!r} was mined with "
                 f"({load['model']})",
                 hint="pass the network and weights the build used, or none for a build of a named model",
             )
-    elif load.get("python"):
         raise UsageError(
-            f"run {run!r} was mined with a network given from Python ({load['model']})",
-            hint="pass the same ModelHandle again: LearnConfig(model=...) / LocalizeConfig(model=...)",
+            f"the weights of {load['model']} changed since run {run!r} was built",
+            hint="rebuild with `kgexplain build`, or restore the checkpoint it used",
         )
-    else:
-        handle = load_model(load["model"], load["weights"])
-        if handle.identity != config.get("model"):
-            raise UsageError(
-                f"the weights of {load['model']} changed since run {run!r} was built",
-                hint="rebuild with `kgexplain build`, or restore the checkpoint it used",
-            )
     graph = ExplanatoryGraph.load(path)
     eg = EGConfig.from_dict(graph.config or config.get("config", {}))
     framing = Framing(int(config["input_size"]), "box" if "crop_box" in str(config.get("framing")) else "none")
