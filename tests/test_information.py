@@ -267,7 +267,7 @@ def test_maps_of_layers_with_dots_in_their_names_do_not_overwrite_each_other(tmp
 
     from kgexplain.jobs.info import _write_maps
 
-    frames = [SimpleNamespace(id="photos/cat.png", image=np.zeros((16, 16, 3), np.uint8), mask=None, box=None)]
+    frames = [SimpleNamespace(id="photos/cat.png", image=np.zeros((16, 16, 3), np.uint8))]
     records = [
         SimpleNamespace(
             image=0,
@@ -281,7 +281,7 @@ def test_maps_of_layers_with_dots_in_their_names_do_not_overwrite_each_other(tmp
         )
         for v, name in enumerate(("blocks.5", "blocks.10"))
     ]
-    files = _write_maps(SimpleNamespace(records=records), frames, tmp_path)  # type: ignore[arg-type]
+    files = _write_maps(SimpleNamespace(records=records), frames, tmp_path, [None])  # type: ignore[arg-type]
     assert len(set(files)) == 4 and all(Path(f).is_file() for f in files)
     assert np.load(tmp_path / "0000-cat-blocks_10-sid.npy")[0, 0] == 1.0
 

@@ -132,6 +132,7 @@ def run_info(
     framing = Framing(size, "none") if per_image else cfg.data.framing(size, source, default_crop="none")
     frames = framed(cfg.data, source, framing, progress)
     masks = [load_mask_file(p, framing.size) for p in cfg.masks] if cfg.masks else None
+    objects = masks if masks is not None else [object_mask(f) for f in frames]  # what the concentration measures
     decoders = [{n: load_decoder(ws.cache, h, n, device) for n in layers} if cfg.ru else None for _, h in handles]
     ws.ensure()
     out_dir = Path(cfg.out)
@@ -149,12 +150,12 @@ def run_info(
                 f"{group.on_ranks()} ...",
             )
             started = now()
-            m = measure(handle, frames, layers, cfg.sid, decoder, masks, cfg.batch_size, device, progress, group)
+            m = measure(handle, frames, layers, cfg.sid, decoder, objects, cfg.batch_size, device, progress, group)
             if db is None:  # not rank 0: nothing to write
                 runs.append(InfoRun(label, "", m, [f.id for f in frames]))
                 continue
             run = _store(db, handle, label, source, frames, layers, cfg, m, masks, framing, started)
-            files = _write_maps(m, frames, folder, masks, whole=framing.crop == "none")
+            files = _write_maps(m, frames, folder, objects, whole=framing.crop == "none")
             runs.append(InfoRun(label, run, m, [f.id for f in frames], files))
             say(
                 progress,
@@ -208,17 +209,18 @@ def _write_maps(
     m: Measurement,
     frames: Sequence[Framed],
     out: Path,
-    masks: Sequence[np.ndarray | None] | None = None,
+    objects: Sequence[np.ndarray | None],
     whole: bool = False,
 ) -> list[str]:
-    """Each map as ``.npy`` (pixel entropies in nats) and as a heat-map overlay PNG with a colour bar, the object's
-    outline (the mask the concentration used) and a title with the map's mean and concentration; ``whole`` (each
-    image was resized whole to the square input): drawn at the image's own aspect."""
+    """Each map as ``.npy`` (pixel entropies in nats) and as a heat-map overlay PNG with a colour bar, the outline
+    of the image's object (``objects``: the masks the concentration used, None for none) and a title with the map's
+    mean and concentration; ``whole`` (each image was resized whole to the square input): drawn at the image's own
+    aspect."""
     out.mkdir(parents=True, exist_ok=True)
     names = [f"{i:04d}-{_slug(Path(f.id).stem)}" for i, f in enumerate(frames)]
     files: list[str] = []
     for r in m.records:
-        mask = masks[r.image] if masks is not None else object_mask(frames[r.image])
+        mask = objects[r.image]
         for kind, arr, mean, conc in (
             ("sid", r.sid_map, r.sid, r.concentration),
             ("ru", r.ru_map, r.ru, r.ru_concentration),
