@@ -174,6 +174,15 @@ class Framing:
     def describe(self) -> str:
         return f"resize{self.size}-crop_{self.crop}-margin{self.margin:g}"
 
+    @staticmethod
+    def described_crop(description: object) -> str | None:
+        """The crop (``"none"`` or ``"box"``) that a :meth:`describe` text (a run's stored framing) names; None
+        when there is none (a run stored before its framing was)."""
+        for crop in ("none", "box"):
+            if f"-crop_{crop}-" in str(description):
+                return crop
+        return None
+
     def region(self, rec: Record, w: int, h: int) -> Box:
         if self.crop == "box" and rec.box is not None:
             x0, y0, x1, y1 = rec.box

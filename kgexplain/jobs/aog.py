@@ -78,7 +78,7 @@ def open_build(
         )
     graph = ExplanatoryGraph.load(path)
     eg = EGConfig.from_dict(graph.config or config.get("config", {}))
-    framing = Framing(int(config["input_size"]), "box" if "crop_box" in str(config.get("framing")) else "none")
+    framing = Framing(int(config["input_size"]), Framing.described_crop(config.get("framing")) or "none")
     miner = ExplanatoryGraphMiner(eg, device=device)
     detector = Detector(handle, graph, miner, device)
     return LoadedBuild(run, str(row["model"]), config, handle, graph, framing, detector)

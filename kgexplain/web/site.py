@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from kgexplain.data.base import Framing
 from kgexplain.errors import UsageError
 from kgexplain.plots import save_png
 from kgexplain.store import browse
@@ -192,7 +193,7 @@ class Site:
         """Whether a measurement run framed each image whole (resized, not cropped); read once per run."""
         if run_id not in self._whole:
             row = Q.run(self.store, run_id)
-            self._whole[run_id] = "crop_none" in str(_json(row["config"]).get("framing") if row else "")
+            self._whole[run_id] = Framing.described_crop(_json(row["config"]).get("framing") if row else "") == "none"
         return self._whole[run_id]
 
     def image(self, image_id: str, page: int = 0, layer: str | None = None) -> dict[str, Any]:
