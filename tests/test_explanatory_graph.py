@@ -82,6 +82,29 @@ def test_em_recovers_two_parts_of_one_filter() -> None:
             assert abs(fx - wx) < STRIDE / 2 and abs(fy - wy) < STRIDE / 2, (found, want, neg is None)
 
 
+def test_the_graph_does_not_depend_on_the_scale_of_the_maps() -> None:
+    """Background statistics are floored relative to the layer's own scale: maps a billion times smaller (as a
+    MobileNet-V2 with random weights has, 5e-9) give the same graph, where an absolute floor silenced them."""
+    feats, _, _ = two_layer_case(40, seed=4)
+    neg = noise()
+    cfg = EGConfig(layers=("low", "up"), patterns=(2, 2), parents=1, iterations=5, seed=3)
+
+    def scaled(fs: FeatureSet, gain: float) -> FeatureSet:
+        store = 2.0**30  # stored as the cache stores tiny maps: times a power of two (features.cache.fp16_scale)
+        x = fs.tensor().numpy() * gain
+        shard = Shard(0, fs.indices, fs.ids, [], data=(x * store).astype(np.float16), scale=store)
+        return FeatureSet(fs.layer, fs.relu, fs.geometry, fs.shape, [shard])
+
+    want = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats, neg)
+    tiny = {n: scaled(f, 2.0**-30) for n, f in feats.items()}
+    got = ExplanatoryGraphMiner(cfg, device="cpu").fit(tiny, {n: scaled(f, 2.0**-30) for n, f in neg.items()})
+    for a, b in zip(want.layers, got.layers, strict=True):
+        assert (a.fires > 0).any()
+        np.testing.assert_allclose(b.mu, a.mu, atol=1e-3)
+        np.testing.assert_array_equal(b.fires, a.fires)
+        np.testing.assert_allclose(b.std, a.std * 2.0**-30, rtol=1e-6)
+
+
 def two_layer_case(n: int = 60, seed: int = 0) -> tuple[dict[str, FeatureSet], np.ndarray, np.ndarray]:
     """An 'object' at one of two places 16 px apart: the upper filter (8x8 map, stride 16) fires at its centre,
     the lower filter (16x16 map, stride 8) 24 px to its left. Returns features, true lower positions, offset.

@@ -9,6 +9,7 @@ import torch
 from kgexplain.data import Framing, ImageFolder
 from kgexplain.data.synth import SynthSource
 from kgexplain.features import extract_features, normalise
+from kgexplain.features.extract import features_of
 from kgexplain.models import ModelHandle, load_model
 
 from .conftest import write_png
@@ -115,6 +116,32 @@ def test_shards_are_float16_on_disk(toynet, tmp_path: Path) -> None:
     fs = extract_features(toynet, SynthSource(3, size=128), ["conv5_2"], cache_dir=tmp_path, device="cpu")["conv5_2"]
     arr = np.load(next(fs.directory.glob("shard-*.npy")))
     assert arr.dtype == np.float16 and arr.shape == (3, 128, 8, 8)
+
+
+@pytest.mark.parametrize("gain", [1e-9, 1e7])
+def test_maps_of_any_scale_survive_the_float16_cache(tmp_path: Path, tiny_net, gain: float) -> None:
+    """A network whose maps are tiny (MobileNet-V2 with random weights: |x| about 5e-9 at features.17) or huge
+    kept float16's zeros or infinities in the cache; they are stored scaled by a power of two and read back."""
+    conv = tiny_net.block2[0]
+    with torch.no_grad():
+        conv.weight.mul_(gain)
+        conv.bias.mul_(gain)
+    for i in range(5):
+        write_png(tmp_path / "imgs" / f"im{i}.png", size=(40, 40), seed=i)
+    handle = ModelHandle.from_module(tiny_net, {"c2": "block2.0"}, input_size=32)
+    src = ImageFolder(tmp_path / "imgs")
+    cached = extract_features(handle, src, ["c2"], cache_dir=tmp_path / "cache", device="cpu", batch_size=2)["c2"]
+    again = extract_features(handle, src, ["c2"], cache_dir=tmp_path / "cache", device="cpu")
+    assert again.images_computed == 0
+    framed = np.stack([Framing(32).apply(src, i, with_mask=False).image for i in range(5)])
+    memory = features_of(handle, framed, ["c2"], device="cpu")["c2"]
+    direct = _direct(handle, src, 3, "block2.0")
+    for fs in (cached, again["c2"], memory):
+        got = fs.get([3])[0]
+        assert torch.isfinite(got).all()
+        assert torch.allclose(got, direct, rtol=2e-3, atol=1e-3 * direct.abs().max().item())
+        assert torch.equal(torch.cat([c for _, c in fs.chunks(2)]), fs.tensor())
+    assert {s.scale for s in cached.shards} != {1.0}  # the scale is not hiding in a no-op
 
 
 @pytest.mark.gpu

@@ -35,8 +35,8 @@ def objectness(graph: ExplanatoryGraph, features: FeatureSet) -> np.ndarray:
     top = graph.layers[-1]
     geo = features.geometry
     std = top.std.reshape(top.std.shape[0], -1).mean(1)
-    w = torch.from_numpy((1.0 / np.maximum(std, 1e-6)).astype(np.float32))
-    x = torch.from_numpy(np.concatenate([s.data for s in features.shards if s.data is not None]))
+    w = torch.from_numpy((1.0 / np.maximum(std, np.finfo(np.float32).tiny)).astype(np.float32))  # std > 0 as floored
+    x = features.tensor()
     m = (x.float().relu() * w[None, :, None, None]).sum(1, keepdim=True)  # (n, 1, h, w)
     size = geo.input_w
     g = max(2, size // STEP)

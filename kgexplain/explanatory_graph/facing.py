@@ -32,7 +32,8 @@ def mixed(plain: FeatureSet, mirror: FeatureSet, flip: np.ndarray) -> FeatureSet
     for a, b in zip(plain.shards, mirror.shards, strict=True):
         n = len(a.indices)
         f = flip[at : at + n].reshape(-1, 1, 1, 1)
-        shards.append(Shard(a.number, a.indices, a.ids, a.skipped, np.where(f, b.array(), a.array())))
+        other = b.array() if b.scale == a.scale else (b.array() * np.float32(a.scale / b.scale)).astype(np.float16)
+        shards.append(Shard(a.number, a.indices, a.ids, a.skipped, np.where(f, other, a.array()), scale=a.scale))
         at += n
     return FeatureSet(plain.layer, plain.relu, plain.geometry, plain.shape, shards)
 

@@ -22,7 +22,9 @@ def background_std(
     group: Group | None = None,
 ) -> torch.Tensor:
     """Standard deviation over images per (channel, row, col) (``per_position=False``: one per channel, pooled
-    over positions); tiny values are floored at ``floor`` x the channel's median std so dead units cannot blow up.
+    over positions); tiny values are floored at ``floor`` x the channel's median std so dead units cannot blow up,
+    and a channel's median at 1e-3 x the layer's (``_lower``): floors relative to the layer's own scale, since a
+    network's maps can be of any size (MobileNet-V2 with random weights: std 6e-9 at features.17).
 
     Per position is the authors' normalisation by *background* images. Without background images the object
     images' own statistics are used, pooled per channel: per position they would flatten the parts themselves
@@ -46,11 +48,21 @@ def background_std(
         m = n * h * w
         t1, t2 = s1.sum((1, 2)), s2.sum((1, 2))
         pooled = ((t2 - t1 * t1 / m) / (m - 1)).clamp_min(0).sqrt().float()
-        return pooled.clamp_min(1e-6)[:, None, None].expand(d, h, w).contiguous()
+        pooled = torch.maximum(pooled, _lower(pooled))
+        return pooled[:, None, None].expand(d, h, w).contiguous()
     var = (s2 - s1 * s1 / n) / (n - 1)
     std = var.clamp_min(0).sqrt().float()
-    med = std.flatten(1).median(dim=1).values.clamp_min(1e-6)
+    med = std.flatten(1).median(dim=1).values
+    med = torch.maximum(med, _lower(med))
     return torch.maximum(std, floor * med[:, None, None])
+
+
+def _lower(per_channel: torch.Tensor) -> torch.Tensor:
+    """The least a channel's standard deviation may be: 1e-3 x the median of the layer's positive ones (1 when
+    every channel is constant), never zero."""
+    pos = per_channel[per_channel > 0]
+    ref = pos.median() if pos.numel() else torch.ones((), dtype=per_channel.dtype, device=per_channel.device)
+    return (1e-3 * ref).clamp_min(torch.finfo(per_channel.dtype).tiny)
 
 
 def responses(x: torch.Tensor, std: torch.Tensor, beta: float = 1.0, inplace: bool = False) -> torch.Tensor:

@@ -5,7 +5,8 @@ layer, pre/post ReLU, data set fingerprint, framing, normalisation, format versi
 
     <cache>/features/<key>/entry.json          what the key was made of, and the shard layout
     <cache>/features/<key>/shard-000003.npy    float16 (n, C, H, W) for source indices [3*S, 4*S)
-    <cache>/features/<key>/shard-000003.json   which source indices are in it, their ids, which were skipped
+    <cache>/features/<key>/shard-000003.json   which source indices are in it, their ids, which were skipped,
+                                               and the power of two its values were multiplied by (``fp16_scale``)
     <cache>/features/<key>/manifest.json       written last: the entry is complete
 
 Every file is written to a temporary name and renamed, so an interrupted extraction leaves only whole shards,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -29,7 +31,20 @@ import torch
 from kgexplain.errors import CacheError, DataError
 from kgexplain.features.geometry import LayerGeometry
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: shards may be scaled (fp16_scale); entries of 1 held tiny maps as zeros
+FP16_COMFORT = (2.0**-4, 2.0**12)  # a batch whose largest |value| lies here is stored as it is (``fp16_scale``)
+
+
+def fp16_scale(t: torch.Tensor) -> float:
+    """The power of two a layer's values are multiplied by before they are stored in float16 (and divided by when
+    read): 1 while the batch's largest |value| lies in ``FP16_COMFORT``, as for every network the figures were
+    measured on, else the one that brings it into (128, 256]. Maps of tiny or huge values then keep float16's
+    precision instead of underflowing to zero (MobileNet-V2 with random weights: |x| about 5e-9 at features.17)
+    or overflowing past 65,504. A power of two, so the scaling itself is exact."""
+    m = float(t.detach().abs().amax()) if t.numel() else 0.0
+    if not math.isfinite(m) or m == 0.0 or FP16_COMFORT[0] <= m <= FP16_COMFORT[1]:
+        return 1.0
+    return float(2.0 ** (8 - math.ceil(math.log2(m))))
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -58,8 +73,10 @@ class Shard:
     skipped: list[tuple[str, str]]  # (id, reason)
     data: np.ndarray | None = None  # in-memory shards
     path: Path | None = None  # on-disk shards
+    scale: float = 1.0  # the stored values are the features times this (``fp16_scale``); reading divides
 
     def array(self) -> np.ndarray:
+        """The stored float16 values (the features times ``scale``)."""
         if self.data is not None:
             return self.data
         assert self.path is not None
@@ -113,6 +130,8 @@ class FeatureSet:
                 hi = min(lo + step, len(arr))
                 # a copy (shards are read-only), converted on the way: 3x faster than copying, then converting
                 t = torch.tensor(arr[lo:hi], dtype=dtype, device=device or "cpu")
+                if shard.scale != 1.0:
+                    t.div_(shard.scale)
                 base = int(self._offsets[k])
                 yield slice(base + lo, base + hi), t
 
@@ -125,9 +144,10 @@ class FeatureSet:
         shard_of = np.searchsorted(self._offsets, pos, side="right") - 1
         for k in np.unique(shard_of):
             sel = np.flatnonzero(shard_of == k)
-            arr = self.shards[int(k)].array()
+            shard = self.shards[int(k)]
             local = pos[sel] - self._offsets[k]
-            out[torch.from_numpy(sel)] = torch.tensor(arr[local], dtype=dtype)  # converted in one copy, as chunks
+            t = torch.tensor(shard.array()[local], dtype=dtype)  # converted in one copy, as chunks
+            out[torch.from_numpy(sel)] = t.div_(shard.scale) if shard.scale != 1.0 else t
         return out.to(device or "cpu")
 
     def tensor(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -175,23 +195,23 @@ class ShardWriter:
                 info = json.loads(side.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            k = int(info["number"])
-            self.shards[k] = Shard(
-                k,
-                np.asarray(info["indices"], np.int64),
-                list(info["ids"]),
-                [tuple(s) for s in info["skipped"]],
-                path=npy,
-            )
+            self.shards[int(info["number"])] = _shard_of(info, npy)
 
     def done(self, number: int) -> bool:
         return number in self.shards
 
     def write(
-        self, number: int, data: np.ndarray, indices: list[int], ids: list[str], skipped: list[tuple[str, str]]
+        self,
+        number: int,
+        data: np.ndarray,
+        indices: list[int],
+        ids: list[str],
+        skipped: list[tuple[str, str]],
+        scale: float = 1.0,
     ) -> None:
+        """Store shard ``number``: ``data`` holds its features times ``scale`` (``fp16_scale``)."""
         arr = np.ascontiguousarray(data, dtype=np.float16)
-        shard = Shard(number, np.asarray(indices, np.int64), list(ids), list(skipped))
+        shard = Shard(number, np.asarray(indices, np.int64), list(ids), list(skipped), scale=scale)
         if self.directory is None:
             shard.data = arr
         else:
@@ -204,6 +224,7 @@ class ShardWriter:
                     "indices": [int(i) for i in indices],
                     "ids": list(ids),
                     "skipped": [list(s) for s in skipped],
+                    "scale": scale,
                 },
             )
             shard.path = npy
@@ -234,6 +255,18 @@ class ShardWriter:
         return [s for k in sorted(self.shards) for s in self.shards[k].skipped]
 
 
+def _shard_of(info: dict[str, Any], npy: Path) -> Shard:
+    """An on-disk shard from its side file (entries written before ``scale`` existed hold unscaled values)."""
+    return Shard(
+        int(info["number"]),
+        np.asarray(info["indices"], np.int64),
+        list(info["ids"]),
+        [tuple(s) for s in info["skipped"]],
+        path=npy,
+        scale=float(info.get("scale", 1.0)),
+    )
+
+
 def load_complete(directory: Path) -> FeatureSet | None:
     """The cached features in ``directory`` if the entry is complete, else None."""
     manifest = directory / "manifest.json"
@@ -247,15 +280,7 @@ def load_complete(directory: Path) -> FeatureSet | None:
             npy = directory / f"shard-{k:06d}.npy"
             if not npy.exists():
                 return None
-            shards.append(
-                Shard(
-                    k,
-                    np.asarray(info["indices"], np.int64),
-                    list(info["ids"]),
-                    [tuple(s) for s in info["skipped"]],
-                    path=npy,
-                )
-            )
+            shards.append(_shard_of(info, npy))
         geometry = LayerGeometry(**m["geometry"])
         c, h, w = (int(v) for v in m["shape"])
         return FeatureSet(m["layer"], m["relu"], geometry, (c, h, w), shards, m["key"], directory)

@@ -20,7 +20,7 @@ from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.images import LoadReport, reason_of
 from kgexplain.devices import autocast, resolve_device
 from kgexplain.errors import ImageDecodeError, LayerError, UsageError
-from kgexplain.features.cache import FeatureSet, Shard, ShardWriter, cache_key, load_complete
+from kgexplain.features.cache import FeatureSet, Shard, ShardWriter, cache_key, fp16_scale, load_complete
 from kgexplain.features.geometry import LayerGeometry, geometries
 from kgexplain.features.hooks import capture_layers, forward
 from kgexplain.models.layers import LayerSpec
@@ -68,6 +68,30 @@ def _collate(items: list[tuple[int, str, np.ndarray | None, str | None]]) -> dic
         "images": torch.from_numpy(np.stack([it[2] for it in good])) if good else None,  # type: ignore[misc]
         "skipped": [(it[1], it[3]) for it in items if it[2] is None],
     }
+
+
+class _Float16:
+    """What extraction keeps of each layer's captured maps: float16 copies, multiplied by the layer's
+    ``fp16_scale``, which the first batch of a shard chooses (``reset`` at each shard)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.scales: dict[str, float] = {}
+
+    def reset(self) -> None:
+        self.scales = {}
+
+    def capture_dtype(self) -> torch.dtype:
+        """float16 straight from the hooks once every layer is known to need no scale; float32 to choose one, or
+        to scale before rounding."""
+        known = len(self.scales) == len(self.names)
+        return torch.float16 if known and all(v == 1.0 for v in self.scales.values()) else torch.float32
+
+    def keep(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        if name not in self.scales:
+            self.scales[name] = fp16_scale(t)
+        scale = self.scales[name]
+        return (t if scale == 1.0 else t.float().mul(scale)).to(torch.float16).cpu()
 
 
 def normalise(images_uint8: torch.Tensor, handle: ModelHandle) -> torch.Tensor:
@@ -212,6 +236,7 @@ def extract_features(
     shard_skips: list[tuple[str, str]] = []
     current = pending[0] if pending else -1
     model = handle.module
+    kept = _Float16([s.name for s in todo])
     with task(progress, "features", todo_images, "img") as advance:
 
         def flush(k: int) -> None:
@@ -222,9 +247,10 @@ def extract_features(
                 parts = buffers[s.name]
                 shape = sizes[s.name] or layer_shape(handle, s, framing.size)
                 data = torch.cat(parts).numpy() if parts else np.zeros((0, *shape), np.float16)
-                w.write(k, data, shard_indices, shard_ids, shard_skips)
+                w.write(k, data, shard_indices, shard_ids, shard_skips, kept.scales.get(s.name, 1.0))
             for s in todo:
                 buffers[s.name] = []
+            kept.reset()
             shard_indices.clear()
             shard_ids.clear()
             shard_skips.clear()
@@ -237,13 +263,13 @@ def extract_features(
             shard_skips.extend(batch["skipped"])
             if batch["images"] is not None:
                 x = normalise(batch["images"].to(dev, non_blocking=True), handle)
-                capture = capture_layers(model, todo, stop=True, dtype=torch.float16)
+                capture = capture_layers(model, todo, stop=True, dtype=kept.capture_dtype())
                 with torch.no_grad(), autocast(dev, amp), capture as cap:
                     forward(model, x)
                     for s in todo:
                         t = cap[s.name].get(relu)
                         sizes[s.name] = tuple(t.shape[1:])
-                        buffers[s.name].append(t.to(torch.float16).cpu())
+                        buffers[s.name].append(kept.keep(s.name, t))
                 shard_indices.extend(batch["indices"])
                 shard_ids.extend(batch["ids"])
             advance(len(batch["indices"]) + len(batch["skipped"]))
@@ -301,20 +327,21 @@ def features_of(
     geo = geometries_for(handle, specs, size)
     bs = batch_size or (64 if dev.type == "cuda" else 32)
     parts: dict[str, list[torch.Tensor]] = {s.name: [] for s in specs}
+    kept = _Float16([s.name for s in specs])  # one shard: the first batch chooses each layer's scale
     for lo in range(0, len(images), bs):
         x = normalise(torch.from_numpy(np.ascontiguousarray(images[lo : lo + bs])).to(dev), handle)
         # float16 as the cache stores them, and in plain (B, C, H, W) order as the cache reads back (a CPU conv's
         # output is channels-last; the miner's arithmetic on such chunks ran at half speed), copied so at capture
-        capture = capture_layers(handle.module, specs, stop=True, dtype=torch.float16)
+        capture = capture_layers(handle.module, specs, stop=True, dtype=kept.capture_dtype())
         with torch.no_grad(), autocast(dev, amp), capture as cap:
             forward(handle.module, x)
             for s in specs:
-                parts[s.name].append(cap[s.name].get(relu).to(torch.float16).cpu())
+                parts[s.name].append(kept.keep(s.name, cap[s.name].get(relu)))
     n = len(images)
     names = list(ids) if ids is not None else [str(i) for i in range(n)]
     out: dict[str, FeatureSet] = {}
     for s in specs:
         data = torch.cat(parts[s.name]).numpy() if n else np.zeros((0, *layer_shape(handle, s, size)), np.float16)
-        shard = Shard(0, np.arange(n, dtype=np.int64), names, [], data=data)
+        shard = Shard(0, np.arange(n, dtype=np.int64), names, [], data=data, scale=kept.scales.get(s.name, 1.0))
         out[s.name] = FeatureSet(s.name, relu, geo[s.name], tuple(data.shape[1:]), [shard])
     return out

@@ -57,7 +57,7 @@ from kgexplain.store.artifacts import Artifacts
 from kgexplain.store.base import now
 from kgexplain.workspace import Workspace, folder_size
 
-ALGORITHM = "eg-2"  # bump when mining changes results: it is part of the run id (README: rebuilding)
+ALGORITHM = "eg-3"  # bump when mining changes results: it is part of the run id (README: rebuilding)
 A = TypeVar("A")
 R = TypeVar("R")
 
