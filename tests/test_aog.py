@@ -16,6 +16,7 @@ from PIL import Image
 from kgexplain.aog import AOGConfig, Detections, PartModel, Template, learn_part, localise
 from kgexplain.aog.extent import best_box, shifted
 from kgexplain.aog.learn import calibrate, facing_by_placement, placement_evidence, set_evidence, vote_shift
+from kgexplain.aog.overlay import overlay
 from kgexplain.aog.run import Detector, Located, held_out_errors, iou, score_points
 from kgexplain.aog.vote import (
     Localisation,
@@ -26,7 +27,7 @@ from kgexplain.aog.vote import (
     presence_by_facing,
     weighted_facing,
 )
-from kgexplain.data.base import Affine, Framing
+from kgexplain.data.base import Affine, Framing, region_affine
 from kgexplain.data.synth import SynthSource
 from kgexplain.errors import DataError
 from kgexplain.store import StoreSpec
@@ -488,6 +489,35 @@ def test_a_whole_image_is_cropped_where_the_detections_are_strongest_among_the_b
         assert det.score[j, 0] == red[best]  # the detections of the chosen crop, not of the first or the last
         assert np.array_equal(batch.images[j], frames[best])
     assert len({tuple(b) for b in boxes}) > 1  # the images chose different shifts: the rows were merged
+
+
+def test_an_object_box_overhanging_by_a_rounding_error_is_clipped_before_the_crop() -> None:
+    """Mapped back from the object search's frame, a box began at y = -4e-16 on a 6000 x 4000 photo, and the crop
+    refused it ("box offset can't be negative"): every box tried lies on the image, the box itself too."""
+    source = SynthSource(1, seed=4, size=96, categories=["bird"])
+    tried = shifted((10.0, -4.440892098500626e-16, 90.0, 96.00000000000001), 96, 96)
+    assert tried[0] == (10.0, 0.0, 90.0, 96.0)
+    assert all(0 <= b[0] < b[2] <= 96 and 0 <= b[1] < b[3] <= 96 for b in tried)
+    for b in tried:
+        assert Framing(48).apply(source, 0, with_mask=False, region=b).image.shape == (48, 48, 3)
+
+
+@pytest.mark.parametrize(
+    ("size", "drawn"),
+    [((128, 128), (512, 512)), ((6000, 4000), (1024, 683)), ((300, 4000), (256, 3413)), ((640, 480), (640, 480))],
+)
+def test_overlays_are_drawn_at_a_readable_size_whatever_the_photo(
+    size: tuple[int, int], drawn: tuple[int, int]
+) -> None:
+    """Small images enlarged, large ones reduced (a 6000 x 4000 photo gave an 11 MB PNG with an unreadable label),
+    a narrow strip kept wide enough; the label strip above grows with the lines the label wraps into."""
+    w, h = size
+    result = {"part": "head", "x": w / 2, "y": h / 2, "box": [w / 4, h / 4, w / 2, h / 2], "score": 0.5}
+    result |= {"found": False, "confidence": 0.4, "flipped": True, "object_box": [0, 0, w, h]}
+    img = overlay(Image.new("RGB", size, (90, 120, 60)), result, [], region_affine((0, 0, w, h), 128, 128), 0.95)
+    assert img.size[0] == drawn[0] and img.size[1] - drawn[1] in range(20, 120)
+    label = np.asarray(img)[: img.size[1] - drawn[1]]
+    assert (label > 150).any()  # the text is drawn in the strip
 
 
 def test_iou() -> None:

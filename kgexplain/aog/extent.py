@@ -95,10 +95,15 @@ def shifted(box: tuple[float, float, float, float], width: int, height: int) -> 
     itself first), each clipped to the image (pixel edges)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     w, h, right, bottom = x1 - x0, y1 - y0, float(width), float(height)
-    out = [(x0, y0, x1, y1)]
+
+    def clipped(ox: float, oy: float) -> tuple[float, float, float, float]:
+        return max(0.0, x0 + ox), max(0.0, y0 + oy), min(right, x1 + ox), min(bottom, y1 + oy)
+
+    # The box itself too: mapped back from the search's frame it can overhang by a rounding error (-4e-16 px on a
+    # 6000 x 4000 photo), which the crop refuses.
+    out = [clipped(0.0, 0.0)]
     for dy in (-SHIFT, 0.0, SHIFT):
         for dx in (-SHIFT, 0.0, SHIFT):
             if dx or dy:
-                ox, oy = dx * w, dy * h
-                out.append((max(0.0, x0 + ox), max(0.0, y0 + oy), min(right, x1 + ox), min(bottom, y1 + oy)))
+                out.append(clipped(dx * w, dy * h))
     return out
