@@ -321,3 +321,19 @@ def test_heat_overlay_outlines_the_mask_it_is_given(tmp_path: Path) -> None:
     outlined = np.asarray(Image.open(heat_overlay(image, values, tmp_path / "b.png", mask=mask)).convert("RGB"))
     white = (outlined.min(axis=2) > 240).sum() - (plain.min(axis=2) > 240).sum()
     assert white > 4 * 32 * 4  # the outline: four sides of about 32 cells, enlarged several times
+
+
+def test_a_narrow_strip_gets_a_readable_figure_and_its_whole_title(tmp_path: Path) -> None:
+    """A 300 x 4000 photo's map was drawn 0.3 inch wide under a title cut off at both ends: the figure is at least
+    3.2 inches wide and the title (figure-wide, wrapped) lies inside it."""
+    from kgexplain.plots import heat_overlay
+
+    image = np.full((64, 64, 3), 90, np.uint8)
+    values = np.linspace(0.0, 1.0, 64 * 64).reshape(64, 64)
+    title = "a_long_file_name_of_a_strip.jpg · conv5_2 · SID mean -2.590, concentration 0.593"
+    path = heat_overlay(image, values, tmp_path / "s.png", title=title, aspect=(300, 4000))
+    with Image.open(path) as im:
+        assert im.size[0] >= 350
+        top = np.asarray(im.convert("L"))[:40]
+    dark = np.flatnonzero((top < 128).any(axis=0))
+    assert dark.size and dark[0] > 2 and dark[-1] < top.shape[1] - 3  # text drawn, clear of both edges
