@@ -131,6 +131,24 @@ def test_report_is_self_contained_every_link_resolves(store_dir: Path, tmp_path:
     assert maps and all(m["run_href"] == href("runs", m["run"]) for m in maps)  # each figure links its run's page
 
 
+def test_report_reduces_large_source_images_and_copies_small_ones(store_dir: Path, tmp_path: Path) -> None:
+    """A report of large photos stays one that can be sent: a source image over 1,024 px on its long side is copied
+    reduced to that (a JPEG), a smaller one byte for byte."""
+    big = store_dir / "artifacts" / "images" / "000000.png"
+    Image.new("RGB", (3000, 2000), (90, 140, 60)).save(big)
+    out = tmp_path / "site"
+    with StoreSpec(str(store_dir)).read() as db:
+        write_report(db, out, max_patterns=10)
+    urls = {}
+    for twin in (out / "images").glob("*.json"):
+        page = json.loads(twin.read_text())
+        urls[Path(page["path"]).name] = out / page["url"]
+    with Image.open(urls["000000.png"]) as im:
+        assert im.format == "JPEG" and im.size == (1024, 683)
+    small = store_dir / "artifacts" / "images" / "000001.png"
+    assert urls["000001.png"].read_bytes() == small.read_bytes()
+
+
 def test_report_refuses_a_foreign_folder_and_an_unknown_run_and_writes_nothing(store_dir: Path, tmp_path: Path) -> None:
     foreign = tmp_path / "mine"
     foreign.mkdir()
