@@ -149,6 +149,30 @@ def test_report_reduces_large_source_images_and_copies_small_ones(store_dir: Pat
     assert urls["000001.png"].read_bytes() == small.read_bytes()
 
 
+def test_report_layer_filters_are_pages_and_no_link_leads_past_what_it_wrote(
+    store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file cannot take ``?layer=``: the report's layer filters were links back to the same page, and its image
+    pages offered a "next" page it never wrote. Each filter is a page of its own, and an image with more patterns
+    than a page shows the strongest and says the server has the rest."""
+    monkeypatch.setattr("kgexplain.web.site.IMAGE_PAGE", 2)
+    out = tmp_path / "site"
+    with StoreSpec(str(store_dir)).read() as db:
+        write_report(db, out, max_patterns=10)
+    first = sorted(p for p in (out / "images").glob("*.json") if ".layer-" not in p.name)[0]
+    page = json.loads(first.read_text())
+    assert len(page["fires"]) == 2 and page["more"] and page["pager"]["next"] is None
+    html = first.with_suffix(".html").read_text()
+    assert "kgexplain serve</code> pages through the rest" in html and "?layer=" not in html
+    for lay in page["layers"]:
+        one = json.loads((out / lay["href"]).with_suffix(".json").read_text())
+        assert one["layer"] == lay["layer"] and {f["layer"] for f in one["fires"]} <= {lay["layer"]}
+        assert f'href="../{lay["href"]}"' in html
+    for html_page in (out / "images").glob("*.html"):  # every link of the image pages resolves
+        for ref in re.findall(r"""(?:src|href)=["']([^"'#?]+)""", html_page.read_text()):
+            assert (html_page.parent / ref).resolve().is_file(), f"{html_page.name} links to missing {ref}"
+
+
 def test_report_refuses_a_foreign_folder_and_an_unknown_run_and_writes_nothing(store_dir: Path, tmp_path: Path) -> None:
     foreign = tmp_path / "mine"
     foreign.mkdir()

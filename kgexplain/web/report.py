@@ -146,6 +146,7 @@ def write_report(
 
         site = Site(store, Files(assets.artifact, assets.image), chosen or None, allow)
         site.max_pages = max_run_pages
+        site.static = True
         written = 0
 
         def write(path: str, data: dict[str, Any]) -> None:
@@ -178,7 +179,10 @@ def write_report(
                 advance(1)
         with task(progress, "image pages", len(images), "page") as advance:
             for iid in sorted(images):
-                write(href("images", iid), site.image(iid))
+                shown = site.image(iid)
+                write(href("images", iid), shown)
+                for lay in shown["layers"]:  # its layer filters, as pages of their own
+                    write(lay["href"], site.image(iid, layer=lay["layer"]))
                 advance(1)
         (tmp / "static").mkdir(exist_ok=True)
         for f in STATIC.iterdir():

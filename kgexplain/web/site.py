@@ -60,6 +60,11 @@ def href(kind: str, node_id: str, page: int = 0, ext: str = "html") -> str:
     return f"{kind}/{slug(node_id)}{suffix}.{ext}"
 
 
+def layer_href(image_id: str, layer: str) -> str:
+    """The static report's page of an image's patterns in one layer (the server takes ``?layer=`` instead)."""
+    return f"images/{slug(image_id)}.layer-{slug(layer)}.html"
+
+
 @dataclass
 class Files:
     """How a page refers to a stored file: ``artifact(rel)`` for a store artifact, ``image(id, path)`` for a source
@@ -82,6 +87,9 @@ class Site:
         self.only = set(runs) if runs else None
         self.allow = allow  # which pages exist (the report exports a subset); None: all
         self.max_pages: int | None = None  # run pages beyond this are not offered (the report's cap)
+        # The static report: an image's layer filters are pages of their own (``layer_href``; a file cannot take a
+        # query), and it shows the first page of an image's patterns only (the server pages through them all).
+        self.static = False
         self._framing: dict[str, tuple[dict[str, list[float]], int]] = {}  # run -> (frames, input size)
         self._whole: dict[str, bool] = {}  # measurement run -> framed its images whole
 
@@ -247,12 +255,20 @@ class Site:
             "h": im["h"],
             "url": self.files.image(image_id, im["path"]),
             "layer": layer,
-            "layers": browse.image_layers(self.store, image_id),
+            "layers": [
+                {"layer": name, "href": layer_href(image_id, name) if self.static else f"?layer={name}"}
+                for name in browse.image_layers(self.store, image_id)
+            ],
+            "static": self.static,
+            "self_href": href("images", image_id),
+            "more": self.static and len(fires) == IMAGE_PAGE,  # the report shows the best IMAGE_PAGE only
             "fires": fires,
             "maps": maps,
             "knowledge_points": kps,
             "localizations": located,
-            "pager": _pager("images", image_id, page, page + 2 if len(fires) == IMAGE_PAGE else page + 1),
+            "pager": _pager(
+                "images", image_id, page, page + 2 if len(fires) == IMAGE_PAGE and not self.static else page + 1
+            ),
         }
 
     def paths(self, pattern_id: str, depth: int = 3) -> dict[str, Any]:
