@@ -33,6 +33,7 @@ GRAPH_FILE = "graph.lbdb"
 CREATE_BATCH = 5000
 SMALL_INSERT = 2000  # at most this many rows: Cypher CREATE; more: COPY (after checking the keys)
 READER_WAIT = 30.0  # seconds a reader waits for the writer's checkpoint
+QUIET = 3.0  # seconds of an unreadable database file with no writer's trace beside it, and unchanged: damaged
 
 
 def _first_line(e: BaseException) -> str:
@@ -104,14 +105,29 @@ class EmbeddedStore(GraphStore):
     @staticmethod
     def _open_database(ladybug: Any, path: Path, read_only: bool, wait: float = READER_WAIT) -> Any:
         """Open the database; a reader waits while the writer checkpoints (opening fails meanwhile)."""
-        deadline = time.monotonic() + wait
+        start = time.monotonic()
+        deadline = start + wait
         delay = 0.05
+        first = EmbeddedStore._writer_traces(path)
+        writer_seen = False  # a writer's file beside the database, or a change to it, since the first attempt
         while True:
             before = EmbeddedStore._writer_traces(path)
             try:
                 return ladybug.Database(str(path), read_only=read_only)
             except (RuntimeError, ValueError) as e:
                 text = str(e).lower()
+                after = EmbeddedStore._writer_traces(path)
+                writer_seen = writer_seen or bool(before[1] or after[1]) or after[0] != first[0]
+                if "cannot read checkpoint" in text and (
+                    not read_only or (not writer_seen and time.monotonic() - start > QUIET)
+                ):
+                    # The engine says "the database may be checkpointing", but no writer is at work on it (a writer
+                    # holds the lock, so none can be when opening for writing): its file is cut short or damaged.
+                    detail = _first_line(e).removeprefix("Runtime exception: ").split(" The database may be")[0]
+                    raise StoreError(
+                        f"the store {path.parent} is damaged: its database file cannot be read ({detail})",
+                        hint=f"restore {path.name} from a copy, or move the folder away and build again",
+                    ) from e
                 # The writer is checkpointing, or has just created / truncated its WAL (a reader then sees an
                 # empty .wal file), or is appending to it (a reader replaying a half-written record fails with
                 # "vector::reserve", a ValueError), or is rewriting the database file (an engine assertion): all pass

@@ -200,3 +200,21 @@ def test_a_reader_waits_out_an_assertion_only_while_a_writer_is_at_work(tmp_path
     with pytest.raises(RuntimeError, match="Assertion failed"):
         EmbeddedStore._open_database(engine, tmp_path / "graph.lbdb", read_only=True, wait=5)
     assert engine.calls == 1
+
+
+def test_a_store_cut_short_is_reported_damaged_not_busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database file cut short makes the engine say it "may be checkpointing": a reader waited 30 s and then said
+    the store was being checkpointed by its writer, though none was there. With no writer's trace beside the file
+    it is reported damaged (a writer at once: it holds the lock, so no checkpoint can be running)."""
+    monkeypatch.setattr("kgexplain.store.embedded.QUIET", 0.3)
+    with open_store(tmp_path / "s") as s:
+        sample_graph(small()).write(s)
+    graph = tmp_path / "s" / "graph.lbdb"
+    with open(graph, "r+b") as f:
+        f.truncate(1000)
+    t = time.monotonic()
+    with pytest.raises(StoreError, match="is damaged: its database file cannot be read") as e:
+        open_store(tmp_path / "s", read_only=True)
+    assert time.monotonic() - t < 5 and "checkpointing" not in str(e.value)
+    with pytest.raises(StoreError, match="is damaged"):
+        open_store(tmp_path / "s")
