@@ -80,7 +80,7 @@ def _check(location: str) -> list[RunCheck]:
     try:
         store = EmbeddedStore(location, read_only=True)
     except StoreError as e:
-        if "corrupt" not in e.message.lower():
+        if "corrupt" not in e.message.lower() and "damaged" not in e.message.lower():
             raise
         return [RunCheck("(store)", "", "damaged", [e.message])]  # the file cannot even be opened
     with store:

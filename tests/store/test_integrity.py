@@ -78,3 +78,28 @@ def test_running_the_same_write_again_keeps_the_rows(tmp_path: Path) -> None:
         other.write(s)
         assert s.query("MATCH (p:Pattern) RETURN count(p)").scalar() == 10
         assert [c.status for c in check_store(s)] == ["ok"]
+
+
+def test_store_check_finds_a_runs_files_missing_or_altered(tmp_path: Path) -> None:
+    """A store copied without (part of) its artifacts folder answered every query and `store check` said ok, while
+    its pages and `aog learn` found nothing: the files a run refers to must be there as written."""
+    import pyarrow as pa
+
+    folder = tmp_path / "s"
+    g = sample_graph(SHAPE, seed=2)
+    with open_store(folder) as s:
+        patch = s.artifacts.put_bytes(b"a patch", "png", "patches")
+        fires = g.rels["FIRES_ON"]
+        g.rels["FIRES_ON"] = fires.append_column("patch", pa.array([patch.path] * len(fires))).append_column(
+            "patch_sha", pa.array([patch.sha256] * len(fires))
+        )
+        g.write(s)
+        assert [c.status for c in check_store(s)] == ["ok"]
+    target = folder / "artifacts" / patch.path
+    target.write_bytes(b"another patch")
+    assert StoreSpec(str(folder)).check()[0].problems == [
+        f"1 of 1 files it refers to differ from what was written (e.g. {patch.path})"
+    ]
+    target.unlink()
+    bad = CliRunner().invoke(cli, ["store", "check", "--store", str(folder)])
+    assert bad.exit_code == 1 and "damaged" in bad.output and "1 of 1 files it refers to are not in" in bad.output
