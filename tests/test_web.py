@@ -149,25 +149,26 @@ def test_report_reduces_large_source_images_and_copies_small_ones(store_dir: Pat
     assert urls["000001.png"].read_bytes() == small.read_bytes()
 
 
-def test_report_layer_filters_are_pages_and_no_link_leads_past_what_it_wrote(
+def test_report_image_pages_group_by_layer_and_no_link_leads_past_what_it_wrote(
     store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A file cannot take ``?layer=``: the report's layer filters were links back to the same page, and its image
-    pages offered a "next" page it never wrote. Each filter is a page of its own, and an image with more patterns
-    than a page shows the strongest and says the server has the rest."""
+    pages offered a "next" page it never wrote. A report's image page shows each layer's strongest patterns under
+    the layer's heading, its layer links jump there, and it says the server has the rest."""
     monkeypatch.setattr("kgexplain.web.site.IMAGE_PAGE", 2)
     out = tmp_path / "site"
     with StoreSpec(str(store_dir)).read() as db:
         write_report(db, out, max_patterns=10)
-    first = sorted(p for p in (out / "images").glob("*.json") if ".layer-" not in p.name)[0]
+    assert not list((out / "images").glob("*.p2.*"))
+    first = sorted((out / "images").glob("*.json"))[0]
     page = json.loads(first.read_text())
-    assert len(page["fires"]) == 2 and page["more"] and page["pager"]["next"] is None
+    layers = [lay["layer"] for lay in page["layers"]]
+    assert len(layers) > 1 and page["pager"]["next"] is None and page["per_layer"] == 12
+    assert [f["layer"] for f in page["fires"]] == sorted(f["layer"] for f in page["fires"])  # grouped
     html = first.with_suffix(".html").read_text()
-    assert "kgexplain serve</code> pages through the rest" in html and "?layer=" not in html
-    for lay in page["layers"]:
-        one = json.loads((out / lay["href"]).with_suffix(".json").read_text())
-        assert one["layer"] == lay["layer"] and {f["layer"] for f in one["fires"]} <= {lay["layer"]}
-        assert f'href="../{lay["href"]}"' in html
+    assert "?layer=" not in html and "filters by layer and pages through them all" in html
+    for name in layers:
+        assert f'href="#layer-{name}"' in html and f'<h3 id="layer-{name}">' in html
     for html_page in (out / "images").glob("*.html"):  # every link of the image pages resolves
         for ref in re.findall(r"""(?:src|href)=["']([^"'#?]+)""", html_page.read_text()):
             assert (html_page.parent / ref).resolve().is_file(), f"{html_page.name} links to missing {ref}"

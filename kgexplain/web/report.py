@@ -179,10 +179,7 @@ def write_report(
                 advance(1)
         with task(progress, "image pages", len(images), "page") as advance:
             for iid in sorted(images):
-                shown = site.image(iid)
-                write(href("images", iid), shown)
-                for lay in shown["layers"]:  # its layer filters, as pages of their own
-                    write(lay["href"], site.image(iid, layer=lay["layer"]))
+                write(href("images", iid), site.image(iid))
                 advance(1)
         (tmp / "static").mkdir(exist_ok=True)
         for f in STATIC.iterdir():

@@ -60,11 +60,6 @@ def href(kind: str, node_id: str, page: int = 0, ext: str = "html") -> str:
     return f"{kind}/{slug(node_id)}{suffix}.{ext}"
 
 
-def layer_href(image_id: str, layer: str) -> str:
-    """The static report's page of an image's patterns in one layer (the server takes ``?layer=`` instead)."""
-    return f"images/{slug(image_id)}.layer-{slug(layer)}.html"
-
-
 @dataclass
 class Files:
     """How a page refers to a stored file: ``artifact(rel)`` for a store artifact, ``image(id, path)`` for a source
@@ -87,8 +82,8 @@ class Site:
         self.only = set(runs) if runs else None
         self.allow = allow  # which pages exist (the report exports a subset); None: all
         self.max_pages: int | None = None  # run pages beyond this are not offered (the report's cap)
-        # The static report: an image's layer filters are pages of their own (``layer_href``; a file cannot take a
-        # query), and it shows the first page of an image's patterns only (the server pages through them all).
+        # The static report: a file cannot take ``?layer=``, so an image page shows its strongest patterns of each
+        # layer under the layer's heading, and its layer links jump there (the server filters and pages instead).
         self.static = False
         self._framing: dict[str, tuple[dict[str, list[float]], int]] = {}  # run -> (frames, input size)
         self._whole: dict[str, bool] = {}  # measurement run -> framed its images whole
@@ -208,7 +203,13 @@ class Site:
         im = browse.image(self.store, image_id)
         if im is None:
             raise UsageError(f"no image {image_id!r} in the store", hint="images are listed on run and pattern pages")
-        fires = browse.image_patterns(self.store, image_id, layer, page * IMAGE_PAGE, IMAGE_PAGE)
+        layers = browse.image_layers(self.store, image_id)
+        if self.static:  # each layer's strongest, grouped by layer (the order of ``layers``)
+            fires = [
+                f for name in layers for f in browse.image_patterns(self.store, image_id, name, 0, _per_layer(layers))
+            ]
+        else:
+            fires = browse.image_patterns(self.store, image_id, layer, page * IMAGE_PAGE, IMAGE_PAGE)
         if self.only is not None:
             fires = [f for f in fires if f["run"] in self.only]
         url = self.files.image(image_id, im["path"])
@@ -256,12 +257,10 @@ class Site:
             "url": self.files.image(image_id, im["path"]),
             "layer": layer,
             "layers": [
-                {"layer": name, "href": layer_href(image_id, name) if self.static else f"?layer={name}"}
-                for name in browse.image_layers(self.store, image_id)
+                {"layer": name, "href": f"#layer-{name}" if self.static else f"?layer={name}"} for name in layers
             ],
-            "static": self.static,
-            "self_href": href("images", image_id),
-            "more": self.static and len(fires) == IMAGE_PAGE,  # the report shows the best IMAGE_PAGE only
+            "by_layer": self.static,
+            "per_layer": _per_layer(layers) if self.static else None,
             "fires": fires,
             "maps": maps,
             "knowledge_points": kps,
@@ -367,6 +366,11 @@ def headline(kind: str, stats: dict[str, Any]) -> str:
         if isinstance(v, int | float) and not isinstance(v, bool):
             parts.append(f"{key} {v:.4g}" if isinstance(v, float) else f"{key} {v}")
     return ", ".join(parts)
+
+
+def _per_layer(layers: list[str]) -> int:
+    """Patterns per layer on a report's image page: a page's worth shared by its layers, at least 12 each."""
+    return max(12, IMAGE_PAGE // max(1, len(layers)))
 
 
 def _pager(kind: str, node_id: str, page: int, pages: int) -> dict[str, Any]:
