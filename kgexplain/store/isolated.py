@@ -66,19 +66,20 @@ def run_isolated(
     return QueryResult(out["columns"], out["rows"])
 
 
-def check_isolated(location: str) -> list[RunCheck]:
-    """:func:`~kgexplain.store.integrity.check_store` on the embedded store at ``location``, in a child process;
-    an engine crash while reading is itself a verdict: the store is damaged."""
+def check_isolated(location: str, artifacts: str | None = None) -> list[RunCheck]:
+    """:func:`~kgexplain.store.integrity.check_store` on the embedded store at ``location`` (its files under
+    ``artifacts``, default the store's own folder), in a child process; an engine crash while reading is itself a
+    verdict: the store is damaged."""
     try:
-        out = _run_child({"op": "check", "location": location}, None, False)
+        out = _run_child({"op": "check", "location": location, "artifacts": artifacts}, None, False)
     except EngineCrash as e:
         return [RunCheck("(store)", "", "damaged", [e.message])]
     return [RunCheck(**r) for r in out["runs"]]
 
 
-def _check(location: str) -> list[RunCheck]:
+def _check(location: str, artifacts: str | None = None) -> list[RunCheck]:
     try:
-        store = EmbeddedStore(location, read_only=True)
+        store = EmbeddedStore(location, read_only=True, artifacts=artifacts)
     except StoreError as e:
         if "corrupt" not in e.message.lower() and "damaged" not in e.message.lower():
             raise
@@ -92,7 +93,7 @@ def main() -> int:
     req = json.loads(sys.stdin.read())
     try:
         if req["op"] == "check":
-            print(json.dumps({"runs": [r.to_dict() for r in _check(req["location"])]}))
+            print(json.dumps({"runs": [r.to_dict() for r in _check(req["location"], req.get("artifacts"))]}))
         else:
             with EmbeddedStore(req["location"], read_only=not req["write"]) as store:
                 res = store.query(req["query"], req["params"], write=req["write"])

@@ -120,4 +120,4 @@ class StoreSpec:
                 return check_store(store)
         if not (Path(self.url).expanduser() / GRAPH_FILE).exists():
             raise StoreError(f"no kgexplain store at {self.url}", hint="run `kgexplain build` first, or pass --store")
-        return check_isolated(self.url)
+        return check_isolated(self.url, str(self.workspace().artifacts))

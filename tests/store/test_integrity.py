@@ -103,3 +103,18 @@ def test_store_check_finds_a_runs_files_missing_or_altered(tmp_path: Path) -> No
     target.unlink()
     bad = CliRunner().invoke(cli, ["store", "check", "--store", str(folder)])
     assert bad.exit_code == 1 and "damaged" in bad.output and "1 of 1 files it refers to are not in" in bad.output
+
+
+def test_store_check_looks_for_the_files_where_the_store_keeps_them(tmp_path: Path) -> None:
+    """An embedded store may keep its files elsewhere (`--artifacts`): the check (in a child process) looks there."""
+    import pyarrow as pa
+
+    folder, art = tmp_path / "s", tmp_path / "elsewhere"
+    g = sample_graph(SHAPE, seed=3)
+    with open_store(folder, artifacts=art) as s:
+        patch = s.artifacts.put_bytes(b"a patch", "png", "patches")
+        fires = g.rels["FIRES_ON"]
+        g.rels["FIRES_ON"] = fires.append_column("patch", pa.array([patch.path] * len(fires)))
+        g.write(s)
+    assert [c.status for c in StoreSpec(str(folder), artifacts=str(art)).check()] == ["ok"]
+    assert [c.status for c in StoreSpec(str(folder)).check()] == ["damaged"]  # not in the store's own folder
