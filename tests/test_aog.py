@@ -691,3 +691,18 @@ def test_vote_map_peaks_are_the_highest_cell_refined_by_its_3x3_neighbours() -> 
             assert ys[i, k] == pytest.approx((y + 0.5) * 2 - 0.5, abs=1e-5)
     assert (xs[0, 0], ys[0, 0]) == (0.5, 0.5)
     assert xs[0, 1] < 6 * 2 + 0.5 and ys[0, 1] > 0.5  # pulled inwards from the corner
+
+
+def test_parts_whose_names_read_alike_get_runs_of_their_own() -> None:
+    """A run id shows a part's name as letters, digits and dashes: "tête" and "tôte" both read "t-te", so learning
+    one replaced the other's run. Such names now enter the hash; plain names keep the ids they had."""
+    from kgexplain.persist.aog import aog_run_id
+    from kgexplain.store import ids as I
+
+    assert (
+        aog_run_id("eg-toynet-bird-1a2b3c4d", "bird", "head") == f"aog-bird-head-{I.digest('eg-toynet-bird-1a2b3c4d')}"
+    )
+    alike = ["tête", "tôte", "front_foot", "front-foot", "Front foot", "a" * 24 + "x", "a" * 24 + "y"]
+    ids = [aog_run_id("eg-toynet-bird-1a2b3c4d", "bird", part) for part in alike]
+    assert len(set(ids)) == len(alike)
+    assert ids[0].startswith("aog-bird-t-te-")

@@ -17,7 +17,11 @@ from kgexplain.store import ids as I
 
 
 def aog_run_id(build: str, category: str, part: str) -> str:
-    return f"aog-{I.slug(category)}-{I.slug(part)}-{I.digest(build)}"
+    """``aog-<category>-<part>-<hash of the build>``. Where the readable form loses part of a name (characters other
+    than lower-case letters, digits and '-', or more than 24 of them), the hash covers the names too: "tête" and
+    "tôte" both read "t-te", and learning one replaced the other's run."""
+    plain = all(I.slug(name) == name for name in (category, part))
+    return f"aog-{I.slug(category)}-{I.slug(part)}-{I.digest(build if plain else [build, category, part])}"
 
 
 def part_id(build: str, part: PartModel) -> str:
