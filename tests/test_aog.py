@@ -549,7 +549,7 @@ def test_a_build_on_user_data_calibrates_on_its_negatives_folder(tmp_path: Path)
     assert gone.exit_code == 1 and "the background images of build" in gone.output and "--negatives" in gone.output
 
 
-def test_cli_learn_relearn_and_localise(tmp_path: Path) -> None:
+def test_cli_learn_relearn_and_localise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = str(tmp_path / "store")
     build = ["build", "--n", "24", "--iterations", "3", "--patches", "0", "--store", store]
     _run(*build)
@@ -575,6 +575,16 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path) -> None:
     again = json.loads(_run("aog", "learn", "--part", "head", "--store", store, "--json").stdout)
     assert again["run"] == first["run"]
     assert counts() == before  # idempotent
+    # A part learnt under another run id (an older kgexplain's scheme) is replaced, not a duplicated Part node.
+    with monkeypatch.context() as m:
+        m.setattr("kgexplain.jobs.aog.aog_run_id", lambda build, cat, part: "aog-bird-head-older000")
+        assert json.loads(_run("aog", "learn", "--part", "head", "--store", store, "--json").stdout)["run"] == (
+            "aog-bird-head-older000"
+        )
+    assert json.loads(_run("aog", "learn", "--part", "head", "--store", store, "--json").stdout)["run"] == first["run"]
+    assert counts() == before
+    runs = [r["run"] for r in json.loads(_run("runs", "--store", store, "--json").stdout)]
+    assert "aog-bird-head-older000" not in runs and first["run"] in runs
     uses = _run(
         "query",
         "MATCH (:Part)-[:HAS_TEMPLATE]->(:Template)-[u:USES]->(:Pattern) RETURN count(u) AS n",

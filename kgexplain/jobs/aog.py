@@ -280,6 +280,9 @@ def run_learn(
         model, aligned, grow = learnt.part, learnt.aligned_to, learnt.grown
         run_id = aog_run_id(build.run, cat, cfg.part)
         nodes, rels = part_rows(build.run, build.graph, model, run_id)
+        owner = queries.part_owner(db, str(nodes["Part"].column("id")[0]))
+        if owner is not None and owner != run_id:  # learnt before under another id (an older kgexplain's): replaced
+            db.delete_run(owner)
         counts = {"parts": 1, "templates": len(nodes["Template"]), "uses": len(rels["USES"])}
         extra = {"k": cfg.k, "seed": seed, "examples": ex.ids, "source": examples.name, "facing_aligned_to": aligned}
         stats = {"templates": counts["templates"], "uses": counts["uses"]}

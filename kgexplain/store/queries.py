@@ -146,6 +146,14 @@ def part(store: GraphStore, aog_run: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def part_owner(store: GraphStore, part_id: str) -> str | None:
+    """The run that holds the Part node ``part_id`` (None when there is none)."""
+    if not store.has_label("Part"):
+        return None
+    rows = store.query("MATCH (p:Part) WHERE p.id = $id RETURN p.run", {"id": part_id}).rows
+    return str(rows[0][0]) if rows else None
+
+
 def template_uses(store: GraphStore, aog_run: str) -> list[dict[str, Any]]:
     """Every USES edge of an AOG run's templates with its template and pattern (id, layer, filter, k), by template
     then weight."""
