@@ -117,6 +117,14 @@ def test_annotations_json_by_hand(tmp_path: Path) -> None:
     assert rec.label == "bird" and rec.box == (10, 5, 90, 75) and rec.keypoints == {"head": (80.0, 20.0)}
     assert src.load_image(0).size == (100, 80)
     assert src.load_mask(0, (100, 80)).shape == (80, 100)
+    # Non-zero is the object, as documented (and as `info --mask` reads it): a mask saved as 0 / 1, as binary masks
+    # often are, read as empty with a threshold of 127.
+    from PIL import Image
+
+    ones = np.zeros((80, 100), np.uint8)
+    ones[20:60, 30:70] = 1
+    Image.fromarray(ones).save(tmp_path / "masks" / "a.png")
+    assert src.load_mask(0, (100, 80)).sum() == 40 * 40
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,7 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
             m = img.convert("L")
             if size is not None and m.size != size:
                 m = m.resize(size, Image.Resampling.NEAREST)
-            return np.asarray(m) > 127
+            return np.asarray(m) > 0
     except (OSError, ValueError) as e:
         raise _error(path, "bad_mask", f"mask unreadable: {e}") from e
 
