@@ -117,6 +117,7 @@ def neighbourhood(store: GraphStore, start: str, hops: int, direction: str = "up
     hops = int(hops)
     if hops < 1:
         raise UsageError("--max-hops must be at least 1")
+    _layer_of(store, start)  # an unknown id is an error, not a graph of one node (`graph graphml --around`)
     tables = []
     totals_child: list[str] = []
     totals_value: list[float] = []

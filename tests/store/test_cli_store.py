@@ -120,6 +120,10 @@ def test_graph_commands(built, tmp_path: Path) -> None:
     assert pid in nx.read_graphml(out)
     bad = run("graph", "graphml", str(out), "--store", store, ok=False)
     assert "give either --run or --around" in bad.output
+    # A wrong pattern id wrote a graph of that one name and said nothing: now one line, exit 1, no file.
+    typo = tmp_path / "typo.graphml"
+    wrong = run("graph", "graphml", str(typo), "--around", pid + "x", "--store", store, ok=False)
+    assert wrong.exit_code == 1 and f"no pattern '{pid}x' in the store" in wrong.output and not typo.exists()
 
 
 def test_bad_store_locations_are_one_line_errors(tmp_path: Path) -> None:
