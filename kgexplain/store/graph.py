@@ -56,6 +56,12 @@ class Path:
         return {"hops": len(self.nodes) - 1, "score": self.score, "path": " -> ".join(self.nodes)}
 
 
+def layer_names(store: GraphStore, run: str) -> list[str]:
+    """The layers a run's patterns are in."""
+    rows = store.query("MATCH (p:Pattern) WHERE p.run = $run RETURN DISTINCT p.layer", {"run": run}).rows
+    return sorted(str(r[0]) for r in rows)
+
+
 def _layer_of(store: GraphStore, pattern_id: str) -> tuple[str, str]:
     rows = store.query("MATCH (p:Pattern) WHERE p.id = $id RETURN p.layer, p.run", {"id": pattern_id}).rows
     if not rows:
@@ -180,6 +186,10 @@ def best_paths(
             if target in g:
                 return _k_shortest(g if d == "up" else g.reverse(copy=True), start, target, k, max_hops)
         return []
+    if to_layer is not None:
+        known = layer_names(store, _layer_of(store, start)[1])
+        if to_layer not in known:
+            raise UsageError(f"no layer {to_layer!r} in this run", hint=f"its layers: {', '.join(known)}")
     hood = neighbourhood(store, start, max_hops, direction)
     succ = hood.successors(reverse=direction == "down")
     layers = _layers(store, set(hood.child) | set(hood.parent)) if to_layer else {}

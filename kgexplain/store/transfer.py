@@ -61,6 +61,12 @@ def iter_graph(store: GraphStore, run: str | None = None) -> Iterator[tuple[str,
             yield "rel", rel, _rel_table(store, rel, run)
 
 
+def _require_run(store: GraphStore, run: str | None) -> None:
+    """A run asked for by name must be there (else an export held only the shared nodes, without a word)."""
+    if run is not None and store.run_status(run) is None:
+        raise StoreError(f"no run {run!r} in {store.url}", hint="`kgexplain runs` lists them")
+
+
 def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
@@ -69,6 +75,7 @@ def export(store: GraphStore, fmt: str, out: str | Path, run: str | None = None)
     """Write the store (or one run) as ``graphml`` (one file), ``jsonl`` (one file) or ``csv`` (a folder)."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}", hint=f"use {', '.join(FORMATS)}")
+    _require_run(store, run)
     out = Path(out).expanduser()
     try:
         return _export(store, fmt, out, run)
@@ -133,6 +140,7 @@ def push(
     """Copy ``source`` (or one run) into ``target``, idempotently."""
     if source.url == target.url:
         raise UsageError("source and target are the same store")
+    _require_run(source, run)  # before anything is written to the target
     target.ensure_writable()
     counts: dict[str, int] = {}
     shared = [label for label in source.schema.nodes if label not in (*RUN_SCOPED, "Meta", "Run")]

@@ -124,6 +124,12 @@ def test_graph_commands(built, tmp_path: Path) -> None:
     typo = tmp_path / "typo.graphml"
     wrong = run("graph", "graphml", str(typo), "--around", pid + "x", "--store", store, ok=False)
     assert wrong.exit_code == 1 and f"no pattern '{pid}x' in the store" in wrong.output and not typo.exists()
+    # A layer or run that is not there: an error, not "(no rows)" or an export of the shared nodes alone.
+    layer = run("paths", pid, "--to-layer", "conv9", "--store", store, ok=False)
+    assert layer.exit_code != 0 and "no layer 'conv9' in this run (its layers: conv4_1" in layer.output
+    gone = tmp_path / "gone"
+    nope = run("export", "--format", "csv", "--out", str(gone), "--run", "nope", "--store", store, ok=False)
+    assert nope.exit_code != 0 and "no run 'nope'" in nope.output and not gone.exists()
 
 
 def test_bad_store_locations_are_one_line_errors(tmp_path: Path) -> None:
