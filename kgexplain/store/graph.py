@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from kgexplain.errors import StoreError, UsageError
+from kgexplain.store import browse
 from kgexplain.store.base import GraphStore
 
 EDGE_COLUMNS = ["child", "parent", "weight", "dx", "dy"]
@@ -54,12 +55,6 @@ class Path:
 
     def to_dict(self) -> dict[str, Any]:
         return {"hops": len(self.nodes) - 1, "score": self.score, "path": " -> ".join(self.nodes)}
-
-
-def layer_names(store: GraphStore, run: str) -> list[str]:
-    """The layers a run's patterns are in."""
-    rows = store.query("MATCH (p:Pattern) WHERE p.run = $run RETURN DISTINCT p.layer", {"run": run}).rows
-    return sorted(str(r[0]) for r in rows)
 
 
 def _layer_of(store: GraphStore, pattern_id: str) -> tuple[str, str]:
@@ -187,7 +182,7 @@ def best_paths(
                 return _k_shortest(g if d == "up" else g.reverse(copy=True), start, target, k, max_hops)
         return []
     if to_layer is not None:
-        known = layer_names(store, _layer_of(store, start)[1])
+        known = [str(lay["layer"]) for lay in browse.run_layers(store, _layer_of(store, start)[1])]
         if to_layer not in known:
             raise UsageError(f"no layer {to_layer!r} in this run", hint=f"its layers: {', '.join(known)}")
     hood = neighbourhood(store, start, max_hops, direction)

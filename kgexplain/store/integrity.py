@@ -13,7 +13,6 @@ The content digest lets a re-run that would write the very same rows skip the wr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kgexplain.errors import StoreError
+from kgexplain.store.artifacts import ArtifactRef
 from kgexplain.store.base import RUN_SCOPED, GraphStore
 from kgexplain.store.digest import WRITTEN, ids_digest
 
@@ -120,7 +120,7 @@ def _artifact_problems(store: GraphStore, run: str, stats: Mapping[str, Any]) ->
             continue
         found = SHA.search(rel.rsplit("/", 1)[-1])
         want = sha or (found.group(0) if found else None)
-        if want and hashlib.sha256(path.read_bytes()).hexdigest() != want:
+        if want and not store.artifacts.verify(ArtifactRef(rel, want)):
             altered.append(rel)
     out = []
     if missing:

@@ -154,8 +154,6 @@ def push(
             counts[rel] = target.ensure_rels(rel, _rel_table(source, rel, None))
     run_rows = _node_table(source, "Run", run).to_pylist() if source.has_label("Run") else []
     run_rows.sort(key=lambda r: r.get("started") or "")  # a run may use patterns of an earlier one
-    if run is not None and not run_rows:
-        raise StoreError(f"no run {run!r} in {source.url}", hint="`kgexplain runs` lists them")
     for r in run_rows:
         if r.get("status") != "complete":
             say(progress, f"run {r['id']}: skipped (status {r.get('status')})")

@@ -204,10 +204,10 @@ class Site:
         if im is None:
             raise UsageError(f"no image {image_id!r} in the store", hint="images are listed on run and pattern pages")
         layers = browse.image_layers(self.store, image_id)
-        if self.static:  # each layer's strongest, grouped by layer (the order of ``layers``)
-            fires = [
-                f for name in layers for f in browse.image_patterns(self.store, image_id, name, 0, _per_layer(layers))
-            ]
+        # The report: each layer's strongest, grouped by layer (a page's worth shared by the layers, at least 12 each).
+        per_layer = max(12, IMAGE_PAGE // max(1, len(layers))) if self.static else None
+        if per_layer is not None:
+            fires = [f for name in layers for f in browse.image_patterns(self.store, image_id, name, 0, per_layer)]
         else:
             fires = browse.image_patterns(self.store, image_id, layer, page * IMAGE_PAGE, IMAGE_PAGE)
         if self.only is not None:
@@ -260,7 +260,7 @@ class Site:
                 {"layer": name, "href": f"#layer-{name}" if self.static else f"?layer={name}"} for name in layers
             ],
             "by_layer": self.static,
-            "per_layer": _per_layer(layers) if self.static else None,
+            "per_layer": per_layer,
             "fires": fires,
             "maps": maps,
             "knowledge_points": kps,
@@ -366,11 +366,6 @@ def headline(kind: str, stats: dict[str, Any]) -> str:
         if isinstance(v, int | float) and not isinstance(v, bool):
             parts.append(f"{key} {v:.4g}" if isinstance(v, float) else f"{key} {v}")
     return ", ".join(parts)
-
-
-def _per_layer(layers: list[str]) -> int:
-    """Patterns per layer on a report's image page: a page's worth shared by its layers, at least 12 each."""
-    return max(12, IMAGE_PAGE // max(1, len(layers)))
 
 
 def _pager(kind: str, node_id: str, page: int, pages: int) -> dict[str, Any]:
