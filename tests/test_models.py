@@ -103,6 +103,30 @@ def test_local_state_dict_and_wrapped_checkpoints(tmp_path: Path) -> None:
         assert handle.weights == f"file:{name}" and handle.weights_sha
 
 
+def test_checkpoints_of_lightning_torch_compile_and_wrappers_load_under_their_prefix(tmp_path: Path) -> None:
+    """The prefix that a training framework puts before the network's names is taken off: Lightning's ``model.``,
+    torch.compile's ``_orig_mod.`` (under DDP's ``module.`` too), a wrapper's attribute with a loss's buffer beside
+    it, a fine-tuned head's number of classes read through it. A head saved under another name stays an error that
+    names the missing weight."""
+    import torchvision
+
+    ref = torchvision.models.alexnet(num_classes=3)
+    state = ref.state_dict()
+    for name, payload in {
+        "lightning.ckpt": {"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 2},
+        "compiled.pt": {f"_orig_mod.{k}": v for k, v in state.items()},
+        "ddp-compiled.pt": {"model_state_dict": {f"module._orig_mod.{k}": v for k, v in state.items()}},
+        "wrapper.pt": {**{f"net.{k}": v for k, v in state.items()}, "loss.weight": torch.ones(3)},
+    }.items():
+        handle = load_model("alexnet", _save(payload, tmp_path / name))
+        assert torch.equal(handle.module.features[3].weight, ref.features[3].weight), name
+        assert handle.module(torch.zeros(1, 3, 224, 224)).shape == (1, 3), name
+    renamed = {f"backbone.{k}": v for k, v in state.items() if not k.startswith("classifier.6.")}
+    renamed |= {"head.weight": state["classifier.6.weight"], "head.bias": state["classifier.6.bias"]}
+    with pytest.raises(ModelError, match=r"do not fit alexnet: 2 missing \(e.g. classifier.6.weight\)"):
+        load_model("alexnet", _save(renamed, tmp_path / "renamed.pt"))
+
+
 def test_loaded_weights_fill_every_tensor_in_the_modules_dtype(tmp_path: Path) -> None:
     """Weights are loaded into an architecture built on the meta device (no random initialisation first): every
     tensor ends up real, in float32 even from a half-precision file, and the outputs are those of the saved net."""

@@ -20,6 +20,7 @@ from kgexplain.models import layers as L
 from kgexplain.models.efficientnet import EfficientNetLite, lite0_checkpoint
 from kgexplain.models.toynet import ToyVGG
 from kgexplain.models.weights import (
+    align_keys,
     extract_state_dict,
     imagenet_class_names,
     imagenet_weights_enum,
@@ -344,9 +345,10 @@ def load_model(
         obj = load_checkpoint_object(path, trust=trust_checkpoint)
         if isinstance(obj, dict) and isinstance(obj.get("meta"), dict):
             meta = dict(obj["meta"])
-        state = extract_state_dict(obj, path)
+        template = _unfilled(arch)
+        state = align_keys(extract_state_dict(obj, path), set(template.state_dict()))
         num_classes = None
-        last = _last_linear(_unfilled(arch)) if name != "toynet" else "classifier"
+        last = _last_linear(template) if name != "toynet" else "classifier"
         if last and f"{last}.weight" in state:
             num_classes = int(state[f"{last}.weight"].shape[0])
         module = _unfilled(arch, num_classes)

@@ -150,6 +150,28 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+def align_keys(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor]:
+    """``state`` with the prefix that wrappers put before the network's own names taken off: PyTorch Lightning's
+    ``model.``, ``torch.compile``'s ``_orig_mod.``, DDP's ``module.`` or any combination, or the attribute a
+    user's wrapper holds the network under. The prefix is the one under which the most keys are the network's
+    own (``own``); keys outside it (a loss's buffers, a second network) are left out, and loading, which is
+    strict, still reports any own name that is missing under it (a renamed head)."""
+    if own <= state.keys():
+        return state
+    counts: dict[str, int] = {}
+    for key in state:
+        parts = key.split(".")
+        for i in range(1, len(parts)):
+            if ".".join(parts[i:]) in own:
+                prefix = ".".join(parts[:i]) + "."
+                counts[prefix] = counts.get(prefix, 0) + 1
+    if not counts:
+        return state
+    prefix = max(counts, key=lambda p: (counts[p], -len(p)))
+    inner = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return inner if len(own & inner.keys()) > len(own & state.keys()) else state
+
+
 def load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], source: str, arch: str) -> None:
     """Strictly load ``state`` into ``module`` with a readable error on mismatch. A module built on the meta device
     takes the loaded tensors themselves (in its own dtypes)."""
