@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+
 import click
 
+from kgexplain.errors import UsageError
 from kgexplain.store import StoreSpec
 from kgexplain.web.report import write_report
 
@@ -33,7 +36,8 @@ def report_command(
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (localhost by default).")
-@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port to listen on (0: any free one, printed).")  # fmt: skip
 @store_options
 def serve_command(host: str, port: int, store: StoreSpec) -> None:
     """Browse the store live and read-only: the report's pages, each with its JSON twin (the same path with .json,
@@ -43,5 +47,28 @@ def serve_command(host: str, port: int, store: StoreSpec) -> None:
     from kgexplain.web.serve import make_app  # lazy: Starlette loads only for serve
 
     with store.read() as db:  # a missing or unreadable store fails here, in one line, before binding
-        click.echo(f"kgexplain: serving {db.url} read-only at http://{host}:{port}/ (Ctrl-C stops)")
-        uvicorn.run(make_app(db), host=host, port=port, log_level="warning")
+        sock = listen(host, port)
+        where = f"[{host}]" if ":" in host else host
+        click.echo(f"kgexplain: serving {db.url} read-only at http://{where}:{sock.getsockname()[1]}/ (Ctrl-C stops)")
+        uvicorn.Server(uvicorn.Config(make_app(db), log_level="warning")).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port for the server, or one error line when the port is taken or the address is not
+    this machine's (uvicorn itself would log it and exit with status 3)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise UsageError(
+            f"cannot serve on {host}:{port}: {reason}",
+            hint="pass another --port (0 picks a free one), or a --host address of this machine",
+        ) from None
+    return sock

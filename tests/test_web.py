@@ -238,6 +238,21 @@ def test_server_pages_json_twins_paging_and_errors(store_dir: Path) -> None:
                 assert client.request(method, path).status_code == 405
 
 
+def test_serve_on_a_port_in_use_is_one_error_line_and_port_0_picks_a_free_one(store_dir: Path) -> None:
+    from kgexplain.cli.web_cmd import listen
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        res = CliRunner().invoke(cli, ["serve", "--store", str(store_dir), "--port", str(port)])
+    assert res.exit_code == 2 and "serving" not in res.output, res.output
+    assert res.output.strip().splitlines() == [
+        f"Error: cannot serve on 127.0.0.1:{port}: Address already in use (pass another --port (0 picks a free "
+        "one), or a --host address of this machine)"
+    ]
+    with listen("127.0.0.1", 0) as sock:
+        assert sock.getsockname()[1] > 0
+
+
 def _chromium() -> tuple[str, str] | None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
