@@ -29,7 +29,6 @@ from kgexplain.jobs.common import (
 from kgexplain.knowledge_points.analyse import Analysis, KPConfig, analyse
 from kgexplain.knowledge_points.figures import plot_counts, write_plots
 from kgexplain.knowledge_points.kappa import KappaTables
-from kgexplain.knowledge_points.points import knowledge_points
 from kgexplain.models.registry import ModelHandle
 from kgexplain.persist.kp import kp_record, kp_rows, layer_metrics
 from kgexplain.persist.shared import layer_and_image_rows, metric_rows, write_shared
@@ -184,14 +183,21 @@ def run_kp(
                 f"{group.on_ranks()} ...",
             )
             images = np.stack([f.image for f in frames])
-            known = truth if truth is not None else np.full(len(frames), -1)
             a = analyse(
-                handle, images, known, layers, kappa, cfg.analysis, cfg.sample_layer, device, cfg.batch_size,
+                handle, images, truth, layers, kappa, cfg.analysis, cfg.sample_layer, device, cfg.batch_size,
                 progress, group,
             )  # fmt: skip
+            classes = int(a.collected.logits.shape[1])
+            if cfg.analysis.tau < 1 / classes:
+                say(
+                    progress,
+                    f"note: with {classes} classes max_c p(c|h) is at least 1/{classes} = {1 / classes:.2f}, above tau "
+                    f"= {cfg.analysis.tau:g}, so every region counts as a knowledge point; pass --tau above "
+                    f"{1 / classes:.2f} for counts that mean something",
+                )
             if db is None:  # not rank 0: nothing to write
                 continue
-            run = _store(db, handle, label, source, frames, layers, truth, a, cfg, started)
+            run = _store(db, handle, label, source, frames, layers, a, cfg, started)
             folder = out_dir / label if len(handles) > 1 else out_dir
             folder.mkdir(parents=True, exist_ok=True)
             run.files = write_plots(run.analysis, label, run.class_names, frames, folder)
@@ -212,18 +218,11 @@ def _store(
     source: ImageSource,
     frames: Sequence[Framed],
     layers: Sequence[str],
-    truth: np.ndarray | None,
     a: Analysis,
     cfg: KnowledgePointsConfig,
     started: str | None = None,
 ) -> KPRun:
-    """Store one checkpoint's analysis as a run (reliability against the model's own prediction when ``truth`` is
-    None)."""
-    if truth is None:  # reliability against the model's own prediction
-        truth = a.collected.logits.argmax(1).numpy()
-        for layer in a.layers.values():
-            layer.points = knowledge_points(layer.h, a.sample, truth, cfg.analysis.tau, cfg.analysis.reference)
-        a.truth = truth
+    """Store one checkpoint's analysis as a run."""
     names = list(handle.class_names or []) or [str(c) for c in range(a.collected.logits.shape[1])]
 
     model_id, image_ids, shared_nodes, shared_rels = layer_and_image_rows(

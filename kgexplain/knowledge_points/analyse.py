@@ -143,7 +143,7 @@ def per_image_pearson(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 
 def analyse_layers(
     col: Collected,
-    truth: np.ndarray,
+    truth: np.ndarray | None,
     layers: Sequence[str],
     kappa: KappaTables,
     cfg: KPConfig,
@@ -154,7 +154,10 @@ def analyse_layers(
     """Everything after the forward pass. ``col`` holds CPU tensors; the per-layer fits (the costly part) run on
     ``device``, the small sample embedding on the CPU. With a distributed ``group`` the layers are dealt to the
     ranks (every fit couples all the images, and each is seeded on its own, so a layer's result is the one a single
-    process gets) and every rank gets every layer's result."""
+    process gets) and every rank gets every layer's result. ``truth`` None: the model's own prediction (reliable =
+    points to the predicted class)."""
+    if truth is None:
+        truth = col.logits.argmax(1).numpy()
     grp = group or Group()
     t0 = time.perf_counter()
     emb = fit_sample(col.sample, col.logits, kappa.sample, cfg.sample)
@@ -200,7 +203,7 @@ def analyse_layers(
 def analyse(
     handle: ModelHandle,
     images: np.ndarray,
-    truth: np.ndarray,
+    truth: np.ndarray | None,
     layers: Sequence[str],
     kappa: KappaTables,
     cfg: KPConfig,
@@ -210,7 +213,8 @@ def analyse(
     progress: Progress | None = None,
     group: Group | None = None,
 ) -> Analysis:
-    """``images`` (N, S, S, 3) uint8 framed for the model; ``truth`` (N,) class indices (-1 unknown); ``group``:
+    """``images`` (N, S, S, 3) uint8 framed for the model; ``truth`` (N,) class indices (-1 unknown; None: the
+    model's prediction); ``group``:
     see :func:`analyse_layers` (the forward pass runs on every rank)."""
     sample_layer = sample_layer or list(handle.layers)[-1]
     grid = cfg.grid or min(layer_shape(handle, handle.layer(sample_layer), images.shape[1])[1:])
