@@ -533,17 +533,31 @@ def _run(*args: str, ok: bool = True):
     return result
 
 
-def test_a_build_on_user_data_calibrates_on_its_negatives_folder(tmp_path: Path) -> None:
+def test_a_build_on_user_data_grows_on_its_images_and_calibrates_on_its_negatives_folder(tmp_path: Path) -> None:
+    """`aog learn` on a build of the user's own data reads the build's images and --negatives again from where the
+    build read them: the templates grow (and "not found" is calibrated) on the build's 15 birds, not on the 3 of the
+    examples file; without them it says why it cannot calibrate."""
     birds, background, store = tmp_path / "birds", tmp_path / "background", str(tmp_path / "store")
     _run("data", "synth", "--out", str(birds), "--n", "15", "--seed", "4", "--category", "bird")
     _run("data", "synth", "--out", str(background), "--n", "12", "--seed", "5", "--category", "background")
-    examples = str(birds / "annotations.json")
+    data = birds / "annotations.json"
+    doc = json.loads(data.read_text())
+    examples = str(birds / "three.json")
+    Path(examples).write_text(json.dumps({"images": doc["images"][:3]}))
     neg = ["--negatives", str(background / "images")]
-    _run("build", "--annotations", examples, *neg, "--iterations", "2", "--patches", "0", "--store", store)
-    learnt = json.loads(
-        _run("aog", "learn", "--part", "head", "--examples", examples, "--store", store, "--json").stdout
-    )
+    _run("build", "--annotations", str(data), *neg, "--iterations", "2", "--patches", "0", "--store", store)
+    learn = ["aog", "learn", "--part", "head", "--store", store, "--json"]
+    learnt = json.loads(_run(*learn, "--examples", examples).stdout)
+    assert learnt["unlabelled_images"] == 10  # two thirds of the build's 15 birds; the rest calibrate
+    assert learnt["calibration"]["positives"] == 5 and learnt["not_calibrated_because"] is None
     assert learnt["calibration"]["negatives"] > 0  # the build's --negatives folder, found again from the store
+    own = json.loads(_run(*learn).stdout)  # no examples file: the build's own annotations
+    assert own["unlabelled_images"] == 10 and own["calibration"]["positives"] == 5
+    data.rename(birds / "elsewhere.json")
+    res = CliRunner().invoke(cli, [*learn[:-1], "--examples", examples], catch_exceptions=False)
+    assert res.exit_code == 0 and "note: the images of build" in res.output, res.output
+    assert "not calibrated (3 unlabelled images, 9 needed to hold a third out: pass --unlabelled DIR)" in res.output
+    (birds / "elsewhere.json").rename(data)
     (background / "images").rename(tmp_path / "moved")
     gone = _run("aog", "learn", "--part", "head", "--examples", examples, "--store", store, ok=False)
     assert gone.exit_code == 1 and "the background images of build" in gone.output and "--negatives" in gone.output

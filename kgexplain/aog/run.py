@@ -308,6 +308,20 @@ def localise_source(
 
 
 CALIBRATION_IMAGES = 100  # held-out images with the part, and background images, that calibrate "not found"
+CALIBRATION_MIN_POOL = 9  # unlabelled images needed to hold a third out for calibrating "not found"
+CALIBRATION_MIN_NEGATIVES = 4  # background images needed (half weigh the patterns' evidence, half calibrate)
+
+
+def uncalibrated_reason(pool: int, negatives: int | None) -> str | None:
+    """Why a part learnt on ``pool`` unlabelled images and ``negatives`` background images (None: no background
+    source) is not calibrated, or None when it is."""
+    if negatives is None or negatives == 0:
+        return "no background images"
+    if pool < CALIBRATION_MIN_POOL:
+        return f"{pool} unlabelled images, {CALIBRATION_MIN_POOL} needed to hold a third out: pass --unlabelled DIR"
+    if negatives < CALIBRATION_MIN_NEGATIVES:
+        return f"{negatives} background images, {CALIBRATION_MIN_NEGATIVES} needed"
+    return None
 
 
 @dataclass
@@ -337,7 +351,8 @@ def learn_on(
     calibrated on the rest of ``pool`` (at most CALIBRATION_IMAGES) and as many background images, both searched
     whole and localised with ``others`` (their facing cues weigh in), as a whole image is at localisation."""
     rows = list(range(len(pool)))
-    held = rows[len(rows) * 2 // 3 :][:CALIBRATION_IMAGES] if len(rows) >= 9 and negatives is not None else []
+    calibrated = uncalibrated_reason(len(pool), None if negatives is None else len(negatives)) is None
+    held = rows[len(rows) * 2 // 3 :][:CALIBRATION_IMAGES] if calibrated else []
     grow = rows[: len(rows) - len(held)] if held else rows
     framing = build.framing_for(all(pool.record(i).box is not None for i in grow[:50]))
     batch = frame(pool, grow, framing)
@@ -351,7 +366,7 @@ def learn_on(
     model = learn_part(name, category, det_ex, centres, examples.ids, size, None, config, det_u, det_mirror, given)
     aligned = next((o.name for o in others if align_facing(model, o)), None)
     background = 0
-    if held and negatives is not None and len(negatives) >= 4:
+    if held and negatives is not None:
         # Background images: the first half weighs the patterns' evidence, the second calibrates (both searched
         # whole, as a whole image is at localisation); neither is an image the threshold is then judged on.
         half = min(len(negatives) // 2, CALIBRATION_IMAGES)

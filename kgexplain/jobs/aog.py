@@ -14,7 +14,15 @@ import numpy as np
 
 from kgexplain.aog.model import AOGConfig, PartModel
 from kgexplain.aog.overlay import overlay
-from kgexplain.aog.run import Detector, LoadedBuild, frame, learn_on, localise_source, pick_examples
+from kgexplain.aog.run import (
+    Detector,
+    LoadedBuild,
+    frame,
+    learn_on,
+    localise_source,
+    pick_examples,
+    uncalibrated_reason,
+)
 from kgexplain.aog.vote import axis_names, held_by_prior
 from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.spec import DataSpec
@@ -110,10 +118,20 @@ def build_negatives(store: GraphStore, build: LoadedBuild) -> ImageSource | None
         ) from e
 
 
-def build_images(store: GraphStore, build: LoadedBuild) -> ImageSource | None:
-    """The images the build mined (the synthetic workload only: user data sets are not reopened)."""
+def build_images(store: GraphStore, build: LoadedBuild, progress: Progress | None = None) -> ImageSource | None:
+    """The images the build mined: the synthetic workload, or the user's data set where the build recorded it
+    (builds by an older kgexplain did not) and it can still be read (else None, with a note)."""
     synth = _synthetic(store, build)
-    return Subset.by_label(synth, [build.config["synthetic"]["category"]]) if synth is not None else None
+    if synth is not None:
+        return Subset.by_label(synth, [build.config["synthetic"]["category"]])
+    spec = build.config.get("data_source")
+    if not isinstance(spec, dict):
+        return None
+    try:
+        return DataSpec.from_record(spec).open(store.workspace)
+    except DataError as e:
+        say(progress, f"note: the images of build {build.run} cannot be read ({e.message}); not using them")
+        return None
 
 
 @dataclass(frozen=True)
@@ -158,6 +176,7 @@ class LearnResult(JobResult):
     unlabelled: int
     seconds: float
     counts: dict[str, int] = field(default_factory=dict)
+    uncalibrated: str | None = None  # why "not found" is not calibrated (None: it is)
 
     def to_json(self) -> Any:
         return {
@@ -170,6 +189,7 @@ class LearnResult(JobResult):
             "examples": self.examples,
             "unlabelled_images": self.unlabelled,
             "calibration": self.part.calibration or None,
+            "not_calibrated_because": None if self.part.calibration else self.uncalibrated,
             "from_prior": axis_names(held_by_prior(self.part)),
             "facing_from": self.part.facing_from,
             "dropped_templates": self.part.dropped,
@@ -207,7 +227,8 @@ class LearnResult(JobResult):
             )
         c = self.part.calibration
         if not c:
-            return "\n".join([*lines, "not calibrated (no background images): every part is reported found"])
+            why = self.uncalibrated or "no background images"
+            return "\n".join([*lines, f"not calibrated ({why}): every detection is reported found"])
         lines.append(
             f"'not found' below presence {c['threshold']:.3f} (precision {c['precision']} at even odds; on the "
             f"calibration images: found {c['found_rate']:.0%} of {c['positives']} with the part, "
@@ -241,7 +262,7 @@ def run_learn(
     device = device_name(cfg.device)
     with opened(store or StoreSpec(), write=True) as db:
         build = open_build(db, cfg.run, device, cfg.model)
-        own = build_images(db, build)
+        own = build_images(db, build, progress)
         seed = cfg.seed
         if examples is None:
             if own is None:
@@ -276,7 +297,9 @@ def run_learn(
                 f"note: {build.run} was mined with --facing latent; parts localise worse on such a graph today "
                 "(README: Explanatory graphs, the facing as a latent variable)",
             )
-        learnt = learn_on(build, cfg.part, cat, ex, centres, pool, cfg.aog, build_negatives(db, build), others)
+        negatives = build_negatives(db, build)
+        learnt = learn_on(build, cfg.part, cat, ex, centres, pool, cfg.aog, negatives, others)
+        uncalibrated = uncalibrated_reason(len(pool), None if negatives is None else len(negatives))
         model, aligned, grow = learnt.part, learnt.aligned_to, learnt.grown
         run_id = aog_run_id(build.run, cat, cfg.part)
         nodes, rels = part_rows(build.run, build.graph, model, run_id)
@@ -288,7 +311,7 @@ def run_learn(
         stats = {"templates": counts["templates"], "uses": counts["uses"]}
         record = part_record(run_id, build.run, build.model_id, model, examples.name, extra, stats, build.graph)
         db.write_run(replace(record, started=started), nodes, rels)
-    return LearnResult(model, run_id, build.run, ex.ids, grow, time.perf_counter() - t0, counts)
+    return LearnResult(model, run_id, build.run, ex.ids, grow, time.perf_counter() - t0, counts, uncalibrated)
 
 
 @dataclass(frozen=True)

@@ -436,6 +436,8 @@ def _build(
         "patches": cfg.patches,
         # where the negatives are (the determinants hold only their fingerprint): `aog learn` calibrates on them
         "negatives_source": cfg.negatives.to_record() if cfg.negatives is not None else None,
+        # and where its images are: `aog learn` grows templates on them (and takes examples from their annotations)
+        "data_source": None if synthetic else cfg.data.to_record(),
         "load": {"model": handle.name, "python": True}
         if isinstance(cfg.model, ModelHandle)  # `aog learn` and `localize` then need the same handle again
         else {"model": cfg.model, "weights": _weights_spec(cfg.weights)},
