@@ -563,6 +563,51 @@ def test_a_build_on_user_data_grows_on_its_images_and_calibrates_on_its_negative
     assert gone.exit_code == 1 and "the background images of build" in gone.output and "--negatives" in gone.output
 
 
+def test_parts_learnt_from_examples_they_do_not_share_are_put_in_one_facing_frame(tmp_path: Path) -> None:
+    """The head learnt from three birds, the back from the same birds mirrored: the back's frame starts mirrored,
+    and with no example in common it is aligned by localising the head on the back's examples, so both parts
+    localise as they do when the back is learnt from the head's own examples. (Unaligned, the object's facing,
+    decided by both parts, was wrong on more birds: head 4.3 -> 8.0 px, back 9.3 -> 12.7 px.)"""
+    from PIL import Image
+
+    birds, store = tmp_path / "birds", str(tmp_path / "store")
+    _run("data", "synth", "--out", str(birds), "--n", "40", "--seed", "8", "--category", "bird")
+    doc = json.loads((birds / "annotations.json").read_text())
+    _run("build", "--annotations", str(birds / "annotations.json"), "--patches", "0", "--store", store)
+    mirrored = []
+    for e in doc["images"][:3]:
+        img = Image.open(birds / e["path"])
+        w = img.width
+        path = f"images/mirrored-{Path(e['path']).name}"
+        img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(birds / path)
+        x0, y0, x1, y1 = e["box"]
+        kps = {k: [w - 1 - v[0], v[1]] for k, v in e["keypoints"].items() if v}
+        mirrored.append({"path": path, "label": "bird", "box": [w - x1, y0, w - x0, y1], "keypoints": kps})
+    (birds / "a.json").write_text(json.dumps({"images": doc["images"][:3]}))
+    (birds / "b.json").write_text(json.dumps({"images": mirrored}))
+    test = birds / "test.json"
+    test.write_text(json.dumps({"images": doc["images"][20:]}))
+    _run("aog", "learn", "--part", "head", "--examples", str(birds / "a.json"), "--store", store)
+
+    def errors(examples: str, aligned_by: str) -> list[float]:
+        learn = ["aog", "learn", "--part", "back", "--examples", examples, "--store", store, "--json"]
+        learnt = json.loads(_run(*learn).stdout)
+        assert (learnt["facing_aligned_to"], learnt["facing_aligned_by"]) == ("head", aligned_by)
+        args = ["localize", "--part", "head,back", "--annotations", str(test), "--store", store, "--json"]
+        res = json.loads(_run(*args).stdout)["results"]
+        out = []
+        for part in ("head", "back"):
+            found = [r for r in res if r["part"] == part]
+            truth = [e["keypoints"][part] for e in doc["images"][20:]]
+            dist = [np.hypot(r["x"] - t[0], r["y"] - t[1]) for r, t in zip(found, truth, strict=True)]
+            out.append(float(np.mean(dist)))
+        return out
+
+    shared = errors(str(birds / "a.json"), "a shared example")
+    aligned = errors(str(birds / "b.json"), "localising it on the examples")
+    assert aligned[0] < shared[0] + 0.5 and aligned[1] < shared[1] + 1.0, (shared, aligned)
+
+
 def test_cli_learn_relearn_and_localise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = str(tmp_path / "store")
     build = ["build", "--n", "24", "--iterations", "3", "--patches", "0", "--store", store]

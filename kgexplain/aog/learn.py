@@ -22,7 +22,7 @@ calibrated "not found" threshold (:func:`calibrate`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -485,11 +485,17 @@ def _grow(part: PartModel, det: Detections) -> None:
 def align_facing(part: PartModel, reference: PartModel) -> bool:
     """Make ``part``'s facings mean what ``reference``'s mean (another part of the same category), through an
     example both were learnt from; returns False (nothing changed) when they share none."""
-    ref, mine = reference.example_facings(), part.example_facings()
-    shared = [e for e in mine if e in ref]
+    return align_to_facings(part, reference.example_facings())
+
+
+def align_to_facings(part: PartModel, facings: Mapping[str, bool]) -> bool:
+    """Make ``part``'s facings agree with ``facings`` (example id -> mirrored, in another part's frame) on most of
+    the examples both know, by mirroring every template's facing when most disagree; False when they share none."""
+    mine = part.example_facings()
+    shared = [e for e in mine if e in facings]
     if not shared:
         return False
-    if sum(mine[e] != ref[e] for e in shared) * 2 > len(shared):
+    if sum(mine[e] != facings[e] for e in shared) * 2 > len(shared):
         for t in part.templates:
             t.facing = not t.faces
         if part.prior.get("mean"):  # the prior's means are stored per facing: they swap with it

@@ -13,7 +13,7 @@ import numpy as np
 
 from kgexplain.aog.detections import Detections, RawFilterReference, graph_detections, raw_filter_detections
 from kgexplain.aog.extent import UPSCALE, object_boxes, shifted
-from kgexplain.aog.learn import align_facing, calibrate, learn_part, set_evidence, vote_shift
+from kgexplain.aog.learn import align_facing, align_to_facings, calibrate, learn_part, set_evidence, vote_shift
 from kgexplain.aog.model import AOGConfig, PartModel
 from kgexplain.aog.vote import Localisation, facing_cues, localise_parts
 from kgexplain.data.base import Affine, Box, Framed, Framing, ImageSource
@@ -331,6 +331,7 @@ class Learnt:
     grown: int  # unlabelled images the templates grew on
     held_out: int  # images with the part that calibrated "not found"
     background: int  # background images that calibrated it
+    aligned_by: str = ""  # how: through "a shared example", or by "localising it on the examples"
 
 
 def learn_on(
@@ -347,9 +348,10 @@ def learn_on(
     """Learn a part from framed ``examples`` (and their mirrors) on a build; its templates grow on the first two
     thirds of ``pool``; where its own templates do not decide the examples' facings, it takes those of the first of
     ``others`` (the other parts of its category) whose templates did; its facings are aligned with the first of
-    ``others`` it shares an example with; and with ``negatives`` (background images) its "not found" threshold is
-    calibrated on the rest of ``pool`` (at most CALIBRATION_IMAGES) and as many background images, both searched
-    whole and localised with ``others`` (their facing cues weigh in), as a whole image is at localisation."""
+    ``others`` it shares an example with (else with the first of ``others`` as localised on the examples); and
+    with ``negatives`` (background images) its "not found" threshold is calibrated on the rest of ``pool`` (at most
+    CALIBRATION_IMAGES) and as many background images, both searched whole and localised with ``others`` (their
+    facing cues weigh in), as a whole image is at localisation."""
     rows = list(range(len(pool)))
     calibrated = uncalibrated_reason(len(pool), None if negatives is None else len(negatives)) is None
     held = rows[len(rows) * 2 // 3 :][:CALIBRATION_IMAGES] if calibrated else []
@@ -365,6 +367,13 @@ def learn_on(
     given = next((f for f in decided if set(f) >= set(examples.ids)), None)
     model = learn_part(name, category, det_ex, centres, examples.ids, size, None, config, det_u, det_mirror, given)
     aligned = next((o.name for o in others if align_facing(model, o)), None)
+    aligned_by = "a shared example" if aligned else ""
+    if aligned is None and others:
+        # No example in common (another examples file): the other parts, localised on this part's examples, say
+        # which way each faces in their frame.
+        found = localise_parts(det_ex, list(others))[others[0].name]
+        if align_to_facings(model, {e: loc.flipped for e, loc in zip(examples.ids, found, strict=True)}):
+            aligned, aligned_by = others[0].name, "localising it on the examples"
     background = 0
     if held and negatives is not None:
         # Background images: the first half weighs the patterns' evidence, the second calibrates (both searched
@@ -386,7 +395,7 @@ def learn_on(
     else:
         model.cues = stored_cues(det_u, batch.ids, model)  # the vote peaks only: no evidence, no presence
         _shift_votes(model, det_u, others, det_ex, centres, examples.ids)
-    return Learnt(model, aligned, len(grow), len(held), background)
+    return Learnt(model, aligned, len(grow), len(held), background, aligned_by)
 
 
 def _shift_votes(

@@ -177,6 +177,8 @@ class LearnResult(JobResult):
     seconds: float
     counts: dict[str, int] = field(default_factory=dict)
     uncalibrated: str | None = None  # why "not found" is not calibrated (None: it is)
+    aligned_to: str | None = None  # the part of the category whose facings this one's were aligned with
+    aligned_by: str | None = None  # through "a shared example", or by "localising it on the examples"
 
     def to_json(self) -> Any:
         return {
@@ -192,6 +194,8 @@ class LearnResult(JobResult):
             "not_calibrated_because": None if self.part.calibration else self.uncalibrated,
             "from_prior": axis_names(held_by_prior(self.part)),
             "facing_from": self.part.facing_from,
+            "facing_aligned_to": self.aligned_to,
+            "facing_aligned_by": self.aligned_by,
             "dropped_templates": self.part.dropped,
             "vote_shift": self.part.prior.get("vote_shift"),
             "seconds": round(self.seconds, 1),
@@ -206,6 +210,10 @@ class LearnResult(JobResult):
         ]
         if r["facing_from"] in FACING_FROM:
             lines.append(f"examples' facings: {FACING_FROM[r['facing_from']]}")
+        if self.aligned_to and self.aligned_by != "a shared example":
+            lines.append(
+                f"facings aligned with '{self.aligned_to}' by {self.aligned_by} (the two parts share no example)"
+            )
         if r["dropped_templates"]:
             limit = self.part.config.template_error * self.part.size
             which = ", ".join(
@@ -308,10 +316,14 @@ def run_learn(
             db.delete_run(owner)
         counts = {"parts": 1, "templates": len(nodes["Template"]), "uses": len(rels["USES"])}
         extra = {"k": cfg.k, "seed": seed, "examples": ex.ids, "source": examples.name, "facing_aligned_to": aligned}
+        extra["facing_aligned_by"] = learnt.aligned_by or None
         stats = {"templates": counts["templates"], "uses": counts["uses"]}
         record = part_record(run_id, build.run, build.model_id, model, examples.name, extra, stats, build.graph)
         db.write_run(replace(record, started=started), nodes, rels)
-    return LearnResult(model, run_id, build.run, ex.ids, grow, time.perf_counter() - t0, counts, uncalibrated)
+    seconds = time.perf_counter() - t0
+    return LearnResult(
+        model, run_id, build.run, ex.ids, grow, seconds, counts, uncalibrated, aligned, learnt.aligned_by or None
+    )
 
 
 @dataclass(frozen=True)
