@@ -238,6 +238,34 @@ def test_server_pages_json_twins_paging_and_errors(store_dir: Path) -> None:
                 assert client.request(method, path).status_code == 405
 
 
+def test_a_runs_figures_are_tables_by_layer_and_by_name() -> None:
+    from kgexplain.web.site import metric_tables
+
+    def m(kind: str, name: str, value: float, layer: str | None = None, artifact: str | None = None) -> dict:
+        return {"kind": kind, "name": name, "value": value, "layer": layer, "checkpoint": "final", "artifact": artifact}
+
+    metrics = [
+        m("kp_layer", "kp", 10, "conv3"),
+        m("kp_layer", "reliable", 4, "conv3"),
+        m("kp_layer", "kp", 12, "conv5"),
+        m("kp_sample", "corr", -0.9),
+        m("kp_sample", "kl", 0.1),
+        m("info_map", "sid", -2.5, "conv5", "x.npy"),
+    ]
+    by_layer, by_name = metric_tables(metrics)  # the figure with a file stays in the plain list only
+    assert by_layer == {
+        "kind": "kp_layer",
+        "columns": ["checkpoint", "layer", "kp", "reliable"],
+        "rows": [{"head": ["final", "conv3"], "cells": [10, 4]}, {"head": ["final", "conv5"], "cells": [12, None]}],
+    }
+    assert by_name["columns"] == ["name", "final"] and [r["cells"] for r in by_name["rows"]] == [[-0.9], [0.1]]
+    page = render({"page": "run", "title": "t", "run": "r", "kind": "kp", "model": "m", "status": "complete",
+                   "config": {}, "stats": {"x": 0.123456789}, "layers": [], "metrics": metrics,
+                   "metric_tables": [by_layer, by_name], "images": [], "templates": [],
+                   "pager": {"pages": 1}}, "runs/r.html", "store")  # fmt: skip
+    assert "<th>reliable</th>" in page and "0.123457" in page and "0.123456789" not in page
+
+
 def test_serve_on_a_port_in_use_is_one_error_line_and_port_0_picks_a_free_one(store_dir: Path) -> None:
     from kgexplain.cli.web_cmd import listen
 

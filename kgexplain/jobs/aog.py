@@ -317,6 +317,7 @@ def run_learn(
         counts = {"parts": 1, "templates": len(nodes["Template"]), "uses": len(rels["USES"])}
         extra = {"k": cfg.k, "seed": seed, "examples": ex.ids, "source": examples.name, "facing_aligned_to": aligned}
         extra["facing_aligned_by"] = learnt.aligned_by or None
+        extra["not_calibrated_because"] = None if model.calibration else uncalibrated
         stats = {"templates": counts["templates"], "uses": counts["uses"]}
         record = part_record(run_id, build.run, build.model_id, model, examples.name, extra, stats, build.graph)
         db.write_run(replace(record, started=started), nodes, rels)

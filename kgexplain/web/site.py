@@ -146,6 +146,7 @@ class Site:
             "headline": headline(str(row["kind"]), stats),
             "layers": layers,
             "metrics": metrics,
+            "metric_tables": metric_tables(metrics),
             "images": images,
             "part": part,
             "calibration": calibration if isinstance(calibration, dict) else None,
@@ -344,6 +345,30 @@ class Site:
 def _natural(text: str) -> list[Any]:
     """Sort key that orders epoch2 before epoch10."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def metric_tables(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's figures as one table per kind, easier to read than one row per figure: where the figures are per
+    layer, a row per (checkpoint, layer) and a column per name; otherwise a row per name and a column per
+    checkpoint. Figures with a file stay in the plain list only."""
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for m in metrics:
+        if not m.get("artifact"):
+            kinds.setdefault(str(m["kind"]), []).append(m)
+    out = []
+    for kind, ms in kinds.items():
+        names = list(dict.fromkeys(str(m["name"]) for m in ms))
+        checkpoints = list(dict.fromkeys(m.get("checkpoint") or "" for m in ms))
+        if any(m.get("layer") for m in ms):
+            keys = list(dict.fromkeys((m.get("checkpoint") or "", m.get("layer") or "") for m in ms))
+            cells = {(m.get("checkpoint") or "", m.get("layer") or "", str(m["name"])): m["value"] for m in ms}
+            rows = [{"head": [c, lay], "cells": [cells.get((c, lay, n)) for n in names]} for c, lay in keys]
+            out.append({"kind": kind, "columns": ["checkpoint", "layer", *names], "rows": rows})
+        else:
+            by_name = {(str(m["name"]), m.get("checkpoint") or ""): m["value"] for m in ms}
+            rows = [{"head": [n], "cells": [by_name.get((n, c)) for c in checkpoints]} for n in names]
+            out.append({"kind": kind, "columns": ["name", *(c or "value" for c in checkpoints)], "rows": rows})
+    return out
 
 
 def _templates(uses: list[dict[str, Any]], per_template: int = 12) -> list[dict[str, Any]]:
