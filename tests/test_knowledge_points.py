@@ -196,10 +196,11 @@ def test_kp_says_when_tau_cannot_separate_so_few_classes(tmp_path: Path) -> None
     weights = tmp_path / "two-classes.pt"
     torch.save(ToyVGG(2).state_dict(), weights)
     folder = tmp_path / "imgs"
-    for i in range(6):
+    for i in range(4):
         write_png(folder / f"x{i}.png", (64, 64), seed=i)
     args = ["kp", "--weights", str(weights), "--images", str(folder), "--truth", "predicted", "--json"]
-    args += ["--store", str(tmp_path / "store"), "--out", str(tmp_path / "o"), *FAST]
+    args += ["--store", str(tmp_path / "store"), "--out", str(tmp_path / "o")]
+    args += ["--epochs", "1", "--others", "3", "--layers", "conv5_2"]
     res = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert res.output.count("with 2 classes max_c p(c|h) is at least 1/2 = 0.50, above tau = 0.4") == 1
@@ -207,8 +208,6 @@ def test_kp_says_when_tau_cannot_separate_so_few_classes(tmp_path: Path) -> None
     assert all(r["kp"] == r["regions"] for r in rows)
     for r in rows:  # the progress line's reliable count is the stored one (it said 0 under --truth predicted)
         assert f"{r['layer']}: {r['kp']} knowledge points, {r['reliable']} reliable" in res.output
-    res = CliRunner().invoke(cli, [*args, "--tau", "0.5"], catch_exceptions=False)
-    assert res.exit_code == 0 and "every region counts" not in res.output, res.output
 
 
 def test_exact_shapley_of_regions_under_a_linear_head() -> None:
