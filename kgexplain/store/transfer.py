@@ -11,9 +11,9 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+from xml.sax.saxutils import escape, quoteattr
 
-import networkx as nx
 import pyarrow as pa
 
 from kgexplain.errors import StoreError, UsageError
@@ -71,6 +71,77 @@ def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
+def _rows(table: pa.Table, chunk: int = 50_000) -> Iterator[dict[str, Any]]:
+    """A table's rows as dicts, a chunk at a time (a run's 600,000 FIRES_ON rows as one list of dicts is a GB)."""
+    for batch in table.to_batches(max_chunksize=chunk):
+        yield from batch.to_pylist()
+
+
+GRAPHML_TYPES = {"STRING": "string", "DOUBLE": "double", "INT64": "long", "BOOL": "boolean"}
+GRAPHML_HEAD = (
+    '<?xml version="1.0" encoding="utf-8"?>\n'
+    '<graphml xmlns="http://graphml.graphdrawing.org/xmlns" '
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+    'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns '
+    'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">\n'
+)
+
+
+def _graphml_keys(store: GraphStore) -> dict[tuple[str, str], tuple[str, str]]:
+    """(``node`` or ``edge``, property) -> (key id, GraphML type), from the schema: every key is declared before
+    the graph, as GraphML wants, without reading the data first. A name typed differently on two labels becomes
+    ``double`` when both are numbers, else ``string``."""
+    types: dict[tuple[str, str], set[str]] = {("node", "_label"): {"string"}, ("edge", "_type"): {"string"}}
+    for label, node in store.schema.nodes.items():
+        for name, kind in node.properties.items():
+            if label != "Meta" and name != "id":
+                types.setdefault(("node", name), set()).add(GRAPHML_TYPES.get(kind, "string"))
+    for rel in store.schema.rels.values():
+        for name, kind in rel.properties.items():
+            types.setdefault(("edge", name), set()).add(GRAPHML_TYPES.get(kind, "string"))
+    keys = {}
+    for i, (key, found) in enumerate(types.items()):
+        kind = found.pop() if len(found) == 1 else "double" if found <= {"long", "double"} else "string"
+        keys[key] = (f"d{i}", kind)
+    return keys
+
+
+def _graphml_value(v: Any, kind: str) -> str:
+    if kind == "boolean":
+        return "true" if v else "false"
+    if kind == "double":
+        return repr(float(v))
+    return escape(str(v))
+
+
+def _write_graphml(f: TextIO, store: GraphStore, run: str | None, counts: dict[str, int]) -> None:
+    """Stream the store (or one run) as GraphML, table by table: nodes carry ``_label``, edges ``_type`` (as
+    ``nx.write_graphml`` of the same graph did, without building it in memory: 7.6 GB for a ResNet-50 run of
+    61,440 patterns and 1.2 M relationships)."""
+    keys = _graphml_keys(store)
+    f.write(GRAPHML_HEAD)
+    for (domain, name), (key, kind) in keys.items():
+        f.write(f'  <key id="{key}" for="{domain}" attr.name={quoteattr(name)} attr.type="{kind}" />\n')
+    f.write('  <graph edgedefault="directed">\n')
+    for what, name, table in iter_graph(store, run):
+        domain, tag = ("node", "_label") if what == "node" else ("edge", "_type")
+        label_key = keys[(domain, tag)][0]
+        for row in _rows(table):
+            if what == "node":
+                f.write(f"    <node id={quoteattr(str(row.pop('id')))}>")
+            else:
+                f.write(f"    <edge source={quoteattr(str(row.pop('from')))} target={quoteattr(str(row.pop('to')))}>")
+            f.write(f'<data key="{label_key}">{escape(name)}</data>')
+            for prop, v in row.items():
+                if v is None:
+                    continue
+                key, kind = keys[(domain, prop)]
+                f.write(f'<data key="{key}">{_graphml_value(v, kind)}</data>')
+            f.write("</node>\n" if what == "node" else "</edge>\n")
+        counts[name] = len(table)
+    f.write("  </graph>\n</graphml>\n")
+
+
 def export(store: GraphStore, fmt: str, out: str | Path, run: str | None = None) -> dict[str, int]:
     """Write the store (or one run) as ``graphml`` (one file), ``jsonl`` (one file) or ``csv`` (a folder)."""
     if fmt not in FORMATS:
@@ -92,7 +163,7 @@ def _export(store: GraphStore, fmt: str, out: Path, run: str | None) -> dict[str
             with open(path, "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
                 w.writerow(table.column_names)
-                for row in table.to_pylist():
+                for row in _rows(table):
                     w.writerow(["" if v is None else v for v in row.values()])
             counts[name] = len(table)
         return counts
@@ -101,7 +172,7 @@ def _export(store: GraphStore, fmt: str, out: Path, run: str | None) -> dict[str
     if fmt == "jsonl":
         with open(tmp, "w", encoding="utf-8") as f:
             for kind, name, table in iter_graph(store, run):
-                for row in table.to_pylist():
+                for row in _rows(table):
                     if kind == "node":
                         obj = {
                             "kind": "node",
@@ -120,16 +191,8 @@ def _export(store: GraphStore, fmt: str, out: Path, run: str | None) -> dict[str
                     f.write(json.dumps(obj) + "\n")
                 counts[name] = len(table)
     else:
-        g = nx.MultiDiGraph()
-        for kind, name, table in iter_graph(store, run):
-            for row in table.to_pylist():
-                clean = {k: v for k, v in row.items() if v is not None and k not in ("id", "from", "to")}
-                if kind == "node":
-                    g.add_node(row["id"], _label=name, **clean)
-                else:
-                    g.add_edge(row["from"], row["to"], _type=name, **clean)
-            counts[name] = len(table)
-        nx.write_graphml(g, tmp)
+        with open(tmp, "w", encoding="utf-8") as f:
+            _write_graphml(f, store, run, counts)
     tmp.replace(out)
     return counts
 

@@ -35,6 +35,14 @@ def test_export_jsonl_csv_graphml(store: GraphStore, graph: SampleGraph, tmp_pat
     g = nx.read_graphml(tmp_path / "g.graphml")
     assert g.number_of_nodes() == n_nodes and g.number_of_edges() == n_rels
     assert {d["_label"] for _, d in g.nodes(data=True)} >= {"Pattern", "Image", "Layer"}
+    # Written as a stream, typed from the schema: numbers come back as numbers, JSON text (a run's config, with
+    # quotes, <, > and &) as the same text.
+    pattern = graph.nodes["Pattern"].to_pylist()[0]
+    back = g.nodes[pattern["id"]]
+    assert back["mu_x"] == pytest.approx(pattern["mu_x"]) and isinstance(back["mu_x"], float)
+    assert back["k"] == pattern["k"] and isinstance(back["k"], int)
+    run = store.fetch_table("MATCH (r:Run) RETURN r.id AS id, r.config AS config", {}, ["id", "config"]).to_pylist()[0]
+    assert g.nodes[run["id"]]["config"] == run["config"] and '"' in run["config"]
 
     with pytest.raises(UsageError, match="unknown export format"):
         export(store, "xml", tmp_path / "x")
