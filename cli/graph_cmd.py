@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from kgexplain.errors import UsageError
-from kgexplain.store import StoreSpec
+from kgexplain.store import GraphStore, StoreSpec, queries
 from kgexplain.store.graph import centrality, groups, neighbourhood, run_subgraph, write_graphml
 
 from .options import output_options, store_options
@@ -17,33 +17,45 @@ def graph_group() -> None:
     """Centrality, co-activating groups and GraphML export of subgraphs (networkx)."""
 
 
+def _run_or_latest(db: GraphStore, run: str | None) -> str:
+    """``run``, or the newest complete explanatory graph (as `aog learn` and `localize` take it)."""
+    if run is not None:
+        return run
+    latest = queries.complete_runs(db, "eg")
+    if not latest:
+        raise UsageError(f"no explanatory graph in {db.url}", hint="run `kgexplain build` first")
+    return str(latest[0]["id"])
+
+
 @graph_group.command("centrality")
-@click.option("--run", required=True, help="The run (see `kgexplain runs`).")
+@click.option("--run", default=None, help="The build (default: the latest; see `kgexplain runs`).")
 @click.option("--layer", "layers", multiple=True, help="Restrict to these layers (repeatable).")
 @click.option("--method", type=click.Choice(["pagerank", "degree"]), default="pagerank")
 @click.option("--top", type=click.IntRange(min=1), default=20)
 @store_options
 @output_options
-def centrality_command(run: str, layers: tuple[str, ...], method: str, top: int, store: StoreSpec, fmt: str) -> None:
+def centrality_command(
+    run: str | None, layers: tuple[str, ...], method: str, top: int, store: StoreSpec, fmt: str
+) -> None:
     """The most central patterns of a run by co-activation (PageRank, or weighted in-degree)."""
     with store.read() as db:
-        g = run_subgraph(db, run, list(layers) or None)
+        g = run_subgraph(db, _run_or_latest(db, run), list(layers) or None)
     emit_rows(centrality(g, top, method), fmt, ["pattern", "layer", "centrality", "children", "parents"])
 
 
 @graph_group.command("groups")
-@click.option("--run", required=True)
+@click.option("--run", default=None, help="The build (default: the latest; see `kgexplain runs`).")
 @click.option("--layer", "layers", multiple=True, help="Restrict to these layers (repeatable).")
 @click.option("--min-weight", type=float, default=0.0, help="Ignore weaker co-activation edges.")
 @click.option("--min-size", type=click.IntRange(min=1), default=2)
 @store_options
 @output_options
 def groups_command(
-    run: str, layers: tuple[str, ...], min_weight: float, min_size: int, store: StoreSpec, fmt: str
+    run: str | None, layers: tuple[str, ...], min_weight: float, min_size: int, store: StoreSpec, fmt: str
 ) -> None:
     """Connected groups of co-activating patterns, largest first."""
     with store.read() as db:
-        g = run_subgraph(db, run, list(layers) or None)
+        g = run_subgraph(db, _run_or_latest(db, run), list(layers) or None)
     emit_rows(groups(g, min_weight, min_size), fmt, ["group", "size", "layers", "top_pattern"])
 
 

@@ -114,6 +114,9 @@ def test_graph_commands(built, tmp_path: Path) -> None:
     assert len(cen) == 3 and cen[0]["centrality"] >= cen[-1]["centrality"]
     grp = json.loads(run("graph", "groups", "--run", g.run.id, "--store", store, "--json").stdout)
     assert grp and grp[0]["size"] >= grp[-1]["size"]
+    # Without --run: the latest build, as `aog learn` and `localize` take it
+    assert json.loads(run("graph", "centrality", "--top", "3", "--store", store, "--json").stdout) == cen
+    assert json.loads(run("graph", "groups", "--store", store, "--json").stdout) == grp
     pid = g.nodes["Pattern"].column("id")[0].as_py()
     out = tmp_path / "around.graphml"
     run("graph", "graphml", str(out), "--around", pid, "--hops", "2", "--store", store)
