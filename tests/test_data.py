@@ -87,6 +87,25 @@ def test_folder_labels_come_from_sub_folders(tmp_path: Path) -> None:
     assert ImageFolder(tmp_path).fingerprint() != fp
 
 
+def test_fingerprints_travel_with_the_data_not_its_folder(tmp_path: Path) -> None:
+    """What a run id hashes of its data: the synthetic set's is the same wherever it is written (its files are
+    written anew, at other times); a folder copied with its times keeps its fingerprint; an edited file changes it."""
+    import shutil
+
+    from kgexplain.data.synth.dataset import write_synth
+
+    a = write_synth(tmp_path / "a", 6, seed=3, size=48, workers=1)
+    b = write_synth(tmp_path / "elsewhere" / "b", 6, seed=3, size=48, workers=1)
+    assert a.fingerprint() == b.fingerprint() != write_synth(tmp_path / "c", 6, seed=4, size=48).fingerprint()
+    write_png(tmp_path / "mine" / "cats" / "a.png")
+    write_png(tmp_path / "mine" / "b.png")
+    shutil.copytree(tmp_path / "mine", tmp_path / "copy")  # copy2: times kept, as cp -a
+    fp = ImageFolder(tmp_path / "mine").fingerprint()
+    assert ImageFolder(tmp_path / "copy").fingerprint() == fp
+    write_png(tmp_path / "copy" / "b.png", seed=5, size=(41, 32))
+    assert ImageFolder(tmp_path / "copy").fingerprint() != fp
+
+
 def test_missing_or_empty_folders_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         ImageFolder(tmp_path / "nope")

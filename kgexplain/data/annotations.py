@@ -149,8 +149,12 @@ class AnnotatedImages(ImageSource):
         return load_rgb(path, self.min_side)
 
     def fingerprint(self) -> str:
-        paths = [self.file] + [r.path for r in self._records if r.path is not None]
-        return files_fingerprint("annotations", paths)
+        images = [r.path for r in self._records if r.path is not None]
+        synth = self.doc_meta.get("synth")
+        if isinstance(synth, dict) and synth.get("generator") == "kgexplain.synth":
+            # the synthetic set: its parameters fix every file (the JSON also records how long writing took)
+            return files_fingerprint("synth", images, synth, base=self.file.parent, mtime=False)
+        return files_fingerprint("annotations", [self.file, *images], base=self.file.parent)
 
 
 def write_annotations(file: str | Path, entries: list[dict[str, Any]], **meta: Any) -> Path:

@@ -98,15 +98,21 @@ class ImageSource(ABC):
         return report
 
 
-def files_fingerprint(kind: str, paths: list[Path], extra: Any = None) -> str:
-    """Hash of (relative path, size, mtime) of every file plus ``extra``: cheap and changes with the content."""
+def files_fingerprint(
+    kind: str, paths: list[Path], extra: Any = None, base: Path | None = None, mtime: bool = True
+) -> str:
+    """Hash of (path relative to ``base``, size, mtime) of every file plus ``extra``: cheap and changes with the
+    content. Relative paths let a data set copied elsewhere with its times (``cp -a``, ``rsync -a``) keep its runs'
+    ids; ``mtime=False`` for files whose content their parameters fix (the synthetic set, written anew in every
+    store), so that the same parameters give the same ids anywhere."""
     h = hashlib.sha256(kind.encode())
     for p in paths:
+        name = p.relative_to(base).as_posix() if base is not None and p.is_relative_to(base) else str(p)
         try:
             st = p.stat()
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            h.update(f"{name}|{st.st_size}|{st.st_mtime_ns if mtime else ''}\n".encode())
         except OSError:
-            h.update(f"{p}|missing\n".encode())
+            h.update(f"{name}|missing\n".encode())
     if extra is not None:
         h.update(json.dumps(extra, sort_keys=True, default=str).encode())
     return h.hexdigest()[:32]

@@ -140,4 +140,4 @@ class CubDataset(ImageSource):
 
     def fingerprint(self) -> str:
         files = [self.root / f for f in REQUIRED]
-        return files_fingerprint("cub", files, [r.id for r in self._records])
+        return files_fingerprint("cub", files, [r.id for r in self._records], base=self.root)

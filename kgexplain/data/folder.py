@@ -54,7 +54,7 @@ class ImageFolder(ImageSource):
         return load_rgb(self.paths[index], self.min_side)
 
     def fingerprint(self) -> str:
-        return files_fingerprint("folder", self.paths)
+        return files_fingerprint("folder", self.paths, base=self.root)
 
 
 class ImageFiles(ImageSource):
