@@ -155,11 +155,15 @@ def embedding_3d(
 
 
 def region_boxes(
-    image: np.ndarray, boxes: Sequence[tuple[float, float, float, float, int]], names: Sequence[str], path: Path
+    image: np.ndarray,
+    boxes: Sequence[tuple[float, float, float, float, int]],
+    names: Sequence[str],
+    path: Path,
+    caption: str = "",
 ) -> Path:
     """Draw (x0, y0, x1, y1, class) rectangles on ``image`` in the class colours, shown at 320 px on the long side
-    under a title strip naming the classes; writes a PNG. Drawn with Pillow: a build of knowledge points writes
-    dozens of these, and a matplotlib figure each cost ten times as long."""
+    under a title strip: ``caption`` (what the boxes are), then the classes drawn; writes a PNG. Drawn with Pillow:
+    a build of knowledge points writes dozens of these, and a matplotlib figure each cost ten times as long."""
     # lazy: ImageDraw and ImageFont load only for drawing
     from PIL import ImageDraw, ImageFont
 
@@ -177,7 +181,8 @@ def region_boxes(
         rect = [x0 * scale, y0 * scale + strip, x1 * scale - 1, y1 * scale + strip - 1]
         draw.rectangle(rect, outline=tuple(int(v) for v in colours[c]), width=2)
     seen = sorted({int(b[4]) for b in boxes})
-    title = ", ".join(names[c] for c in seen) or "no knowledge points"
+    classes = ", ".join(names[c] for c in seen)
+    title = f"{caption}: {classes}" if caption and classes else caption or classes or "no knowledge points"
     draw.text((6, 5), title, fill="black", font=ImageFont.load_default())
     path.parent.mkdir(parents=True, exist_ok=True)
     save_png(canvas, path)

@@ -188,9 +188,17 @@ def test_cli_kp_bad_input_fails_in_one_line_and_writes_nothing(tmp_path: Path) -
     assert not (Path(store) / "graph.lbdb").exists()  # every mistake fails before the store is opened
 
 
-def test_kp_says_when_tau_cannot_separate_so_few_classes(tmp_path: Path) -> None:
-    """With 2 classes max_c p(c|h) >= 1/2 > tau = 0.4: every region is a knowledge point, and the job says so."""
+def test_kp_says_when_tau_cannot_separate_so_few_classes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 2 classes max_c p(c|h) >= 1/2 > tau = 0.4: every region is a knowledge point, and the job says so. Its
+    per-image pictures say how many of an image's knowledge points are reliable (drawn) out of how many."""
+    from kgexplain.knowledge_points import figures
     from kgexplain.models.toynet import ToyVGG
+
+    captions: list[str] = []
+    drawn = figures.region_boxes
+    monkeypatch.setattr(
+        figures, "region_boxes", lambda *a, **k: (captions.append(a[4]), drawn(*a, **k))[1]
+    )  # fmt: skip
 
     torch.manual_seed(0)
     weights = tmp_path / "two-classes.pt"
@@ -208,6 +216,8 @@ def test_kp_says_when_tau_cannot_separate_so_few_classes(tmp_path: Path) -> None
     assert all(r["kp"] == r["regions"] for r in rows)
     for r in rows:  # the progress line's reliable count is the stored one (it said 0 under --truth predicted)
         assert f"{r['layer']}: {r['kp']} knowledge points, {r['reliable']} reliable" in res.output
+    per_image = rows[0]["regions"] // 4
+    assert captions == [f"conv5_2: {per_image} of {per_image} knowledge points reliable"] * 4
 
 
 def test_exact_shapley_of_regions_under_a_linear_head() -> None:

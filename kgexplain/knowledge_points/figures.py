@@ -47,7 +47,9 @@ def write_plots(
                  int(lr.points.cls[i, r]))
                 for r in np.nonzero(lr.points.reliable[i])[0]
             ]  # fmt: skip
-            files.append(region_boxes(frames[i].image, boxes, names, out / f"kp-{i:03d}-{name}.png"))
+            kp = int(lr.points.is_kp[i].sum())
+            caption = f"{name}: {len(boxes)} of {kp} knowledge points reliable" if kp else f"{name}: no knowledge point"
+            files.append(region_boxes(frames[i].image, boxes, names, out / f"kp-{i:03d}-{name}.png", caption))
     return [str(f) for f in files]
 
 
