@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from kgexplain.errors import UsageError
-from kgexplain.store import GraphStore, StoreSpec, queries
+from kgexplain.store import StoreSpec, queries
 from kgexplain.store.graph import centrality, groups, neighbourhood, run_subgraph, write_graphml
 
 from .options import output_options, store_options
@@ -15,16 +15,6 @@ from .output import emit_rows
 @click.group("graph")
 def graph_group() -> None:
     """Centrality, co-activating groups and GraphML export of subgraphs (networkx)."""
-
-
-def _run_or_latest(db: GraphStore, run: str | None) -> str:
-    """``run``, or the newest complete explanatory graph (as `aog learn` and `localize` take it)."""
-    if run is not None:
-        return run
-    latest = queries.complete_runs(db, "eg")
-    if not latest:
-        raise UsageError(f"no explanatory graph in {db.url}", hint="run `kgexplain build` first")
-    return str(latest[0]["id"])
 
 
 @graph_group.command("centrality")
@@ -39,7 +29,7 @@ def centrality_command(
 ) -> None:
     """The most central patterns of a run by co-activation (PageRank, or weighted in-degree)."""
     with store.read() as db:
-        g = run_subgraph(db, _run_or_latest(db, run), list(layers) or None)
+        g = run_subgraph(db, run if run is not None else queries.latest_build(db), list(layers) or None)
     emit_rows(centrality(g, top, method), fmt, ["pattern", "layer", "centrality", "children", "parents"])
 
 
@@ -55,7 +45,7 @@ def groups_command(
 ) -> None:
     """Connected groups of co-activating patterns, largest first."""
     with store.read() as db:
-        g = run_subgraph(db, _run_or_latest(db, run), list(layers) or None)
+        g = run_subgraph(db, run if run is not None else queries.latest_build(db), list(layers) or None)
     emit_rows(groups(g, min_weight, min_size), fmt, ["group", "size", "layers", "top_pattern"])
 
 

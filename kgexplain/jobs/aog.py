@@ -47,10 +47,7 @@ def open_build(
     """A stored explanatory-graph build (default: the newest complete one) with its model and mined graph loaded.
     A build of a network given from Python (``ModelHandle.from_module``) needs that handle again as ``model``."""
     if run is None:
-        latest = queries.complete_runs(store, "eg")
-        if not latest:
-            raise UsageError(f"no explanatory graph in {store.url}", hint="run `kgexplain build` first")
-        run = str(latest[0]["id"])
+        run = queries.latest_build(store)
     row = queries.run(store, run)
     if row is None:
         raise UsageError(f"no run {run!r} in {store.url}", hint="`kgexplain runs` lists them")

@@ -125,6 +125,15 @@ def complete_runs(store: GraphStore, kind: str) -> list[dict[str, Any]]:
     ).records()
 
 
+def latest_build(store: GraphStore) -> str:
+    """The newest complete explanatory-graph build's id (what `aog learn`, `localize` and `graph` take without
+    ``--run``), or one error line when the store has none."""
+    latest = complete_runs(store, "eg")
+    if not latest:
+        raise UsageError(f"no explanatory graph in {store.url}", hint="run `kgexplain build` first")
+    return str(latest[0]["id"])
+
+
 def run(store: GraphStore, run_id: str) -> dict[str, Any] | None:
     """One run's row (kind, model, status, config and stats as JSON text), or None."""
     if not store.has_label("Run"):
