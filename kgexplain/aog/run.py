@@ -332,6 +332,7 @@ class Learnt:
     held_out: int  # images with the part that calibrated "not found"
     background: int  # background images that calibrated it
     aligned_by: str = ""  # how: through "a shared example", or by "localising it on the examples"
+    uncalibrated: str | None = None  # why "not found" is not calibrated (:func:`uncalibrated_reason`; None: it is)
 
 
 def learn_on(
@@ -353,8 +354,8 @@ def learn_on(
     CALIBRATION_IMAGES) and as many background images, both searched whole and localised with ``others`` (their
     facing cues weigh in), as a whole image is at localisation."""
     rows = list(range(len(pool)))
-    calibrated = uncalibrated_reason(len(pool), None if negatives is None else len(negatives)) is None
-    held = rows[len(rows) * 2 // 3 :][:CALIBRATION_IMAGES] if calibrated else []
+    uncalibrated = uncalibrated_reason(len(pool), None if negatives is None else len(negatives))
+    held = rows[len(rows) * 2 // 3 :][:CALIBRATION_IMAGES] if uncalibrated is None else []
     grow = rows[: len(rows) - len(held)] if held else rows
     framing = build.framing_for(all(pool.record(i).box is not None for i in grow[:50]))
     batch = frame(pool, grow, framing)
@@ -395,7 +396,7 @@ def learn_on(
     else:
         model.cues = stored_cues(det_u, batch.ids, model)  # the vote peaks only: no evidence, no presence
         _shift_votes(model, det_u, others, det_ex, centres, examples.ids)
-    return Learnt(model, aligned, len(grow), len(held), background, aligned_by)
+    return Learnt(model, aligned, len(grow), len(held), background, aligned_by, uncalibrated)
 
 
 def _shift_votes(

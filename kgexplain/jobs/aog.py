@@ -14,15 +14,7 @@ import numpy as np
 
 from kgexplain.aog.model import AOGConfig, PartModel
 from kgexplain.aog.overlay import overlay
-from kgexplain.aog.run import (
-    Detector,
-    LoadedBuild,
-    frame,
-    learn_on,
-    localise_source,
-    pick_examples,
-    uncalibrated_reason,
-)
+from kgexplain.aog.run import Detector, LoadedBuild, frame, learn_on, localise_source, pick_examples
 from kgexplain.aog.vote import axis_names, held_by_prior
 from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.spec import DataSpec
@@ -302,9 +294,7 @@ def run_learn(
                 f"note: {build.run} was mined with --facing latent; parts localise worse on such a graph today "
                 "(README: Explanatory graphs, the facing as a latent variable)",
             )
-        negatives = build_negatives(db, build)
-        learnt = learn_on(build, cfg.part, cat, ex, centres, pool, cfg.aog, negatives, others)
-        uncalibrated = uncalibrated_reason(len(pool), None if negatives is None else len(negatives))
+        learnt = learn_on(build, cfg.part, cat, ex, centres, pool, cfg.aog, build_negatives(db, build), others)
         model, aligned, grow = learnt.part, learnt.aligned_to, learnt.grown
         run_id = aog_run_id(build.run, cat, cfg.part)
         nodes, rels = part_rows(build.run, build.graph, model, run_id)
@@ -314,13 +304,13 @@ def run_learn(
         counts = {"parts": 1, "templates": len(nodes["Template"]), "uses": len(rels["USES"])}
         extra = {"k": cfg.k, "seed": seed, "examples": ex.ids, "source": examples.name, "facing_aligned_to": aligned}
         extra["facing_aligned_by"] = learnt.aligned_by or None
-        extra["not_calibrated_because"] = None if model.calibration else uncalibrated
+        extra["not_calibrated_because"] = None if model.calibration else learnt.uncalibrated
         stats = {"templates": counts["templates"], "uses": counts["uses"]}
         record = part_record(run_id, build.run, build.model_id, model, examples.name, extra, stats, build.graph)
         db.write_run(replace(record, started=started), nodes, rels)
     seconds = time.perf_counter() - t0
     return LearnResult(
-        model, run_id, build.run, ex.ids, grow, seconds, counts, uncalibrated, aligned, learnt.aligned_by or None
+        model, run_id, build.run, ex.ids, grow, seconds, counts, learnt.uncalibrated, aligned, learnt.aligned_by or None
     )
 
 
