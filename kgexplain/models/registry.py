@@ -346,7 +346,7 @@ def load_model(
         if isinstance(obj, dict) and isinstance(obj.get("meta"), dict):
             meta = dict(obj["meta"])
         template = _unfilled(arch)
-        state = align_keys(extract_state_dict(obj, path), set(template.state_dict()))
+        state = align_keys(extract_state_dict(obj, path), set(template.state_dict()))  # the head is read from it
         num_classes = None
         last = _last_linear(template) if name != "toynet" else "classifier"
         if last and f"{last}.weight" in state:

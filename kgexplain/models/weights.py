@@ -134,20 +134,13 @@ def extract_state_dict(obj: Any, path: str | Path = "checkpoint") -> dict[str, t
             if isinstance(inner, nn.Module):
                 return inner.state_dict()
             if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                return _strip_prefix(inner)
+                return inner
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return _strip_prefix(obj)
+            return obj
     raise ModelError(
         f"no state dict found in {path}",
         hint=f"expected a state dict or a dict with one of the keys {', '.join(STATE_DICT_KEYS)}",
     )
-
-
-def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the ``module.`` prefix that DataParallel/DDP add."""
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module.") :]: v for k, v in state.items()}
-    return state
 
 
 def align_keys(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor]:
@@ -173,9 +166,11 @@ def align_keys(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch
 
 
 def load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], source: str, arch: str) -> None:
-    """Strictly load ``state`` into ``module`` with a readable error on mismatch. A module built on the meta device
-    takes the loaded tensors themselves (in its own dtypes)."""
+    """Strictly load ``state`` into ``module`` with a readable error on mismatch, a wrapper's prefix before the
+    names taken off (:func:`align_keys`). A module built on the meta device takes the loaded tensors themselves (in
+    its own dtypes)."""
     own = module.state_dict()
+    state = align_keys(state, set(own))
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
