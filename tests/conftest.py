@@ -33,11 +33,11 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
 
 
 class TinyNet(nn.Module):
-    """A hand-written test model: two conv stages and a classifier (3 classes)."""
+    """A hand-written test model: two conv stages and a classifier (3 classes), on RGB or one-channel input."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: int = 3) -> None:
         super().__init__()
-        self.block1 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.block1 = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
         self.block2 = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(inplace=True))
         self.head = nn.Linear(6, 3)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -191,6 +192,44 @@ def test_a_users_own_module(tiny_net) -> None:
     assert set(every_conv.layers) == {"block1.0", "block2.0"}
     with pytest.raises(ModelError, match="not a module"):
         ModelHandle.from_module(tiny_net, {"x": "block9"})
+
+
+def test_a_grayscale_model_is_fed_the_luma_of_the_image_through_every_job(tmp_path: Path) -> None:
+    from kgexplain import (
+        BuildConfig,
+        DataSpec,
+        DecodersConfig,
+        InfoConfig,
+        StoreSpec,
+        run_build,
+        run_decoders,
+        run_info,
+    )
+    from kgexplain.features.extract import normalise
+    from kgexplain.information import SIDConfig
+    from kgexplain.information.decoder import DecoderConfig
+
+    from .conftest import TinyNet
+
+    torch.manual_seed(0)
+    gray = ModelHandle.from_module(TinyNet(channels=1).eval(), {"low": "block1.0", "high": "block2.0"}, input_size=32)
+    assert gray.channels == 1 and gray.mean == (0.459,) and gray.std == (0.2256,)  # ImageNet's, as luma
+    pixel = torch.tensor([[[[255, 0, 0]]]], dtype=torch.uint8)  # pure red: luma 0.299
+    assert normalise(pixel, gray).shape == (1, 1, 1, 1)
+    assert normalise(pixel, gray).item() == pytest.approx((0.299 - 0.459) / 0.2256)
+    with pytest.raises(ModelError, match="1 input channel"):
+        ModelHandle.from_module(TinyNet(channels=1), mean=(0.5, 0.5, 0.5))
+    with pytest.raises(ModelError, match="takes 4 channels"):
+        ModelHandle.from_module(TinyNet(channels=4))
+    store = StoreSpec(tmp_path / "store")
+    build = run_build(BuildConfig(model=gray, layers=("low", "high"), n=8, iterations=1, patches=0), store)
+    assert build.graph.patterns > 0
+    birds = DataSpec(n=2, categories=("bird",))
+    run_decoders(DecodersConfig(model=gray, layers=("high",), data=birds, decoder=DecoderConfig(epochs=1)), store)
+    quick = SIDConfig(steps=2, samples=2)
+    ru = run_info(InfoConfig(model=gray, layers=("high",), data=birds, ru=True, sid=quick, out=str(tmp_path)), store)
+    assert [r["layer"] for r in ru.rows()] == ["high"] and all(math.isfinite(r["ru"]) for r in ru.rows())
+    assert "sid" in ru.text()  # a result with no summary of its own reads as its table
 
 
 def test_a_users_own_module_builds_learns_and_measures_through_the_jobs(tiny_net, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from kgexplain.features.cache import FeatureSet, Shard, ShardWriter, cache_key, 
 from kgexplain.features.geometry import LayerGeometry, geometries
 from kgexplain.features.hooks import capture_layers, forward
 from kgexplain.models.layers import LayerSpec
-from kgexplain.models.registry import ModelHandle
+from kgexplain.models.registry import LUMA, ModelHandle
 from kgexplain.progress import Progress, task
 
 SHARD_BYTES = 128 << 20  # target size of one shard of the largest layer
@@ -95,10 +95,15 @@ class _Float16:
 
 
 def normalise(images_uint8: torch.Tensor, handle: ModelHandle) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float normalised with the model's mean and std."""
+    """(B, H, W, 3) uint8 -> (B, C, H, W) float normalised with the model's mean and std.
+
+    C is the model's input channels: 3, or 1 for a grayscale model (the luma of the RGB image, as PIL's "L").
+    """
     x = images_uint8.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(handle.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(handle.std, device=x.device).view(1, 3, 1, 1)
+    if handle.channels == 1:
+        x = torch.einsum("bchw,c->bhw", x, torch.tensor(LUMA, device=x.device))[:, None]
+    mean = torch.tensor(handle.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(handle.std, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
 
 
@@ -297,7 +302,7 @@ def layer_shape(handle: ModelHandle, spec: LayerSpec, size: int) -> tuple[int, i
     if key not in _SHAPE_MEMO:
         dev = next(iter(handle.module.parameters()), torch.empty(0)).device
         with torch.no_grad(), capture_layers(handle.module, [spec], stop=True) as cap:
-            forward(handle.module, torch.zeros(1, 3, size, size, device=dev))
+            forward(handle.module, torch.zeros(1, handle.channels, size, size, device=dev))
         c, h, w = cap[spec.name].pre.shape[1:]
         _SHAPE_MEMO[key] = (int(c), int(h), int(w))
     return _SHAPE_MEMO[key]

@@ -27,7 +27,7 @@ from torch import fx, nn
 
 from kgexplain.errors import LayerError
 from kgexplain.features.hooks import capture_layers, forward
-from kgexplain.models.layers import LayerSpec
+from kgexplain.models.layers import LayerSpec, input_channels
 from kgexplain.models.registry import ModelHandle
 
 
@@ -218,7 +218,7 @@ def _propagate(model: nn.Module) -> dict[str, _G]:
 def _map_size(model: nn.Module, spec: LayerSpec, input_h: int, input_w: int) -> tuple[int, int]:
 
     device = next(iter(model.parameters()), torch.empty(0)).device
-    x = torch.zeros(1, 3, input_h, input_w, device=device)
+    x = torch.zeros(1, input_channels(model), input_h, input_w, device=device)
     with torch.no_grad(), capture_layers(model, [spec], stop=True) as captured:
         try:
             forward(model, x)
@@ -317,7 +317,7 @@ def empirical_geometry(model: nn.Module, spec: LayerSpec, input_h: int, input_w:
     try:
         return _measure(_linearise(model, slim=True), 1, model, spec, input_h, input_w)
     except (RuntimeError, LayerError):  # channel-specific modules (SE blocks, norms over channels ...)
-        return _measure(_linearise(model, slim=False), 3, model, spec, input_h, input_w)
+        return _measure(_linearise(model, slim=False), input_channels(model), model, spec, input_h, input_w)
 
 
 def _measure(
@@ -391,7 +391,7 @@ def geometries(
         table = None
     device = next(iter(model.parameters()), torch.empty(0)).device
     with torch.no_grad(), capture_layers(model, specs, stop=True) as captured:
-        forward(model, torch.zeros(1, 3, input_h, input_w, device=device))
+        forward(model, torch.zeros(1, input_channels(model), input_h, input_w, device=device))
     out: dict[str, LayerGeometry] = {}
     for spec in specs:
         t = captured[spec.name].post
@@ -414,7 +414,7 @@ def describe_layers(handle: ModelHandle, size: int | None = None) -> list[dict[s
     geo = geometries(handle.module, specs, size, size)
     device = next(iter(handle.module.parameters()), torch.empty(0)).device
     with torch.no_grad(), capture_layers(handle.module, specs, stop=True) as cap:
-        forward(handle.module, torch.zeros(1, 3, size, size, device=device))
+        forward(handle.module, torch.zeros(1, handle.channels, size, size, device=device))
     aliases = {v: k for k, v in handle.aliases.items()}
     rows: list[dict[str, object]] = []
     for spec in specs:

@@ -62,7 +62,7 @@ class ResBlock(nn.Module):
 class PaperDecoder(nn.Module):
     """The paper's decoder (``arch="paper"``): six residual blocks, the first log2(stride) upsampling."""
 
-    def __init__(self, in_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, stride: int, out_channels: int = 3) -> None:
         super().__init__()
         ups = round(math.log2(max(1, stride)))
         if 2**ups != stride or ups > BLOCKS:
@@ -76,7 +76,7 @@ class PaperDecoder(nn.Module):
             blocks.append(ResBlock(_width(level), _width(nxt), up))
             level = nxt
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Conv2d(_width(0), 3, 3, padding=1)
+        self.head = nn.Conv2d(_width(0), out_channels, 3, padding=1)
         self.in_channels, self.stride = in_channels, stride
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
@@ -86,11 +86,11 @@ class PaperDecoder(nn.Module):
 class SubpixelDecoder(nn.Module):
     """``arch="subpixel"``: residual blocks at the map's resolution, then a sub-pixel convolution to the image."""
 
-    def __init__(self, in_channels: int, stride: int, width: int = 96, blocks: int = 3) -> None:
+    def __init__(self, in_channels: int, stride: int, width: int = 96, blocks: int = 3, out_channels: int = 3) -> None:
         super().__init__()
         self.stem = nn.Conv2d(in_channels, width, 1)
         self.blocks = nn.Sequential(*(ResBlock(width, width, up=False) for _ in range(blocks)))
-        self.head = nn.Conv2d(width, 3 * stride * stride, 3, padding=1)
+        self.head = nn.Conv2d(width, out_channels * stride * stride, 3, padding=1)
         self.shuffle = nn.PixelShuffle(stride)
         self.in_channels, self.stride = in_channels, stride
 
@@ -124,10 +124,11 @@ class DecoderConfig:
         c = blob.get("config") or {}
         return cls(arch=c.get("arch", "paper"), width=c.get("width", cls.width), blocks=c.get("blocks", cls.blocks))
 
-    def build(self, in_channels: int, stride: int) -> Decoder:
+    def build(self, in_channels: int, stride: int, out_channels: int = 3) -> Decoder:
+        """A decoder from a layer's ``in_channels`` maps to images of ``out_channels`` (the model's input's)."""
         if self.arch == "paper":
-            return PaperDecoder(in_channels, stride)
-        return SubpixelDecoder(in_channels, stride, self.width, self.blocks)
+            return PaperDecoder(in_channels, stride, out_channels)
+        return SubpixelDecoder(in_channels, stride, self.width, self.blocks, out_channels)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,8 +136,8 @@ class DecoderConfig:
 
 def to_unit(x: torch.Tensor, handle: ModelHandle) -> torch.Tensor:
     """Normalised images back to [0, 1]."""
-    mean = torch.tensor(handle.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(handle.std, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(handle.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(handle.std, device=x.device).view(1, -1, 1, 1)
     return x * std + mean
 
 
@@ -152,7 +153,7 @@ def load_decoder(cache: Path, handle: ModelHandle, layer: str, device: torch.dev
             hint=f"train one: kgexplain decoders train --layers {layer} (same --model/--weights/--store)",
         )
     blob = torch.load(path, map_location=device, weights_only=True)
-    dec = DecoderConfig.of_file(blob).build(int(blob["in_channels"]), int(blob["stride"]))
+    dec = DecoderConfig.of_file(blob).build(int(blob["in_channels"]), int(blob["stride"]), handle.channels)
     dec.load_state_dict(blob["state"])
     return dec.to(device).eval()
 
@@ -226,7 +227,8 @@ def train_decoders(
     with torch.no_grad():
         first = probe(x_all[:1].to(device))
     decoders = {
-        n: cfg.build(f.shape[1], _stride(n, f, framing.size)).to(device) for n, f in zip(layers, first, strict=True)
+        n: cfg.build(f.shape[1], _stride(n, f, framing.size), handle.channels).to(device)
+        for n, f in zip(layers, first, strict=True)
     }
     params = [p for d in decoders.values() for p in d.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr)

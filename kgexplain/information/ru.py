@@ -52,7 +52,9 @@ def fit_ru(
     clean = estimator.probe.clean(x)
     maps = []
     with torch.no_grad():
-        eps = torch.randn((x.shape[0], len(layers), cfg.eval_samples, 3, x.shape[-1], x.shape[-1]), generator=gen)
+        eps = torch.randn(
+            (x.shape[0], len(layers), cfg.eval_samples, x.shape[1], x.shape[-1], x.shape[-1]), generator=gen
+        )
         _, noisy = estimator._change(x, clean, log_sigma, eps.to(x.device))
         for j, n in enumerate(layers):
             r = _residual(decoders[n], _present(noisy[j]), target)

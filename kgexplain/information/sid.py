@@ -214,7 +214,7 @@ class SIDEstimator:
         for _ in range(4):
             if not bool(todo.any()):
                 break
-            eps = torch.randn((b, n_layers, cfg.eval_samples, 3, size, size), generator=gen, device=x.device)
+            eps = torch.randn((b, n_layers, cfg.eval_samples, x.shape[1], size, size), generator=gen, device=x.device)
             ch = self._change(x, clean, log_sigma, eps, need=todo)[0].double()
             used += 1
             total += ch.sum(2) * todo
@@ -249,7 +249,7 @@ class SIDEstimator:
         tail = max(1, cfg.steps // 3)
         avg = torch.zeros_like(s)
         for step in range(cfg.steps):
-            eps = torch.randn((b, n_layers, cfg.samples, 3, size, size), generator=gen, device=dev)
+            eps = torch.randn((b, n_layers, cfg.samples, x.shape[1], size, size), generator=gen, device=dev)
             change, noisy = self._change(x, clean, s, eps)
             c = change.mean(2) / target
             gain = s.mean((2, 3)) if entropy is None else entropy(noisy)
@@ -270,7 +270,7 @@ class SIDEstimator:
         s_final = (avg / tail).detach()
         passes = cfg.steps
         # Put every map on the constraint: a root search on a common shift of log sigma, on common noise.
-        eps = torch.randn((b, n_layers, cfg.eval_samples, 3, size, size), generator=gen, device=dev)
+        eps = torch.randn((b, n_layers, cfg.eval_samples, x.shape[1], size, size), generator=gen, device=dev)
 
         def constraint(shift: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():

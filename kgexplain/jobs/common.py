@@ -15,6 +15,7 @@ from kgexplain.errors import DataError, UsageError
 from kgexplain.models.registry import ModelHandle, resolve_model
 from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
+from kgexplain.tables import table
 from kgexplain.workspace import Workspace
 
 
@@ -34,9 +35,9 @@ class JobResult:
         """The table's columns, in order (None: the rows' keys)."""
         return None
 
-    def text(self) -> str | None:
-        """A summary a person reads instead of the table (None: the table)."""
-        return None
+    def text(self) -> str:
+        """What a person reads: a summary, or by default the rows as the CLI's table."""
+        return table(self.rows(), self.columns())
 
 
 @contextlib.contextmanager

@@ -117,7 +117,8 @@ def truth_of(frames: Sequence[Framed], class_names: Sequence[str] | None, mode: 
         raise UsageError(
             "the model has no class names, so image labels cannot be matched to its outputs",
             hint="use --truth predicted (reliability against the model's own prediction), or save the checkpoint "
-            'as {"state_dict": ..., "meta": {"class_names": [...]}} (README: Models, weights and layers)',
+            'as {"state_dict": ..., "meta": {"class_names": [...]}}, or from Python pass class_names= to '
+            "ModelHandle.from_module (README: Models, weights and layers)",
         )
     index = {c: i for i, c in enumerate(class_names)}
     truth = np.array([index.get(f.label or "", -1) for f in frames], np.int64)

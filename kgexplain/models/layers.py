@@ -108,6 +108,12 @@ def efficientnet_layers(model: nn.Module) -> dict[str, LayerSpec]:
     return table
 
 
+def input_channels(model: nn.Module) -> int:
+    """Channels of the model's input, read from its first convolution (3 when it has none)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else 3
+
+
 def resolve_layer(
     model: nn.Module,
     table: dict[str, LayerSpec],

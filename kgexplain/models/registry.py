@@ -34,6 +34,11 @@ from kgexplain.zoo import SYNTH_CLASSES, shipped_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's "L" mode: what a one-channel model is fed
+
+
+def _luma(rgb: tuple[float, ...]) -> tuple[float]:
+    return (round(sum(w * v for w, v in zip(LUMA, rgb, strict=True)), 4),)
 
 
 @dataclass
@@ -47,8 +52,8 @@ class ModelHandle:
     weights: str = "user"
     weights_sha: str | None = None
     input_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     class_names: list[str] | None = None
     aliases: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -73,16 +78,35 @@ class ModelHandle:
         *,
         name: str = "custom",
         input_size: int = 224,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
         class_names: list[str] | None = None,
         default_layers: tuple[str, ...] = (),
     ) -> ModelHandle:
         """Wrap a user's own ``nn.Module``. ``layers`` maps friendly names to dotted module paths.
 
         Without ``layers`` every Conv2d is offered under its dotted path. The weights' identity is a hash of
-        the parameters, so caches and stores tell different checkpoints apart.
+        the parameters, so caches and stores tell different checkpoints apart. A model whose first convolution
+        takes one channel is fed grayscale images (PIL's luma of the RGB image); ``mean`` and ``std`` have one
+        value per input channel and default to ImageNet's (their luma for one channel).
         """
+        channels = L.input_channels(module)
+        if channels not in (1, 3):
+            raise ModelError(
+                f"the model's first convolution takes {channels} channels; kgexplain feeds RGB (3) or grayscale (1)"
+                " images",
+                hint="wrap the network in a module whose first layer takes 3 or 1 channels",
+            )
+        if mean is None:
+            mean = IMAGENET_MEAN if channels == 3 else _luma(IMAGENET_MEAN)
+        if std is None:
+            std = IMAGENET_STD if channels == 3 else _luma(IMAGENET_STD)
+        for what, values in (("mean", mean), ("std", std)):
+            if len(values) != channels:
+                raise ModelError(
+                    f"{what} has {len(values)} values for a model that takes {channels} input channel(s)",
+                    hint=f"pass one {what} value per input channel",
+                )
         modules = dict(module.named_modules())
         if layers is None:
             table = {
@@ -104,10 +128,15 @@ class ModelHandle:
             weights="user",
             weights_sha=parameters_sha(module),
             input_size=input_size,
-            mean=mean,
-            std=std,
+            mean=tuple(mean),
+            std=tuple(std),
             class_names=class_names,
         )
+
+    @property
+    def channels(self) -> int:
+        """Input channels the model is fed: 3 (RGB) or 1 (grayscale)."""
+        return len(self.mean)
 
     def to(self, device: torch.device | str) -> ModelHandle:
         self.module.to(device)
