@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -230,6 +231,35 @@ def test_a_grayscale_model_is_fed_the_luma_of_the_image_through_every_job(tmp_pa
     ru = run_info(InfoConfig(model=gray, layers=("high",), data=birds, ru=True, sid=quick, out=str(tmp_path)), store)
     assert [r["layer"] for r in ru.rows()] == ["high"] and all(math.isfinite(r["ru"]) for r in ru.rows())
     assert "sid" in ru.text()  # a result with no summary of its own reads as its table
+
+
+def test_the_logits_of_a_network_that_returns_more_than_its_logits(tiny_net) -> None:
+    from types import SimpleNamespace
+
+    from kgexplain.knowledge_points.collect import collect
+
+    class Returns(torch.nn.Module):
+        def __init__(self, wrap) -> None:
+            super().__init__()
+            self.net, self.wrap = tiny_net, wrap
+
+        def forward(self, x: torch.Tensor):
+            return self.wrap(self.net(x), self.net.block2(self.net.block1(x)))
+
+    x = torch.rand(2, 3, 16, 16)
+    expected = tiny_net(x)
+    for wrap in (
+        lambda z, f: (z, f),  # torchvision's Inception / GoogLeNet outputs
+        lambda z, f: {"logits": z, "features": f},
+        lambda z, f: SimpleNamespace(logits=z, hidden_states=f),  # a Hugging Face output object
+    ):
+        handle = ModelHandle.from_module(Returns(wrap), {"high": "net.block2.0"}, input_size=16)
+        assert torch.equal(handle.logits(x), expected)
+    images = np.zeros((2, 16, 16, 3), np.uint8)
+    assert collect(handle, images, ["high"], "high").logits.shape == (2, 3)
+    segmenter = ModelHandle.from_module(Returns(lambda z, f: f), {"high": "net.block2.0"}, input_size=16)
+    with pytest.raises(LayerError, match=r"knowledge points needs the model's classifier output .* returns a 4-D"):
+        collect(segmenter, images, ["high"], "high")
 
 
 def test_a_users_own_module_builds_learns_and_measures_through_the_jobs(tiny_net, tmp_path: Path) -> None:

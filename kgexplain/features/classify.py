@@ -17,7 +17,7 @@ def top_k(handle: ModelHandle, image: np.ndarray, k: int = 5) -> list[tuple[str,
     framed = np.array(Image.fromarray(image).convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
     x = normalise(torch.from_numpy(np.ascontiguousarray(framed))[None], handle)
     with torch.no_grad():
-        p = handle.module.eval()(x).softmax(1)[0]
+        p = handle.to(x.device).logits(x, "top-k classes").softmax(1)[0]
     top = p.topk(min(k, p.numel()))
     names = handle.class_names or [str(i) for i in range(p.numel())]
     return [(names[int(i)], float(v)) for v, i in zip(top.values, top.indices, strict=True)]

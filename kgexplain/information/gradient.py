@@ -37,9 +37,7 @@ def gradient_maps(
             hooks.append(modules[spec.module].register_forward_hook(hook_for(name)))
         with torch.enable_grad():
             xg = x.detach().clone().requires_grad_(True)
-            logits = handle.module(xg)
-            if logits.dim() != 2:
-                raise LayerError("the gradient baseline needs a classifier output (batch, classes)")
+            logits = handle.logits(xg, "the gradient baseline")
             cls = logits.argmax(1) if target is None else torch.as_tensor(list(target), device=logits.device)
             y = logits.gather(1, cls[:, None]).sum()
             grads = torch.autograd.grad(y, [outputs[n] for n in layers])

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kgexplain.errors import LayerError
 from kgexplain.features.extract import normalise
 from kgexplain.features.hooks import capture_layers
 from kgexplain.models.registry import ModelHandle
@@ -76,9 +75,7 @@ def collect(
     ):
         for lo in range(0, len(images), batch):
             x = normalise(torch.from_numpy(np.ascontiguousarray(images[lo : lo + batch])), handle).to(device)
-            out = handle.module(x)
-            if out.dim() != 2:
-                raise LayerError("knowledge points need a classifier output (batch, classes)")
+            out = handle.logits(x, "knowledge points")
             logits.append(out.float().cpu())
             sample.append(cap[sample_layer].post.float().mean((2, 3)).cpu())
             for n in layers:

@@ -64,7 +64,7 @@ def sampled_shapley(
 ) -> torch.Tensor:
     """(N, R) sampled Shapley value of each region of ``layer`` for the predicted class's logit, for ``images``
     (N, S, S, 3) uint8 framed for the model. Costs N x permutations x (R + 1) forward passes."""
-    model = handle.module.to(device).eval()
+    handle.module.to(device).eval()
     x_all = normalise(torch.from_numpy(np.ascontiguousarray(images)), handle).to(device)
     gen = torch.Generator().manual_seed(seed)
     state: dict[str, Any] = {}
@@ -73,7 +73,7 @@ def sampled_shapley(
         for n in range(len(x_all)):
             x = x_all[n : n + 1]
             state["mask"] = None
-            cls = int(model(x).argmax(1))  # the unmasked pass also leaves the layer's map size
+            cls = int(handle.logits(x, "Shapley values").argmax(1))  # the unmasked pass leaves the map size
             shape = state["shape"]
             regions = region_masks(shape[0], shape[1], grid).to(device)  # (R, h, w)
             r = regions.shape[0]
@@ -90,7 +90,7 @@ def sampled_shapley(
                 for lo in range(0, r + 1, batch):
                     part = masks[lo : lo + batch]
                     state["mask"] = part
-                    values.append(model(x.expand(part.shape[0], -1, -1, -1))[:, cls].double().cpu())
+                    values.append(handle.logits(x.expand(part.shape[0], -1, -1, -1))[:, cls].double().cpu())
                 v = torch.cat(values)
                 phi[order] += v[1:] - v[:-1]
             out.append((phi / permutations).float())

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kgexplain.errors import ModelError, UsageError
+from kgexplain.errors import LayerError, ModelError, UsageError
 from kgexplain.models import layers as L
 from kgexplain.models.efficientnet import EfficientNetLite, lite0_checkpoint
 from kgexplain.models.toynet import ToyVGG
@@ -132,6 +132,24 @@ class ModelHandle:
             std=tuple(std),
             class_names=class_names,
         )
+
+    def logits(self, x: torch.Tensor, purpose: str = "this") -> torch.Tensor:
+        """The classifier output (batch, classes) of ``module(x)``. A network that returns more than its logits is
+        read the usual ways: a tuple or list gives its first item (torchvision's Inception / GoogLeNet outputs), a
+        mapping or an output object its ``logits`` (Hugging Face) or ``out``."""
+        out: Any = self.module(x)
+        if isinstance(out, (tuple, list)) and out:
+            out = out[0]
+        elif isinstance(out, Mapping) or hasattr(out, "logits"):
+            get = out.get if isinstance(out, Mapping) else lambda k: getattr(out, k, None)
+            out = next((v for k in ("logits", "out") if (v := get(k)) is not None), out)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            got = f"a {out.dim()}-D tensor" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+            raise LayerError(
+                f"{purpose} needs the model's classifier output (batch, classes); the model returns {got}",
+                hint="wrap the network so that forward() returns its logits",
+            )
+        return out
 
     @property
     def channels(self) -> int:
