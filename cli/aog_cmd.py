@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from kgexplain.data.spec import DataSpec
@@ -67,7 +69,7 @@ def learn_command(
 
 
 @click.command("localize")
-@click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, type=click.Path())
 @click.option(
     "--part", required=True, help="A part learnt with `kgexplain aog learn`, or several, comma-separated (head,tail)."
 )
@@ -106,8 +108,8 @@ def localize_command(
     record: bool,
     job: JobOptions,
 ) -> None:
-    """Find PART on new images: JSON or a table of (image, part, found, confidence, x, y, box, score, template,
-    flipped, object_box) in the images' pixels.
+    """Find PART on new images (files, or every image in a folder): JSON or a table of (image, part, found,
+    confidence, x, y, box, score, template, flipped, object_box) in the images' pixels.
 
     \b
     Image files are searched whole: the object's box is estimated from the graph's top layer, the image is
@@ -117,10 +119,14 @@ def localize_command(
     and background images (README "Parts"); confidence is the calibrated probability that the part is there.
     """
     if bool(images) == bool(annotations):
-        raise UsageError("give image files or --annotations FILE (one of them)")
+        raise UsageError("give image files, a folder or --annotations FILE (one of them)")
+    folders = [p for p in images if Path(p).is_dir()]
+    if folders and len(images) > 1:
+        raise UsageError(f"{folders[0]} is a folder", hint="give one folder, or image files")
+    data = DataSpec(images=folders[0]) if folders else DataSpec(files=images, annotations=annotations)
     config = LocalizeConfig(
         part=part,
-        images=DataSpec(files=images, annotations=annotations),
+        images=data,
         category=category,
         run=run,
         out=out,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -695,6 +696,18 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path, monkeypatch: pytest.Monk
     bad.write_bytes(b"not a png")
     broken = _run("localize", "--part", "head", str(bad), "--store", store, ok=False)
     assert broken.exit_code != 0 and "bad.png" in broken.output and "Traceback" not in broken.output
+    # A folder: every image in it; one that does not decode is skipped and counted, as in the other jobs.
+    folder = tmp_path / "new-photos"
+    folder.mkdir()
+    for p in whole[:2]:
+        shutil.copy(p, folder)
+    shutil.copy(bad, folder)
+    in_folder = CliRunner().invoke(cli, ["localize", "--part", "head", str(folder), "--store", store, "--json"])
+    assert in_folder.exit_code == 0, in_folder.output
+    assert [Path(r["image"]).name for r in json.loads(in_folder.stdout)["results"]] == [Path(p).name for p in whole[:2]]
+    assert "2 of 3 images used; skipped 1: 1 not an image (e.g. bad.png)" in in_folder.stderr
+    mixed = _run("localize", "--part", "head", str(folder), whole[0], "--store", store, ok=False)
+    assert mixed.exit_code == 2 and "is a folder (give one folder, or image files)" in mixed.output
     unknown = _run("aog", "learn", "--part", "wing", "--store", store, ok=False)
     assert unknown.exit_code != 0 and "no annotated 'wing'" in unknown.output
     other = _run("localize", "--part", "tail", "--annotations", str(ann), "--store", store, ok=False)

@@ -86,16 +86,21 @@ class ImageSource(ABC):
 
     def check(self, progress: Progress | None = None) -> LoadReport:
         """Decode every image and count what would be used and what skipped, and why."""
-        report = LoadReport(total=len(self))
+        return self.usable(progress)[1]
+
+    def usable(self, progress: Progress | None = None) -> tuple[list[int], LoadReport]:
+        """The indices of the images that decode, and the count of what would be used and what skipped, and why."""
+        report, keep = LoadReport(total=len(self)), []
         with task(progress, "check", len(self), "img") as advance:
             for i in range(len(self)):
                 try:
                     self.load_image(i)
                     report.loaded += 1
+                    keep.append(i)
                 except ImageDecodeError as e:
                     report.add_skip(self.record(i).id, reason_of(e))
                 advance(1)
-        return report
+        return keep, report
 
 
 def files_fingerprint(

@@ -22,7 +22,7 @@ from kgexplain.data.subset import Subset
 from kgexplain.data.synth import BACKGROUND
 from kgexplain.errors import DataError, StoreError, UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
-from kgexplain.jobs.common import JobResult, device_name, opened
+from kgexplain.jobs.common import JobResult, device_name, opened, usable_images
 from kgexplain.models.registry import ModelHandle, load_model
 from kgexplain.persist.aog import aog_run_id, learnt_parts, part_record, part_rows, read_part
 from kgexplain.persist.shared import image_rows, metric_rows, write_shared
@@ -378,7 +378,7 @@ def run_localize(
     """
     cfg, started = config, now()
     if cfg.images.synthetic:
-        raise UsageError("give image files or --annotations FILE (one of them)")
+        raise UsageError("give image files, a folder or --annotations FILE (one of them)")
     wanted = cfg.parts
     source = cfg.images.open()
     device = device_name(cfg.device)
@@ -390,9 +390,9 @@ def run_localize(
         helpers = [
             read_part(db, build.run, build.graph, p, cat) for p in learnt_parts(db, build.run, cat) if p not in wanted
         ]
-    # Decode everything first: an unreadable image fails before anything is written.
-    for i in range(len(source)):
-        source.load_image(i)
+    # Decode everything first: an unreadable image named on its own fails before anything is written; in a folder
+    # or an annotations file it is skipped and counted, as in every job.
+    source = usable_images(cfg.images, source, progress)
     found, timings = localise_source(build, models + helpers, source, progress=progress, whole=cfg.whole)
     out_dir = Path(cfg.out) if cfg.out else None
     rows = []

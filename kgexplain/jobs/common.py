@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from kgexplain.data.base import Framed, Framing, ImageSource
+from kgexplain.data.images import LoadReport
 from kgexplain.data.spec import DataSpec
+from kgexplain.data.subset import Subset
 from kgexplain.devices import resolve_device
 from kgexplain.distributed import Group
 from kgexplain.errors import DataError, UsageError
@@ -73,13 +75,30 @@ def framed(data: DataSpec, source: ImageSource, framing: Framing, progress: Prog
     if data.files:
         return framing.apply_all(source)
     frames, report = framing.apply_usable(source)
+    _skipped(source, report, progress)
+    return frames
+
+
+def usable_images(data: DataSpec, source: ImageSource, progress: Progress | None) -> ImageSource:
+    """``source`` without the images that do not decode, by the rule of :func:`framed` (for jobs that frame each
+    image later)."""
+    if data.files:
+        for i in range(len(source)):
+            source.load_image(i)
+        return source
+    keep, report = source.usable()
+    _skipped(source, report, progress)
+    return source if len(keep) == len(source) else Subset(source, keep)
+
+
+def _skipped(source: ImageSource, report: LoadReport, progress: Progress | None) -> None:
+    """Say what a data set's unusable images were; none usable is an error."""
     if report.skipped:
         say(progress, f"images: {report.summary()}")
-    if not frames:
+    if not report.loaded:
         raise DataError(
             f"no usable image in {source.name}", hint=f"{report.summary()}; `kgexplain data check` lists them"
         )
-    return frames
 
 
 def count(n: int, noun: str) -> str:
