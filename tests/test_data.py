@@ -9,6 +9,7 @@ from PIL import Image
 
 from kgexplain.data import AnnotatedImages, CubDataset, Framing, ImageFolder, Subset, load_rgb
 from kgexplain.data.base import region_affine
+from kgexplain.data.folder import ImageFiles
 from kgexplain.data.images import BACKDROP, reason_of
 from kgexplain.data.spec import DataSpec
 from kgexplain.errors import DataError, ImageDecodeError
@@ -104,6 +105,13 @@ def test_fingerprints_travel_with_the_data_not_its_folder(tmp_path: Path) -> Non
     assert ImageFolder(tmp_path / "copy").fingerprint() == fp
     write_png(tmp_path / "copy" / "b.png", seed=5, size=(41, 32))
     assert ImageFolder(tmp_path / "copy").fingerprint() != fp
+    # Files named one by one: their names and contents, whatever the folder, the path's spelling or the file's time.
+    named = ImageFiles([tmp_path / "mine" / "b.png", tmp_path / "mine" / "cats" / "a.png"]).fingerprint()
+    shutil.copy(tmp_path / "mine" / "b.png", tmp_path / "b.png")  # a new modification time
+    moved = ImageFiles([tmp_path / "b.png", tmp_path / "copy" / "cats" / ".." / "cats" / "a.png"]).fingerprint()
+    assert (
+        moved == named != ImageFiles([tmp_path / "copy" / "b.png", tmp_path / "mine" / "cats" / "a.png"]).fingerprint()
+    )
 
 
 def test_missing_or_empty_folders_are_clear_errors(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,21 @@ class ImageSource(ABC):
                     report.add_skip(self.record(i).id, reason_of(e))
                 advance(1)
         return keep, report
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (remembered while its size and modification time stay the same)."""
+    st = Path(path).stat()
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def files_fingerprint(

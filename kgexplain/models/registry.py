@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kgexplain.data.base import sha256_file
 from kgexplain.errors import LayerError, ModelError, UsageError
 from kgexplain.models import layers as L
 from kgexplain.models.efficientnet import EfficientNetLite, lite0_checkpoint
@@ -27,7 +28,6 @@ from kgexplain.models.weights import (
     load_checkpoint_object,
     load_imagenet_state_dict,
     load_state_dict_into,
-    sha256_file,
     torch_load_state_dict,
 )
 from kgexplain.zoo import SYNTH_CLASSES, shipped_checkpoint

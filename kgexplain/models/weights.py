@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import warnings
 import zipfile
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -191,17 +189,3 @@ def load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], sour
         module.load_state_dict({k: state[k].to(own[k].dtype) for k in own}, strict=True, assign=True)
     else:
         module.load_state_dict(state, strict=True)
-
-
-@lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    st = Path(path).stat()
-    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
