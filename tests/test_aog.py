@@ -18,7 +18,7 @@ from kgexplain.aog import AOGConfig, Detections, PartModel, Template, learn_part
 from kgexplain.aog.extent import best_box, shifted
 from kgexplain.aog.learn import calibrate, facing_by_placement, placement_evidence, set_evidence, vote_shift
 from kgexplain.aog.overlay import overlay
-from kgexplain.aog.run import Detector, Located, held_out_errors, iou, score_points
+from kgexplain.aog.run import Detector, Located, held_out_errors, iou, score_points, to_source
 from kgexplain.aog.vote import (
     Localisation,
     TemplateScores,
@@ -712,6 +712,17 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path, monkeypatch: pytest.Monk
     assert unknown.exit_code != 0 and "no annotated 'wing'" in unknown.output
     other = _run("localize", "--part", "tail", "--annotations", str(ann), "--store", store, ok=False)
     assert "no AOG learnt for part 'tail'" in other.output
+
+
+def test_a_part_box_reaching_past_the_image_is_clipped_to_it() -> None:
+    from kgexplain.aog.vote import Localisation
+    from kgexplain.data.base import Affine
+
+    loc = Localisation("head", 4.0, 60.0, (-10.0, 50.0, 18.0, 70.0), 1.0, 0, False)
+    half = Affine(0.5, 0.0, 0.5, 0.0)  # the source image at twice the framed size: 100 x 120 px
+    result = to_source(loc, half, image_size=(100, 120))
+    assert (result["x"], result["y"]) == (8.0, 120.0) and result["box"] == [0.0, 99.5, 35.5, 120.0]
+    assert to_source(loc, half)["box"] == [-20.5, 99.5, 35.5, 139.5]  # no size given: as voted
 
 
 def test_vote_maps_add_every_vote_on_the_grid_into_its_cell_and_nothing_else() -> None:

@@ -136,10 +136,15 @@ class Detector:
         ]
 
 
-def to_source(loc: Localisation, affine: Affine) -> dict[str, object]:
-    """A localisation as JSON-ready values in the source image's pixels."""
+def to_source(loc: Localisation, affine: Affine, image_size: tuple[int, int] | None = None) -> dict[str, object]:
+    """A localisation as JSON-ready values in the source image's pixels; the part's box clipped to the image
+    (``image_size``, width and height) as detectors clip theirs."""
     x, y = affine.inverse_point(loc.x, loc.y)
     x0, y0, x1, y1 = affine.inverse_box(loc.box)
+    if image_size is not None:
+        w, h = image_size
+        x0, x1 = min(max(x0, 0.0), w), min(max(x1, 0.0), w)
+        y0, y1 = min(max(y0, 0.0), h), min(max(y1, 0.0), h)
     return {
         "part": loc.part,
         "x": round(float(x), 2),
@@ -296,7 +301,7 @@ def localise_source(
                 for j, i in enumerate(idx):
                     located[i] = {}
                     for name, locs in found.items():
-                        result = to_source(locs[j], batch.affines[j])
+                        result = to_source(locs[j], batch.affines[j], source.image_size(i))
                         b = boxes[j]
                         result["object_box"] = None if b is None else [round(float(v), 2) for v in b]
                         located[i][name] = Located(batch.ids[j], result, locs[j], batch.affines[j])
