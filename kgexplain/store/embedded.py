@@ -55,13 +55,18 @@ def friendly_error(e: BaseException, query: str | None = None) -> StoreError:
 
 
 def plain(value: Any) -> Any:
-    """Engine values -> JSON-friendly Python: nodes, relationships and paths become dicts."""
+    """Engine values -> JSON-friendly Python: nodes, relationships and paths become dicts as the Neo4j backend
+    gives them (``_label`` or ``_type``, then the properties the object has; the engine's internal ids and the
+    null columns of properties it does not have left out). The engine spells its own keys ``_LABEL``, ``_SRC``,
+    ``_NODES`` ... (older versions in lower case)."""
     if isinstance(value, dict):
-        if "_nodes" in value and "_rels" in value:
-            return {"nodes": [plain(n) for n in value["_nodes"]], "rels": [plain(r) for r in value["_rels"]]}
-        if "_label" in value:
-            out: dict[str, Any] = {"_type" if "_src" in value else "_label": value["_label"]}
-            out.update({k: plain(v) for k, v in value.items() if not k.startswith("_")})
+        own = {k.lower(): k for k in value if k.startswith("_")}
+        if "_nodes" in own and "_rels" in own:
+            nodes, rels = value[own["_nodes"]], value[own["_rels"]]
+            return {"nodes": [plain(n) for n in nodes], "rels": [plain(r) for r in rels]}
+        if "_label" in own:
+            out: dict[str, Any] = {"_type" if "_src" in own else "_label": value[own["_label"]]}
+            out.update({k: plain(v) for k, v in value.items() if not k.startswith("_") and v is not None})
             return out
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -109,6 +109,19 @@ def test_values_are_parameters_not_text(store: GraphStore, graph: SampleGraph) -
     assert store.query("MATCH (p:Pattern) WHERE p.id = $id RETURN p.id", {"id": evil}).rows == []
 
 
+def test_nodes_relationships_and_paths_come_back_alike_from_every_backend(
+    store: GraphStore, graph: SampleGraph
+) -> None:
+    """A label or type, then the properties the object has: no engine ids, no null columns of other types."""
+    graph.write(store)
+    q = "MATCH path = (c:Pattern)-[e:PARENT]->(p:Pattern) RETURN c, e, path ORDER BY c.id, p.id LIMIT 1"
+    [[child, edge, path]] = store.query(q).rows
+    assert child["_label"] == "Pattern" and child["id"].startswith(graph.run.id) and "layer" in child
+    assert edge["_type"] == "PARENT" and set(edge) >= {"dx", "dy", "weight"} and "patch" not in edge
+    assert path["nodes"][0] == child and path["rels"] == [edge]
+    assert not [k for obj in (child, edge) for k, v in obj.items() if v is None or k.lower() in ("_id", "_src")]
+
+
 def test_read_queries_cannot_write(store: GraphStore, graph: SampleGraph) -> None:
     graph.write(store)
     with pytest.raises(StoreError, match="writes to the store"):
