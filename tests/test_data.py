@@ -61,6 +61,19 @@ def test_every_kind_of_image_decodes_or_skips_with_a_reason(tmp_path: Path) -> N
             assert rid.startswith("bad/"), rid
 
 
+def test_large_photos_decode_and_only_what_pillow_refuses_is_too_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow warns above MAX_IMAGE_PIXELS (89 M: a 108 M pixel phone photo) and refuses above twice that."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    write_png(tmp_path / "photo.png", size=(40, 40))  # 1,600 pixels: warned about, used
+    write_png(tmp_path / "bomb.png", size=(50, 50))  # 2,500: refused
+    assert load_rgb(tmp_path / "photo.png").size == (40, 40)
+    with pytest.raises(ImageDecodeError) as refused:
+        load_rgb(tmp_path / "bomb.png")
+    assert reason_of(refused.value) == "too_large"
+
+
 def test_rgba_is_composited_over_grey_and_16_bit_is_scaled(tmp_path: Path) -> None:
     rgba = np.zeros((20, 20, 4), np.uint8)
     rgba[..., 0] = 255

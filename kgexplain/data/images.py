@@ -3,7 +3,8 @@
 Grayscale, palette, CMYK and 16-bit images are converted to RGB; images with transparency are composited
 over a neutral grey (the ImageNet mean colour), so transparent regions do not look like strong black or white
 edges to a CNN. Corrupt or truncated files, files that are not images, images with a side shorter than
-``min_side`` and decompression bombs raise :class:`ImageDecodeError` with a short ``reason`` that callers count.
+``min_side`` and images Pillow refuses as decompression bombs (over 179 M pixels; Pillow's warning above 89 M
+pixels is not an error: cameras take such photos) raise :class:`ImageDecodeError` with a short ``reason`` that callers count.
 EXIF orientation is *not* applied (as torchvision's loaders), so annotations refer to the stored pixel grid.
 """
 
@@ -65,7 +66,9 @@ def load_rgb(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
         raise _error(path, "missing", "file not found")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns above 89 M pixels and refuses above twice that: photos of 108 M pixels (phone cameras)
+            # are used, a file past Pillow's refusal is counted as too large.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if min(img.size) < min_side:
                     raise _error(path, "too_small", f"{img.size[0]}x{img.size[1]} px is below {min_side} px")
@@ -73,7 +76,7 @@ def load_rgb(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
                 return to_rgb(img)
     except ImageDecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError as e:
         raise _error(path, "too_large", str(e)) from e
     except UnidentifiedImageError as e:
         raise _error(path, "not_an_image", "not a recognised image format") from e
