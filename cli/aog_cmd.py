@@ -108,8 +108,8 @@ def localize_command(
     record: bool,
     job: JobOptions,
 ) -> None:
-    """Find PART on new images (files, or every image in a folder): JSON or a table of (image, part, found,
-    confidence, x, y, box, score, template, flipped, object_box) in the images' pixels.
+    """Find PART on new images (files or a folder): JSON or a table of (image, part, found, confidence, x, y, box,
+    score, template, flipped, object_box) in the images' pixels.
 
     \b
     Image files are searched whole: the object's box is estimated from the graph's top layer, the image is

@@ -69,8 +69,8 @@ SUMMARIES: dict[str, str] = {
     "export": "Export the store (or one run) as GraphML, JSON lines or CSV.",
     "push": "Copy the store (or one run) into Neo4j; pushing again changes nothing.",
     "aog": "And-Or graphs of semantic parts, learnt from a few annotated examples.",
-    "localize": "Find PART on new images: JSON or a table of (image, part, found, confidence, x, y, box, score, "
-    "template, flipped, object_box) in the images' pixels.",
+    "localize": "Find PART on new images (files or a folder): JSON or a table of (image, part, found, "
+    "confidence, x, y, box, score, template, flipped, object_box) in the images' pixels.",
     "info": "How much input information each layer discards: per-pixel SID (and RU) maps and the concentration.",
     "decoders": "The decoders that reconstruct images from a layer's features, for RU (`kgexplain info --ru`).",
     "kp": "Knowledge points: regions whose features are discriminative enough, per layer, image and class.",

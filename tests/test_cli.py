@@ -237,7 +237,7 @@ def test_help_lists_every_command_with_its_own_summary_and_loads_no_command() ->
         command = cli.get_command(ctx, name)
         assert command is not None and SUMMARIES[name] == command.get_short_help_str(limit=10_000), name
     listed = CliRunner().invoke(cli, ["--help"]).output
-    assert "  localize  Find PART on new images: JSON or a table of" in listed
+    assert "  localize  Find PART on new images (files or a folder):" in listed
     res = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "Commands:" in res.stdout and "serve" in res.stdout, res.stderr
 
