@@ -226,8 +226,11 @@ def test_a_grayscale_model_is_fed_the_luma_of_the_image_through_every_job(tmp_pa
     build = run_build(BuildConfig(model=gray, layers=("low", "high"), n=8, iterations=1, patches=0), store)
     assert build.graph.patterns > 0
     birds = DataSpec(n=2, categories=("bird",))
-    run_decoders(DecodersConfig(model=gray, layers=("high",), data=birds, decoder=DecoderConfig(epochs=1)), store)
-    quick = SIDConfig(steps=2, samples=2)
+    run_decoders(
+        DecodersConfig(model=gray, layers=("high",), data=birds, decoder=DecoderConfig(epochs=1, width=8, blocks=1)),
+        store,
+    )
+    quick = SIDConfig(steps=2, samples=2, eval_samples=4, delta_samples=2)
     ru = run_info(InfoConfig(model=gray, layers=("high",), data=birds, ru=True, sid=quick, out=str(tmp_path)), store)
     assert [r["layer"] for r in ru.rows()] == ["high"] and all(math.isfinite(r["ru"]) for r in ru.rows())
     assert "sid" in ru.text()  # a result with no summary of its own reads as its table
