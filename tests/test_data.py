@@ -148,6 +148,7 @@ def test_annotations_json_by_hand(tmp_path: Path) -> None:
                         "keypoints": {"head": [80, 20], "tail": None},
                         "mask": "masks/a.png",
                     },
+                    {"path": "imgs\\a.png", "mask": "masks\\a.png"},  # written on Windows
                 ]
             }
         )
@@ -155,6 +156,7 @@ def test_annotations_json_by_hand(tmp_path: Path) -> None:
     src = AnnotatedImages(tmp_path / "ann.json")
     rec = src.record(0)
     assert rec.label == "bird" and rec.box == (10, 5, 90, 75) and rec.keypoints == {"head": (80.0, 20.0)}
+    assert (src.record(1).path, src.record(1).mask_path) == (rec.path, rec.mask_path)
     assert src.load_image(0).size == (100, 80)
     assert src.load_mask(0, (100, 80)).shape == (80, 100)
     # Non-zero is the object, as documented (and as `info --mask` reads it): a mask saved as 0 / 1, as binary masks

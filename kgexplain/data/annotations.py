@@ -60,13 +60,22 @@ def _parse_entry(i: int, entry: Any, base: Path, file: Path) -> Record:
     meta = {k: v for k, v in entry.items() if k not in {"path", "label", "box", "keypoints", "mask", "id"}}
     return Record(
         id=str(entry.get("id") or path),
-        path=(base / path),
+        path=_located(base, path),
         label=str(label) if label is not None else None,
         box=box,
         keypoints=keypoints,
-        mask_path=(base / mask) if isinstance(mask, str) and mask else None,
+        mask_path=_located(base, mask) if isinstance(mask, str) and mask else None,
         meta=meta,
     )
+
+
+def _located(base: Path, path: str) -> Path:
+    """``path`` relative to the JSON file's folder (or absolute); a path written on Windows (``birds\\0001.jpg``)
+    is read with its backslashes as separators when no file has the name as written."""
+    as_written = base / path
+    if "\\" in path and not as_written.exists():
+        return base / path.replace("\\", "/")
+    return as_written
 
 
 def _header_size(path: Path | None) -> tuple[int, int] | None:
