@@ -4,7 +4,8 @@ Grayscale, palette, CMYK and 16-bit images are converted to RGB; images with tra
 over a neutral grey (the ImageNet mean colour), so transparent regions do not look like strong black or white
 edges to a CNN. Corrupt or truncated files, files that are not images, images with a side shorter than
 ``min_side`` and images Pillow refuses as decompression bombs (over 179 M pixels; Pillow's warning above 89 M
-pixels is not an error: cameras take such photos) raise :class:`ImageDecodeError` with a short ``reason`` that callers count.
+pixels is not an error: cameras take such photos) raise :class:`ImageDecodeError` with a short ``reason`` that
+callers count.
 EXIF orientation is *not* applied (as torchvision's loaders), so annotations refer to the stored pixel grid.
 """
 
