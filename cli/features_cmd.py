@@ -63,8 +63,8 @@ def features_command(
     ws = job.store.workspace()
     # rank 0 writes the synthetic set (when needed) before the others read it
     source = group.main_first(lambda: data.open(ws, progress), "opening the data")
-    ws.ensure()
     framing = data.framing(handle.input_size, source)
+    ws.ensure()
     mine = shard(source, group)
     result = extract_features(
         handle,

@@ -57,6 +57,16 @@ def test_a_box_outside_its_image_is_named_when_the_annotations_are_read(tmp_path
     _one_error(res, "box", "outside")
 
 
+def test_crop_box_on_images_without_boxes_is_an_error_before_any_store(tmp_path: Path) -> None:
+    for i in range(3):
+        write_png(tmp_path / "photos" / f"{i}.png", (40, 32), seed=i)
+    for command in ("build", "features", "kp", "info"):
+        store = tmp_path / f"store-{command}"
+        res = _run(command, "--images", str(tmp_path / "photos"), "--crop", "box", "--store", str(store))
+        _one_error(res, "--crop box, but no image of folder:", "has an object box")
+        assert not store.exists(), command
+
+
 def test_a_keypoint_outside_its_image_is_named_when_the_examples_are_read(tmp_path: Path) -> None:
     ann = _annotations(tmp_path, {"box": [0, 0, 60, 40], "keypoints": {"head": [80, 10]}})
     res = _run("aog", "learn", "--part", "head", "--examples", str(ann), "--store", str(tmp_path / "s"))

@@ -61,6 +61,7 @@ def test_every_kind_of_image_decodes_or_skips_with_a_reason(tmp_path: Path) -> N
             assert rid.startswith("bad/"), rid
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # pytest shows what kgexplain ignores
 def test_large_photos_decode_and_only_what_pillow_refuses_is_too_large(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,6 +24,10 @@ from kgexplain.errors import DataError, ImageDecodeError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MIN_SIDE = 16
+
+# Pillow warns above 89 M pixels and refuses above twice that. Photos of 108 M pixels (phone cameras) are used
+# wherever kgexplain opens them (decoding, header sizes, patches, reports); a file past the refusal is too large.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 BACKDROP = (124, 116, 104)  # ImageNet mean colour
 
 
@@ -66,15 +70,11 @@ def load_rgb(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
     if not path.exists():
         raise _error(path, "missing", "file not found")
     try:
-        with warnings.catch_warnings():
-            # Pillow warns above 89 M pixels and refuses above twice that: photos of 108 M pixels (phone cameras)
-            # are used, a file past Pillow's refusal is counted as too large.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if min(img.size) < min_side:
-                    raise _error(path, "too_small", f"{img.size[0]}x{img.size[1]} px is below {min_side} px")
-                img.load()  # full decode: truncated files fail here
-                return to_rgb(img)
+        with Image.open(path) as img:
+            if min(img.size) < min_side:
+                raise _error(path, "too_small", f"{img.size[0]}x{img.size[1]} px is below {min_side} px")
+            img.load()  # full decode: truncated files fail here
+            return to_rgb(img)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as e:

@@ -142,4 +142,9 @@ class DataSpec:
         """Resize to ``input_size``, cropped as ``crop`` says; without it as ``default_crop``, else as the source
         prefers (box for CUB)."""
         crop = self.crop or default_crop or str(getattr(source, "preferred_crop", "none"))
+        if self.crop == "box" and not any(source.record(i).box is not None for i in range(len(source))):
+            raise UsageError(
+                f"--crop box, but no image of {source.name} has an object box",
+                hint='boxes come from --annotations FILE ("box" per image) or --cub; leave --crop out for whole images',
+            )
         return Framing(input_size, crop)

@@ -273,9 +273,10 @@ def run_build(
     # This rank's blocks, made before any store is opened (too few images for the ranks is said here).
     shard = shard_of(objects, group)
     neg_shard = shard_of(negatives, group) if negatives is not None else None
+    framing = cfg.data.framing(handle.input_size, objects, default_crop="box" if synthetic else None)
     timings["data_s"] = time.perf_counter() - t
     inputs = _Inputs(
-        handle, eg_cfg, device, ws.ensure(), objects, negatives, synthetic, group, shard, neg_shard, started
+        handle, eg_cfg, device, ws.ensure(), objects, negatives, synthetic, framing, group, shard, neg_shard, started
     )
     with opened_on_main(store, group) as db:  # the other ranks write content-addressed patches only
         result = _build(cfg, inputs, db, db.artifacts if db else Artifacts(ws.artifacts), progress, timings)
@@ -294,6 +295,7 @@ class _Inputs:
     objects: ImageSource
     negatives: ImageSource | None
     synthetic: bool
+    framing: Framing  # how the objects become model input
     group: Group = field(default_factory=Group)
     shard: Subset | None = None  # this rank's block of the objects (None: all of them)
     neg_shard: Subset | None = None  # ... and of the negatives
@@ -311,9 +313,7 @@ def _build(
     """The build on this rank; ``store`` is None on every rank but rank 0 (which alone writes the run)."""
     handle, eg_cfg, device, ws = inputs.handle, inputs.eg, inputs.device, inputs.workspace
     objects, negatives, synthetic, group = inputs.objects, inputs.negatives, inputs.synthetic, inputs.group
-    shard, neg_shard = inputs.shard, inputs.neg_shard
-
-    framing = cfg.data.framing(handle.input_size, objects, default_crop="box" if synthetic else None)
+    shard, neg_shard, framing = inputs.shard, inputs.neg_shard, inputs.framing
     layers = list(eg_cfg.layers)
     t = time.perf_counter()
 
