@@ -50,7 +50,8 @@ def serve_command(host: str, port: int, store: StoreSpec) -> None:
         sock = listen(host, port)
         where = f"[{host}]" if ":" in host else host
         click.echo(f"kgexplain: serving {db.url} read-only at http://{where}:{sock.getsockname()[1]}/ (Ctrl-C stops)")
-        uvicorn.Server(uvicorn.Config(make_app(db), log_level="warning")).run(sockets=[sock])
+        app = make_app(db, reopen=store.read)  # pages follow builds and deletes made while serving
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -393,6 +393,21 @@ def test_figures_page_draws_knowledge_points_through_training(store_dir: Path) -
         assert "through training" in html_page and html_page.count("<polyline") >= 2 + len(layers)
 
 
+def test_the_server_follows_what_other_processes_write(store_dir: Path) -> None:
+    """A connection reads the embedded store as it was when opened; `serve` opens it again once it changed."""
+    import subprocess
+    import sys
+
+    spec = StoreSpec(str(store_dir))
+    with spec.read() as db, TestClient(make_app(db, reopen=spec.read)) as client:
+        runs = [r["run"] for r in client.get("/index.json").json()["runs"]]
+        delete = [sys.executable, "-m", "kgexplain", "runs", "delete", runs[0], "--store", str(store_dir)]
+        subprocess.run(delete, check=True, capture_output=True, timeout=120)
+        assert [r["run"] for r in client.get("/index.json").json()["runs"]] == runs[1:]
+        run = runs[0]
+        assert client.get("/" + href("runs", run, ext="json")).status_code == 404
+
+
 def test_image_page_marks_recorded_localisations(store_dir: Path) -> None:
     from kgexplain.persist.shared import metric_rows
 

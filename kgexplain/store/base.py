@@ -139,6 +139,11 @@ class GraphStore(ABC):
     def has_label(self, label: str) -> bool:
         """Whether the store has a table (embedded) or any node or relationship (Neo4j) of this label or type."""
 
+    def version(self) -> object:
+        """What changes when any process writes the store, for a long-lived reader to know that it should open
+        the store again (None: every read sees the latest writes, as on Neo4j)."""
+        return None
+
     @property
     def workspace(self) -> Workspace:
         """The store's artifacts folder as a workspace: generated data sets, caches."""

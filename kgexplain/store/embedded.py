@@ -195,6 +195,18 @@ class EmbeddedStore(GraphStore):
         db.close()
         return True
 
+    def version(self) -> object:
+        """The database files' names, sizes and modification times: a connection reads the store as it was when
+        it was opened, so a reader that lives on (``kgexplain serve``) opens it again when these change."""
+        found = []
+        for p in sorted(self.folder.glob(GRAPH_FILE + "*")):
+            try:
+                st = p.stat()
+            except OSError:  # removed between the listing and the look (a checkpoint folds the WAL in)
+                continue
+            found.append((p.name, st.st_size, st.st_mtime_ns))
+        return tuple(found)
+
     def close(self) -> None:
         conn, db = getattr(self, "_conn", None), getattr(self, "_db", None)
         if conn is not None:

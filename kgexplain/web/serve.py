@@ -3,14 +3,17 @@
 Paths are the report's (``/index.html``, ``/runs/<id>.html``, ...; ``/`` is the index), each with its JSON twin
 (``.json``, datasette's convention). Run pages take ``?page=N`` as well as the report's ``.pN.html`` names; image
 pages take ``?layer=L``. Files: ``/files/<artifact path>`` (store artifacts; ``.npy.png`` renders a map) and
-``/source/<image id>`` (an Image node's own file). The store is opened read-only once and shared by the requests,
-which run one at a time on the event loop (the store's connection is not shared across threads).
+``/source/<image id>`` (an Image node's own file). The store is opened read-only and shared by the requests, which
+run one at a time on the event loop (the store's connection is not shared across threads); it is opened again when
+another process has written it since (a connection reads the embedded store as it was when it was opened).
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import mimetypes
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -34,11 +37,46 @@ def _files() -> Files:
     )
 
 
-def make_app(store: GraphStore) -> Starlette:
-    """The app over an open (read-only) store; the caller closes the store."""
-    shared = Site(store, _files())
+class _Live:
+    """The store the pages read and the site over it, opened again (``reopen``) when another process has written
+    the store since (``GraphStore.version``), so a build, a `localize --record` or a `runs delete` shows on the next
+    page load. If the store cannot be opened at that moment (a writer holds it, a write is half done), the pages keep
+    the last view and try again on the next request."""
+
+    def __init__(self, store: GraphStore, reopen: Callable[[], GraphStore] | None) -> None:
+        self.store, self.reopen, self.owned = store, reopen, False
+        self.site = Site(store, _files())
+        self.seen = store.version() if reopen is not None else None
+
+    def current(self) -> tuple[GraphStore, Site]:
+        if self.reopen is not None and self.store.version() != self.seen:
+            try:
+                fresh = self.reopen()
+            except (KgExplainError, RuntimeError):
+                return self.store, self.site
+            self.close()
+            self.store, self.site, self.owned, self.seen = fresh, Site(fresh, _files()), True, fresh.version()
+        return self.store, self.site
+
+    def close(self) -> None:
+        """Close a store this view opened itself (the caller closes the one it gave)."""
+        if self.owned:
+            self.store.close()
+            self.owned = False
+
+
+def make_app(store: GraphStore, reopen: Callable[[], GraphStore] | None = None) -> Starlette:
+    """The app over an open (read-only) store; the caller closes the store. With ``reopen`` (a function that opens
+    the store read-only again, e.g. ``StoreSpec.read``) the pages follow what other processes write."""
+    live = _Live(store, reopen)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        live.close()
 
     def page(path: str, request: Request) -> Response:
+        db, shared = live.current()
         try:
             if path in ("", "index.html", "index.json"):
                 data, ext = shared.index(), "json" if path.endswith(".json") else "html"
@@ -60,7 +98,7 @@ def make_app(store: GraphStore) -> Starlette:
             return HTMLResponse(body, status_code=404)
         if ext == "json":
             return Response(to_json(data), media_type="application/json")
-        return HTMLResponse(render(data, path, store.url))
+        return HTMLResponse(render(data, path, db.url))
 
     async def index(request: Request) -> Response:
         return page("", request)
@@ -73,14 +111,15 @@ def make_app(store: GraphStore) -> Starlette:
         return FileResponse(f) if f else Response(status_code=404)
 
     async def files(request: Request) -> Response:
-        found = artifact_content(store.artifacts.root, request.path_params["path"])
+        found = artifact_content(live.current()[0].artifacts.root, request.path_params["path"])
         if isinstance(found, bytes):
             return Response(found, media_type="image/png")
         return FileResponse(found) if found else Response(status_code=404)
 
     async def source(request: Request) -> Response:
-        row = browse.image(store, unslug(request.path_params["id"]))
-        path = Q.image_path(store, row["path"]) if row else None
+        db = live.current()[0]
+        row = browse.image(db, unslug(request.path_params["id"]))
+        path = Q.image_path(db, row["path"]) if row else None
         p = Path(path) if path else None
         if p is None or not p.is_file():
             return Response(status_code=404)
@@ -97,4 +136,4 @@ def make_app(store: GraphStore) -> Starlette:
         Route("/runs.json", root_json),
         Route("/{path:path}", any_page),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, lifespan=lifespan)
