@@ -118,7 +118,11 @@ def model_options(multiple_weights: bool = False, weights_help: str | None = Non
     def wrap(f: F) -> F:
         @functools.wraps(f)
         def command(*args: Any, model_name: str, weights: Any, trust_checkpoint: bool, **kwargs: Any) -> Any:
-            given = tuple(weights) if multiple_weights else ((weights,) if weights else ())
+            given = tuple(weights)
+            if len(given) > 1 and not multiple_weights:  # Click would keep the last one without a word
+                name = click.get_current_context().info_name
+                series = " (a series of checkpoints: --checkpoints W1,W2,...)" if name == "kp" else ""
+                raise click.UsageError(f"--weights given {len(given)} times; `kgexplain {name}` takes one{series}")
             return f(*args, model=ModelOption(model_name, given, trust_checkpoint), **kwargs)
 
         return _stack(
@@ -131,8 +135,7 @@ def model_options(multiple_weights: bool = False, weights_help: str | None = Non
             ),
             click.option(
                 "--weights",
-                default=None,
-                multiple=multiple_weights,
+                multiple=True,  # one only unless multiple_weights: a repeat is an error, not silently dropped
                 metavar="imagenet|none|shipped|PATH",
                 help=weights_help
                 or "Weights: torchvision ImageNet weights, random init, the toy net's shipped checkpoint, "

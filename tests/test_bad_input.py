@@ -57,6 +57,13 @@ def test_a_box_outside_its_image_is_named_when_the_annotations_are_read(tmp_path
     _one_error(res, "box", "outside")
 
 
+def test_weights_given_twice_to_a_one_model_command_is_an_error_not_the_last_one(tmp_path: Path) -> None:
+    res = _run("kp", "--weights", "shipped", "--weights", "none", "--store", str(tmp_path / "s"))
+    _one_error(res, "--weights given 2 times", "takes one", "--checkpoints W1,W2")
+    _one_error(_run("build", "--weights", "none", "--weights", "none"), "--weights given 2 times")
+    assert not (tmp_path / "s").exists()
+
+
 def test_crop_box_on_images_without_boxes_is_an_error_before_any_store(tmp_path: Path) -> None:
     for i in range(3):
         write_png(tmp_path / "photos" / f"{i}.png", (40, 32), seed=i)
