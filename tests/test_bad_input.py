@@ -64,6 +64,21 @@ def test_weights_given_twice_to_a_one_model_command_is_an_error_not_the_last_one
     assert not (tmp_path / "s").exists()
 
 
+def test_learning_on_a_build_whose_checkpoint_was_moved_names_the_file(tmp_path: Path) -> None:
+    from kgexplain import BuildConfig, LearnConfig, StoreSpec, run_build, run_learn
+    from kgexplain.errors import ModelError
+    from kgexplain.zoo import shipped_checkpoint
+
+    mine = tmp_path / "mine.pt"
+    shutil.copy(shipped_checkpoint(), mine)
+    store = StoreSpec(tmp_path / "s")
+    config = BuildConfig(weights=str(mine), n=8, iterations=1, patches=0, layers=("conv5_1", "conv5_2"))
+    build = run_build(config, store)
+    mine.rename(tmp_path / "moved.pt")
+    with pytest.raises(ModelError, match=r"was mined with the checkpoint .*mine.pt, which is no longer there"):
+        run_learn(LearnConfig(part="head", run=build.run), store)
+
+
 def test_crop_box_on_images_without_boxes_is_an_error_before_any_store(tmp_path: Path) -> None:
     for i in range(3):
         write_png(tmp_path / "photos" / f"{i}.png", (40, 32), seed=i)

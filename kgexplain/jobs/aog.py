@@ -20,7 +20,7 @@ from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.subset import Subset
 from kgexplain.data.synth import BACKGROUND
-from kgexplain.errors import DataError, StoreError, UsageError
+from kgexplain.errors import DataError, ModelError, StoreError, UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
 from kgexplain.jobs.common import JobResult, device_name, opened, usable_images
 from kgexplain.models.registry import ModelHandle, load_model
@@ -60,6 +60,12 @@ def open_build(
         raise UsageError(
             f"run {run!r} was mined with a network given from Python ({load['model']})",
             hint="pass the same ModelHandle again: LearnConfig(model=...) / LocalizeConfig(model=...)",
+        )
+    named = load["weights"] in (None, "none", "imagenet", "shipped")
+    if model is None and not named and not Path(str(load["weights"])).expanduser().is_file():
+        raise ModelError(
+            f"run {run!r} was mined with the checkpoint {load['weights']}, which is no longer there",
+            hint="put the file back at that path, or rebuild with `kgexplain build --weights NEW_PATH`",
         )
     handle = model if model is not None else load_model(load["model"], load["weights"])
     if handle.identity != config.get("model"):
