@@ -61,7 +61,7 @@ def open_build(
             f"run {run!r} was mined with a network given from Python ({load['model']})",
             hint="pass the same ModelHandle again: LearnConfig(model=...) / LocalizeConfig(model=...)",
         )
-    named = load["weights"] in (None, "none", "imagenet", "shipped")
+    named = load.get("weights") in (None, "none", "imagenet", "shipped")
     if model is None and not named and not Path(str(load["weights"])).expanduser().is_file():
         raise ModelError(
             f"run {run!r} was mined with the checkpoint {load['weights']}, which is no longer there",
