@@ -132,21 +132,28 @@ def test_report_is_self_contained_every_link_resolves(store_dir: Path, tmp_path:
 
 
 def test_report_reduces_large_source_images_and_copies_small_ones(store_dir: Path, tmp_path: Path) -> None:
-    """A report of large photos stays one that can be sent: a source image over 1,024 px on its long side is copied
-    reduced to that (a JPEG), a smaller one byte for byte."""
+    """A report of large photos stays one that can be sent, and a served page of them loads: a source image over
+    1,024 px on its long side is copied (served) reduced to that (a JPEG), a smaller one byte for byte."""
     big = store_dir / "artifacts" / "images" / "000000.png"
     Image.new("RGB", (3000, 2000), (90, 140, 60)).save(big)
     out = tmp_path / "site"
     with StoreSpec(str(store_dir)).read() as db:
         write_report(db, out, max_patterns=10)
-    urls = {}
+    urls, ids = {}, {}
     for twin in (out / "images").glob("*.json"):
         page = json.loads(twin.read_text())
         urls[Path(page["path"]).name] = out / page["url"]
+        ids[Path(page["path"]).name] = page["image"]
     with Image.open(urls["000000.png"]) as im:
         assert im.format == "JPEG" and im.size == (1024, 683)
     small = store_dir / "artifacts" / "images" / "000001.png"
     assert urls["000001.png"].read_bytes() == small.read_bytes()
+    with StoreSpec(str(store_dir)).read() as db, TestClient(make_app(db)) as client:
+        served = client.get(f"/source/{slug(ids['000000.png'])}")
+        assert served.headers["content-type"] == "image/jpeg"
+        with Image.open(io.BytesIO(served.content)) as im:
+            assert im.size == (1024, 683)
+        assert client.get(f"/source/{slug(ids['000001.png'])}").content == small.read_bytes()
 
 
 def test_report_image_pages_group_by_layer_and_no_link_leads_past_what_it_wrote(

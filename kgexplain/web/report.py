@@ -9,7 +9,6 @@ folder is written next to ``out`` and moved into place at the end, so a failed r
 from __future__ import annotations
 
 import hashlib
-import io
 import shutil
 import tempfile
 import time
@@ -17,15 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from kgexplain.errors import UsageError
 from kgexplain.progress import Progress, say, task
 from kgexplain.store import browse
 from kgexplain.store import queries as Q
 from kgexplain.store.base import GraphStore
 from kgexplain.web.render import STATIC, render, to_json
-from kgexplain.web.site import Files, Site, artifact_content, href
+from kgexplain.web.site import Files, Site, artifact_content, href, sendable_image
 
 
 @dataclass
@@ -76,30 +73,8 @@ class _Assets:
         if key not in self._done:
             path = Q.image_path(self.store, stored)
             p = Path(path) if path else None
-            self._done[key] = self._put(*_sendable(p)) if p is not None and p.is_file() else None
+            self._done[key] = self._put(*sendable_image(p)) if p is not None and p.is_file() else None
         return self._done[key]
-
-
-REPORT_IMAGE_SIDE = 1024  # a source image larger than this on its long side is copied reduced to it
-
-
-def _sendable(path: Path) -> tuple[bytes, str]:
-    """A source image as the report keeps it: as it is, or, when its long side exceeds REPORT_IMAGE_SIDE, reduced
-    to that as a JPEG (quality 90), so that a report of large photos stays one that can be sent (a 6000 x 4000
-    photo: 1.4 MB copied, about 0.1 MB reduced; pages draw it 512 px, marks and crops scale with it)."""
-    data = path.read_bytes()
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if max(im.size) <= REPORT_IMAGE_SIDE:
-                return data, path.suffix.lower()
-            im.draft("RGB", (REPORT_IMAGE_SIDE, REPORT_IMAGE_SIDE))  # JPEG: decoded at a fraction of its size
-            small = im.convert("RGB")
-            small.thumbnail((REPORT_IMAGE_SIDE, REPORT_IMAGE_SIDE), Image.Resampling.LANCZOS)
-            out = io.BytesIO()
-            small.save(out, "JPEG", quality=90)
-            return out.getvalue(), ".jpg"
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return data, path.suffix.lower()  # the browser may still show what Pillow cannot reduce
 
 
 def write_report(

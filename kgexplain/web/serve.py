@@ -11,6 +11,7 @@ another process has written it since (a connection reads the embedded store as i
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import mimetypes
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +28,16 @@ from kgexplain.store import browse
 from kgexplain.store import queries as Q
 from kgexplain.store.base import GraphStore
 from kgexplain.web.render import STATIC, render, to_json
-from kgexplain.web.site import Files, Site, artifact_content, artifact_file, site_path, slug, unslug
+from kgexplain.web.site import (
+    Files,
+    Site,
+    artifact_content,
+    artifact_file,
+    sendable_image,
+    site_path,
+    slug,
+    unslug,
+)
 
 
 def _files() -> Files:
@@ -63,6 +73,12 @@ class _Live:
         if self.owned:
             self.store.close()
             self.owned = False
+
+
+@functools.lru_cache(maxsize=64)
+def _sent(path: str, size: int, mtime_ns: int) -> tuple[bytes, str]:
+    """A source image as pages get it (``sendable_image``), remembered while the file stays the same."""
+    return sendable_image(Path(path))
 
 
 def make_app(store: GraphStore, reopen: Callable[[], GraphStore] | None = None) -> Starlette:
@@ -123,7 +139,9 @@ def make_app(store: GraphStore, reopen: Callable[[], GraphStore] | None = None) 
         p = Path(path) if path else None
         if p is None or not p.is_file():
             return Response(status_code=404)
-        return FileResponse(p, media_type=mimetypes.guess_type(p.name)[0] or "application/octet-stream")
+        st = p.stat()
+        data, suffix = _sent(str(p), st.st_size, st.st_mtime_ns)  # a large photo reduced, as in the report
+        return Response(data, media_type=mimetypes.guess_type("x" + suffix)[0] or "application/octet-stream")
 
     async def root_json(request: Request) -> Response:
         return RedirectResponse("index.json")
