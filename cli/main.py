@@ -50,6 +50,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # What `kgexplain --help` lists for each command, so that listing them loads none of their modules (torch among
 # them: 2.3 s instead of 0.2 s); tests/test_cli.py holds it equal to each command's own short help.
+# What Ctrl-C leaves, per command (the one line after "interrupted; ").
+AFTER_ANY = "nothing is left half-written (a store write not finished is not complete; running it again replaces it)"
+AFTER_INTERRUPT = {
+    "build": "the extracted features (and the graph, once mined) are kept, and running it again resumes from them",
+    "features": "the extracted shards are kept, and running it again resumes after them",
+    "report": "no report was written (--out is as it was)",
+}
+
 SUMMARIES: dict[str, str] = {
     "build": "Mine an explanatory graph for a model and a set of images, and store it.",
     "features": "Extract feature maps of a model's layers into the store's cache (float16 shards).",
@@ -161,7 +169,7 @@ class KgxGroup(click.Group):
                 raise
             fail(ctx, "the GPU ran out of memory (pass a smaller --batch-size, or --device cpu)")
         except KeyboardInterrupt:
-            fail(ctx, "interrupted; completed work is kept and a re-run resumes it", 130)
+            fail(ctx, f"interrupted; {AFTER_INTERRUPT.get(ctx.invoked_subcommand or '', AFTER_ANY)}", 130)
         finally:
             leave()  # a rank of a distributed job leaves its group (a no-op otherwise)
         return None

@@ -257,3 +257,23 @@ def test_a_gpu_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setattr(build_cmd, "run_build", oom)
     res = run("build", "--store", str(tmp_path / "s"), ok=False)
     assert res.exit_code == 1 and "the GPU ran out of memory" in res.output and "Traceback" not in res.output
+
+
+def test_ctrl_c_says_what_the_command_leaves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Exit 130 and one line that is true for the command: a build keeps its cache, a report writes nothing."""
+    import kgexplain.cli.web_cmd as web_cmd
+
+    from kgexplain.store import open_store
+    from kgexplain.store.sample_graph import sample_graph, small
+
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_cmd, "run_build", interrupt)
+    monkeypatch.setattr(web_cmd, "write_report", interrupt)
+    build = CliRunner().invoke(cli, ["-q", "build", "--store", str(tmp_path / "s")])
+    assert build.exit_code == 130 and "Error: interrupted; the extracted features" in build.output
+    with open_store(tmp_path / "s") as store:
+        sample_graph(small()).write(store)
+    report = CliRunner().invoke(cli, ["-q", "report", "--out", str(tmp_path / "r"), "--store", str(tmp_path / "s")])
+    assert report.exit_code == 130 and "Error: interrupted; no report was written" in report.output
