@@ -79,6 +79,14 @@ def test_learning_on_a_build_whose_checkpoint_was_moved_names_the_file(tmp_path:
         run_learn(LearnConfig(part="head", run=build.run), store)
 
 
+def test_an_image_named_twice_is_an_error_before_any_work(tmp_path: Path) -> None:
+    image = write_png(tmp_path / "a.png", (40, 32))
+    store = tmp_path / "s"
+    twice = _run("info", str(image), str(tmp_path / "." / "a.png"), "--layers", "conv5_2", "--store", str(store))
+    _one_error(twice, "a.png is named twice", "give each image once")
+    assert not store.exists()  # it said "Metric: the batch holds duplicate ids" after measuring, with a store made
+
+
 def test_crop_box_on_images_without_boxes_is_an_error_before_any_store(tmp_path: Path) -> None:
     for i in range(3):
         write_png(tmp_path / "photos" / f"{i}.png", (40, 32), seed=i)

@@ -66,6 +66,12 @@ class ImageFiles(ImageSource):
         missing = [str(p) for p in self.paths if not p.is_file()]
         if missing:
             raise DataError(f"image not found: {missing[0]}", hint="check the path (and that it is a file)")
+        seen: dict[Path, Path] = {}
+        for p in self.paths:
+            first = seen.setdefault(p.resolve(), p)
+            if first is not p:
+                also = "" if str(first) == str(p) else f" (also as {first})"
+                raise DataError(f"image {p} is named twice{also}", hint="give each image once")
         self.min_side = min_side
         self.name = "files"
 
