@@ -288,3 +288,25 @@ def test_a_data_spec_recorded_reopens_from_another_folder(tmp_path: Path, monkey
     assert record == {"images": str(tmp_path / "bg"), "labels": ["leaf"], "limit": 3}
     assert DataSpec.from_record(record) == DataSpec(images=str(tmp_path / "bg"), labels=("leaf",), limit=3)
     assert DataSpec.from_record(DataSpec(n=10, categories=("background",)).to_record()).categories == ("background",)
+
+
+def test_two_objects_of_one_photo_are_two_image_nodes_and_one_photo_is_one(tmp_path: Path) -> None:
+    """An Image node is an image's content, shared by every run that sees it; two entries of one photo (each object
+    cropped to its box) get a node each, so that their frames and inferences do not mix."""
+    import hashlib
+
+    from kgexplain.persist.shared import image_rows
+
+    photo = write_png(tmp_path / "photo.png", size=(100, 80))
+    entries = [
+        {"id": "left", "path": "photo.png", "box": [0, 0, 50, 80]},
+        {"id": "right", "path": "photo.png", "box": [50, 0, 100, 80]},
+        {"path": "other.png"},
+    ]
+    write_png(tmp_path / "other.png", size=(60, 40), seed=2)
+    (tmp_path / "ann.json").write_text(json.dumps({"images": entries}))
+    ids, table = image_rows(AnnotatedImages(tmp_path / "ann.json"), [0, 1, 2], "ann")
+    plain = "img:" + hashlib.sha256((tmp_path / "other.png").read_bytes()).hexdigest()[:16]
+    assert len(set(ids)) == 3 and ids[2] == plain  # an image seen once keeps its content id
+    assert "img:" + hashlib.sha256(photo.read_bytes()).hexdigest()[:16] not in ids[:2]
+    assert table.column("path").to_pylist()[:2] == [str(photo)] * 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,16 @@ def stored_path(path: Path, artifacts: Path | None) -> str:
 def image_rows(
     source: ImageSource, indices: Sequence[int] | np.ndarray, dataset: str, artifacts: Path | None = None
 ) -> tuple[list[str], pa.Table]:
-    """Image ids (per source index given) and the Image nodes (paths as :func:`stored_path` says)."""
+    """Image ids (per source index given) and the Image nodes (paths as :func:`stored_path` says). An image's id is
+    its content's hash, so every run that sees the same image links to one node; an image that is more than one
+    entry here (two objects of one photo, each cropped to its box; a file copied under two names) gets a node per
+    entry, its id also hashing the entry's id, so that each keeps its own frame and inferences."""
+    shas = [image_sha(source, int(i)) for i in indices]
+    repeated = {sha for sha, n in Counter(shas).items() if n > 1}
     ids, paths, ws, hs, labels = [], [], [], [], []
-    for i in indices:
+    for i, sha in zip(indices, shas, strict=True):
         rec = source.record(int(i))
-        ids.append(I.image_id(image_sha(source, int(i))))
+        ids.append(I.image_id(hashlib.sha256(f"{sha}|{rec.id}".encode()).hexdigest() if sha in repeated else sha))
         paths.append(stored_path(Path(rec.path), artifacts) if rec.path is not None else rec.id)
         size = rec.meta.get("size")
         if size is None:
