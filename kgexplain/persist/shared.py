@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kgexplain.data.base import ImageSource
+from kgexplain.data.base import ImageSource, sha256_file
 from kgexplain.features.extract import geometries_for, layer_shape
 from kgexplain.features.geometry import LayerGeometry
 from kgexplain.models.registry import ModelHandle
@@ -24,7 +24,7 @@ def image_sha(source: ImageSource, index: int) -> str:
     """sha256 of the image file, or of the decoded pixels for sources without files."""
     rec = source.record(index)
     if rec.path is not None and Path(rec.path).is_file():
-        return hashlib.sha256(Path(rec.path).read_bytes()).hexdigest()
+        return sha256_file(rec.path)
     return hashlib.sha256(np.asarray(source.load_image(index)).tobytes()).hexdigest()
 
 
