@@ -300,10 +300,11 @@ def localise_source(
                 timings["vote_s"] += time.perf_counter() - t
                 for j, i in enumerate(idx):
                     located[i] = {}
+                    image_size, b = source.image_size(i), boxes[j]  # once per image, for all its parts
+                    object_box = None if b is None else [round(float(v), 2) for v in b]
                     for name, locs in found.items():
-                        result = to_source(locs[j], batch.affines[j], source.image_size(i))
-                        b = boxes[j]
-                        result["object_box"] = None if b is None else [round(float(v), 2) for v in b]
+                        result = to_source(locs[j], batch.affines[j], image_size)
+                        result["object_box"] = object_box
                         located[i][name] = Located(batch.ids[j], result, locs[j], batch.affines[j])
             for i in rows:
                 for name in out:
