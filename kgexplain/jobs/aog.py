@@ -23,7 +23,7 @@ from kgexplain.data.synth import BACKGROUND
 from kgexplain.errors import DataError, ModelError, StoreError, UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
 from kgexplain.jobs.common import JobResult, device_name, opened, usable_images
-from kgexplain.models.registry import ModelHandle, load_model
+from kgexplain.models.registry import ModelHandle, checkpoint_file, load_model
 from kgexplain.persist.aog import aog_run_id, learnt_parts, part_record, part_rows, read_part
 from kgexplain.persist.shared import image_rows, metric_rows, write_shared
 from kgexplain.plots import save_png
@@ -61,8 +61,8 @@ def open_build(
             f"run {run!r} was mined with a network given from Python ({load['model']})",
             hint="pass the same ModelHandle again: LearnConfig(model=...) / LocalizeConfig(model=...)",
         )
-    named = load.get("weights") in (None, "none", "imagenet", "shipped")
-    if model is None and not named and not Path(str(load["weights"])).expanduser().is_file():
+    checkpoint = checkpoint_file(load.get("weights"))
+    if model is None and checkpoint is not None and not checkpoint.is_file():
         raise ModelError(
             f"run {run!r} was mined with the checkpoint {load['weights']}, which is no longer there",
             hint="put the file back at that path, or rebuild with `kgexplain build --weights NEW_PATH`",

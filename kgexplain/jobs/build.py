@@ -47,7 +47,7 @@ from kgexplain.features.cache import FeatureSet
 from kgexplain.features.extract import Extraction, extract_features
 from kgexplain.features.geometry import scaled_patch_size
 from kgexplain.jobs.common import JobResult, device_name, opened_on_main, workspace_of
-from kgexplain.models.registry import ModelHandle, resolve_model
+from kgexplain.models.registry import ModelHandle, checkpoint_file, resolve_model
 from kgexplain.persist.eg import PatchRef, build_record, eg_run_rows, stability_metrics
 from kgexplain.persist.shared import image_rows, model_rows, write_shared
 from kgexplain.progress import Progress, say
@@ -216,9 +216,8 @@ def _eg_config(cfg: BuildConfig, handle: ModelHandle) -> EGConfig:
 
 def _weights_spec(weights: str | None) -> str | None:
     """Weights as a later command can load them again: names stay, paths become absolute."""
-    if weights is None or weights in ("imagenet", "none", "shipped"):
-        return weights
-    return str(Path(weights).expanduser().resolve())
+    path = checkpoint_file(weights)
+    return weights if path is None else str(path.resolve())
 
 
 def run_build(

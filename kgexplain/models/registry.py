@@ -34,6 +34,14 @@ from kgexplain.zoo import SYNTH_CLASSES, shipped_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+NAMED_WEIGHTS = ("imagenet", "none", "shipped")  # what --weights takes besides a PATH (see load_model)
+
+
+def checkpoint_file(weights: str | None) -> Path | None:
+    """The file a ``--weights PATH`` names; None for the model's default and the named weights."""
+    return None if weights is None or weights in NAMED_WEIGHTS else Path(weights).expanduser()
+
+
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's "L" mode: what a one-channel model is fed
 
 
