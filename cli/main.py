@@ -48,8 +48,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("web_cmd", "serve_command"),
 }
 
-# What `kgexplain --help` lists for each command, so that listing them loads none of their modules (torch among
-# them: 2.3 s instead of 0.2 s); tests/test_cli.py holds it equal to each command's own short help.
 # What Ctrl-C leaves, per command (the one line after "interrupted; ").
 AFTER_ANY = "nothing is left half-written (a store write not finished is not complete; running it again replaces it)"
 AFTER_INTERRUPT = {
@@ -58,6 +56,8 @@ AFTER_INTERRUPT = {
     "report": "no report was written (--out is as it was)",
 }
 
+# What `kgexplain --help` lists for each command, so that listing them loads none of their modules (torch among
+# them: 2.3 s instead of 0.2 s); tests/test_cli.py holds it equal to each command's own short help.
 SUMMARIES: dict[str, str] = {
     "build": "Mine an explanatory graph for a model and a set of images, and store it.",
     "features": "Extract feature maps of a model's layers into the store's cache (float16 shards).",

@@ -24,11 +24,11 @@ from kgexplain.errors import DataError, ImageDecodeError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MIN_SIDE = 16
+BACKDROP = (124, 116, 104)  # ImageNet mean colour
 
 # Pillow warns above 89 M pixels and refuses above twice that. Photos of 108 M pixels (phone cameras) are used
 # wherever kgexplain opens them (decoding, header sizes, patches, reports); a file past the refusal is too large.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-BACKDROP = (124, 116, 104)  # ImageNet mean colour
 
 
 def _error(path: Path | str, reason: str, detail: str) -> ImageDecodeError:
