@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image
 
 from kgexplain.data.base import Box, ImageSource, Point, Record, files_fingerprint
-from kgexplain.data.images import MIN_SIDE, load_rgb
+from kgexplain.data.images import MIN_SIDE, header_size, load_rgb
 from kgexplain.errors import DataError
 
 FORMAT = "kgexplain-annotations/1"
@@ -83,8 +83,7 @@ def _header_size(path: Path | None) -> tuple[int, int] | None:
     if path is None:
         return None
     try:
-        with Image.open(path) as img:
-            return img.size
+        return header_size(path)
     except (OSError, ValueError, SyntaxError):
         return None
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from kgexplain.data.images import LoadReport, load_mask, reason_of
+from kgexplain.data.images import LoadReport, header_size, load_mask, reason_of
 from kgexplain.errors import ImageDecodeError
 from kgexplain.progress import Progress, task
 
@@ -62,9 +62,8 @@ class ImageSource(ABC):
         rec = self.record(index)
         if rec.path is not None:
             try:
-                with Image.open(rec.path) as img:
-                    return img.size
-            except (OSError, ValueError):
+                return header_size(rec.path)
+            except (OSError, ValueError, SyntaxError):
                 pass
         return self.load_image(index).size
 

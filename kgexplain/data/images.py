@@ -6,7 +6,9 @@ edges to a CNN. Corrupt or truncated files, files that are not images, images wi
 ``min_side`` and images Pillow refuses as decompression bombs (over 179 M pixels; Pillow's warning above 89 M
 pixels is not an error: cameras take such photos) raise :class:`ImageDecodeError` with a short ``reason`` that
 callers count.
-EXIF orientation is *not* applied (as torchvision's loaders), so annotations refer to the stored pixel grid.
+An image is read as viewers show it: a camera's EXIF orientation is applied (a phone's portrait photo is stored
+sideways with a tag that turns it upright; browsers, annotation tools and Hugging Face's loaders turn it, torchvision's
+do not), so annotations, results and overlays all refer to the upright image.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kgexplain.errors import DataError, ImageDecodeError
 
@@ -29,6 +31,30 @@ BACKDROP = (124, 116, 104)  # ImageNet mean colour
 # Pillow warns above 89 M pixels and refuses above twice that. Photos of 108 M pixels (phone cameras) are used
 # wherever kgexplain opens them (decoding, header sizes, patches, reports); a file past the refusal is too large.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+ORIENTATION = 0x0112  # the EXIF orientation tag: 1 upright, 2-4 mirrored or turned half, 5-8 turned a quarter
+
+
+def orientation(img: Image.Image) -> int:
+    """The image's EXIF orientation (1 when it has none, or one that cannot be read)."""
+    try:
+        value = int(img.getexif().get(ORIENTATION, 1))
+    except (OSError, ValueError, TypeError, SyntaxError):
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image as viewers show it: its EXIF orientation applied (and cleared), or the image itself."""
+    return img if orientation(img) == 1 else ImageOps.exif_transpose(img)
+
+
+def header_size(path: str | Path) -> tuple[int, int]:
+    """(w, h) of the upright image from the file's header (no decoding); raises OSError / ValueError."""
+    with Image.open(path) as img:
+        w, h = img.size
+        return (h, w) if orientation(img) >= 5 else (w, h)
 
 
 def _error(path: Path | str, reason: str, detail: str) -> ImageDecodeError:
@@ -74,7 +100,7 @@ def load_rgb(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
             if min(img.size) < min_side:
                 raise _error(path, "too_small", f"{img.size[0]}x{img.size[1]} px is below {min_side} px")
             img.load()  # full decode: truncated files fail here
-            return to_rgb(img)
+            return to_rgb(upright(img))
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as e:

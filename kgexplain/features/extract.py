@@ -170,6 +170,7 @@ def extract_features(
         "relu": relu,
         "data": source.fingerprint(),
         "framing": framing.describe(),
+        "exif": "upright",  # images with an EXIF orientation are read turned upright (earlier caches: as stored)
         "mean": list(handle.mean),
         "std": list(handle.std),
         "dtype": "float16",

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from kgexplain.data.base import Framing
+from kgexplain.data.images import orientation, upright
 from kgexplain.errors import UsageError
 from kgexplain.plots import save_png
 from kgexplain.store import browse
@@ -589,16 +590,17 @@ SENT_IMAGE_SIDE = 1024  # a source image larger than this on its long side is se
 
 def sendable_image(path: Path) -> tuple[bytes, str]:
     """A source image as the report keeps it and the server sends it: as it is, or, when its long side exceeds
-    SENT_IMAGE_SIDE, reduced to that as a JPEG (quality 90), so that a report of large photos stays one that can be
-    sent and a served page of them loads (a 6000 x 4000 photo: 1.4 MB as it is, about 0.1 MB reduced; pages draw it
-    512 px, marks and crops scale with it)."""
+    SENT_IMAGE_SIDE or it carries an EXIF orientation, upright and at most that size as a JPEG (quality 90), so that
+    a report of large photos stays one that can be sent, a served page of them loads (a 6000 x 4000 photo: 1.4 MB as
+    it is, about 0.1 MB reduced; pages draw it 512 px, marks and crops scale with it) and every viewer shows a
+    turned photo as kgexplain reads it."""
     data = path.read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if max(im.size) <= SENT_IMAGE_SIDE:
+            if max(im.size) <= SENT_IMAGE_SIDE and orientation(im) == 1:
                 return data, path.suffix.lower()
             im.draft("RGB", (SENT_IMAGE_SIDE, SENT_IMAGE_SIDE))  # JPEG: decoded at a fraction of its size
-            small = im.convert("RGB")
+            small = upright(im).convert("RGB")  # as kgexplain reads it, whether or not a viewer honours the tag
             small.thumbnail((SENT_IMAGE_SIDE, SENT_IMAGE_SIDE), Image.Resampling.LANCZOS)
             out = io.BytesIO()
             small.save(out, "JPEG", quality=90)
