@@ -270,6 +270,23 @@ def test_cub_layout_crop_and_keypoints(tmp_path: Path) -> None:
     assert said == ["CUB: 1 of 3 selected images left out, their object box under 50 px (as the authors' code)"]
 
 
+def test_a_folder_with_an_annotations_file_says_what_images_takes(tmp_path: Path) -> None:
+    """`--images my-birds` on a `data synth` folder takes its masks as images too: one status line says so and
+    names the --annotations that uses them as masks; a plain folder says nothing."""
+    write_png(tmp_path / "my birds" / "images" / "a.png")
+    write_png(tmp_path / "my birds" / "masks" / "a.png", mode="L")
+    (tmp_path / "my birds" / "annotations.json").write_text('{"images": [{"path": "images/a.png"}]}')
+    said: list[str] = []
+    source = DataSpec(images=str(tmp_path / "my birds")).open(progress=lambda e: said.append(e.message or ""))
+    assert len(source) == 2 and len(said) == 1
+    assert "--images takes every image under it" in said[0]
+    assert said[0].endswith(f"--annotations '{tmp_path}/my birds/annotations.json' uses its boxes, parts and masks")
+    (tmp_path / "my birds" / "annotations.json").unlink()
+    said.clear()
+    DataSpec(images=str(tmp_path / "my birds")).open(progress=lambda e: said.append(e.message or ""))
+    assert said == []
+
+
 def test_cub_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"not a CUB-200-2011 folder: missing images\.txt"):
         CubDataset(tmp_path)

@@ -26,6 +26,7 @@ from kgexplain.data.images import MIN_SIDE, header_size, load_rgb
 from kgexplain.errors import DataError
 
 FORMAT = "kgexplain-annotations/1"
+ANNOTATIONS_FILE = "annotations.json"  # the name `data synth` writes (and the README suggests)
 
 
 def _number(v: Any) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from kgexplain.data.annotations import ANNOTATIONS_FILE
 from kgexplain.errors import DataError
 
 
@@ -86,6 +87,6 @@ def write_photos(out: str | Path) -> list[Path]:
             written.append(folder / "masks" / f"{photo.name}.png")
             entry["mask"] = f"masks/{photo.name}.png"
         entries.append(entry)
-    (folder / "annotations.json").write_text(json.dumps({"images": entries}, indent=1) + "\n")
+    (folder / ANNOTATIONS_FILE).write_text(json.dumps({"images": entries}, indent=1) + "\n")
     (folder / "labels.json").write_text(json.dumps({p.name: list(p.classes) for p in PHOTOS}, indent=1) + "\n")
     return written

@@ -8,11 +8,12 @@ becomes a model input.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from kgexplain.data.annotations import AnnotatedImages
+from kgexplain.data.annotations import ANNOTATIONS_FILE, AnnotatedImages
 from kgexplain.data.base import Framing, ImageSource
 from kgexplain.data.cub import CubDataset
 from kgexplain.data.folder import ImageFiles, ImageFolder
@@ -114,6 +115,13 @@ class DataSpec:
             source = ImageFiles(list(self.files))
         elif self.images:
             source = ImageFolder(self.images)
+            if (source.root / ANNOTATIONS_FILE).is_file():  # a `data synth` folder, or one annotated by hand
+                say(
+                    progress,
+                    f"{source.root} holds {ANNOTATIONS_FILE}; --images takes every image under it as it is (a masks "
+                    f"folder too); --annotations {shlex.quote(str(source.root / ANNOTATIONS_FILE))} uses its boxes, "
+                    "parts and masks",
+                )
         elif self.annotations:
             source = AnnotatedImages(self.annotations)
         elif self.cub:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from kgexplain.data.annotations import AnnotatedImages, write_annotations
+from kgexplain.data.annotations import ANNOTATIONS_FILE, AnnotatedImages, write_annotations
 from kgexplain.data.base import ImageSource, Record
 from kgexplain.data.synth.animals import KEYPOINTS
 from kgexplain.data.synth.scene import BACKGROUND, CATEGORIES, SynthImage, render
@@ -157,7 +157,7 @@ def _write_synth(
     workers: int,
     progress: Progress | None,
 ) -> AnnotatedImages:
-    ann = out / "annotations.json"
+    ann = out / ANNOTATIONS_FILE
     if ann.exists() and not overwrite:
         try:
             existing = json.loads(ann.read_text(encoding="utf-8")).get("synth")
