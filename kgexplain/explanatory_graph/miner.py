@@ -34,7 +34,7 @@ from kgexplain.explanatory_graph.estep import (
     pad,
 )
 from kgexplain.explanatory_graph.graph import ExplanatoryGraph, Inference, LayerInference, LayerPatterns
-from kgexplain.explanatory_graph.normalise import background_std, responses
+from kgexplain.explanatory_graph.normalise import background_std, image_sum, responses
 from kgexplain.explanatory_graph.parents import Parents, candidates, image_moments, select_parents
 from kgexplain.features.cache import FeatureSet
 from kgexplain.features.geometry import LayerGeometry
@@ -353,7 +353,7 @@ class ExplanatoryGraphMiner:
         on its different activation peaks (the authors' code draws random distinct cells)."""
         mean = torch.zeros(data.fs.shape, dtype=torch.float64, device=self.device)
         for _, f in data.chunks(256):
-            mean += data.interior(f).clamp_min(0).double().sum(0)
+            mean += image_sum(data.interior(f))  # responses are >= 0
         weights = self.group.sum(mean, "initial positions").flatten(1).cpu()
         # Only cells where the filter really responds (at least its mean response) are drawn while there are
         # enough of them: the many weak background cells would otherwise add up to a large share of the draws.
@@ -483,9 +483,13 @@ class ExplanatoryGraphMiner:
             else:
                 mine = np.arange(e_lo, e_hi) if batch is None else batch[(batch >= e_lo) & (batch < e_hi)]
                 cur = em if batch is None else em.sample(mine - e_lo)
-                idx = torch.from_numpy(mine - e_lo).to(self.device)
-                cur_pos, cur_score = pos[idx], score[idx]
-                cur_src = (up_em[0][mine], up_em[1][mine]) if up_em is not None else None
+                # Rows of this rank's EM images: all of them (views, written in place) or a mini-batch (copies).
+                own_rows: slice | torch.Tensor = (
+                    slice(None) if batch is None else torch.from_numpy(mine - e_lo).to(self.device)
+                )
+                cur_pos, cur_score = pos[own_rows], score[own_rows]
+                src_rows = slice(e_lo, e_hi) if batch is None else mine
+                cur_src = (up_em[0][src_rows], up_em[1][src_rows]) if up_em is not None else None
                 cur_shift = None
                 if upper is not None and up_em is not None and parents is not None and self.kernel == "numba":
                     if shift_for is not parents:  # once per parent set, on this rank's EM images
@@ -493,7 +497,7 @@ class ExplanatoryGraphMiner:
                         shift = numba_shift(self._edges(parents, upper, own), cfg.fire_threshold, cfg.agreement)
                         shift_for = parents
                     if shift is not None:
-                        cur_shift = (shift[0][mine - e_lo], shift[1][mine - e_lo])
+                        cur_shift = (shift[0][own_rows], shift[1][own_rows])
             stat_rows: list[torch.Tensor] = []
             for sl, f in cur.chunks(chunk):
                 up = None
@@ -508,7 +512,8 @@ class ExplanatoryGraphMiner:
                 if st is not None:
                     stat_rows.append(st.rows())
             if not final:
-                pos[idx], score[idx] = cur_pos, cur_score
+                if batch is not None:  # else cur_pos and cur_score are views of pos and score, already written
+                    pos[own_rows], score[own_rows] = cur_pos, cur_score
                 if len(stat_rows) == 1:  # one chunk (the numba kernel takes every image at once): no copy
                     mine_rows = stat_rows[0]
                 elif stat_rows:
