@@ -26,8 +26,8 @@ def aog_group() -> None:
     "--examples",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Annotations JSON; the first K images with the part annotated are the examples. Templates grow on "
-    "--unlabelled, else on the build's own images, else on this file's. Default: the build's own ground truth.",
+    help="Annotations JSON (or COCO file); the first K images with the part annotated are the examples. Templates "
+    "grow on --unlabelled, else on the build's own images, else on this file's. Default: the build's own ground truth.",
 )
 @click.option("--cub", type=click.Path(file_okay=False), default=None, help="Or a CUB-200-2011 folder.")
 @click.option("--k", type=click.IntRange(min=1), default=3, help="Annotated examples (templates).")

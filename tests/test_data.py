@@ -202,6 +202,41 @@ def test_annotations_json_by_hand(tmp_path: Path) -> None:
     assert src.load_mask(0, (100, 80)).sum() == 40 * 40
 
 
+def test_a_coco_file_is_read_in_cocos_own_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """annotations/person_keypoints_val2017.json beside val2017/: every object an entry (crowds left out), bbox
+    [x, y, w, h] as a box, labelled keypoints by their names, two objects of one photo with ids of their own, a
+    photo without objects an entry without a box."""
+    for name in ("a.png", "b.png", "c.png"):
+        write_png(tmp_path / "val2017" / name, size=(100, 80))
+    doc = {
+        "images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}, {"id": 3, "file_name": "c.png"}],
+        "annotations": [
+            {"id": 10, "image_id": 1, "category_id": 5, "bbox": [10, 20, 30, 40], "keypoints": [15, 25, 2, 0, 0, 0]},
+            {"id": 11, "image_id": 2, "category_id": 5, "bbox": [0, 0, 50, 50], "keypoints": [5, 6, 1, 40, 45, 2]},
+            {"id": 12, "image_id": 2, "category_id": 5, "bbox": [50, 10, 40, 60], "keypoints": []},
+            {"id": 13, "image_id": 2, "category_id": 5, "bbox": [0, 0, 99, 79], "iscrowd": 1},
+        ],
+        "categories": [{"id": 5, "name": "bird", "keypoints": ["head", "tail"]}],
+    }
+    file = tmp_path / "annotations" / "person_keypoints_val2017.json"
+    file.parent.mkdir()
+    file.write_text(json.dumps(doc))
+    monkeypatch.chdir(tmp_path)  # the file named relative to the working folder, as on a command line
+    src = AnnotatedImages(Path("annotations/person_keypoints_val2017.json"))
+    recs = {r.id: r for r in src.records()}
+    assert sorted(recs) == ["a.png", "b.png#11", "b.png#12", "c.png"]
+    a = recs["a.png"]
+    assert a.label == "bird" and a.box == (10.0, 20.0, 40.0, 60.0) and a.keypoints == {"head": (15.0, 25.0)}
+    assert recs["b.png#11"].keypoints == {"head": (5.0, 6.0), "tail": (40.0, 45.0)}
+    assert recs["b.png#12"].box == (50.0, 10.0, 90.0, 70.0) and recs["b.png#12"].keypoints == {}
+    assert recs["c.png"].box is None and a.path == tmp_path / "val2017" / "a.png"
+    assert Subset.by_label(src, ["bird"]).fingerprint()  # usable as any annotations source
+    (tmp_path / "val2017").rename(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match=r"\(COCO\): none of its 3 images was found") as e:
+        AnnotatedImages(file)
+    assert "val2017" in (e.value.hint or "")
+
+
 @pytest.mark.parametrize(
     ("doc", "match"),
     [

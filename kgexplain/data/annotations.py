@@ -9,7 +9,8 @@
 
 Only ``path`` is required. Paths are relative to the JSON file. ``box`` is ``[x0, y0, x1, y1]`` in pixel-edge
 coordinates; keypoints are ``[x, y]`` pixel positions (``null`` or absent when not visible); ``mask`` is an
-image whose non-zero pixels are the object. A bare list of entries is accepted too.
+image whose non-zero pixels are the object. A bare list of entries is accepted too, and so is a COCO file
+(``data.coco``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from PIL import Image
 
 from kgexplain.data.base import Box, ImageSource, Point, Record, files_fingerprint
+from kgexplain.data.coco import coco_entries, is_coco
 from kgexplain.data.images import MIN_SIDE, header_size, load_rgb
 from kgexplain.errors import DataError
 
@@ -126,7 +128,11 @@ class AnnotatedImages(ImageSource):
             doc = json.loads(self.file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"{self.file} is not valid JSON: {e}") from e
-        entries = doc.get("images") if isinstance(doc, dict) else doc
+        if is_coco(doc):  # a COCO file: its objects as entries of this format
+            entries: Any = coco_entries(doc, self.file)
+            doc = {"source": "coco"}
+        else:
+            entries = doc.get("images") if isinstance(doc, dict) else doc
         if not isinstance(entries, list):
             raise DataError(f'{self.file} has no "images" list', hint='write {"images": [{"path": ...}, ...]}')
         if not entries:
