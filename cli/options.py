@@ -271,7 +271,7 @@ def data_options(
                 type=click.Path(),
                 default=None,
                 metavar="FILE",
-                help="An annotations JSON (README \"Data sources\": image path, box, keypoints, mask) or a COCO file.",
+                help='An annotations JSON (README "Data sources": image path, box, keypoints, mask) or a COCO file.',
             ),
             click.option("--cub", type=click.Path(), default=None, metavar="DIR", help="A CUB-200-2011 folder."),
             click.option(
