@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from kgexplain.cli.main import COMMANDS, SUMMARIES, cli
 from starlette.testclient import TestClient
 
+from kgexplain.jobs.build import data_label
 from kgexplain.store import StoreSpec, queries
 from kgexplain.web.serve import make_app
 from kgexplain.web.site import href
@@ -157,6 +158,20 @@ def test_build_on_an_image_folder_with_bad_images(tmp_path: Path) -> None:
     assert result["images"] == {"total": 4, "loaded": 3, "skipped": {"not_an_image": 1}}
     assert result["stability"] == {}  # no keypoints: no metric
     assert set(result["layers"]) == {"conv4_2", "conv5_2"}
+
+
+@pytest.mark.parametrize(
+    ("source", "label"),
+    [
+        ("annotations:my-birds/annotations.json", "my-birds"),  # `data synth`'s file: its folder names the run
+        ("annotations:annotations/person_keypoints_val2017.json[bird]", "person_keypoints_val2017[bird]"),
+        ("folder:my photos", "my photos"),
+        ("folder:photos[:50]", "photos[:50]"),
+        ("files", "files"),
+    ],
+)
+def test_a_builds_run_id_names_its_data(source: str, label: str) -> None:
+    assert data_label(source) == label
 
 
 @pytest.mark.parametrize(

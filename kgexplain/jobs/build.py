@@ -214,6 +214,20 @@ def _eg_config(cfg: BuildConfig, handle: ModelHandle) -> EGConfig:
     return eg
 
 
+def data_label(source_name: str) -> str:
+    """The readable part of a build's run id for a data source: a folder's name (``folder:my-birds``), an
+    annotations file's stem, or its folder's name where the stem says nothing (``annotations:my-birds/annotations.json``
+    -> ``my-birds``), with a subset's ``[...]`` kept."""
+    kind, _, rest = source_name.partition(":") if ":" in source_name else ("", "", source_name)
+    suffix = ""
+    if rest.endswith("]") and "[" in rest:
+        rest, suffix = rest[: rest.index("[")], rest[rest.index("[") :]
+    path = Path(rest)
+    if kind != "annotations":
+        return path.name + suffix
+    return (path.parent.name if path.stem.lower() in ("annotations", "annotation", "labels") else path.stem) + suffix
+
+
 def _weights_spec(weights: str | None) -> str | None:
     """Weights as a later command can load them again: names stay, paths become absolute."""
     path = checkpoint_file(weights)
@@ -356,8 +370,7 @@ def _build(
     }
     if cfg.facing == "latent":  # (only then: the default's run ids stay as they were)
         determinants["facing"] = {"mode": cfg.facing, "rounds": cfg.facing_rounds}
-    data_label = cfg.category if synthetic else Path(objects.name.split(":", 1)[-1]).name
-    run_id = I.run_id("eg", handle.name, data_label, determinants)
+    run_id = I.run_id("eg", handle.name, cfg.category if synthetic else data_label(objects.name), determinants)
 
     miner = ExplanatoryGraphMiner(eg_cfg, device=device, group=group)
     cached = ws.cache / "eg" / f"{run_id}.npz"
