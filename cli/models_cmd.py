@@ -6,6 +6,7 @@ import click
 
 from kgexplain.features.geometry import describe_layers
 from kgexplain.models import ARCHITECTURES, load_model
+from kgexplain.models.registry import model_names
 
 from .options import output_options
 from .output import emit_rows
@@ -23,13 +24,13 @@ def models_command(fmt: str) -> None:
             "weights": "shipped|none|PATH" if not arch.imagenet else "imagenet|none|PATH",
             "description": arch.description,
         }
-        for name, arch in sorted(ARCHITECTURES.items())
+        for name, arch in ((n, ARCHITECTURES[n]) for n in model_names())
     ]
     emit_rows(rows, fmt)
 
 
 @click.command("layers")
-@click.argument("model", type=click.Choice(sorted(ARCHITECTURES)))
+@click.argument("model", type=click.Choice(model_names()))
 @click.option("--size", type=click.IntRange(min=16), default=None, help="Input size in pixels (default: the model's).")
 @output_options
 def layers_command(model: str, size: int | None, fmt: str) -> None:

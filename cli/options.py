@@ -113,7 +113,7 @@ def model_options(multiple_weights: bool = False, weights_help: str | None = Non
     """``--model``, ``--weights`` (one, or repeatable) and ``--trust-checkpoint`` as ``model: ModelOption``."""
 
     # lazy: only the commands that load a model (and torch anyway) need the registry, when they are defined
-    from kgexplain.models.registry import ARCHITECTURES
+    from kgexplain.models.registry import model_names
 
     def wrap(f: F) -> F:
         @functools.wraps(f)
@@ -129,7 +129,7 @@ def model_options(multiple_weights: bool = False, weights_help: str | None = Non
             click.option(
                 "--model",
                 "model_name",
-                type=click.Choice(sorted(ARCHITECTURES)),
+                type=click.Choice(model_names()),
                 default="toynet",
                 help="Architecture (see `kgexplain models`).",
             ),

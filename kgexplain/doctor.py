@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from kgexplain.errors import KgExplainError, ModelError
-from kgexplain.models.registry import ARCHITECTURES
+from kgexplain.models.registry import ARCHITECTURES, model_names
 from kgexplain.models.weights import OFFLINE_ENV, imagenet_cache_path, offline
 from kgexplain.store import StoreSpec, is_bolt_url
 from kgexplain.store.embedded import GRAPH_FILE
@@ -61,7 +61,7 @@ def checks(store: StoreSpec | None = None) -> list[dict[str, Any]]:
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     cached: list[str] = []
     missing: list[str] = []
-    for name, arch in sorted(ARCHITECTURES.items()):
+    for name, arch in ((n, ARCHITECTURES[n]) for n in model_names()):
         if not arch.imagenet:
             continue
         if arch.packaged_imagenet is not None:  # weights from an installed package, not the torch cache

@@ -66,12 +66,13 @@ def test_analytic_geometry_equals_the_empirical_gradient_field(model: str, layer
         assert (e.map_h, e.map_w) == (a.map_h, a.map_w)
 
 
-def test_resnet_stage_geometry_is_derived_through_residual_blocks() -> None:
-    handle = load_model("resnet50", "none")
+@pytest.mark.parametrize(("model", "field"), [("resnet50", 427), ("resnet18", 435)])
+def test_resnet_stage_geometry_is_derived_through_residual_blocks(model: str, field: int) -> None:
+    handle = load_model(model, "none")
     geo = geometries(handle.module, [handle.layer(n) for n in ("layer2", "layer3", "layer4")], 224)
     assert [geo[n].stride_x for n in ("layer2", "layer3", "layer4")] == [8, 16, 32]
     assert [geo[n].map_h for n in ("layer2", "layer3", "layer4")] == [28, 14, 7]
-    assert geo["layer4"].rf_x == 427  # the well-known ResNet-50 theoretical receptive field
+    assert geo["layer4"].rf_x == field  # the well-known theoretical receptive fields
 
 
 class Untraceable(nn.Module):

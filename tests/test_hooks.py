@@ -39,14 +39,15 @@ def test_pre_relu_is_captured_before_the_in_place_relu(tiny_net) -> None:
     assert torch.equal(cap["c1"].post, torch.relu(expected))
 
 
-def test_resnet_stage_pre_relu_is_the_input_of_the_last_relu() -> None:
-    handle = load_model("resnet50", "none")
+@pytest.mark.parametrize(("model", "channels"), [("resnet50", 512), ("resnet18", 128)])  # bottleneck, basic block
+def test_resnet_stage_pre_relu_is_the_input_of_the_last_relu(model: str, channels: int) -> None:
+    handle = load_model(model, "none")
     spec = handle.layer("layer2")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad(), capture_layers(handle.module, [spec]) as cap:
         handle.module(x)
     pre, post = cap["layer2"].pre, cap["layer2"].post
-    assert pre.shape == post.shape == (1, 512, 8, 8)
+    assert pre.shape == post.shape == (1, channels, 8, 8)
     assert (pre < 0).any() and (post >= 0).all()
     assert torch.allclose(torch.relu(pre), post)
     m = handle.module

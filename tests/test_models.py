@@ -14,7 +14,8 @@ from kgexplain.models.weights import imagenet_cache_path
 
 
 def test_registry_has_the_papers_models_and_the_toy_net() -> None:
-    assert {"vgg16", "vgg19", "resnet50", "resnet152", "alexnet", "mobilenet_v2", "toynet"} <= set(ARCHITECTURES)
+    assert {"vgg16", "vgg19", "alexnet", "mobilenet_v2", "toynet"} <= set(ARCHITECTURES)
+    assert {f"resnet{d}" for d in (18, 34, 50, 101, 152)} <= set(ARCHITECTURES)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))

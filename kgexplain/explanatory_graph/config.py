@@ -12,8 +12,10 @@ from kgexplain.errors import UsageError
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "vgg16": {"layers": ("conv4_2", "conv4_3", "conv5_2", "conv5_3"), "density": (0.05, 0.05, 0.1, 0.1)},
     "vgg19": {"layers": ("conv4_3", "conv4_4", "conv5_3", "conv5_4"), "density": (0.05, 0.05, 0.1, 0.1)},
-    "resnet50": {"layers": ("layer2", "layer3", "layer4"), "patterns": (40, 20, 10)},
-    "resnet152": {"layers": ("layer2", "layer3", "layer4"), "patterns": (40, 20, 10)},
+    **{
+        f"resnet{depth}": {"layers": ("layer2", "layer3", "layer4"), "patterns": (40, 20, 10)}
+        for depth in (18, 34, 50, 101, 152)
+    },
     # The toy net's maps are 16x16 and 8x8 at 128 px: 13 patterns per filter on conv4 (density 0.05, as the paper)
     # and 10 on the coarse conv5 maps (about one per 6 cells; 7 at density 0.1 measured less stable, see README).
     "toynet": {"layers": ("conv4_1", "conv4_2", "conv5_1", "conv5_2"), "patterns": (13, 13, 10, 10)},

@@ -7,6 +7,7 @@ about it (its layer table, input size and normalisation, and a stable identity f
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,11 @@ def register_architecture(arch: Architecture) -> Architecture:
     return arch
 
 
+def model_names() -> list[str]:
+    """The architectures' names in natural order (resnet18, resnet34, resnet50, resnet101, ...)."""
+    return sorted(ARCHITECTURES, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+
+
 def _features(model: nn.Module) -> nn.Sequential:
     features = model.get_submodule("features")
     assert isinstance(features, nn.Sequential)
@@ -234,26 +240,17 @@ register_architecture(
         "VGG-19 (16 conv layers), torchvision",
     )
 )
-register_architecture(
-    Architecture(
-        "resnet50",
-        _torchvision("resnet50"),
-        L.resnet_layers,
-        ("layer2", "layer3", "layer4"),
-        "ResNet-50, torchvision; stage outputs layer1..layer4",
-        aliases=L.RESNET_ALIASES,
+for _depth in (18, 34, 50, 101, 152):  # basic blocks (18, 34) or bottlenecks: the same stages and names
+    register_architecture(
+        Architecture(
+            f"resnet{_depth}",
+            _torchvision(f"resnet{_depth}"),
+            L.resnet_layers,
+            ("layer2", "layer3", "layer4"),
+            f"ResNet-{_depth}, torchvision; stage outputs layer1..layer4",
+            aliases=L.RESNET_ALIASES,
+        )
     )
-)
-register_architecture(
-    Architecture(
-        "resnet152",
-        _torchvision("resnet152"),
-        L.resnet_layers,
-        ("layer2", "layer3", "layer4"),
-        "ResNet-152, torchvision; stage outputs layer1..layer4",
-        aliases=L.RESNET_ALIASES,
-    )
-)
 register_architecture(
     Architecture(
         "alexnet",
@@ -357,7 +354,7 @@ def load_model(
     (the toy net's packaged checkpoint) or a path to a local state dict / checkpoint."""
     if name not in ARCHITECTURES:
         raise ModelError(
-            f"unknown model {name!r}; known models: {', '.join(sorted(ARCHITECTURES))}",
+            f"unknown model {name!r}; known models: {', '.join(model_names())}",
             hint="for your own network use ModelHandle.from_module(...) from Python",
         )
     arch = ARCHITECTURES[name]
