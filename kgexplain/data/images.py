@@ -118,7 +118,7 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
     """A foreground mask image as a boolean array (non-zero = object), optionally resized to ``size`` (w, h)."""
     try:
         with Image.open(path) as img:
-            m = img.convert("L")
+            m = upright(img).convert("L")
             if size is not None and m.size != size:
                 m = m.resize(size, Image.Resampling.NEAREST)
             return np.asarray(m) > 0
