@@ -87,6 +87,15 @@ def test_an_image_named_twice_is_an_error_before_any_work(tmp_path: Path) -> Non
     assert not store.exists()  # it said "Metric: the batch holds duplicate ids" after measuring, with a store made
 
 
+def test_an_annotations_file_given_as_an_image_points_to_the_option(tmp_path: Path) -> None:
+    listing = tmp_path / "annotations.json"
+    listing.write_text('{"images": []}')
+    store = tmp_path / "s"
+    given = _run("localize", "--part", "head", str(listing), "--store", str(store))
+    _one_error(given, "annotations.json is a JSON file, not an image", f"--annotations {listing}")
+    assert not store.exists()  # it said "cannot use image ...: not a recognised image format"
+
+
 def test_crop_box_on_images_without_boxes_is_an_error_before_any_store(tmp_path: Path) -> None:
     for i in range(3):
         write_png(tmp_path / "photos" / f"{i}.png", (40, 32), seed=i)

@@ -66,6 +66,11 @@ class ImageFiles(ImageSource):
         missing = [str(p) for p in self.paths if not p.is_file()]
         if missing:
             raise DataError(f"image not found: {missing[0]}", hint="check the path (and that it is a file)")
+        listing = next((p for p in self.paths if p.suffix.lower() == ".json"), None)
+        if listing is not None:  # `localize --part head my-birds/annotations.json`
+            raise DataError(
+                f"{listing} is a JSON file, not an image", hint=f"pass an annotations file as --annotations {listing}"
+            )
         seen: dict[Path, Path] = {}
         for p in self.paths:
             first = seen.setdefault(p.resolve(), p)
