@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kgexplain.errors import StoreError
+from kgexplain.errors import StoreError, UsageError
 
 BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
 DEFAULT_STORE = "kgexplain-store"
@@ -87,3 +87,16 @@ class Workspace:
 
 def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def output_folder(path: str | os.PathLike[str]) -> Path:
+    """The folder a command writes its files to (``--out``), made now: one error line where it cannot be (a file
+    in its path, no permission), before the work whose results it would hold."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(
+            f"cannot make the folder {folder}: {e.strerror or e}", hint="pass --out a writable folder"
+        ) from e
+    return folder

@@ -656,6 +656,14 @@ def test_cli_learn_relearn_and_localise(tmp_path: Path, monkeypatch: pytest.Monk
 
     data = next((tmp_path / "store" / "artifacts" / "data").glob("synth-*"))
     ann = data / "annotations.json"
+    (tmp_path / "afile").write_text("x")  # an --out that cannot be made: one error line (a traceback before)
+    blocked = _run("localize", "--part", "head", "--annotations", str(ann), "--out", str(tmp_path / "afile" / "o"),
+                   "--store", store, ok=False)  # fmt: skip
+    assert (
+        blocked.exit_code != 0
+        and "Error: cannot make the folder" in blocked.output
+        and "Traceback" not in blocked.output
+    )
     out = tmp_path / "overlays"
     res = json.loads(
         _run(

@@ -21,6 +21,7 @@ from kgexplain.cli.main import cli
 from PIL import Image
 from starlette.testclient import TestClient
 
+from kgexplain.errors import UsageError
 from kgexplain.store import GraphStore, StoreSpec, open_store
 from kgexplain.store.base import RunRecord
 from kgexplain.store.sample_graph import Shape, sample_graph
@@ -129,6 +130,17 @@ def test_report_is_self_contained_every_link_resolves(store_dir: Path, tmp_path:
     assert any("colourbar" in p.read_text() for p in image_pages)  # the SID map with its colour scale
     maps = [m for p in image_pages for m in json.loads(p.with_suffix(".json").read_text())["maps"]]
     assert maps and all(m["run_href"] == href("runs", m["run"]) for m in maps)  # each figure links its run's page
+
+
+def test_a_report_that_cannot_be_written_is_one_error_and_leaves_nothing(store_dir: Path, tmp_path: Path) -> None:
+    """An --out that cannot be made (here: below a file) was a FileNotFoundError traceback from mkdtemp."""
+    (tmp_path / "afile").write_text("x")
+    with (
+        StoreSpec(str(store_dir)).read() as db,
+        pytest.raises(UsageError, match=r"cannot write the report to .*afile/site"),
+    ):
+        write_report(db, tmp_path / "afile" / "site", max_patterns=2)
+    assert (tmp_path / "afile").read_text() == "x" and not list(tmp_path.rglob(".report-*"))
 
 
 def test_report_reduces_large_source_images_and_copies_small_ones(store_dir: Path, tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec, queries
 from kgexplain.store import ids as I
 from kgexplain.store.base import RunRecord, now
+from kgexplain.workspace import output_folder
 
 
 def open_build(
@@ -399,15 +400,14 @@ def run_localize(
     # Decode everything first: an unreadable image named on its own fails before anything is written; in a folder
     # or an annotations file it is skipped and counted, as in every job.
     source = usable_images(cfg.images, source, progress)
+    out_dir = output_folder(cfg.out) if cfg.out else None  # before the work: a folder that cannot be made stops it
     found, timings = localise_source(build, models + helpers, source, progress=progress, whole=cfg.whole)
-    out_dir = Path(cfg.out) if cfg.out else None
     rows = []
     for i in range(len(source)):
         for name in wanted:
             f = found[name][i]
             row = {"image": f.image, **f.result}
             if out_dir is not None:
-                out_dir.mkdir(parents=True, exist_ok=True)
                 path = out_dir / f"{i:05d}-{Path(f.image).stem}-{name}.png"
                 needed = models[wanted.index(name)].config.precision
                 save_png(overlay(source.load_image(i), f.result, f.loc.voters, f.affine, needed), path)

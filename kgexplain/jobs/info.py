@@ -40,6 +40,7 @@ from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.store import ids as I
 from kgexplain.store.base import now
+from kgexplain.workspace import output_folder
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ def run_info(
     if not group.main:
         progress = None  # rank 0 reports for the job
     store = store or StoreSpec()
+    out_dir = output_folder(cfg.out) if group.main else Path(cfg.out)  # first: a folder that cannot be made stops it
     ws = workspace_of(store)
     # rank 0 writes the synthetic set (when needed) before the others read it
     source = group.main_first(lambda: cfg.data.open(ws, progress), "opening the data")
@@ -135,11 +137,8 @@ def run_info(
     objects = masks if masks is not None else [object_mask(f) for f in frames]  # what the concentration measures
     decoders = [{n: load_decoder(ws.cache, h, n, device) for n in layers} if cfg.ru else None for _, h in handles]
     ws.ensure()
-    out_dir = Path(cfg.out)
     runs = []
     with opened_on_main(store, group) as db:
-        if db is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
         for (weights, handle), decoder in zip(handles, decoders, strict=True):
             label = weights or "default"
             folder = out_dir / checkpoint_label(weights) if len(handles) > 1 else out_dir

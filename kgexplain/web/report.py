@@ -77,6 +77,10 @@ class _Assets:
         return self._done[key]
 
 
+def _unwritable(out: Path, e: OSError) -> UsageError:
+    return UsageError(f"cannot write the report to {out}: {e.strerror or e}", hint="pass --out with a writable place")
+
+
 def write_report(
     store: GraphStore,
     out: str | Path,
@@ -95,8 +99,11 @@ def write_report(
     chosen = list(runs) if runs else [r for r, row in known.items() if row["status"] == "complete"]
     if out.exists() and any(out.iterdir()) and not (out / "index.html").is_file():
         raise UsageError(f"{out} exists and is not a kgexplain report", hint="give an empty or new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
+    except OSError as e:  # a folder that cannot be made or written to
+        raise _unwritable(out, e) from e
     try:
         assets = _Assets(tmp, store)
         patterns: set[str] = set()
@@ -162,8 +169,10 @@ def write_report(
         if out.exists():
             shutil.rmtree(out)
         tmp.replace(out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and str(e.filename or "").startswith((str(tmp), str(out))):  # disk full, ...
+            raise _unwritable(out, e) from e
         raise
     say(progress, f"report: {written} pages, {assets.count} files in {out}/ (open {out}/index.html)")
     return ReportResult(str(out), written, assets.count, chosen, time.perf_counter() - t0, skipped)
