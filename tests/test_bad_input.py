@@ -87,15 +87,22 @@ def test_an_image_named_twice_is_an_error_before_any_work(tmp_path: Path) -> Non
     assert not store.exists()  # it said "Metric: the batch holds duplicate ids" after measuring, with a store made
 
 
-def test_an_out_folder_that_cannot_be_made_stops_info_before_the_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["info", "{image}", "--layers", "conv5_2"],  # it measured every map first, with the store written
+        ["kp", "--n", "4", "--epochs", "1"],  # alike, after fitting
+        ["zoo", "train", "--n", "64", "--epochs", "1"],
+    ],
+)
+def test_an_out_folder_that_cannot_be_made_stops_the_job_before_the_store(tmp_path: Path, command: list[str]) -> None:
     image = write_png(tmp_path / "a.png", (40, 32))
     (tmp_path / "afile").write_text("x")
     store = tmp_path / "s"
-    blocked = _run(
-        "info", str(image), "--layers", "conv5_2", "--out", str(tmp_path / "afile" / "maps"), "--store", str(store)
-    )
-    _one_error(blocked, "cannot make the folder", "pass --out a writable folder")
-    assert not store.exists()  # it measured every map, then failed with a FileExistsError traceback
+    args = [a.format(image=image) for a in command] + ["--out", str(tmp_path / "afile" / "out")]
+    blocked = _run(*args, *(["--store", str(store)] if command[0] != "zoo" else []))
+    _one_error(blocked, "cannot make the folder", "pass --out a writable folder")  # a traceback before
+    assert not store.exists()
 
 
 def test_an_annotations_file_given_as_an_image_points_to_the_option(tmp_path: Path) -> None:

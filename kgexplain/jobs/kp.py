@@ -36,6 +36,7 @@ from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.store import ids as I
 from kgexplain.store.base import now
+from kgexplain.workspace import output_folder
 from kgexplain.zoo import training_series
 
 
@@ -156,6 +157,7 @@ def run_kp(
     if not group.main:
         progress = None  # rank 0 reports for the job
     store = store or StoreSpec()
+    out_dir = output_folder(cfg.out) if group.main else Path(cfg.out)  # first: a folder that cannot be made stops it
     ws = workspace_of(store)
     # rank 0 writes the synthetic set (when needed) before the others read it
     source = group.main_first(lambda: cfg.data.open(ws, progress), "opening the data")
@@ -169,11 +171,8 @@ def run_kp(
         ),
         "the kappa tables",
     )
-    out_dir = Path(cfg.out)
     runs = []
     with opened_on_main(store, group) as db:
-        if db is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
         for (weights, handle), truth in zip(handles, truths, strict=True):
             label = checkpoint_label(weights)
             handle.to(device)

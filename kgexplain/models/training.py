@@ -25,6 +25,7 @@ from kgexplain.errors import ModelError
 from kgexplain.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelHandle
 from kgexplain.models.toynet import TOYNET_CHANNELS, TOYNET_DEPTHS, TOYNET_INPUT_SIZE, ToyVGG, fold_batch_norm
 from kgexplain.progress import Progress, say
+from kgexplain.workspace import output_folder
 from kgexplain.zoo import SYNTH_CLASSES
 
 VALIDATION_SEED_OFFSET = 10_000
@@ -118,8 +119,7 @@ def train_toynet(
 ) -> TrainResult:
     """Train the toy net; writes ``toynet-epochN.pt`` per epoch, ``toynet.pt`` (final) and ``training.json``."""
     cfg = config or TrainConfig()
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(out_dir).expanduser())
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
     with torch_threads(cfg.threads):
