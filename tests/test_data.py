@@ -233,6 +233,10 @@ def test_a_coco_file_is_read_in_cocos_own_layout(tmp_path: Path, monkeypatch: py
     assert recs["b.png#12"].box == (50.0, 10.0, 90.0, 70.0) and recs["b.png#12"].keypoints == {}
     assert recs["c.png"].box is None and a.path == tmp_path / "val2017" / "a.png"
     assert Subset.by_label(src, ["bird"]).fingerprint()  # usable as any annotations source
+    doc["annotations"][0]["bbox"] = ["10", 20, 30, 40]  # a string where a number belongs: one error, no traceback
+    file.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"a\.png: bbox must be \[x, y, width, height\]"):
+        AnnotatedImages(file)
     (tmp_path / "val2017").rename(tmp_path / "elsewhere")
     with pytest.raises(DataError, match=r"\(COCO\): none of its 3 images was found") as e:
         AnnotatedImages(file)

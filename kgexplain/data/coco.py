@@ -71,7 +71,11 @@ def coco_entries(doc: dict[str, Any], file: Path) -> list[dict[str, Any]]:
             if category.get("name") is not None:
                 entry["label"] = str(category["name"])
             bbox = ann.get("bbox")
-            if isinstance(bbox, list) and len(bbox) == 4 and bbox[2] > 0 and bbox[3] > 0:
+            if bbox is not None and not (
+                isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)
+            ):
+                raise DataError(f"{where}: {name}: bbox must be [x, y, width, height], got {bbox!r}")
+            if bbox and bbox[2] > 0 and bbox[3] > 0:  # an empty box (0 wide or high) is no box
                 entry["box"] = [bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]]
             entry["keypoints"] = _keypoints(ann.get("keypoints"), category.get("keypoints") or [], f"{where}: {name}")
             entries.append(entry)
