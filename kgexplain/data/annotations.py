@@ -91,11 +91,14 @@ def _header_size(path: Path | None) -> tuple[int, int] | None:
         return None
 
 
-def _check_inside(rec: Record, where: str) -> None:
-    """The box must overlap the image and every keypoint lie on it (a box or point off the image is a typo)."""
+def _check_inside(rec: Record, where: str, sizes: dict[Path | None, tuple[int, int] | None]) -> None:
+    """The box must overlap the image and every keypoint lie on it (a box or point off the image is a typo).
+    ``sizes`` remembers each file's header size: a COCO photo of a crowd is read once, not once per person."""
     if rec.box is None and not rec.keypoints:
         return
-    size = _header_size(rec.path)
+    if rec.path not in sizes:
+        sizes[rec.path] = _header_size(rec.path)
+    size = sizes[rec.path]
     if size is None:
         return
     w, h = size
@@ -139,8 +142,9 @@ class AnnotatedImages(ImageSource):
             raise DataError(f"{self.file} lists no images")
         base = self.file.parent
         self._records = [_parse_entry(i, e, base, self.file) for i, e in enumerate(entries)]
+        sizes: dict[Path | None, tuple[int, int] | None] = {}
         for i, rec in enumerate(self._records):
-            _check_inside(rec, f"{self.file}: images[{i}] ({rec.path.name if rec.path else rec.id})")
+            _check_inside(rec, f"{self.file}: images[{i}] ({rec.path.name if rec.path else rec.id})", sizes)
         ids = [r.id for r in self._records]
         if len(set(ids)) != len(ids):
             dup = next(x for x in ids if ids.count(x) > 1)
