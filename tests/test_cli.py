@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from kgexplain.cli.main import COMMANDS, SUMMARIES, cli
 from starlette.testclient import TestClient
 
-from kgexplain.jobs.build import data_label
+from kgexplain.jobs.common import data_label
 from kgexplain.store import StoreSpec, queries
 from kgexplain.web.serve import make_app
 from kgexplain.web.site import href

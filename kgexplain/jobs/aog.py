@@ -22,7 +22,7 @@ from kgexplain.data.subset import Subset
 from kgexplain.data.synth import BACKGROUND
 from kgexplain.errors import DataError, ModelError, StoreError, UsageError
 from kgexplain.explanatory_graph import EGConfig, ExplanatoryGraph, ExplanatoryGraphMiner
-from kgexplain.jobs.common import JobResult, device_name, opened, usable_images
+from kgexplain.jobs.common import JobResult, data_label, device_name, opened, usable_images
 from kgexplain.models.registry import ModelHandle, checkpoint_file, load_model
 from kgexplain.persist.aog import aog_run_id, learnt_parts, part_record, part_rows, read_part
 from kgexplain.persist.shared import image_rows, metric_rows, write_shared
@@ -439,7 +439,7 @@ def _record(
     confidence, the rest in ``extra``) on the image's node."""
     image_ids, image_table = image_rows(source, range(len(source)), source.name, store.artifacts.root)
     determinants = {"build": build.run, "parts": list(parts), "data": source.fingerprint(), "whole": cfg.whole}
-    run = I.run_id("localize", build.handle.name, source.name, determinants)
+    run = I.run_id("localize", build.handle.name, data_label(source.name), determinants)
     per_image = len(parts)
     metrics = []
     for j, row in enumerate(rows):

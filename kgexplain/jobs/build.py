@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -46,7 +45,7 @@ from kgexplain.explanatory_graph.stability import (
 from kgexplain.features.cache import FeatureSet
 from kgexplain.features.extract import Extraction, extract_features
 from kgexplain.features.geometry import scaled_patch_size
-from kgexplain.jobs.common import JobResult, device_name, opened_on_main, workspace_of
+from kgexplain.jobs.common import JobResult, data_label, device_name, opened_on_main, workspace_of
 from kgexplain.models.registry import ModelHandle, checkpoint_file, resolve_model
 from kgexplain.persist.eg import PatchRef, build_record, eg_run_rows, stability_metrics
 from kgexplain.persist.shared import image_rows, model_rows, write_shared
@@ -212,20 +211,6 @@ def _eg_config(cfg: BuildConfig, handle: ModelHandle) -> EGConfig:
     for name in eg.layers:
         handle.layer(name)
     return eg
-
-
-def data_label(source_name: str) -> str:
-    """The readable part of a build's run id for a data source: a folder's name (``folder:my-birds``), an
-    annotations file's stem, or its folder's name where the stem says nothing (``annotations:my-birds/annotations.json``
-    -> ``my-birds``), with a subset's ``[...]`` kept."""
-    kind, _, rest = source_name.partition(":") if ":" in source_name else ("", "", source_name)
-    suffix = ""
-    if rest.endswith("]") and "[" in rest:
-        rest, suffix = rest[: rest.index("[")], rest[rest.index("[") :]
-    path = Path(rest)
-    if kind != "annotations":
-        return path.name + suffix
-    return (path.parent.name if path.stem.lower() in ("annotations", "annotation", "labels") else path.stem) + suffix
 
 
 def _weights_spec(weights: str | None) -> str | None:

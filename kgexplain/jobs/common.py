@@ -101,6 +101,20 @@ def _skipped(source: ImageSource, report: LoadReport, progress: Progress | None)
         )
 
 
+def data_label(source_name: str) -> str:
+    """The readable part of a run id for a data source: a folder's name (``folder:my-birds``), an
+    annotations file's stem, or its folder's name where the stem says nothing (``annotations:my-birds/annotations.json``
+    -> ``my-birds``), with a subset's ``[...]`` kept."""
+    kind, _, rest = source_name.partition(":") if ":" in source_name else ("", "", source_name)
+    suffix = ""
+    if rest.endswith("]") and "[" in rest:
+        rest, suffix = rest[: rest.index("[")], rest[rest.index("[") :]
+    path = Path(rest)
+    if kind != "annotations":
+        return path.name + suffix
+    return (path.parent.name if path.stem.lower() in ("annotations", "annotation", "labels") else path.stem) + suffix
+
+
 def count(n: int, noun: str) -> str:
     """``1 image``, ``2 images``."""
     return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -26,6 +26,7 @@ from kgexplain.jobs.common import (
     JobResult,
     checkpoint_label,
     count,
+    data_label,
     device_name,
     framed,
     load_models,
@@ -194,7 +195,7 @@ def _store(
         "data": source.fingerprint(),
         "masks": [None if mk is None else int(mk.sum()) for mk in (masks or [])],
     }
-    run = I.run_id("info", handle.name, source.name, [model_id, determinants])
+    run = I.run_id("info", handle.name, data_label(source.name), [model_id, determinants])
     metrics = info_metrics(m, model_id, image_ids, label, cfg.sid.grid_for(size), store.artifacts)
     nodes, rels = metric_rows(run, metrics)
     write_shared(store, shared_nodes, shared_rels)

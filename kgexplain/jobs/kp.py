@@ -20,6 +20,7 @@ from kgexplain.jobs.common import (
     JobResult,
     checkpoint_label,
     count,
+    data_label,
     device_name,
     framed,
     load_models,
@@ -235,7 +236,7 @@ def _store(
         "config": cfg.analysis.to_dict(),
         "data": source.fingerprint(),
     }
-    run = I.run_id("kp", handle.name, source.name, [model_id, determinants])
+    run = I.run_id("kp", handle.name, data_label(source.name), [model_id, determinants])
     kp_table, kp_rels = kp_rows(run, checkpoint, model_id, a, frames, image_ids, names)
     nodes, rels = metric_rows(run, layer_metrics(checkpoint, model_id, a))
     nodes["KnowledgePoint"] = kp_table
