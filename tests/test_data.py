@@ -237,6 +237,15 @@ def test_a_coco_file_is_read_in_cocos_own_layout(tmp_path: Path, monkeypatch: py
     file.write_text(json.dumps(doc))
     with pytest.raises(DataError, match=r"a\.png: bbox must be \[x, y, width, height\]"):
         AnnotatedImages(file)
+    doc["annotations"][0]["bbox"] = [10, 20, 30, 40]
+    _phone_photo(tmp_path / "val2017" / "a.png")  # now a portrait phone photo: 40 x 60 stored, 60 x 40 upright
+    doc["images"][0] |= {"width": 60, "height": 40}  # annotated upright, as labelme or CVAT show it: fine
+    file.write_text(json.dumps(doc))
+    assert AnnotatedImages(file).image_size(0) == (60, 40)
+    doc["images"][0] |= {"width": 40, "height": 60}  # annotated on the stored pixels: the boxes would be misplaced
+    file.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"a\.png \(40x60 in the file, 60x40 upright\): annotated on the stored pixels"):
+        AnnotatedImages(file)
     (tmp_path / "val2017").rename(tmp_path / "elsewhere")
     with pytest.raises(DataError, match=r"\(COCO\): none of its 3 images was found") as e:
         AnnotatedImages(file)

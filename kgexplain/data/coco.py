@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kgexplain.data.images import header_size
 from kgexplain.errors import DataError
 
 
@@ -53,6 +54,7 @@ def coco_entries(doc: dict[str, Any], file: Path) -> list[dict[str, Any]]:
             f"{where}: none of its {len(located)} images was found",
             hint=f"file_name is looked up in {', '.join(str(d) for d in folders)}",
         )
+    _check_frames(doc["images"], located, where)
     objects: dict[Any, list[dict[str, Any]]] = {i: [] for i in images}
     for k, ann in enumerate(doc["annotations"]):
         if not isinstance(ann, dict) or ann.get("image_id") not in images:
@@ -80,6 +82,31 @@ def coco_entries(doc: dict[str, Any], file: Path) -> list[dict[str, Any]]:
             entry["keypoints"] = _keypoints(ann.get("keypoints"), category.get("keypoints") or [], f"{where}: {name}")
             entries.append(entry)
     return entries
+
+
+def _check_frames(images: list[Any], located: dict[str, Path], where: str) -> None:
+    """A photo whose EXIF orientation turns it a quarter, annotated on its stored pixels (the file's width and height
+    are the stored ones, as tools that ignore the tag write them), would be read upright with its boxes and keypoints
+    misplaced: one error naming such photos instead."""
+    turned = []
+    for im in images:
+        w, h = im.get("width"), im.get("height")
+        path = located.get(im.get("file_name"))
+        if not (isinstance(w, int) and isinstance(h, int) and w != h and path is not None and path.is_file()):
+            continue
+        try:
+            up = header_size(path)
+        except (OSError, ValueError, SyntaxError):
+            continue  # an unreadable image is skipped and counted later
+        if (w, h) == (up[1], up[0]):
+            turned.append(f"{im['file_name']} ({w}x{h} in the file, {up[0]}x{up[1]} upright)")
+    if turned:
+        more = f" and {len(turned) - 1} more" if len(turned) > 1 else ""
+        raise DataError(
+            f"{where}: {turned[0]}{more}: annotated on the stored pixels of a photo its EXIF orientation turns",
+            hint="kgexplain reads photos upright; remove the tag (exiftool -Orientation= -n FILE) or turn such photos "
+            "and their annotations upright",
+        )
 
 
 def _keypoints(values: Any, names: list[Any], where: str) -> dict[str, list[float]]:
