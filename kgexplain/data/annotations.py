@@ -24,7 +24,7 @@ from PIL import Image
 
 from kgexplain.data.base import Box, ImageSource, Point, Record, files_fingerprint
 from kgexplain.data.coco import coco_entries, is_coco
-from kgexplain.data.images import MIN_SIDE, header_size, load_rgb
+from kgexplain.data.images import MIN_SIDE, known_size, load_rgb
 from kgexplain.errors import DataError
 
 FORMAT = "kgexplain-annotations/1"
@@ -81,24 +81,12 @@ def _located(base: Path, path: str) -> Path:
     return as_written
 
 
-def _header_size(path: Path | None) -> tuple[int, int] | None:
-    """(w, h) from the image file's header; None when it cannot be read (the image is then skipped later)."""
-    if path is None:
-        return None
-    try:
-        return header_size(path)
-    except (OSError, ValueError, SyntaxError):
-        return None
-
-
-def _check_inside(rec: Record, where: str, sizes: dict[Path | None, tuple[int, int] | None]) -> None:
+def _check_inside(rec: Record, where: str, sizes: dict[Path, tuple[int, int] | None]) -> None:
     """The box must overlap the image and every keypoint lie on it (a box or point off the image is a typo).
     ``sizes`` remembers each file's header size: a COCO photo of a crowd is read once, not once per person."""
     if rec.box is None and not rec.keypoints:
         return
-    if rec.path not in sizes:
-        sizes[rec.path] = _header_size(rec.path)
-    size = sizes[rec.path]
+    size = known_size(rec.path, sizes) if rec.path is not None else None
     if size is None:
         return
     w, h = size
@@ -131,8 +119,9 @@ class AnnotatedImages(ImageSource):
             doc = json.loads(self.file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"{self.file} is not valid JSON: {e}") from e
+        sizes: dict[Path, tuple[int, int] | None] = {}  # header sizes, each file read once (COCO check, then ours)
         if is_coco(doc):  # a COCO file: its objects as entries of this format
-            entries: Any = coco_entries(doc, self.file)
+            entries: Any = coco_entries(doc, self.file, sizes)
             doc = {"source": "coco"}
         else:
             entries = doc.get("images") if isinstance(doc, dict) else doc
@@ -142,7 +131,6 @@ class AnnotatedImages(ImageSource):
             raise DataError(f"{self.file} lists no images")
         base = self.file.parent
         self._records = [_parse_entry(i, e, base, self.file) for i, e in enumerate(entries)]
-        sizes: dict[Path | None, tuple[int, int] | None] = {}
         for i, rec in enumerate(self._records):
             _check_inside(rec, f"{self.file}: images[{i}] ({rec.path.name if rec.path else rec.id})", sizes)
         ids = [r.id for r in self._records]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kgexplain.data.images import header_size
+from kgexplain.data.images import known_size
 from kgexplain.errors import DataError
 
 
@@ -34,8 +34,11 @@ def image_folders(file: Path) -> list[Path]:
     return list(dict.fromkeys([file.parent, file.parent.parent / split, file.parent.parent / "images"]))
 
 
-def coco_entries(doc: dict[str, Any], file: Path) -> list[dict[str, Any]]:
-    """The entries (kgexplain's format, absolute paths) of a COCO document read from ``file``."""
+def coco_entries(
+    doc: dict[str, Any], file: Path, sizes: dict[Path, tuple[int, int] | None] | None = None
+) -> list[dict[str, Any]]:
+    """The entries (kgexplain's format, absolute paths) of a COCO document read from ``file``; ``sizes`` keeps the
+    header sizes read (``images.known_size``) for the caller's own checks."""
     where = f"{file} (COCO)"
     categories = {c.get("id"): c for c in doc.get("categories") or [] if isinstance(c, dict)}
     images: dict[Any, str] = {}
@@ -46,15 +49,17 @@ def coco_entries(doc: dict[str, Any], file: Path) -> list[dict[str, Any]]:
         images[im.get("id")] = name
     folders = image_folders(file.absolute())  # absolute: entries' paths are read relative to the JSON's folder
     located: dict[str, Path] = {}
+    found_any = False
     for name in dict.fromkeys(images.values()):
         found = next((d / name for d in folders if (d / name).is_file()), None)
         located[name] = found if found is not None else folders[0] / name
-    if not any(p.is_file() for p in located.values()):
+        found_any |= found is not None
+    if not found_any:
         raise DataError(
             f"{where}: none of its {len(located)} images was found",
             hint=f"file_name is looked up in {', '.join(str(d) for d in folders)}",
         )
-    _check_frames(doc["images"], located, where)
+    _check_frames(doc["images"], located, where, {} if sizes is None else sizes)
     objects: dict[Any, list[dict[str, Any]]] = {i: [] for i in images}
     for k, ann in enumerate(doc["annotations"]):
         if not isinstance(ann, dict) or ann.get("image_id") not in images:
@@ -84,7 +89,9 @@ def coco_entries(doc: dict[str, Any], file: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _check_frames(images: list[Any], located: dict[str, Path], where: str) -> None:
+def _check_frames(
+    images: list[Any], located: dict[str, Path], where: str, sizes: dict[Path, tuple[int, int] | None]
+) -> None:
     """A photo whose EXIF orientation turns it a quarter, annotated on its stored pixels (the file's width and height
     are the stored ones, as tools that ignore the tag write them), would be read upright with its boxes and keypoints
     misplaced: one error naming such photos instead."""
@@ -92,13 +99,10 @@ def _check_frames(images: list[Any], located: dict[str, Path], where: str) -> No
     for im in images:
         w, h = im.get("width"), im.get("height")
         path = located.get(im.get("file_name"))
-        if not (isinstance(w, int) and isinstance(h, int) and w != h and path is not None and path.is_file()):
+        if not (isinstance(w, int) and isinstance(h, int) and w != h and path is not None):
             continue
-        try:
-            up = header_size(path)
-        except (OSError, ValueError, SyntaxError):
-            continue  # an unreadable image is skipped and counted later
-        if (w, h) == (up[1], up[0]):
+        up = known_size(path, sizes)  # None: missing or unreadable, skipped and counted later
+        if up is not None and (w, h) == (up[1], up[0]):
             turned.append(f"{im['file_name']} ({w}x{h} in the file, {up[0]}x{up[1]} upright)")
     if turned:
         more = f" and {len(turned) - 1} more" if len(turned) > 1 else ""

@@ -57,6 +57,17 @@ def header_size(path: str | Path) -> tuple[int, int]:
         return (h, w) if orientation(img) >= 5 else (w, h)
 
 
+def known_size(path: Path, sizes: dict[Path, tuple[int, int] | None]) -> tuple[int, int] | None:
+    """:func:`header_size`, or None when the header cannot be read (the image is skipped and counted later), read
+    once per file into ``sizes`` (a photo listed once per object is opened once)."""
+    if path not in sizes:
+        try:
+            sizes[path] = header_size(path)
+        except (OSError, ValueError, SyntaxError):
+            sizes[path] = None
+    return sizes[path]
+
+
 def _error(path: Path | str, reason: str, detail: str) -> ImageDecodeError:
     err = ImageDecodeError(f"cannot use image {path}: {detail}")
     err.reason = reason  # type: ignore[attr-defined]
