@@ -167,6 +167,9 @@ def test_build_on_an_image_folder_with_bad_images(tmp_path: Path) -> None:
         ("annotations:annotations/person_keypoints_val2017.json[bird]", "person_keypoints_val2017[bird]"),
         ("folder:my photos", "my photos"),
         ("folder:photos[:50]", "photos[:50]"),
+        ("folder:my-birds/images", "my-birds"),  # `data synth`'s and `data photos`' image folder: its parent's name
+        ("folder:/data/birds/train[bird]", "birds-train[bird]"),
+        ("folder:images", "images"),  # nothing above it in the name given
         ("files", "files"),
     ],
 )

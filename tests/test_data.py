@@ -409,3 +409,14 @@ def test_two_objects_of_one_photo_are_two_image_nodes_and_one_photo_is_one(tmp_p
     assert len(set(ids)) == 3 and ids[2] == plain  # an image seen once keeps its content id
     assert "img:" + hashlib.sha256(photo.read_bytes()).hexdigest()[:16] not in ids[:2]
     assert table.column("path").to_pylist()[:2] == [str(photo)] * 2
+
+
+def test_a_folders_name_says_what_data_it_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source is named by its folder, and by the folder above where the name says nothing (`data synth`'s
+    `my-birds/images`, a `birds/train` split), also when given as `.`: that name is what run ids show."""
+    for sub in ("my-birds/images", "birds/train", "cats"):
+        write_png(tmp_path / sub / "a.png")
+    assert ImageFolder(tmp_path / "my-birds" / "images").name == "folder:my-birds/images"
+    assert ImageFolder(tmp_path / "birds" / "train").name == "folder:birds/train"
+    monkeypatch.chdir(tmp_path / "cats")
+    assert ImageFolder(Path(".")).name == "folder:cats"

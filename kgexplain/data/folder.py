@@ -24,6 +24,20 @@ def list_images(root: Path) -> list[Path]:
     )
 
 
+# folder names that say nothing of the data: a source named after one of them also names the folder above it
+GENERIC_FOLDERS = ("images", "image", "imgs", "img", "pictures", "photos", "jpegimages")
+SPLIT_FOLDERS = ("train", "val", "valid", "validation", "test")
+
+
+def folder_name(root: Path) -> str:
+    """``my-birds`` for ``my-birds/``; ``my-birds/images`` for ``my-birds/images/`` (and ``.`` in it), where the
+    folder's own name says nothing of the data."""
+    full = root.resolve()
+    if full.name.lower() in GENERIC_FOLDERS + SPLIT_FOLDERS and full.parent.name:
+        return f"{full.parent.name}/{full.name}"
+    return full.name or str(full)
+
+
 class ImageFolder(ImageSource):
     """Every image under ``root`` (recursively, sorted); images in ``root/CLASS/...`` get the label ``CLASS``."""
 
@@ -40,7 +54,7 @@ class ImageFolder(ImageSource):
                 hint=f"looked for {', '.join(IMAGE_EXTENSIONS)} files (sub-folders included)",
             )
         self.min_side = min_side
-        self.name = f"folder:{self.root.name}"
+        self.name = f"folder:{folder_name(self.root)}"
 
     def __len__(self) -> int:
         return len(self.paths)

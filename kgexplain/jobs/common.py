@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kgexplain.data.base import Framed, Framing, ImageSource
+from kgexplain.data.folder import GENERIC_FOLDERS, SPLIT_FOLDERS
 from kgexplain.data.images import LoadReport
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.subset import Subset
@@ -102,7 +103,8 @@ def _skipped(source: ImageSource, report: LoadReport, progress: Progress | None)
 
 
 def data_label(source_name: str) -> str:
-    """The readable part of a run id for a data source: a folder's name (``folder:my-birds``), an
+    """The readable part of a run id for a data source: a folder's name (``folder:my-birds``), its parent's where
+    the name says nothing (``my-birds/images`` -> ``my-birds``, ``birds/train`` -> ``birds-train``), an
     annotations file's stem, or its folder's name where the stem says nothing (``annotations:my-birds/annotations.json``
     -> ``my-birds``), with a subset's ``[...]`` kept."""
     kind, _, rest = source_name.partition(":") if ":" in source_name else ("", "", source_name)
@@ -111,7 +113,12 @@ def data_label(source_name: str) -> str:
         rest, suffix = rest[: rest.index("[")], rest[rest.index("[") :]
     path = Path(rest)
     if kind != "annotations":
-        return path.name + suffix
+        name, parent = path.name, path.parent.name
+        if parent and name.lower() in GENERIC_FOLDERS:
+            return parent + suffix
+        if parent and name.lower() in SPLIT_FOLDERS:
+            return f"{parent}-{name}{suffix}"
+        return name + suffix
     return (path.parent.name if path.stem.lower() in ("annotations", "annotation", "labels") else path.stem) + suffix
 
 
