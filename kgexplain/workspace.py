@@ -12,7 +12,11 @@ For the embedded store (a folder, ``./kgexplain-store`` by default or ``$KGEXPLA
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,3 +104,28 @@ def output_folder(path: str | os.PathLike[str]) -> Path:
             f"cannot make the folder {folder}: {e.strerror or e}", hint="pass --out a writable folder"
         ) from e
     return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def staging_folder(out: Path) -> Path:
+    """A new hidden folder beside ``out`` to write a result into, then rename over ``out`` when it is complete.
+
+    Its name says which machine and process made it (``.site.HOST.PID.xxxx.staging``), so one that a process of
+    this machine left when it was killed hard (``kill -9``, the out-of-memory killer) is removed here, the next
+    time the same ``out`` is written; those of live processes and of other machines sharing the folder are kept."""
+    prefix = f".{out.name}.{socket.gethostname()}."
+    if os.name == "posix":
+        for old in glob.glob(glob.escape(os.path.join(out.parent, prefix)) + "*.staging"):
+            pid = os.path.basename(old)[len(prefix) :].split(".")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", suffix=".staging", dir=out.parent))

@@ -140,7 +140,33 @@ def test_a_report_that_cannot_be_written_is_one_error_and_leaves_nothing(store_d
         pytest.raises(UsageError, match=r"cannot write the report to .*afile/site"),
     ):
         write_report(db, tmp_path / "afile" / "site", max_patterns=2)
-    assert (tmp_path / "afile").read_text() == "x" and not list(tmp_path.rglob(".report-*"))
+    assert (tmp_path / "afile").read_text() == "x" and not list(tmp_path.rglob(".site.*"))
+
+
+def test_a_report_removes_what_a_killed_report_left_and_nothing_else(store_dir: Path, tmp_path: Path) -> None:
+    """A report is written into a hidden folder beside --out and renamed; one that `kill -9` left there (the
+    process is gone) is removed by the next report to that --out. Another live process's, another machine's, and
+    another --out's are kept."""
+    import os
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    left = {
+        "killed": tmp_path / f".site.{host}.{int(gone.stdout)}.ab12.staging",
+        "live": tmp_path / f".site.{host}.{os.getppid()}.cd34.staging",
+        "elsewhere": tmp_path / f".site.other-host.{int(gone.stdout)}.ef56.staging",
+        "other out": tmp_path / f".site2.{host}.{int(gone.stdout)}.gh78.staging",
+    }
+    for folder in left.values():
+        (folder / "patterns").mkdir(parents=True)
+        (folder / "patterns" / "p.html").write_text("half-written")
+    with StoreSpec(str(store_dir)).read() as db:
+        write_report(db, tmp_path / "site", max_patterns=2)
+    assert (tmp_path / "site" / "index.html").is_file()
+    assert {name for name, folder in left.items() if folder.exists()} == {"live", "elsewhere", "other out"}
+    assert not [p for p in tmp_path.glob(".site.*") if p not in left.values()]  # its own folder became site/
 
 
 def test_report_reduces_large_source_images_and_copies_small_ones(store_dir: Path, tmp_path: Path) -> None:

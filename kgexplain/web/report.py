@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from kgexplain.store import queries as Q
 from kgexplain.store.base import GraphStore
 from kgexplain.web.render import STATIC, render, to_json
 from kgexplain.web.site import Files, Site, artifact_content, href, sendable_image
+from kgexplain.workspace import staging_folder
 
 
 @dataclass
@@ -101,7 +101,7 @@ def write_report(
         raise UsageError(f"{out} exists and is not a kgexplain report", hint="give an empty or new folder")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
+        tmp = staging_folder(out)
     except OSError as e:  # a folder that cannot be made or written to
         raise _unwritable(out, e) from e
     try:
@@ -166,9 +166,13 @@ def write_report(
         (tmp / "static").mkdir(exist_ok=True)
         for f in STATIC.iterdir():
             shutil.copyfile(f, tmp / "static" / f.name)
-        if out.exists():
-            shutil.rmtree(out)
+        old = None
+        if out.exists():  # moved aside and removed after, so a report is at `out` all but an instant
+            old = staging_folder(out)
+            out.replace(old)
         tmp.replace(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError) and str(e.filename or "").startswith((str(tmp), str(out))):  # disk full, ...
