@@ -12,6 +12,7 @@ For the embedded store (a folder, ``./kgexplain-store`` by default or ``$KGEXPLA
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -106,14 +107,38 @@ def output_folder(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def process_tag() -> str:
+    """``HOST.PID``: what the names of temporary files and folders carry, so that those of a process killed hard
+    can be told from those of a live one (also of another machine sharing the folder)."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def left_by_gone_process(name: str) -> bool:
+    """Whether a file or folder whose name carries ``.HOST.PID.`` (``process_tag``) was made by a process of this
+    machine that is gone."""
+    tag = f".{socket.gethostname()}."
+    at = name.find(tag)
+    pid = name[at + len(tag) :].split(".")[0] if at >= 0 else ""
+    if os.name != "posix" or not pid.isdigit():
         return False
-    except PermissionError:  # another user's process
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
         return True
-    return True
+    except PermissionError:  # another user's process
+        return False
+    return False
+
+
+def temporary_beside(path: Path, suffix: str = "") -> Path:
+    """The name to write ``path`` under before renaming it into place (``.NAME.HOST.PID.tmp`` + ``suffix``), so
+    that processes writing the same file at once (ranks sharing a cache) never write into each other's; one that a
+    process of this machine left when it was killed hard is removed now."""
+    for old in glob.glob(glob.escape(os.path.join(path.parent, f".{path.name}.")) + "*.tmp*"):
+        if left_by_gone_process(os.path.basename(old)[len(path.name) + 1 :]):
+            with contextlib.suppress(OSError):
+                os.unlink(old)
+    return path.with_name(f".{path.name}.{process_tag()}.tmp{suffix}")
 
 
 def staging_folder(out: Path) -> Path:
@@ -122,10 +147,8 @@ def staging_folder(out: Path) -> Path:
     Its name says which machine and process made it (``.site.HOST.PID.xxxx.staging``), so one that a process of
     this machine left when it was killed hard (``kill -9``, the out-of-memory killer) is removed here, the next
     time the same ``out`` is written; those of live processes and of other machines sharing the folder are kept."""
-    prefix = f".{out.name}.{socket.gethostname()}."
-    if os.name == "posix":
-        for old in glob.glob(glob.escape(os.path.join(out.parent, prefix)) + "*.staging"):
-            pid = os.path.basename(old)[len(prefix) :].split(".")[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", suffix=".staging", dir=out.parent))
+    prefix = f".{out.name}."
+    for old in glob.glob(glob.escape(os.path.join(out.parent, prefix)) + "*.staging"):
+        if left_by_gone_process(os.path.basename(old)[len(prefix) - 1 :]):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{process_tag()}.", suffix=".staging", dir=out.parent))

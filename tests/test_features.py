@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,14 +77,25 @@ def test_interrupted_extraction_resumes_after_the_complete_shards(toynet, tmp_pa
     d = full["conv4_1"].directory
     assert d is not None and len(list(d.glob("shard-*.npy"))) == 3
     reference = full["conv4_1"].tensor()
-    # Simulate a crash after the first shard: no manifest, later shards gone.
+    # Simulate a crash after the first shard: no manifest, later shards gone, the second one's temporary file
+    # left half-written by the killed process (gone), beside one of a live process and one of another machine.
     (d / "manifest.json").unlink()
     for k in (1, 2):
         (d / f"shard-{k:06d}.npy").unlink()
         (d / f"shard-{k:06d}.json").unlink()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    left = {
+        "killed": d / f".shard-000001.npy.{host}.{int(gone.stdout)}.tmp",
+        "live": d / f".shard-000001.npy.{host}.{os.getppid()}.tmp",
+        "elsewhere": d / f".shard-000001.npy.other-host.{int(gone.stdout)}.tmp",
+    }
+    for f in left.values():
+        f.write_bytes(b"half")
     resumed = extract_features(toynet, src, ["conv4_1"], cache_dir=tmp_path, device="cpu", batch_size=2, shard_images=4)
     assert resumed.images_computed == 8
     assert torch.equal(resumed["conv4_1"].tensor(), reference)
+    assert {name for name, f in left.items() if f.exists()} == {"live", "elsewhere"}
 
 
 def test_streamed_chunks_cover_every_image_in_order(toynet, tmp_path: Path) -> None:

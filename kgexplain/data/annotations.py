@@ -26,6 +26,7 @@ from kgexplain.data.base import Box, ImageSource, Point, Record, files_fingerpri
 from kgexplain.data.coco import coco_entries, is_coco
 from kgexplain.data.images import MIN_SIDE, known_size, load_rgb
 from kgexplain.errors import DataError
+from kgexplain.workspace import temporary_beside
 
 FORMAT = "kgexplain-annotations/1"
 ANNOTATIONS_FILE = "annotations.json"  # the name `data synth` writes (and the README suggests)
@@ -168,7 +169,7 @@ def write_annotations(file: str | Path, entries: list[dict[str, Any]], **meta: A
     """Write an annotations JSON atomically (``entries`` use the format above; paths relative to ``file``)."""
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(file.name + ".tmp")
+    tmp = temporary_beside(file)
     tmp.write_text(json.dumps({"format": FORMAT, **meta, "images": entries}, indent=1), encoding="utf-8")
     tmp.replace(file)
     return file

@@ -12,6 +12,7 @@ import numpy as np
 
 from kgexplain.errors import LayerError
 from kgexplain.features.geometry import LayerGeometry
+from kgexplain.workspace import temporary_beside
 
 
 @dataclass
@@ -96,7 +97,7 @@ class ExplanatoryGraph:
                 arrays[f"{i}/{key}"] = getattr(layer, key)
             arrays[f"{i}/shift_gain"] = layer.gain()
         arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode(), dtype=np.uint8)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        tmp = temporary_beside(path, ".npz")
         np.savez_compressed(tmp, **arrays)
         tmp.replace(path)
         return path

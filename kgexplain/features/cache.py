@@ -30,6 +30,7 @@ import torch
 
 from kgexplain.errors import CacheError, DataError
 from kgexplain.features.geometry import LayerGeometry
+from kgexplain.workspace import temporary_beside
 
 FORMAT_VERSION = 2  # 2: shards may be scaled (fp16_scale); entries of 1 held tiny maps as zeros
 FP16_COMFORT = (2.0**-4, 2.0**12)  # a batch whose largest |value| lies here is stored as it is (``fp16_scale``)
@@ -53,7 +54,7 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 
 def _atomic_bytes(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_beside(path)
     with open(tmp, "wb") as f:
         write(f)
         f.flush()

@@ -35,6 +35,7 @@ from kgexplain.information.sid import NoiseProbe
 from kgexplain.models.registry import ModelHandle
 from kgexplain.progress import Progress, say, task
 from kgexplain.store.ids import digest
+from kgexplain.workspace import temporary_beside
 
 BLOCKS = 6
 
@@ -276,7 +277,7 @@ def train_decoders(
             "seconds": seconds,
             "images": len(x_all),
         }
-        tmp = path.with_suffix(".tmp")
+        tmp = temporary_beside(path)
         torch.save(blob, tmp)
         tmp.replace(path)  # never a half-written decoder
         db = round(scores[n], 2) if n in scores else None

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kgexplain.workspace import temporary_beside
+
 
 def kappa_closed_form(r: np.ndarray | float, d: int) -> np.ndarray:
     """MLE approximation of the vMF concentration from the mean resultant length r (Banerjee et al. 2005)."""
@@ -100,7 +102,7 @@ class KappaTable:
         ls, ks = build_table(spec)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
+            tmp = temporary_beside(path, ".npz")
             np.savez(tmp, l=ls, k=ks)
             tmp.replace(path)
         return cls(ls, ks)

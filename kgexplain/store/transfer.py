@@ -19,6 +19,7 @@ import pyarrow as pa
 from kgexplain.errors import StoreError, UsageError
 from kgexplain.progress import Progress, say
 from kgexplain.store.base import RUN_SCOPED, GraphStore, RunRecord
+from kgexplain.workspace import temporary_beside
 
 FORMATS = ("graphml", "jsonl", "csv")
 
@@ -160,15 +161,17 @@ def _export(store: GraphStore, fmt: str, out: Path, run: str | None) -> dict[str
         out.mkdir(parents=True, exist_ok=True)
         for kind, name, table in iter_graph(store, run):
             path = out / f"{'nodes' if kind == 'node' else 'rels'}_{name}.csv"
-            with open(path, "w", newline="", encoding="utf-8") as f:
+            tmp = temporary_beside(path)  # each file whole or not at all
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
                 w.writerow(table.column_names)
                 for row in _rows(table):
                     w.writerow(["" if v is None else v for v in row.values()])
+            tmp.replace(path)
             counts[name] = len(table)
         return counts
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = temporary_beside(out)
     if fmt == "jsonl":
         with open(tmp, "w", encoding="utf-8") as f:
             for kind, name, table in iter_graph(store, run):
