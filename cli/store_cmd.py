@@ -152,7 +152,7 @@ def runs_delete(ctx: click.Context, run_id: str, store: StoreSpec) -> None:
     spec = replace(
         given, **{f.name: getattr(store, f.name) for f in fields(store) if getattr(store, f.name) is not None}
     )
-    with spec.open() as db:
+    with spec.open_for_writing(progress_of(ctx)) as db:  # waits while another process writes
         if not db.delete_run(run_id):
             raise UsageError(f"no run {run_id!r} in the store", hint="`kgexplain runs` lists them")
     click.echo(f"deleted run {run_id}")

@@ -60,6 +60,14 @@ class StoreError(KgExplainError):
     """The graph store cannot be opened, written or queried."""
 
 
+class StoreBusy(StoreError):
+    """The embedded store is open for writing by another process (``pid`` when the engine names it)."""
+
+    def __init__(self, message: str, hint: str | None = None, pid: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.pid = pid
+
+
 class DistributedError(KgExplainError):
     """Another rank of a distributed job failed, or the group could not be formed."""
 

@@ -264,7 +264,7 @@ def run_learn(
     examples = cfg.examples.open() if cfg.examples is not None else None
     unlabelled = cfg.unlabelled.open() if cfg.unlabelled is not None else None
     device = device_name(cfg.device)
-    with opened(store or StoreSpec(), write=True) as db:
+    with opened(store or StoreSpec(), write=True, progress=progress) as db:
         build = open_build(db, cfg.run, device, cfg.model)
         own = build_images(db, build, progress)
         seed = cfg.seed
@@ -420,7 +420,7 @@ def run_localize(
     )
     recorded = None
     if cfg.record:
-        with opened(store or StoreSpec(), write=True) as db:
+        with opened(store or StoreSpec(), write=True, progress=progress) as db:
             recorded = _record(db, build, source, wanted, rows, cfg, started)
         say(progress, f"stored run {recorded}: {len(rows)} localisations (image pages of `kgexplain serve` show them)")
     return LocalizeResult(cfg.part, build.run, recorded, rows, timings, out_dir is not None)

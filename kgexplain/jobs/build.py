@@ -45,7 +45,7 @@ from kgexplain.explanatory_graph.stability import (
 from kgexplain.features.cache import FeatureSet
 from kgexplain.features.extract import Extraction, extract_features
 from kgexplain.features.geometry import scaled_patch_size
-from kgexplain.jobs.common import JobResult, data_label, device_name, opened_on_main, workspace_of
+from kgexplain.jobs.common import JobResult, check_writable, data_label, device_name, opened, workspace_of
 from kgexplain.models.registry import ModelHandle, checkpoint_file, resolve_model
 from kgexplain.persist.eg import PatchRef, build_record, eg_run_rows, stability_metrics
 from kgexplain.persist.shared import image_rows, model_rows, write_shared
@@ -276,8 +276,8 @@ def run_build(
     inputs = _Inputs(
         handle, eg_cfg, device, ws.ensure(), objects, negatives, synthetic, framing, group, shard, neg_shard, started
     )
-    with opened_on_main(store, group) as db:  # the other ranks write content-addressed patches only
-        result = _build(cfg, inputs, db, db.artifacts if db else Artifacts(ws.artifacts), progress, timings)
+    check_writable(store, group, progress)  # opened again to write the run (rank 0): others may write meanwhile
+    result = _build(cfg, inputs, store if group.main else None, Artifacts(ws.artifacts), progress, timings)
     group.barrier("the end of the build")
     return result
 
@@ -303,12 +303,13 @@ class _Inputs:
 def _build(
     cfg: BuildConfig,
     inputs: _Inputs,
-    store: GraphStore | None,
+    store: GraphStore | StoreSpec | None,
     artifacts: Artifacts,
     progress: Progress | None,
     timings: dict[str, float],
 ) -> BuildResult:
-    """The build on this rank; ``store`` is None on every rank but rank 0 (which alone writes the run)."""
+    """The build on this rank; ``store`` is None on every rank but rank 0, which alone writes the run (the other
+    ranks write content-addressed patches only). A :class:`StoreSpec` is opened for writing the run alone."""
     handle, eg_cfg, device, ws = inputs.handle, inputs.eg, inputs.device, inputs.workspace
     objects, negatives, synthetic, group = inputs.objects, inputs.negatives, inputs.synthetic, inputs.group
     shard, neg_shard, framing = inputs.shard, inputs.neg_shard, inputs.framing
@@ -414,14 +415,13 @@ def _build(
     timings["stability_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    image_ids, image_table = image_rows(objects, rows, objects.name, store.artifacts.root)
-    frames_ref = _frames(seen, rows, image_ids, image_table, framing, store.artifacts)
-    graph_ref = store.artifacts.put_file(cached, "graphs")  # what `aog learn` and `localize` infer with
+    image_ids, image_table = image_rows(objects, rows, objects.name, artifacts.root)
+    frames_ref = _frames(seen, rows, image_ids, image_table, framing, artifacts)
+    graph_ref = artifacts.put_file(cached, "graphs")  # what `aog learn` and `localize` infer with
     _, shared_nodes, shared_rels = model_rows(
         handle, {n: feats[n].geometry for n in layers}, {n: feats[n].shape[0] for n in layers}
     )
     shared_nodes["Image"] = image_table
-    write_shared(store, shared_nodes, shared_rels)
     run_rows = eg_run_rows(
         run_id, model_id, graph, inference, image_ids, cfg.top_inferences, patch_refs, stability_metrics(stab, model_id)
     )
@@ -453,7 +453,9 @@ def _build(
     if group.joined:
         stats["ranks"] = group.world
     record = replace(build_record(run_id, model_id, objects.name, config, stats), started=inputs.started)
-    store.write_run(record, run_rows.nodes, run_rows.rels)
+    with opened(store, write=True, progress=progress) as db:  # held only for the writes: others may write meanwhile
+        write_shared(db, shared_nodes, shared_rels)
+        db.write_run(record, run_rows.nodes, run_rows.rels)
     timings["store_s"] = time.perf_counter() - t
     say(
         progress,

@@ -1,4 +1,5 @@
-"""What the jobs share: the result protocol, opening the store late, models and layers by name."""
+"""What the jobs share: the result protocol, opening the store late (waiting while another process writes it),
+models and layers by name."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from kgexplain.data.spec import DataSpec
 from kgexplain.data.subset import Subset
 from kgexplain.devices import resolve_device
 from kgexplain.distributed import Group
-from kgexplain.errors import DataError, UsageError
+from kgexplain.errors import DataError, StoreBusy, UsageError
 from kgexplain.models.registry import ModelHandle, resolve_model
 from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
@@ -44,12 +45,13 @@ class JobResult:
 
 
 @contextlib.contextmanager
-def opened(store: GraphStore | StoreSpec, write: bool) -> Iterator[GraphStore]:
+def opened(store: GraphStore | StoreSpec, write: bool, progress: Progress | None = None) -> Iterator[GraphStore]:
     """The store to work on. A :class:`StoreSpec` is opened here and closed at the end, so a job can make its cheap
     checks first and a mistake never creates or locks a store; an open store is used as it is (its owner closes it).
-    With ``write`` the store is initialised when new, and must be writable."""
+    With ``write`` the store is initialised when new, and must be writable; an embedded store that another process
+    is writing is waited for (``store_wait``), with a status line."""
     if isinstance(store, StoreSpec):
-        with store.open(read_only=not write) as db:
+        with store.open_for_writing(progress) if write else store.open(read_only=True) as db:
             if write:
                 db.ensure_writable()
             yield db
@@ -59,15 +61,22 @@ def opened(store: GraphStore | StoreSpec, write: bool) -> Iterator[GraphStore]:
     yield store
 
 
-@contextlib.contextmanager
-def opened_on_main(store: GraphStore | StoreSpec, group: Group) -> Iterator[GraphStore | None]:
-    """The store, opened for writing, on rank 0 of a distributed job (or a single process); None on the other
-    ranks, which write no rows."""
+def check_writable(store: GraphStore | StoreSpec, group: Group, progress: Progress | None) -> None:
+    """Before a long job (on rank 0): that the store opens for writing (made when new; Neo4j reachable, the
+    credentials right), so a mistake stops it before the work. The job opens it again to write its results, so
+    another process may write meanwhile: one that is writing now is said, not an error."""
     if not group.main:
-        yield None
         return
-    with opened(store, write=True) as db:
-        yield db
+    if not isinstance(store, StoreSpec):
+        store.ensure_writable()
+        return
+    try:
+        db = store.open(read_only=False)
+    except StoreBusy as e:
+        say(progress, f"{e.message}: this job will write its results when it is free")
+        return
+    with db:
+        db.ensure_writable()
 
 
 def framed(data: DataSpec, source: ImageSource, framing: Framing, progress: Progress | None) -> list[Framed]:

@@ -24,13 +24,14 @@ from kgexplain.information.measure import Measurement, measure, object_mask
 from kgexplain.information.sid import SIDConfig
 from kgexplain.jobs.common import (
     JobResult,
+    check_writable,
     checkpoint_label,
     count,
     data_label,
     device_name,
     framed,
     load_models,
-    opened_on_main,
+    opened,
     workspace_of,
 )
 from kgexplain.models.registry import ModelHandle
@@ -139,29 +140,30 @@ def run_info(
     decoders = [{n: load_decoder(ws.cache, h, n, device) for n in layers} if cfg.ru else None for _, h in handles]
     ws.ensure()
     runs = []
-    with opened_on_main(store, group) as db:
-        for (weights, handle), decoder in zip(handles, decoders, strict=True):
-            label = weights or "default"
-            folder = out_dir / checkpoint_label(weights) if len(handles) > 1 else out_dir
-            handle.to(device)
-            say(
-                progress,
-                f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}"
-                f"{group.on_ranks()} ...",
-            )
-            started = now()
-            m = measure(handle, frames, layers, cfg.sid, decoder, objects, cfg.batch_size, device, progress, group)
-            if db is None:  # not rank 0: nothing to write
-                runs.append(InfoRun(label, "", m, [f.id for f in frames]))
-                continue
+    check_writable(store, group, progress)  # opened again to write each run
+    for (weights, handle), decoder in zip(handles, decoders, strict=True):
+        label = weights or "default"
+        folder = out_dir / checkpoint_label(weights) if len(handles) > 1 else out_dir
+        handle.to(device)
+        say(
+            progress,
+            f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}"
+            f"{group.on_ranks()} ...",
+        )
+        started = now()
+        m = measure(handle, frames, layers, cfg.sid, decoder, objects, cfg.batch_size, device, progress, group)
+        if not group.main:  # not rank 0: nothing to write
+            runs.append(InfoRun(label, "", m, [f.id for f in frames]))
+            continue
+        with opened(store, write=True, progress=progress) as db:  # only to write: others may write meanwhile
             run = _store(db, handle, label, source, frames, layers, cfg, m, masks, framing, started)
-            files = _write_maps(m, frames, folder, objects, whole=framing.crop == "none")
-            runs.append(InfoRun(label, run, m, [f.id for f in frames], files))
-            say(
-                progress,
-                f"stored run {run}: {len(m.records)} maps in {m.seconds:.1f} s "
-                f"({m.seconds / max(1, len(m.records)):.2f} s per map)",
-            )
+        files = _write_maps(m, frames, folder, objects, whole=framing.crop == "none")
+        runs.append(InfoRun(label, run, m, [f.id for f in frames], files))
+        say(
+            progress,
+            f"stored run {run}: {len(m.records)} maps in {m.seconds:.1f} s "
+            f"({m.seconds / max(1, len(m.records)):.2f} s per map)",
+        )
     curve = ""
     if group.main:
         curve = str(plot_curves(runs, out_dir / "curves.png"))

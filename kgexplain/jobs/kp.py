@@ -18,13 +18,14 @@ from kgexplain.distributed import join
 from kgexplain.errors import UsageError
 from kgexplain.jobs.common import (
     JobResult,
+    check_writable,
     checkpoint_label,
     count,
     data_label,
     device_name,
     framed,
     load_models,
-    opened_on_main,
+    opened,
     workspace_of,
 )
 from kgexplain.knowledge_points.analyse import Analysis, KPConfig, analyse
@@ -173,37 +174,38 @@ def run_kp(
         "the kappa tables",
     )
     runs = []
-    with opened_on_main(store, group) as db:
-        for (weights, handle), truth in zip(handles, truths, strict=True):
-            label = checkpoint_label(weights)
-            handle.to(device)
-            t0, started = time.perf_counter(), now()
+    check_writable(store, group, progress)  # opened again to write each run
+    for (weights, handle), truth in zip(handles, truths, strict=True):
+        label = checkpoint_label(weights)
+        handle.to(device)
+        t0, started = time.perf_counter(), now()
+        say(
+            progress,
+            f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}"
+            f"{group.on_ranks()} ...",
+        )
+        images = np.stack([f.image for f in frames])
+        a = analyse(
+            handle, images, truth, layers, kappa, cfg.analysis, cfg.sample_layer, device, cfg.batch_size,
+            progress, group,
+        )  # fmt: skip
+        classes = int(a.collected.logits.shape[1])
+        if cfg.analysis.tau < 1 / classes:
             say(
                 progress,
-                f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}"
-                f"{group.on_ranks()} ...",
+                f"note: with {classes} classes max_c p(c|h) is at least 1/{classes} = {1 / classes:.2f}, above tau "
+                f"= {cfg.analysis.tau:g}, so every region counts as a knowledge point; pass --tau above "
+                f"{1 / classes:.2f} for counts that mean something",
             )
-            images = np.stack([f.image for f in frames])
-            a = analyse(
-                handle, images, truth, layers, kappa, cfg.analysis, cfg.sample_layer, device, cfg.batch_size,
-                progress, group,
-            )  # fmt: skip
-            classes = int(a.collected.logits.shape[1])
-            if cfg.analysis.tau < 1 / classes:
-                say(
-                    progress,
-                    f"note: with {classes} classes max_c p(c|h) is at least 1/{classes} = {1 / classes:.2f}, above tau "
-                    f"= {cfg.analysis.tau:g}, so every region counts as a knowledge point; pass --tau above "
-                    f"{1 / classes:.2f} for counts that mean something",
-                )
-            if db is None:  # not rank 0: nothing to write
-                continue
+        if not group.main:  # not rank 0: nothing to write
+            continue
+        with opened(store, write=True, progress=progress) as db:  # only to write: others may write meanwhile
             run = _store(db, handle, label, source, frames, layers, a, cfg, started)
-            folder = out_dir / label if len(handles) > 1 else out_dir
-            folder.mkdir(parents=True, exist_ok=True)
-            run.files = write_plots(run.analysis, label, run.class_names, frames, folder)
-            runs.append(run)
-            say(progress, f"stored run {run.run} in {time.perf_counter() - t0:.1f} s")
+        folder = out_dir / label if len(handles) > 1 else out_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        run.files = write_plots(run.analysis, label, run.class_names, frames, folder)
+        runs.append(run)
+        say(progress, f"stored run {run.run} in {time.perf_counter() - t0:.1f} s")
     plots = []
     if group.main:
         plots = plot_counts([(r.checkpoint, r.analysis) for r in runs], out_dir)

@@ -23,7 +23,7 @@ import ladybug
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kgexplain.errors import StoreError
+from kgexplain.errors import StoreBusy, StoreError
 from kgexplain.store import faults
 from kgexplain.store.artifacts import Artifacts
 from kgexplain.store.base import RUN_SCOPED, GraphStore, QueryResult, chunks, conform
@@ -98,9 +98,10 @@ class EmbeddedStore(GraphStore):
             m = re.search(r"Lock is held by PID (\d+)", msg)
             if m or "Could not set lock" in msg:
                 who = f" (PID {m.group(1)})" if m else ""
-                raise StoreError(
+                raise StoreBusy(
                     f"the store {self.folder} is open for writing by another process{who}",
                     hint="wait until it finishes; read-only commands can run meanwhile",
+                    pid=int(m.group(1)) if m else None,
                 ) from e
             raise StoreError(f"cannot open the store {self.folder}: {_first_line(e)}") from e
         except OSError as e:

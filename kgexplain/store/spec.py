@@ -7,17 +7,34 @@ A spec is plain data; ``spec.open()`` opens the store (the caller owns it and cl
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kgexplain.errors import StoreError
+from kgexplain.errors import StoreBusy, StoreError, UsageError
+from kgexplain.progress import Progress, say
 from kgexplain.store.base import GraphStore, QueryResult
 from kgexplain.store.cypher import to_embedded_dialect
 from kgexplain.store.embedded import GRAPH_FILE, EmbeddedStore
 from kgexplain.store.integrity import RunCheck, check_store
 from kgexplain.store.isolated import check_isolated, run_isolated
 from kgexplain.workspace import Workspace, is_bolt_url, resolve_location
+
+STORE_WAIT = 600.0  # seconds a writer waits for another process's write to the embedded store ($KGEXPLAIN_STORE_WAIT)
+
+
+def store_wait() -> float:
+    """How long a writer waits for the embedded store while another process writes it: ``$KGEXPLAIN_STORE_WAIT``
+    seconds (0: not at all), default ``STORE_WAIT``."""
+    raw = os.environ.get("KGEXPLAIN_STORE_WAIT", "").strip()
+    try:
+        wait = float(raw) if raw else STORE_WAIT
+    except ValueError:
+        wait = -1.0
+    if not wait >= 0:
+        raise UsageError(f"KGEXPLAIN_STORE_WAIT={raw!r} is not a number of seconds", hint="e.g. 600, or 0 not to wait")
+    return wait
 
 
 def open_store(
@@ -87,6 +104,31 @@ class StoreSpec:
             artifacts=self.workspace().artifacts,
             batch_size=self.batch_size,
         )
+
+    def open_for_writing(self, progress: Progress | None = None) -> GraphStore:
+        """Open for writing; while another process writes the embedded store (which admits one writer), wait for
+        it, up to ``store_wait()`` seconds, with a status line to ``progress``."""
+        wait, start, delay = store_wait(), time.monotonic(), 0.05
+        deadline = start + wait
+        said = False
+        while True:
+            try:
+                return self.open(read_only=False)
+            except StoreBusy as e:
+                now = time.monotonic()
+                if wait and not said:
+                    say(progress, f"{e.message}: waiting for it (up to {wait:g} s; KGEXPLAIN_STORE_WAIT)")
+                    said = True
+                if now >= deadline:
+                    waited = f" (waited {now - start:.0f} s)" if now - start >= 1 else ""
+                    raise StoreBusy(
+                        f"{e.message}{waited}",
+                        hint="run again when it has finished, or raise KGEXPLAIN_STORE_WAIT; read-only commands "
+                        "can run meanwhile",
+                        pid=e.pid,
+                    ) from e
+                time.sleep(min(delay, deadline - now))
+                delay = min(delay * 1.5, 1.0)
 
     def read(self) -> GraphStore:
         """Open read-only a store that must exist and be at this kgexplain's schema version."""

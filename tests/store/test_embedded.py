@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kgexplain.errors import StoreError
+from kgexplain.errors import StoreError, UsageError
 from kgexplain.store import open_store
 from kgexplain.store.isolated import run_isolated
 from kgexplain.store.sample_graph import Shape, sample_graph, small
@@ -218,3 +218,81 @@ def test_a_store_cut_short_is_reported_damaged_not_busy(tmp_path: Path, monkeypa
     assert time.monotonic() - t < 5 and "checkpointing" not in str(e.value)
     with pytest.raises(StoreError, match="is damaged"):
         open_store(tmp_path / "s")
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from kgexplain.store import open_store
+    with open_store(sys.argv[1]) as s:
+        s.init_schema()
+        print("start", flush=True)
+        time.sleep(float(sys.argv[2]))
+""")
+
+
+def _holder(folder: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process holding the store open for writing (an embedded store admits one writer) for ``seconds``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder), str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(proc, "start")
+    return proc
+
+
+def test_a_writer_waits_while_another_process_writes_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second build used to stop at once with "open for writing by another process"; a writer now waits for the
+    other up to $KGEXPLAIN_STORE_WAIT seconds (0: not at all), with one status line."""
+    from kgexplain.errors import StoreBusy
+    from kgexplain.store import StoreSpec
+
+    folder = tmp_path / "s"
+    holder = _holder(folder, 2.0)
+    try:
+        monkeypatch.setenv("KGEXPLAIN_STORE_WAIT", "0")
+        with pytest.raises(StoreBusy, match=rf"open for writing by another process \(PID {holder.pid}\)"):
+            StoreSpec(str(folder)).open_for_writing()
+        monkeypatch.setenv("KGEXPLAIN_STORE_WAIT", "60")
+        said: list[str] = []
+        with StoreSpec(str(folder)).open_for_writing(lambda e: said.append(e.message)) as db:
+            assert holder.poll() is not None  # opened once the other process had finished
+            db.ensure_writable()
+        assert said == [
+            f"the store {folder} is open for writing by another process (PID {holder.pid}): waiting for it (up to 60 s;"
+            " KGEXPLAIN_STORE_WAIT)"
+        ]
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.setenv("KGEXPLAIN_STORE_WAIT", "soon")
+    with pytest.raises(UsageError, match="KGEXPLAIN_STORE_WAIT='soon' is not a number of seconds"):
+        StoreSpec(str(folder)).open_for_writing()
+
+
+def test_a_build_works_while_another_process_writes_and_writes_its_run_after(tmp_path: Path) -> None:
+    """The build opens the store to check it, then again only to write its run, so it mines while another process
+    holds the store (before: it stopped at the first check), and waits for it only if it is still writing then."""
+    from kgexplain import BuildConfig, StoreSpec, run_build
+
+    folder = tmp_path / "s"
+    holder = _holder(folder, 3.0)
+    said: list[str] = []
+    try:
+        build = run_build(
+            BuildConfig(n=12, iterations=1, patches=0, layers=("conv5_1", "conv5_2")),
+            StoreSpec(str(folder)),
+            progress=lambda e: e.message and said.append(e.message),
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    busy = f"the store {folder} is open for writing by another process (PID {holder.pid})"
+    assert f"{busy}: this job will write its results when it is free" in said
+    with StoreSpec(str(folder)).read() as db:
+        assert db.query("MATCH (r:Run) RETURN r.id, r.status").records() == [
+            {"r.id": build.run, "r.status": "complete"}
+        ]
