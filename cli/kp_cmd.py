@@ -25,7 +25,8 @@ from .output import emit_result
     default=None,
     metavar="epochs|W1,W2,...",
     help="Analyse a series of checkpoints (weights specs or PATHs, in training order); 'epochs' = the toy net's "
-    "shipped per-epoch checkpoints (the last is the shipped final net).",
+    "shipped per-epoch checkpoints (the last is the shipped final net); a folder or a quoted pattern "
+    "('run/epoch*.pt') = its checkpoint files in natural order (epoch2 before epoch10), copies left out.",
 )
 @layers_option()
 @click.option(

@@ -100,15 +100,22 @@ def curves(
     x_labels: Sequence[str],
     path: Path,
     title: str = "",
+    empty: Mapping[str, str] | None = None,
 ) -> Path:
-    """One panel per metric (``series[metric][line] = values over x_labels``), one line per model/checkpoint."""
+    """One panel per metric (``series[metric][line] = values over x_labels``), one line per model/checkpoint; a
+    panel without a single value says so (``empty[metric]``, or "no values") rather than stay blank."""
     plt = _pyplot()
     metrics = list(series)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
+        shown = False
         for name, values in series[metric].items():
             y = [np.nan if v is None else float(v) for v in values]
             ax.plot(range(len(x_labels)), y, marker="o", label=name)
+            shown = shown or bool(np.isfinite(y).any())
+        if not shown:
+            note = (empty or {}).get(metric, "no values")
+            ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.35")
         ax.set_xticks(range(len(x_labels)), list(x_labels), rotation=45, ha="right", fontsize=8)
         ax.set_title(metric)
         ax.grid(alpha=0.3)

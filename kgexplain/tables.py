@@ -6,8 +6,14 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders names as people count: epoch2 before epoch10, resnet50 before resnet101."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
 def cell(v: Any) -> str:

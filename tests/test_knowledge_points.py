@@ -268,3 +268,24 @@ def test_sampled_shapley_equals_the_exact_one_under_a_linear_head() -> None:
         finally:
             hook.remove()
     assert float(low.sum()) == pytest.approx(float(full[0, cls] - none), rel=1e-3, abs=1e-3)  # efficiency
+
+
+def test_checkpoints_from_a_folder_or_a_pattern_in_natural_order_each_once(tmp_path: Path) -> None:
+    """`--checkpoints myrun` (what `zoo train --out myrun` wrote) was "checkpoint path is a directory": a folder, or a
+    pattern, gives its checkpoint files in natural order, a copy of an earlier file (toynet.pt) left out."""
+    from kgexplain.errors import UsageError
+    from kgexplain.jobs.kp import checkpoint_series
+
+    run = tmp_path / "myrun"
+    run.mkdir()
+    for n in (1, 2, 10):
+        (run / f"toynet-epoch{n}.pt").write_bytes(f"weights of epoch {n}".encode())
+    (run / "toynet.pt").write_bytes(b"weights of epoch 10")  # the final net: the last epoch's copy
+    (run / "training.json").write_text("{}")
+    epochs = [str(run / f"toynet-epoch{n}.pt") for n in (1, 2, 10)]
+    assert checkpoint_series("toynet", str(run)) == tuple(epochs)
+    assert checkpoint_series("toynet", f"{run}/toynet-epoch*.pt,shipped") == (*epochs, "shipped")
+    with pytest.raises(UsageError, match=r"no file matches .*/nothing-\*\.pt"):
+        checkpoint_series("toynet", f"{run}/nothing-*.pt")
+    with pytest.raises(UsageError, match=r"no checkpoint \(.*\) in the folder"):
+        checkpoint_series("toynet", str(tmp_path / "myrun" / ".." / "myrun" / ".."))

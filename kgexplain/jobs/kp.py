@@ -3,6 +3,7 @@ model or a series of checkpoints."""
 
 from __future__ import annotations
 
+import glob
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from kgexplain.data.base import Framed, ImageSource
+from kgexplain.data.base import Framed, ImageSource, sha256_file
 from kgexplain.data.spec import DataSpec
 from kgexplain.data.synth.animals import ANIMALS
 from kgexplain.distributed import join
@@ -38,13 +39,18 @@ from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.store import ids as I
 from kgexplain.store.base import now
+from kgexplain.tables import natural_key
 from kgexplain.workspace import output_folder
 from kgexplain.zoo import training_series
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")  # what a folder given to --checkpoints is read for
 
 
 def checkpoint_series(model: str, checkpoints: str) -> tuple[str, ...]:
     """A comma-separated list of weights (specs or paths, in training order); ``epochs`` expands to the toy net's
-    shipped per-epoch checkpoints (the last is the shipped final net)."""
+    shipped per-epoch checkpoints (the last is the shipped final net), a folder to its checkpoint files and a
+    pattern (``run/epoch*.pt``) to its matches, in natural order (epoch2 before epoch10), a file with the same
+    bytes as an earlier one left out (``zoo train``'s ``toynet.pt``, a copy of its last epoch)."""
     out: list[str] = []
     for item in (x.strip() for x in checkpoints.split(",")):
         if not item:
@@ -53,11 +59,34 @@ def checkpoint_series(model: str, checkpoints: str) -> tuple[str, ...]:
             if model != "toynet":
                 raise UsageError("--checkpoints epochs names the toy net's shipped checkpoints", hint="list PATHs")
             out += [str(p) for p in training_series()]
+        elif Path(item).expanduser().is_dir() or glob.has_magic(item):
+            out += _checkpoint_files(item)
         else:
             out.append(item)
     if not out:
         raise UsageError("--checkpoints is empty", hint="e.g. --checkpoints epochs or --checkpoints a.pt,b.pt")
     return tuple(out)
+
+
+def _checkpoint_files(item: str) -> list[str]:
+    """The checkpoint files of a folder, or a pattern's matches, in natural order, each content once."""
+    folder = Path(item).expanduser()
+    if folder.is_dir():
+        files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES]
+        what = f"no checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}) in the folder {item}"
+    else:
+        files = [Path(p) for p in glob.glob(str(folder)) if Path(p).is_file()]
+        what = f"no file matches {item}"
+    if not files:
+        raise UsageError(what, hint="--checkpoints takes files, folders or patterns, comma-separated, in order")
+    seen: set[str] = set()
+    out = []
+    for path in sorted(files, key=lambda p: natural_key(p.name)):
+        digest = sha256_file(path)
+        if digest not in seen:
+            seen.add(digest)
+            out.append(str(path))
+    return out
 
 
 @dataclass(frozen=True)

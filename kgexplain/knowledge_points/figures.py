@@ -67,10 +67,14 @@ def plot_counts(results: Sequence[tuple[str, Analysis]], out: Path) -> list[Path
                 "reliable_ratio": rows[x]["reliable_ratio"]}
             for x in layers
         }  # fmt: skip
+    empty = {"reliable_ratio": "no knowledge points:\nthe ratio is undefined"}
     by_layer = {k: {c: [table[c][x][k] for x in layers] for c in table} for k in keys}
-    paths = [curves(by_layer, layers, out / "counts.png", title="knowledge points per layer (lines: checkpoints)")]
+    title = "knowledge points per layer (lines: checkpoints)"
+    paths = [curves(by_layer, layers, out / "counts.png", title=title, empty=empty)]
     if len(results) > 1:
         ckpts = list(table)
         by_ckpt = {k: {x: [table[c][x][k] for c in ckpts] for x in layers} for k in keys}
-        paths.append(curves(by_ckpt, ckpts, out / "checkpoints.png", title="knowledge points through training"))
+        paths.append(
+            curves(by_ckpt, ckpts, out / "checkpoints.png", title="knowledge points through training", empty=empty)
+        )
     return paths

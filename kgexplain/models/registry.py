@@ -7,7 +7,6 @@ about it (its layer table, input size and normalisation, and a stable identity f
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from kgexplain.models.weights import (
     load_state_dict_into,
     torch_load_state_dict,
 )
+from kgexplain.tables import natural_key
 from kgexplain.zoo import SYNTH_CLASSES, shipped_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -203,7 +203,7 @@ def register_architecture(arch: Architecture) -> Architecture:
 
 def model_names() -> list[str]:
     """The architectures' names in natural order (resnet18, resnet34, resnet50, resnet101, ...)."""
-    return sorted(ARCHITECTURES, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+    return sorted(ARCHITECTURES, key=natural_key)
 
 
 def _features(model: nn.Module) -> nn.Sequential:

@@ -14,7 +14,6 @@ import html
 import io
 import json
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from kgexplain.plots import save_png
 from kgexplain.store import browse
 from kgexplain.store import queries as Q
 from kgexplain.store.base import GraphStore
+from kgexplain.tables import natural_key
 
 KINDS = ("runs", "patterns", "images", "paths")
 RENDERED = ".png"  # "<map>.npy" + RENDERED names the map drawn as a PNG (see artifact_content)
@@ -318,7 +318,7 @@ class Site:
             charts.setdefault(str(r["name"]), {}).setdefault(str(r["layer"]), {})[str(r["checkpoint"])] = r["value"]
         out = []
         for name, lines in charts.items():
-            checkpoints = sorted({c for series in lines.values() for c in series}, key=_natural)
+            checkpoints = sorted({c for series in lines.values() for c in series}, key=natural_key)
             if len(checkpoints) < 2:
                 continue
             out.append(
@@ -341,11 +341,6 @@ class Site:
         if kind == "paths":
             return self.paths(node_id)
         raise UsageError(f"no page kind {kind!r}", hint=f"one of {', '.join(KINDS)}")
-
-
-def _natural(text: str) -> list[Any]:
-    """Sort key that orders epoch2 before epoch10."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
 def metric_tables(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
