@@ -116,7 +116,7 @@ def test_a_photo_with_an_exif_orientation_is_read_upright_everywhere(tmp_path: P
 
     data, suffix = sendable_image(tmp_path / "portrait.png")
     with Image.open(io.BytesIO(data)) as sent:
-        assert suffix == ".jpg" and sent.size == (60, 40) and "exif" not in sent.info
+        assert suffix == ".png" and sent.size == (60, 40) and "exif" not in sent.info  # turned, lossless
         assert np.asarray(sent.convert("RGB"))[35, 55, 0] > 200  # the red patch where the viewer sees it
 
 
@@ -420,3 +420,39 @@ def test_a_folders_name_says_what_data_it_holds(tmp_path: Path, monkeypatch: pyt
     assert ImageFolder(tmp_path / "birds" / "train").name == "folder:birds/train"
     monkeypatch.chdir(tmp_path / "cats")
     assert ImageFolder(Path(".")).name == "folder:cats"
+
+
+def test_phone_photos_in_heic_are_read_upright(tmp_path: Path) -> None:
+    """iPhones save HEIC: a folder of them was "no images found" (the files were not even listed). They are read
+    through pillow-heif, upright (libheif applies the rotation; the EXIF tag is reset), in a fresh process too, where
+    the opener is registered by the first HEIC file opened."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from kgexplain.data.images import register_heif
+
+    register_heif()
+    a = np.zeros((60, 100, 3), np.uint8)
+    a[:, :50] = 255  # the left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways, turned a quarter clockwise to view
+    (tmp_path / "phone").mkdir()
+    Image.fromarray(a).save(tmp_path / "phone" / "IMG_0001.HEIC", exif=exif.tobytes())
+    Image.fromarray(a).save(tmp_path / "phone" / "IMG_0002.heic")
+    code = (
+        "import sys, numpy as np; from kgexplain.data import ImageFolder;"
+        "from kgexplain.data.images import header_size;"
+        "f = ImageFolder(sys.argv[1]); ims = [np.asarray(f.load_image(i)) for i in range(len(f))];"
+        "print([(r.id, im.shape[:2], int(im[0, -1, 0] > 127), int(im[-1, 0, 0] > 127)) for r, im in "
+        "zip(f.records(), ims)], [header_size(p) for p in f.paths])"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "phone")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    # (top-right, bottom-left) white: upright, 100 high and 60 wide, the stored left half turned clockwise to the
+    # top; the untagged one as stored
+    assert (
+        out.stdout.strip()
+        == "[('IMG_0001.HEIC', (100, 60), 1, 0), ('IMG_0002.heic', (60, 100), 0, 1)] [(60, 100), (100, 60)]"
+    )

@@ -472,3 +472,35 @@ def test_image_page_marks_recorded_localisations(store_dir: Path) -> None:
         assert all(m["kind"] != "localization" for m in twin["maps"])  # not an information map
         page = client.get("/" + href("images", image_id)).text
         assert '<circle cx="40.5" cy="12.0"' in page and "mirrored" in page and 'id="localizations"' in page
+
+
+def test_images_in_formats_browsers_do_not_show_are_sent_as_png(tmp_path: Path) -> None:
+    """A TIFF data set's report showed broken images (and blank tiles cut from them): browsers do not show TIFF,
+    PPM, HEIC or CMYK JPEG. Those are sent as the image kgexplain reads (a PNG, a JPEG for a JPEG); what browsers
+    show is sent byte for byte."""
+    from kgexplain.data.images import load_rgb, register_heif
+    from kgexplain.web.site import sendable_image
+
+    register_heif()  # pillow-heif's writer too (reading registers it by itself)
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8))
+    rgb.save(tmp_path / "a.tiff")
+    rgb.save(tmp_path / "a.ppm")
+    rgb.save(tmp_path / "a.heic")
+    rgb.save(tmp_path / "a.webp")
+    Image.fromarray((rng.random((30, 40)) * 65535).astype(np.uint16)).save(tmp_path / "b16.tiff")
+    rgb.convert("CMYK").save(tmp_path / "c.jpg")
+    for name, kind in [
+        ("a.tiff", ".png"),
+        ("a.ppm", ".png"),
+        ("a.heic", ".png"),
+        ("b16.tiff", ".png"),
+        ("c.jpg", ".jpg"),
+    ]:
+        data, ext = sendable_image(tmp_path / name)
+        assert ext == kind, name
+        with Image.open(io.BytesIO(data)) as sent:
+            assert sent.mode == "RGB" and sent.size == (40, 30), name
+            if kind == ".png":  # lossless: the very pixels kgexplain reads
+                assert np.array_equal(np.asarray(sent), np.asarray(load_rgb(tmp_path / name))), name
+    assert sendable_image(tmp_path / "a.webp") == ((tmp_path / "a.webp").read_bytes(), ".webp")

@@ -24,7 +24,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kgexplain.errors import DataError, ImageDecodeError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+HEIF_EXTENSIONS = (".heic", ".heif")  # phones' photos (iPhones' default), read through pillow-heif
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".avif", ".jp2",
+    *HEIF_EXTENSIONS,
+)  # fmt: skip
 MIN_SIDE = 16
 BACKDROP = (124, 116, 104)  # ImageNet mean colour
 
@@ -33,6 +37,30 @@ BACKDROP = (124, 116, 104)  # ImageNet mean colour
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
+def open_image(path: str | Path) -> Image.Image:
+    """``Image.open``, with HEIC / HEIF files readable (pillow-heif's opener, registered the first time one is
+    opened: importing it costs 0.2 s). libheif applies a HEIF photo's rotation itself and resets its EXIF
+    orientation, so such a photo opens upright."""
+    if str(path).lower().endswith(HEIF_EXTENSIONS):
+        register_heif()
+    return Image.open(path)
+
+
+def register_heif() -> None:
+    """Let Pillow open HEIC / HEIF (a no-op after the first call, or where pillow-heif is not installed: such
+    files are then skipped as not an image)."""
+    global _HEIF
+    if _HEIF is None:
+        try:
+            from pillow_heif import register_heif_opener  # lazy: 0.2 s, only for HEIF files
+
+            register_heif_opener()
+            _HEIF = True
+        except ImportError:
+            _HEIF = False
+
+
+_HEIF: bool | None = None
 ORIENTATION = 0x0112  # the EXIF orientation tag: 1 upright, 2-4 mirrored or turned half, 5-8 turned a quarter
 
 
@@ -52,7 +80,7 @@ def upright(img: Image.Image) -> Image.Image:
 
 def header_size(path: str | Path) -> tuple[int, int]:
     """(w, h) of the upright image from the file's header (no decoding); raises OSError / ValueError."""
-    with Image.open(path) as img:
+    with open_image(path) as img:
         w, h = img.size
         return (h, w) if orientation(img) >= 5 else (w, h)
 
@@ -107,7 +135,7 @@ def load_rgb(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
     if not path.exists():
         raise _error(path, "missing", "file not found")
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             if min(img.size) < min_side:
                 raise _error(path, "too_small", f"{img.size[0]}x{img.size[1]} px is below {min_side} px")
             img.load()  # full decode: truncated files fail here
@@ -128,7 +156,7 @@ def load_rgb(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
 def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """A foreground mask image as a boolean array (non-zero = object), optionally resized to ``size`` (w, h)."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             m = upright(img).convert("L")
             if size is not None and m.size != size:
                 m = m.resize(size, Image.Resampling.NEAREST)
@@ -189,7 +217,7 @@ def load_mask_file(path: str | Path, size: int) -> np.ndarray:
     if not p.is_file():
         raise DataError(f"mask file not found: {p}", hint="pass one --mask per image, in the same order")
     try:
-        with Image.open(p) as im:
+        with open_image(p) as im:
             m = np.asarray(im.convert("L").resize((size, size), Image.Resampling.NEAREST))
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"cannot read mask {p}: {e}", hint="masks are image files (PNG), non-zero = object") from e

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from kgexplain.data.base import Framing
-from kgexplain.data.images import orientation, upright
+from kgexplain.data.images import HEIF_EXTENSIONS, orientation, register_heif, to_rgb, upright
 from kgexplain.errors import UsageError
 from kgexplain.plots import save_png
 from kgexplain.store import browse
@@ -581,24 +581,35 @@ def artifact_file(root: Path, rel: str) -> Path | None:
 
 
 SENT_IMAGE_SIDE = 1024  # a source image larger than this on its long side is sent (report, server) reduced to it
+BROWSER_FORMATS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".avif")  # what every browser shows
 
 
 def sendable_image(path: Path) -> tuple[bytes, str]:
-    """A source image as the report keeps it and the server sends it: as it is, or, when its long side exceeds
-    SENT_IMAGE_SIDE or it carries an EXIF orientation, upright and at most that size as a JPEG (quality 90), so that
-    a report of large photos stays one that can be sent, a served page of them loads (a 6000 x 4000 photo: 1.4 MB as
-    it is, about 0.1 MB reduced; pages draw it 512 px, marks and crops scale with it) and every viewer shows a
-    turned photo as kgexplain reads it."""
+    """A source image as the report keeps it and the server sends it: as it is, or else as kgexplain reads it
+    (upright, RGB). When its long side exceeds SENT_IMAGE_SIDE it is reduced to that and sent as a JPEG (quality
+    90), so that a report of large photos stays one that can be sent and a served page of them loads (a 6000 x
+    4000 photo: 1.4 MB as it is, about 0.1 MB reduced; pages draw it 512 px, marks and crops scale with it). A
+    smaller one that carries an EXIF orientation (every viewer then shows it as kgexplain reads it) or is in a
+    format browsers do not show (TIFF, PPM / PGM, HEIC, JPEG 2000, CMYK JPEG) is sent as a PNG, or a JPEG for a
+    JPEG."""
     data = path.read_bytes()
+    if path.suffix.lower() in HEIF_EXTENSIONS:
+        register_heif()
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if max(im.size) <= SENT_IMAGE_SIDE and orientation(im) == 1:
+            shown = path.suffix.lower() in BROWSER_FORMATS and im.mode != "CMYK"
+            if max(im.size) <= SENT_IMAGE_SIDE and orientation(im) == 1 and shown:
                 return data, path.suffix.lower()
-            im.draft("RGB", (SENT_IMAGE_SIDE, SENT_IMAGE_SIDE))  # JPEG: decoded at a fraction of its size
-            small = upright(im).convert("RGB")  # as kgexplain reads it, whether or not a viewer honours the tag
+            reduce = max(im.size) > SENT_IMAGE_SIDE
+            if reduce:
+                im.draft("RGB", (SENT_IMAGE_SIDE, SENT_IMAGE_SIDE))  # JPEG: decoded at a fraction of its size
+            small = to_rgb(upright(im))  # as kgexplain reads it, whether or not a viewer honours the tag
             small.thumbnail((SENT_IMAGE_SIDE, SENT_IMAGE_SIDE), Image.Resampling.LANCZOS)
             out = io.BytesIO()
-            small.save(out, "JPEG", quality=90)
-            return out.getvalue(), ".jpg"
+            if reduce or path.suffix.lower() in (".jpg", ".jpeg"):
+                small.save(out, "JPEG", quality=90)
+                return out.getvalue(), ".jpg"
+            small.save(out, "PNG")
+            return out.getvalue(), ".png"
     except (OSError, ValueError, Image.DecompressionBombError):
         return data, path.suffix.lower()  # the browser may still show what Pillow cannot reduce
