@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
+from kgexplain.data.images import IMAGE_EXTENSIONS, register_heif
 from kgexplain.errors import KgExplainError, ModelError
 from kgexplain.models.registry import ARCHITECTURES, model_names
 from kgexplain.models.weights import OFFLINE_ENV, imagenet_cache_path, offline
@@ -47,6 +49,7 @@ def checks(store: StoreSpec | None = None) -> list[dict[str, Any]]:
         add("cuda", "warn", "no CUDA device; miners run on the CPU (--device cpu)")
 
     rows.append(store_check(store or StoreSpec()))
+    rows.append(formats_check())
 
     shipped = WEIGHTS_DIR / "toynet.pt"
     epochs = sorted(WEIGHTS_DIR.glob("toynet-epoch*.pt"))
@@ -82,6 +85,24 @@ def checks(store: StoreSpec | None = None) -> list[dict[str, Any]]:
         f"{OFFLINE_ENV}=1: weights are never downloaded" if offline() else "allowed when weights are not cached",
     )
     return rows
+
+
+def formats_check() -> dict[str, Any]:
+    """Which of the image formats kgexplain lists this Pillow (and pillow-heif) can decode."""
+    from PIL import features  # lazy: only the doctor asks
+
+    register_heif()
+    plugin = Image.registered_extensions()
+    library = {".webp": "webp", ".avif": "avif", ".jp2": "jpg_2000"}  # formats whose library a Pillow build may lack
+    readable = [
+        e for e in IMAGE_EXTENSIONS if plugin.get(e) in Image.OPEN and (e not in library or features.check(library[e]))
+    ]
+    not_readable = [e for e in IMAGE_EXTENSIONS if e not in readable]
+    heif = _version("pillow-heif")
+    detail = f"Pillow {_version('pillow')}, pillow-heif {heif}: {' '.join(readable)}"
+    if not_readable:
+        detail += f"; not readable: {' '.join(not_readable)} (skipped; pip install -U pillow pillow-heif)"
+    return {"check": "image formats", "status": "warn" if not_readable else "ok", "detail": detail}
 
 
 def store_check(store: StoreSpec) -> dict[str, Any]:

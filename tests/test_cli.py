@@ -68,6 +68,7 @@ def test_doctor_reports_torch_and_the_shipped_weights() -> None:
     assert checks["torch"]["status"] == "ok"
     assert checks["toynet weights"]["status"] == "ok"
     assert "not cached" in checks["imagenet weights"]["detail"]
+    assert checks["image formats"]["status"] == "ok" and ".heic .heif" in checks["image formats"]["detail"]
 
 
 def test_data_synth_writes_a_data_set(tmp_path: Path) -> None:
