@@ -49,6 +49,20 @@ def test_query_outputs_and_parameters(built) -> None:
     assert csv[0] == "n" and int(csv[1]) > 0
     table = run("query", "MATCH (a)-[r]->(b) RETURN type(r) AS t, count(*) AS n ORDER BY t", "--store", store).stdout
     assert "PARENT" in table and "FIRES_ON" in table
+    # Columns without AS are named by their text, as Neo4j names them (the engine's names were "COUNT(p._ID)",
+    # "+(TO_INT64(p.k),1)", "PARENT" for type(r)), so --json keys are the same on both backends.
+    rows = json.loads(
+        run(
+            "query",
+            "MATCH (p:Pattern)-[r:PARENT]->(q) RETURN DISTINCT type(r), p.layer, count(p), toInteger(p.k) + 1,"
+            " p.k AS k ORDER BY count(p) DESC, p.layer LIMIT 1",
+            "--store",
+            store,
+            "--json",
+        ).stdout
+    )
+    assert list(rows[0]) == ["type(r)", "p.layer", "count(p)", "toInteger(p.k) + 1", "k"]
+    assert rows[0]["type(r)"] == "PARENT" and rows[0]["toInteger(p.k) + 1"] == rows[0]["k"] + 1
 
 
 def test_query_errors_are_one_line(built) -> None:

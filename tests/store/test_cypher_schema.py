@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from kgexplain.errors import StoreError
-from kgexplain.store.cypher import is_write_query, to_embedded_dialect
+from kgexplain.store.cypher import alias_return_items, is_write_query, to_embedded_dialect
 from kgexplain.store.schema import load_schema, parse_schema
 
 
@@ -44,8 +44,30 @@ def test_reads_are_not_mistaken_for_writes(q: str) -> None:
 def test_neo4j_forms_are_translated_outside_strings() -> None:
     q = "MATCH (a)-[r]->(b) WHERE a.id = 'type(x)' RETURN type(r), elementId(a), toInteger(a.k), toFloat(a.s)"
     assert to_embedded_dialect(q) == (
-        "MATCH (a)-[r]->(b) WHERE a.id = 'type(x)' RETURN label(r), id(a), to_int64(a.k), to_double(a.s)"
+        "MATCH (a)-[r]->(b) WHERE a.id = 'type(x)' RETURN label(r) AS `type(r)`, id(a) AS `elementId(a)`,"
+        " to_int64(a.k) AS `toInteger(a.k)`, to_double(a.s) AS `toFloat(a.s)`"
     )
+
+
+@pytest.mark.parametrize(
+    ("q", "aliased"),
+    [
+        ("MATCH (p) RETURN count(p), p.k * 2 AS twice ORDER BY count(p) LIMIT 3",
+         "MATCH (p) RETURN count(p) AS `count(p)`, p.k * 2 AS twice ORDER BY count(p) LIMIT 3"),
+        ("MATCH (p) RETURN DISTINCT p.layer", "MATCH (p) RETURN DISTINCT p.layer AS `p.layer`"),
+        ("MATCH (p) RETURN *", "MATCH (p) RETURN *"),
+        ("MATCH (p) RETURN [x IN range(1, 3) | x * 2], {a: 1, b: 2} AS m",
+         "MATCH (p) RETURN [x IN range(1, 3) | x * 2] AS `[x IN range(1, 3) | x * 2]`, {a: 1, b: 2} AS m"),
+        ("MATCH (p) RETURN p.return, p.limit // a comment",
+         "MATCH (p) RETURN p.return AS `p.return`, p.limit AS `p.limit` // a comment"),
+        ("MATCH (p) RETURN count(`p`)\n  , 'a,b' SKIP 1",
+         "MATCH (p) RETURN count(`p`) AS `count(``p``)`\n  , 'a,b' AS `'a,b'` SKIP 1"),
+        ("MATCH (p) CALL { WITH p RETURN p.k AS k } RETURN k UNION RETURN 1",
+         "MATCH (p) CALL { WITH p RETURN p.k AS k } RETURN k AS `k` UNION RETURN 1 AS `1`"),
+    ],
+)  # fmt: skip
+def test_return_items_are_named_by_their_text_as_neo4j_names_them(q: str, aliased: str) -> None:
+    assert alias_return_items(q) == aliased
 
 
 def test_the_shipped_schema_and_its_ddl() -> None:
