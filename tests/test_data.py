@@ -11,7 +11,7 @@ from PIL import Image
 from kgexplain.data import AnnotatedImages, CubDataset, Framing, ImageFolder, Subset, load_rgb
 from kgexplain.data.base import region_affine
 from kgexplain.data.folder import ImageFiles
-from kgexplain.data.images import BACKDROP, load_mask, reason_of
+from kgexplain.data.images import BACKDROP, load_mask, load_mask_file, reason_of
 from kgexplain.data.spec import DataSpec
 from kgexplain.errors import DataError, ImageDecodeError
 
@@ -106,6 +106,8 @@ def test_a_photo_with_an_exif_orientation_is_read_upright_everywhere(tmp_path: P
     assert img.size == (60, 40) and (np.abs(np.asarray(img).astype(int) - up).max() == 0)
     mask = load_mask(tmp_path / "portrait.png")  # a mask saved by the same camera app is turned alike
     assert mask.shape == (40, 60) and mask[35, 55] and not mask[5, 5]
+    given = load_mask_file(tmp_path / "portrait.png", 60)  # `info --mask`: resized to the model's square input
+    assert given.shape == (60, 60) and given[52, 55] and not given[5, 5]
     folder = ImageFolder(tmp_path)
     assert folder.image_size(0) == (60, 40)
     doc = {"images": [{"path": "portrait.png", "box": [30, 20, 60, 40], "keypoints": {"head": [55, 35]}}]}

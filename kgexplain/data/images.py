@@ -217,8 +217,8 @@ def load_mask_file(path: str | Path, size: int) -> np.ndarray:
     if not p.is_file():
         raise DataError(f"mask file not found: {p}", hint="pass one --mask per image, in the same order")
     try:
-        with open_image(p) as im:
-            m = np.asarray(im.convert("L").resize((size, size), Image.Resampling.NEAREST))
+        with open_image(p) as im:  # turned upright as its image is (a mask saved by the same camera app)
+            m = np.asarray(upright(im).convert("L").resize((size, size), Image.Resampling.NEAREST))
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"cannot read mask {p}: {e}", hint="masks are image files (PNG), non-zero = object") from e
     return m > 0
