@@ -144,15 +144,30 @@ def runs_group(ctx: click.Context, store: StoreSpec, fmt: str) -> None:
 
 @runs_group.command("delete")
 @click.argument("run_id")
+@click.option(
+    "--with-dependents",
+    is_flag=True,
+    help="Also delete the runs made on this build (part graphs learnt on it, localisations with them).",
+)
 @store_options
 @click.pass_context
-def runs_delete(ctx: click.Context, run_id: str, store: StoreSpec) -> None:
-    """Delete RUN_ID and everything it wrote (shared models, layers and images stay)."""
+def runs_delete(ctx: click.Context, run_id: str, with_dependents: bool, store: StoreSpec) -> None:
+    """Delete RUN_ID and everything it wrote (shared models, layers and images stay). A build that part graphs
+    were learnt on is kept unless --with-dependents deletes them too: their templates use its patterns."""
     given = ctx.obj["store"]  # options given before `delete` count where none are given after it
     spec = replace(
         given, **{f.name: getattr(store, f.name) for f in fields(store) if getattr(store, f.name) is not None}
     )
     with spec.open_for_writing(progress_of(ctx)) as db:  # waits while another process writes
+        dependents = queries.dependent_runs(db, run_id)
+        if dependents and not with_dependents:
+            raise UsageError(
+                f"{len(dependents)} run(s) were made on {run_id}: {', '.join(dependents)}",
+                hint=f"`kgexplain runs delete {run_id} --with-dependents` deletes them too, or delete them first",
+            )
+        for dependent in dependents:
+            db.delete_run(dependent)
+            click.echo(f"deleted run {dependent}")
         if not db.delete_run(run_id):
             raise UsageError(f"no run {run_id!r} in the store", hint="`kgexplain runs` lists them")
     click.echo(f"deleted run {run_id}")

@@ -6,6 +6,7 @@ filters are added as fixed text with their values always passed as parameters.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,23 @@ def runs(store: GraphStore, *, with_stats: bool = False, newest_first: bool = Fa
         "MATCH (r:Run) RETURN r.id AS run, r.kind AS kind, r.model AS model, r.data AS data, r.status AS status, "
         f"r.started AS started, r.finished AS finished{stats} ORDER BY started{order}"
     ).records()
+
+
+def dependent_runs(store: GraphStore, run: str) -> list[str]:
+    """The runs made on build ``run`` (part graphs learnt on it, localisations with them: their config names it as
+    ``build``), oldest first; a part graph's templates use the build's patterns, so deleting it alone damages them."""
+    if not store.has_label("Run"):
+        return []
+    rows = store.query("MATCH (r:Run) RETURN r.id AS run, r.config AS config ORDER BY r.started").records()
+    out = []
+    for row in rows:
+        try:
+            config = json.loads(row["config"] or "{}")
+        except (TypeError, ValueError):
+            continue
+        if isinstance(config, dict) and config.get("build") == run:
+            out.append(str(row["run"]))
+    return out
 
 
 def stats(store: GraphStore) -> dict[str, Any]:

@@ -122,6 +122,28 @@ def test_runs_stats_store_and_export(built, tmp_path: Path) -> None:
     assert "not an initialised kgexplain store" in gone.output
 
 
+def test_a_build_with_part_graphs_on_it_is_deleted_only_with_them(built) -> None:
+    """Deleting a build that a part graph was learnt on left the part's templates using patterns that were gone
+    (`store check`: the part graph "damaged"); it is refused with the runs named, or deletes them too."""
+    import pyarrow as pa
+
+    from kgexplain.store.base import RunRecord
+
+    store, g = built
+    with open_store(store) as db:
+        for run_id, kind in (("aog-bird-head-1", "aog"), ("localize-toynet-x-2", "localize")):
+            record = RunRecord(run_id, kind, g.run.model, "examples", {"build": g.run.id}, {})
+            db.write_run(record, {"Metric": pa.Table.from_pylist([{"id": f"{run_id}/m", "run": run_id}])}, {})
+    refused = run("runs", "delete", g.run.id, "--store", store, ok=False)
+    assert refused.exit_code == 2 and f"2 run(s) were made on {g.run.id}: aog-bird-head-1, localize-toynet-x-2" in (
+        refused.output
+    )
+    assert len(json.loads(run("runs", "--store", store, "--json").stdout)) == 3  # nothing deleted
+    out = run("runs", "delete", g.run.id, "--with-dependents", "--store", store).stdout
+    assert out.splitlines() == [f"deleted run {r}" for r in ("aog-bird-head-1", "localize-toynet-x-2", g.run.id)]
+    assert json.loads(run("runs", "--store", store, "--json").stdout) == []
+
+
 def test_graph_commands(built, tmp_path: Path) -> None:
     store, g = built
     cen = json.loads(run("graph", "centrality", "--run", g.run.id, "--top", "3", "--store", store, "--json").stdout)
