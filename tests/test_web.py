@@ -446,11 +446,13 @@ def test_the_server_follows_what_other_processes_write(store_dir: Path) -> None:
     spec = StoreSpec(str(store_dir))
     with spec.read() as db, TestClient(make_app(db, reopen=spec.read)) as client:
         runs = [r["run"] for r in client.get("/index.json").json()["runs"]]
-        delete = [sys.executable, "-m", "kgexplain", "runs", "delete", runs[0], "--store", str(store_dir)]
-        subprocess.run(delete, check=True, capture_output=True, timeout=120)
-        assert [r["run"] for r in client.get("/index.json").json()["runs"]] == runs[1:]
-        run = runs[0]
-        assert client.get("/" + href("runs", run, ext="json")).status_code == 404
+        delete = [sys.executable, "-m", "kgexplain", "runs", "delete", runs[0], "--with-dependents"]
+        done = subprocess.run([*delete, "--store", str(store_dir)], check=True, capture_output=True, text=True)
+        deleted = [line.removeprefix("deleted run ") for line in done.stdout.splitlines()]
+        assert runs[0] in deleted and [r["run"] for r in client.get("/index.json").json()["runs"]] == [
+            r for r in runs if r not in deleted
+        ]
+        assert client.get("/" + href("runs", runs[0], ext="json")).status_code == 404
 
 
 def test_image_page_marks_recorded_localisations(store_dir: Path) -> None:
