@@ -15,7 +15,7 @@ from .output import emit_rows
 @store_options
 @output_options
 def doctor_command(store: StoreSpec, fmt: str) -> None:
-    """Check torch, CUDA, the store (and every run in it), the image formats, the weights cache and the toy net.
+    """Check torch, CUDA, the store (and every run in it), image formats, the weights cache and the toy net.
 
     Exits 1 when something is missing or the store is damaged."""
     rows = doctor.checks(store)

@@ -64,7 +64,7 @@ SUMMARIES: dict[str, str] = {
     "data": "Generate the synthetic reference data set, or check a data source.",
     "models": "List the architectures kgexplain knows, with their default layers and weights.",
     "layers": "List MODEL's layers with channels, map size, stride, centre and receptive field (pixels).",
-    "doctor": "Check torch, CUDA, the store (and every run in it), the weights cache and the shipped toy net.",
+    "doctor": "Check torch, CUDA, the store (and every run in it), image formats, the weights cache and the toy net.",
     "zoo": "Train and evaluate the toy net on the synthetic workload.",
     "query": "Run a Cypher query (read-only unless --write).",
     "patterns": "The highest-scoring patterns with their prior positions (pixels) and best patch.",

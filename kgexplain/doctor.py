@@ -1,4 +1,4 @@
-"""What this machine has: versions, CUDA, the store folder, the weights cache and the shipped toy net."""
+"""What this machine has: versions, CUDA, the store folder, image formats, the weights cache and the shipped toy net."""
 
 from __future__ import annotations
 
