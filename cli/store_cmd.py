@@ -265,7 +265,9 @@ def store_check(store: StoreSpec, fmt: str) -> None:
 
 @click.command("export")
 @click.option("--format", "format_", type=click.Choice(FORMATS), required=True)
-@click.option("--out", required=True, type=click.Path(), help="Output file (graphml, jsonl) or folder (csv).")
+@click.option(
+    "--out", required=True, type=click.Path(), help="Output file (graphml, jsonl; - = standard output) or folder (csv)."
+)
 @click.option("--run", default=None, help="Only this run (plus the shared models, layers, filters, images).")
 @store_options
 @click.pass_context
@@ -274,7 +276,11 @@ def export_command(ctx: click.Context, format_: str, out: str, run: str | None, 
     with store.read() as db:
         counts = export(db, format_, out, run)
     status(ctx, ", ".join(f"{k} {v}" for k, v in counts.items() if v))
-    click.echo(f"wrote {sum(counts.values())} nodes and relationships to {out}")
+    done = f"wrote {sum(counts.values())} nodes and relationships to {'standard output' if out == '-' else out}"
+    if out == "-":  # the stream is on standard output: the summary goes beside the status lines
+        status(ctx, done)
+    else:
+        click.echo(done)
 
 
 @click.command("push")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -144,10 +145,18 @@ def _write_graphml(f: TextIO, store: GraphStore, run: str | None, counts: dict[s
 
 
 def export(store: GraphStore, fmt: str, out: str | Path, run: str | None = None) -> dict[str, int]:
-    """Write the store (or one run) as ``graphml`` (one file), ``jsonl`` (one file) or ``csv`` (a folder)."""
+    """Write the store (or one run) as ``graphml`` (one file), ``jsonl`` (one file) or ``csv`` (a folder); ``out``
+    ``-`` writes graphml or jsonl to standard output."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}", hint=f"use {', '.join(FORMATS)}")
     _require_run(store, run)
+    if str(out) == "-":  # standard output, for a pipe
+        if fmt == "csv":
+            raise UsageError("--out - writes one stream: graphml or jsonl", hint="csv writes a folder: pass --out DIR")
+        counts: dict[str, int] = {}
+        _write_one_file(sys.stdout, store, fmt, run, counts)
+        sys.stdout.flush()
+        return counts
     out = Path(out).expanduser()
     try:
         return _export(store, fmt, out, run)
@@ -172,32 +181,36 @@ def _export(store: GraphStore, fmt: str, out: Path, run: str | None) -> dict[str
         return counts
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_beside(out)
-    if fmt == "jsonl":
-        with open(tmp, "w", encoding="utf-8") as f:
-            for kind, name, table in iter_graph(store, run):
-                for row in _rows(table):
-                    if kind == "node":
-                        obj = {
-                            "kind": "node",
-                            "label": name,
-                            "id": row.pop("id"),
-                            "props": {k: _clean(v) for k, v in row.items() if v is not None},
-                        }
-                    else:
-                        obj = {
-                            "kind": "rel",
-                            "type": name,
-                            "from": row.pop("from"),
-                            "to": row.pop("to"),
-                            "props": {k: _clean(v) for k, v in row.items() if v is not None},
-                        }
-                    f.write(json.dumps(obj) + "\n")
-                counts[name] = len(table)
-    else:
-        with open(tmp, "w", encoding="utf-8") as f:
-            _write_graphml(f, store, run, counts)
+    with open(tmp, "w", encoding="utf-8") as f:
+        _write_one_file(f, store, fmt, run, counts)
     tmp.replace(out)
     return counts
+
+
+def _write_one_file(f: TextIO, store: GraphStore, fmt: str, run: str | None, counts: dict[str, int]) -> None:
+    """The graph as JSON lines or GraphML into ``f``, counting what it wrote per label and type into ``counts``."""
+    if fmt == "graphml":
+        _write_graphml(f, store, run, counts)
+        return
+    for kind, name, table in iter_graph(store, run):
+        for row in _rows(table):
+            if kind == "node":
+                obj = {
+                    "kind": "node",
+                    "label": name,
+                    "id": row.pop("id"),
+                    "props": {k: _clean(v) for k, v in row.items() if v is not None},
+                }
+            else:
+                obj = {
+                    "kind": "rel",
+                    "type": name,
+                    "from": row.pop("from"),
+                    "to": row.pop("to"),
+                    "props": {k: _clean(v) for k, v in row.items() if v is not None},
+                }
+            f.write(json.dumps(obj) + "\n")
+        counts[name] = len(table)
 
 
 def push(

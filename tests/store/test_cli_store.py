@@ -115,6 +115,10 @@ def test_runs_stats_store_and_export(built, tmp_path: Path) -> None:
     assert "ready" in run("store", "init", "--store", store).stdout
     run("export", "--format", "graphml", "--out", str(tmp_path / "all.graphml"), "--store", store)
     assert nx.read_graphml(tmp_path / "all.graphml").number_of_nodes() > len(g.nodes["Pattern"])
+    piped = run("export", "--format", "jsonl", "--out", "-", "--store", store).stdout.splitlines()  # a file "-" before
+    assert sum(json.loads(line).get("label") == "Pattern" for line in piped) == len(g.nodes["Pattern"])
+    assert not Path("-").exists()
+    assert "csv writes a folder" in run("export", "--format", "csv", "--out", "-", "--store", store, ok=False).output
     run("runs", "delete", g.run.id, "--store", store)
     assert json.loads(run("runs", "--store", store, "--json").stdout) == []
     run("store", "drop", "--yes", "--store", store)
