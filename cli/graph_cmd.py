@@ -50,7 +50,7 @@ def groups_command(
 
 
 @graph_group.command("graphml")
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--run", default=None, help="A run's patterns and PARENT edges (optionally --layer ...).")
 @click.option("--layer", "layers", multiple=True)
 @click.option("--around", default=None, metavar="PATTERN", help="Or: the neighbourhood of one pattern.")
@@ -70,4 +70,5 @@ def graphml_command(
             else neighbourhood(db, str(around), hops, direction).to_networkx(around)
         )
     write_graphml(g, out)
-    click.echo(f"wrote {g.number_of_nodes()} patterns and {g.number_of_edges()} edges to {out}")
+    where = "standard output" if out == "-" else out
+    click.echo(f"wrote {g.number_of_nodes()} patterns and {g.number_of_edges()} edges to {where}", err=out == "-")

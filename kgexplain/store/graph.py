@@ -11,6 +11,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import pathlib
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,7 @@ import pyarrow as pa
 from kgexplain.errors import StoreError, UsageError
 from kgexplain.store import browse
 from kgexplain.store.base import GraphStore
+from kgexplain.workspace import temporary_beside
 
 EDGE_COLUMNS = ["child", "parent", "weight", "dx", "dy"]
 
@@ -296,7 +299,8 @@ def groups(g: nx.DiGraph, min_weight: float = 0.0, min_size: int = 2) -> list[di
 
 
 def write_graphml(g: nx.DiGraph, path: str) -> None:
-    """GraphML of a subgraph (attributes that are None are dropped: GraphML has no null)."""
+    """GraphML of a subgraph (attributes that are None are dropped: GraphML has no null), written whole to
+    ``path`` or streamed to standard output for ``-``."""
     clean = nx.DiGraph()
     for n, d in g.nodes(data=True):
         clean.add_node(n, **{k: v for k, v in d.items() if v is not None})
@@ -304,4 +308,14 @@ def write_graphml(g: nx.DiGraph, path: str) -> None:
         clean.add_edge(
             a, b, **{k: v for k, v in d.items() if v is not None and not (isinstance(v, float) and math.isinf(v))}
         )
-    nx.write_graphml(clean, path)
+    if path == "-":
+        nx.write_graphml(clean, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    out = pathlib.Path(path).expanduser()
+    try:
+        tmp = temporary_beside(out)
+        nx.write_graphml(clean, tmp)
+        tmp.replace(out)
+    except OSError as e:
+        raise StoreError(f"cannot write {out}: {e.strerror or e}", hint="pass a writable file as OUT") from e

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -161,6 +162,10 @@ def test_graph_commands(built, tmp_path: Path) -> None:
     out = tmp_path / "around.graphml"
     run("graph", "graphml", str(out), "--around", pid, "--hops", "2", "--store", store)
     assert pid in nx.read_graphml(out)
+    piped = run("graph", "graphml", "-", "--around", pid, "--hops", "2", "--store", store).stdout  # a file "-" before
+    assert nx.read_graphml(io.BytesIO(piped.encode())).number_of_nodes() == nx.read_graphml(out).number_of_nodes()
+    below_a_file = run("graph", "graphml", str(out / "x.graphml"), "--around", pid, "--store", store, ok=False)
+    assert below_a_file.exit_code == 1 and "Error: cannot write" in below_a_file.output  # was a traceback
     bad = run("graph", "graphml", str(out), "--store", store, ok=False)
     assert "give either --run or --around" in bad.output
     # A wrong pattern id wrote a graph of that one name and said nothing: now one line, exit 1, no file.
