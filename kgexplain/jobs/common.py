@@ -19,6 +19,7 @@ from kgexplain.errors import DataError, StoreBusy, UsageError
 from kgexplain.models.registry import ModelHandle, resolve_model
 from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
+from kgexplain.store.spec import store_wait
 from kgexplain.tables import table
 from kgexplain.workspace import Workspace
 
@@ -70,6 +71,7 @@ def check_writable(store: GraphStore | StoreSpec, group: Group, progress: Progre
     if not isinstance(store, StoreSpec):
         store.ensure_writable()
         return
+    store_wait()  # a wrong $KGEXPLAIN_STORE_WAIT is said now, not when the results are to be written
     try:
         db = store.open(read_only=False)
     except StoreBusy as e:

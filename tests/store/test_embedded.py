@@ -271,6 +271,11 @@ def test_a_writer_waits_while_another_process_writes_and_says_so(
     monkeypatch.setenv("KGEXPLAIN_STORE_WAIT", "soon")
     with pytest.raises(UsageError, match="KGEXPLAIN_STORE_WAIT='soon' is not a number of seconds"):
         StoreSpec(str(folder)).open_for_writing()
+    from kgexplain.distributed import Group
+    from kgexplain.jobs.common import check_writable
+
+    with pytest.raises(UsageError, match="KGEXPLAIN_STORE_WAIT"):  # said before a job's work, not at its end
+        check_writable(StoreSpec(str(folder)), Group(), None)
 
 
 def test_a_build_works_while_another_process_writes_and_writes_its_run_after(tmp_path: Path) -> None:
