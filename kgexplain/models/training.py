@@ -161,7 +161,7 @@ def train_toynet(
             say(
                 progress,
                 f"epoch {epoch}/{cfg.epochs}: loss {stats.loss:.3f}, validation accuracy {acc:.3f}, "
-                f"{stats.seconds:.0f} s",
+                f"{stats.seconds:.0f} s in",
             )
         final = out / "toynet.pt"
         shutil.copyfile(out / epochs[-1].checkpoint, final)
