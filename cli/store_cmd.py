@@ -47,18 +47,26 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--timeout", type=float, default=None, help="Stop an embedded query after this many seconds.")
 @store_options
 @output_options
+@click.pass_context
 def query_command(
-    cypher: str, params: tuple[str, ...], write: bool, timeout: float | None, store: StoreSpec, fmt: str
+    ctx: click.Context,
+    cypher: str,
+    params: tuple[str, ...],
+    write: bool,
+    timeout: float | None,
+    store: StoreSpec,
+    fmt: str,
 ) -> None:
     """Run a Cypher query (read-only unless --write).
 
     On the embedded store the query runs in a child process (an engine crash cannot take the store with it),
-    and the Neo4j forms type(r), elementId(n), toInteger(x) and toFloat(x) are translated.
+    the Neo4j forms type(r), elementId(n), toInteger(x) and toFloat(x) are translated, and columns without AS are
+    named by their text. A --write query waits while another process writes the store (KGEXPLAIN_STORE_WAIT).
     """
     values = parse_params(params)
     if not write and is_write_query(cypher):
         raise UsageError("this query writes to the store", hint="pass --write to allow it")
-    result = store.query(cypher, values, write=write, timeout=timeout)
+    result = store.query(cypher, values, write=write, timeout=timeout, progress=progress_of(ctx))
     emit_rows(result.records(), fmt, result.columns)
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from typing import Any
 
-from kgexplain.errors import StoreError
+from kgexplain.errors import StoreBusy, StoreError
 from kgexplain.store.base import QueryResult
 from kgexplain.store.embedded import EmbeddedStore
 from kgexplain.store.integrity import RunCheck, check_store
@@ -53,6 +53,8 @@ def _run_child(request: dict[str, Any], timeout: float | None, write: bool) -> d
         detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise StoreError(f"the {request['op']} process failed: {detail}") from e
     if "error" in out:
+        if out.get("busy"):  # another process writes the store: the caller may wait for it
+            raise StoreBusy(out["error"], hint=out.get("hint"), pid=out.get("pid"))
         raise StoreError(out["error"], hint=out.get("hint"))
     return out
 
@@ -98,6 +100,8 @@ def main() -> int:
             with EmbeddedStore(req["location"], read_only=not req["write"]) as store:
                 res = store.query(req["query"], req["params"], write=req["write"])
             print(json.dumps({"columns": res.columns, "rows": res.rows}, default=str))
+    except StoreBusy as e:
+        print(json.dumps({"error": e.message, "hint": e.hint, "busy": True, "pid": e.pid}))
     except StoreError as e:
         print(json.dumps({"error": e.message, "hint": e.hint}))
     return 0

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kgexplain.errors import StoreBusy, StoreError, UsageError
 from kgexplain.progress import Progress, say
@@ -35,6 +36,35 @@ def store_wait() -> float:
     if not wait >= 0:
         raise UsageError(f"KGEXPLAIN_STORE_WAIT={raw!r} is not a number of seconds", hint="e.g. 600, or 0 not to wait")
     return wait
+
+
+T = TypeVar("T")
+
+
+def waiting_for_the_writer(attempt: Callable[[], T], progress: Progress | None) -> T:
+    """``attempt()``, again while it finds the embedded store written by another process (``StoreBusy``), up to
+    ``store_wait()`` seconds, with one status line to ``progress``."""
+    wait, start, delay = store_wait(), time.monotonic(), 0.05
+    deadline = start + wait
+    said = False
+    while True:
+        try:
+            return attempt()
+        except StoreBusy as e:
+            now = time.monotonic()
+            if wait and not said:
+                say(progress, f"{e.message}: waiting for it (up to {wait:g} s; KGEXPLAIN_STORE_WAIT)")
+                said = True
+            if now >= deadline:
+                waited = f" (waited {now - start:.0f} s)" if now - start >= 1 else ""
+                raise StoreBusy(
+                    f"{e.message}{waited}",
+                    hint="run again when it has finished, or raise KGEXPLAIN_STORE_WAIT; read-only commands "
+                    "can run meanwhile",
+                    pid=e.pid,
+                ) from e
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 1.5, 1.0)
 
 
 def open_store(
@@ -108,27 +138,7 @@ class StoreSpec:
     def open_for_writing(self, progress: Progress | None = None) -> GraphStore:
         """Open for writing; while another process writes the embedded store (which admits one writer), wait for
         it, up to ``store_wait()`` seconds, with a status line to ``progress``."""
-        wait, start, delay = store_wait(), time.monotonic(), 0.05
-        deadline = start + wait
-        said = False
-        while True:
-            try:
-                return self.open(read_only=False)
-            except StoreBusy as e:
-                now = time.monotonic()
-                if wait and not said:
-                    say(progress, f"{e.message}: waiting for it (up to {wait:g} s; KGEXPLAIN_STORE_WAIT)")
-                    said = True
-                if now >= deadline:
-                    waited = f" (waited {now - start:.0f} s)" if now - start >= 1 else ""
-                    raise StoreBusy(
-                        f"{e.message}{waited}",
-                        hint="run again when it has finished, or raise KGEXPLAIN_STORE_WAIT; read-only commands "
-                        "can run meanwhile",
-                        pid=e.pid,
-                    ) from e
-                time.sleep(min(delay, deadline - now))
-                delay = min(delay * 1.5, 1.0)
+        return waiting_for_the_writer(lambda: self.open(read_only=False), progress)
 
     def read(self) -> GraphStore:
         """Open read-only a store that must exist and be at this kgexplain's schema version."""
@@ -141,17 +151,26 @@ class StoreSpec:
         return store
 
     def query(
-        self, cypher: str, params: dict[str, Any] | None = None, write: bool = False, timeout: float | None = None
+        self,
+        cypher: str,
+        params: dict[str, Any] | None = None,
+        write: bool = False,
+        timeout: float | None = None,
+        progress: Progress | None = None,
     ) -> QueryResult:
         """A user's Cypher, read-only unless ``write``. On the embedded store it runs in a child process (an engine
         crash cannot take the store with it) in the engine's dialect (``type(r)``, ``elementId(n)``, ...
-        translated); on Neo4j directly."""
+        translated; columns named as Neo4j names them), and a write waits while another process writes the store
+        (``waiting_for_the_writer``, its status line to ``progress``); on Neo4j directly."""
         if is_bolt_url(self.url):
             with self.open(read_only=not write) as store:
                 return store.query(cypher, params, write=write)
         if not (Path(self.url).expanduser() / GRAPH_FILE).exists():
             raise StoreError(f"no kgexplain store at {self.url}", hint="run `kgexplain build` first, or pass --store")
-        return run_isolated(self.url, to_embedded_dialect(cypher), params, write, timeout)
+        query = to_embedded_dialect(cypher)
+        if write:  # waits while another process writes, as jobs do
+            return waiting_for_the_writer(lambda: run_isolated(self.url, query, params, write, timeout), progress)
+        return run_isolated(self.url, query, params, write, timeout)
 
     def check(self) -> list[RunCheck]:
         """Every run checked against what it recorded when it was written (``kgexplain.store.integrity``). On the

@@ -268,6 +268,17 @@ def test_a_writer_waits_while_another_process_writes_and_says_so(
     finally:
         holder.kill()
         holder.wait()
+    holder = _holder(folder, 1.5)  # `query --write` waits alike (it stopped at once)
+    try:
+        said.clear()
+        spec = StoreSpec(str(folder))
+        done = spec.query(
+            "CREATE (m:Meta {id: 'note', value: 'x'})", write=True, progress=lambda e: said.append(e.message)
+        )
+        assert holder.poll() is not None and done.rows == [] and len(said) == 1
+    finally:
+        holder.kill()
+        holder.wait()
     monkeypatch.setenv("KGEXPLAIN_STORE_WAIT", "soon")
     with pytest.raises(UsageError, match="KGEXPLAIN_STORE_WAIT='soon' is not a number of seconds"):
         StoreSpec(str(folder)).open_for_writing()
