@@ -105,7 +105,7 @@ def test_patterns_show_and_paths(built) -> None:
     assert missing.exit_code == 1 and "no pattern 'nope/x'" in missing.output
 
 
-def test_runs_stats_store_and_export(built, tmp_path: Path) -> None:
+def test_runs_stats_store_and_export(built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store, g = built
     runs = json.loads(run("runs", "--store", store, "--json").stdout)
     assert [r["run"] for r in runs] == [g.run.id] and runs[0]["status"] == "complete"
@@ -116,9 +116,10 @@ def test_runs_stats_store_and_export(built, tmp_path: Path) -> None:
     assert "ready" in run("store", "init", "--store", store).stdout
     run("export", "--format", "graphml", "--out", str(tmp_path / "all.graphml"), "--store", store)
     assert nx.read_graphml(tmp_path / "all.graphml").number_of_nodes() > len(g.nodes["Pattern"])
+    monkeypatch.chdir(tmp_path)
     piped = run("export", "--format", "jsonl", "--out", "-", "--store", store).stdout.splitlines()  # a file "-" before
     assert sum(json.loads(line).get("label") == "Pattern" for line in piped) == len(g.nodes["Pattern"])
-    assert not Path("-").exists()
+    assert not (tmp_path / "-").exists()
     assert "csv writes a folder" in run("export", "--format", "csv", "--out", "-", "--store", store, ok=False).output
     run("runs", "delete", g.run.id, "--store", store)
     assert json.loads(run("runs", "--store", store, "--json").stdout) == []
@@ -149,7 +150,7 @@ def test_a_build_with_part_graphs_on_it_is_deleted_only_with_them(built) -> None
     assert json.loads(run("runs", "--store", store, "--json").stdout) == []
 
 
-def test_graph_commands(built, tmp_path: Path) -> None:
+def test_graph_commands(built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store, g = built
     cen = json.loads(run("graph", "centrality", "--run", g.run.id, "--top", "3", "--store", store, "--json").stdout)
     assert len(cen) == 3 and cen[0]["centrality"] >= cen[-1]["centrality"]
@@ -162,8 +163,10 @@ def test_graph_commands(built, tmp_path: Path) -> None:
     out = tmp_path / "around.graphml"
     run("graph", "graphml", str(out), "--around", pid, "--hops", "2", "--store", store)
     assert pid in nx.read_graphml(out)
+    monkeypatch.chdir(tmp_path)
     piped = run("graph", "graphml", "-", "--around", pid, "--hops", "2", "--store", store).stdout  # a file "-" before
     assert nx.read_graphml(io.BytesIO(piped.encode())).number_of_nodes() == nx.read_graphml(out).number_of_nodes()
+    assert not (tmp_path / "-").exists()
     below_a_file = run("graph", "graphml", str(out / "x.graphml"), "--around", pid, "--store", store, ok=False)
     assert below_a_file.exit_code == 1 and "Error: cannot write" in below_a_file.output  # was a traceback
     bad = run("graph", "graphml", str(out), "--store", store, ok=False)
