@@ -506,3 +506,15 @@ def test_images_in_formats_browsers_do_not_show_are_sent_as_png(tmp_path: Path) 
             if kind == ".png":  # lossless: the very pixels kgexplain reads
                 assert np.array_equal(np.asarray(sent), np.asarray(load_rgb(tmp_path / name))), name
     assert sendable_image(tmp_path / "a.webp") == ((tmp_path / "a.webp").read_bytes(), ".webp")
+
+
+def test_the_index_headline_gives_each_kind_its_main_figures() -> None:
+    """A build's stability ratio (a dict in its stats) and a part graph's or localisation's figures were left out:
+    their index rows showed no figure at all."""
+    from kgexplain.web.site import headline
+
+    build = {"patterns": 5056, "edges": 56640, "images": 120, "stability": {"ratio": 0.5612, "patterns": 0.04}}
+    assert headline("eg", build) == "patterns 5056, edges 56640, images 120, stability ratio 0.561"
+    assert headline("aog", {"templates": 6, "uses": 1800}) == "templates 6, uses 1800"
+    assert headline("localize", {"images": 6, "found": 5, "localisations": 6}) == "images 6, localisations 6, found 5"
+    assert headline("eg", {"stability": {"ratio": float("nan")}}) == ""

@@ -380,12 +380,17 @@ def _templates(uses: list[dict[str, Any]], per_template: int = 12) -> list[dict[
 
 
 def headline(kind: str, stats: dict[str, Any]) -> str:
-    """One line of a run's main figures for the index."""
+    """One line of a run's main figures for the index: a build's size and stability ratio, a part graph's
+    templates, a localisation's finds, ..."""
     parts = []
-    for key in ("patterns", "edges", "images", "stability", "found_rate", "seconds"):
+    for key in ("patterns", "edges", "images", "templates", "uses", "localisations", "found", "found_rate", "seconds"):
         v = stats.get(key)
         if isinstance(v, int | float) and not isinstance(v, bool):
             parts.append(f"{key} {v:.4g}" if isinstance(v, float) else f"{key} {v}")
+    stability = stats.get("stability")
+    ratio = stability.get("ratio") if isinstance(stability, dict) else stability
+    if isinstance(ratio, int | float) and not isinstance(ratio, bool) and math.isfinite(ratio):
+        parts.append(f"stability ratio {ratio:.3g}")
     return ", ".join(parts)
 
 
