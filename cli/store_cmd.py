@@ -120,7 +120,9 @@ def show_command(pattern_id: str, limit: int, store: StoreSpec, fmt: str) -> Non
 @click.option("--to-layer", default=None, help="Only paths that end in this layer.")
 @store_options
 @output_options
+@click.pass_context
 def paths_command(
+    ctx: click.Context,
     source: str,
     target: str | None,
     max_hops: int,
@@ -133,6 +135,14 @@ def paths_command(
     """The strongest co-activation paths from SOURCE (to TARGET), ranked by the product of edge strengths."""
     with store.read() as db:
         found = best_paths(db, source, target, max_hops=max_hops, k=k, direction=direction, to_layer=to_layer)
+    if not found:  # say why on stderr; the table (or JSON) stays empty
+        towards = "parents, in the layers above" if direction == "up" else "children, in the layers below"
+        end = f" to {target}" if target else f" ending in {to_layer}" if to_layer else ""
+        status(
+            ctx,
+            f"no co-activation path from {source}{end} in at most {max_hops} hops towards its {towards} "
+            f"(--direction {'down' if direction == 'up' else 'up'} searches the other way, --max-hops further)",
+        )
     emit_rows([p.to_dict() for p in found], fmt, ["hops", "score", "path"])
 
 

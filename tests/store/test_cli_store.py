@@ -101,6 +101,9 @@ def test_patterns_show_and_paths(built) -> None:
     assert "parents (3):" in text and "images (4):" in text
     paths = json.loads(run("paths", pid, "--max-hops", "2", "--k", "4", "--store", store, "--json").stdout)
     assert len(paths) == 4 and paths[0]["score"] >= paths[-1]["score"] and paths[0]["path"].startswith(pid)
+    none = CliRunner().invoke(cli, ["paths", pid, "--direction", "down", "--store", store, "--json"])  # lowest layer
+    assert none.exit_code == 0 and json.loads(none.stdout) == []  # was "(no rows)" or [] with no word of why
+    assert "no co-activation path from" in none.stderr and "--direction up searches the other way" in none.stderr
     missing = run("show", "nope/x", "--store", store, ok=False)
     assert missing.exit_code == 1 and "no pattern 'nope/x'" in missing.output
 
