@@ -219,7 +219,9 @@ def test_report_image_pages_group_by_layer_and_no_link_leads_past_what_it_wrote(
             assert (html_page.parent / ref).resolve().is_file(), f"{html_page.name} links to missing {ref}"
 
 
-def test_report_refuses_a_foreign_folder_and_an_unknown_run_and_writes_nothing(store_dir: Path, tmp_path: Path) -> None:
+def test_report_refuses_a_foreign_folder_and_an_unknown_run_and_writes_nothing(
+    store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("precious")
@@ -229,9 +231,16 @@ def test_report_refuses_a_foreign_folder_and_an_unknown_run_and_writes_nothing(s
     res = CliRunner().invoke(cli, ["-q", "report", "--store", str(store_dir), "--out", str(tmp_path / "o"),
                                    "--run", "nope"])  # fmt: skip
     assert res.exit_code != 0 and "no run 'nope'" in res.output and not (tmp_path / "o").exists()
-    assert not list(tmp_path.glob(".report-*"))
+    assert not list(tmp_path.glob(".*staging"))
     res = CliRunner().invoke(cli, ["-q", "report", "--store", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1
+    # `--out .` in an empty folder: the report would replace the folder one stands in ("Device or resource busy",
+    # with an empty staging folder left beside it)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    res = CliRunner().invoke(cli, ["-q", "report", "--store", str(store_dir), "--out", "."])
+    assert res.exit_code == 2 and "is the folder you are in" in res.output
+    assert not list(tmp_path.glob(".*staging")) and not list((tmp_path / "here").iterdir())
 
 
 def test_server_pages_json_twins_paging_and_errors(store_dir: Path) -> None:

@@ -99,6 +99,11 @@ def write_report(
     chosen = list(runs) if runs else [r for r, row in known.items() if row["status"] == "complete"]
     if out.exists() and any(out.iterdir()) and not (out / "index.html").is_file():
         raise UsageError(f"{out} exists and is not a kgexplain report", hint="give an empty or new folder")
+    if out.exists() and Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise UsageError(
+            f"--out {out} is the folder you are in, which the report replaces as a whole",
+            hint="pass a folder beside or below it, e.g. --out report",
+        )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = staging_folder(out)
@@ -169,7 +174,11 @@ def write_report(
         old = None
         if out.exists():  # moved aside and removed after, so a report is at `out` all but an instant
             old = staging_folder(out)
-            out.replace(old)
+            try:
+                out.replace(old)
+            except OSError:
+                old.rmdir()
+                raise
         tmp.replace(out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
