@@ -85,6 +85,15 @@ def learn_command(
     default=None,
     help="Localise the images of an annotations JSON instead (object boxes are used to crop, as in the build).",
 )
+@click.option(
+    "--cub",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Or localise the images of a CUB-200-2011 folder (cropped to their boxes), e.g. its test split.",
+)
+@click.option("--cub-class", "cub_classes", multiple=True, metavar="ID|NAME", help="With --cub: class(es); repeatable.")
+@click.option("--split", type=click.Choice(["train", "test", "all"]), default="all", help="With --cub: the split.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="With --annotations or --cub: the first N.")
 @click.option("--category", default=None, help="When the part is learnt for several categories.")
 @click.option("--run", default=None, help="The build (default: the latest).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write an overlay PNG per image here.")
@@ -102,6 +111,10 @@ def localize_command(
     part: str,
     whole: bool,
     annotations: str | None,
+    cub: str | None,
+    cub_classes: tuple[str, ...],
+    split: str,
+    limit: int | None,
     category: str | None,
     run: str | None,
     out: str | None,
@@ -112,18 +125,27 @@ def localize_command(
     score, template, flipped, object_box) in the images' pixels.
 
     \b
-    Image files are searched whole: the object's box is estimated from the graph's top layer, the image is
-    cropped to it (as the build cropped its images) and the part is found in that frame. With --annotations the
+    Image files are searched whole: the object's box is estimated from the graph's top layer, the image is cropped
+    to it (as the build cropped its images) and the part is found in that frame. With --annotations (or --cub) the
     object boxes crop the images. Every part learnt for the category decides the object's facing (flipped), which
     its parts share. found is false when the score is below the threshold calibrated at learning time on held-out
     and background images (README "Parts"); confidence is the calibrated probability that the part is there.
     """
-    if bool(images) == bool(annotations):
-        raise UsageError("give image files, a folder or --annotations FILE (one of them)")
+    if sum(map(bool, (images, annotations, cub))) != 1:
+        raise UsageError("give image files, a folder, --annotations FILE or --cub DIR (one of them)")
+    if (cub_classes or split != "all") and not cub:
+        raise UsageError("--cub-class and --split go with --cub")
+    if limit and not (annotations or cub):
+        raise UsageError("--limit goes with --annotations or --cub", hint="name the image files you want")
     folders = [p for p in images if Path(p).is_dir()]
     if folders and len(images) > 1:
         raise UsageError(f"{folders[0]} is a folder", hint="give one folder, or image files")
-    data = DataSpec(images=folders[0]) if folders else DataSpec(files=images, annotations=annotations)
+    if folders:
+        data = DataSpec(images=folders[0])
+    else:
+        data = DataSpec(
+            files=images, annotations=annotations, cub=cub, cub_classes=cub_classes, split=split, limit=limit
+        )
     config = LocalizeConfig(
         part=part,
         images=data,
