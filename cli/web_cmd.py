@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import click
@@ -50,6 +51,12 @@ def serve_command(host: str, port: int, store: StoreSpec) -> None:
         sock = listen(host, port)
         where = f"[{host}]" if ":" in host else host
         click.echo(f"kgexplain: serving {db.url} read-only at http://{where}:{sock.getsockname()[1]}/ (Ctrl-C stops)")
+        if not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
+            click.echo(
+                f"note: --host {host} lets anyone who can reach this machine read the store's pages and images "
+                "(there is no login); the default, 127.0.0.1, keeps them to this machine",
+                err=True,
+            )
         app = make_app(db, reopen=store.read)  # pages follow builds and deletes made while serving
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 

@@ -335,6 +335,22 @@ def test_serve_on_a_port_in_use_is_one_error_line_and_port_0_picks_a_free_one(st
         assert sock.getsockname()[1] > 0
 
 
+def test_serve_on_every_address_says_who_can_read_it(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--host 0.0.0.0 serves the store to anyone who can reach the machine, without a login: said in a note."""
+    import uvicorn
+
+    served: list[object] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(sockets))
+    note = "note: --host 0.0.0.0 lets anyone who can reach this machine read the store's pages and images"
+    wide = CliRunner().invoke(cli, ["serve", "--store", str(store_dir), "--host", "0.0.0.0", "--port", "0"])
+    local = CliRunner().invoke(cli, ["serve", "--store", str(store_dir), "--port", "0"])
+    assert wide.exit_code == local.exit_code == 0 and len(served) == 2
+    assert note in wide.stderr and "note:" not in local.stderr and "serving" in local.stdout
+    for sockets in served:
+        for sock in sockets or []:  # type: ignore[attr-defined]
+            sock.close()
+
+
 def _chromium() -> tuple[str, str] | None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
