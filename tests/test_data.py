@@ -458,3 +458,20 @@ def test_phone_photos_in_heic_are_read_upright(tmp_path: Path) -> None:
         out.stdout.strip()
         == "[('IMG_0001.HEIC', (100, 60), 1, 0), ('IMG_0002.heic', (60, 100), 0, 1)] [(60, 100), (100, 60)]"
     )
+
+
+def test_linked_class_folders_are_followed_once_without_looping(tmp_path: Path) -> None:
+    """A class folder that is a link (`ln -s /data/cats dataset/cat`, as torchvision's ImageFolder follows) was left
+    out without a word; a link back up the tree must not loop, and a folder reached twice is listed once."""
+    write_png(tmp_path / "elsewhere" / "cats" / "a.png")
+    write_png(tmp_path / "elsewhere" / "cats" / "b.png")
+    write_png(tmp_path / "dataset" / "dog" / "c.png")
+    (tmp_path / "dataset" / "cat").symlink_to(tmp_path / "elsewhere" / "cats")
+    (tmp_path / "dataset" / "dog" / "up").symlink_to(tmp_path / "dataset")  # a loop
+    (tmp_path / "dataset" / "kitten").symlink_to(tmp_path / "elsewhere" / "cats")  # the same folder again
+    folder = ImageFolder(tmp_path / "dataset")
+    assert [(r.id, r.label) for r in folder.records()] == [
+        ("cat/a.png", "cat"),
+        ("cat/b.png", "cat"),
+        ("dog/c.png", "dog"),
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from PIL import Image
@@ -13,15 +14,28 @@ from kgexplain.errors import DataError
 
 
 def list_images(root: Path) -> list[Path]:
-    """Image files under ``root`` (sorted; hidden ones left out). A link whose target is gone is listed too, so that
-    it is counted as a missing file rather than vanish without a word."""
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if (p.is_file() or (p.is_symlink() and not p.exists()))
-        and p.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    """Image files under ``root`` (sorted; hidden ones left out). Linked folders are followed, as torchvision's
+    ImageFolder follows them (a class folder is often a link to where the images are), each real folder once, so
+    a link back up the tree cannot loop. A link whose target is gone is listed too, so that it is counted as a
+    missing file rather than vanish without a word."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # in order: the first path to a folder is kept
+        for name in files:
+            p = Path(folder) / name
+            if (
+                not name.startswith(".")
+                and p.suffix.lower() in IMAGE_EXTENSIONS
+                and (p.is_file() or (p.is_symlink() and not p.exists()))
+            ):
+                found.append(p)
+    return sorted(found)
 
 
 # folder names that say nothing of the data: a source named after one of them also names the folder above it
