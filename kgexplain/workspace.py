@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,19 @@ class Workspace:
 
 def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folder: Path, made: bool) -> Iterator[None]:
+    """Around a command that writes into ``folder``: when the command fails and ``folder`` is one it made and left
+    empty, remove it (a failed `kgexplain info` left an empty `kgexplain-info/` in the folder it ran in)."""
+    try:
+        yield
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only an empty folder goes
+        raise
 
 
 def output_folder(path: str | os.PathLike[str]) -> Path:

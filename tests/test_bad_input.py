@@ -203,3 +203,18 @@ def test_check_commands_on_a_store_that_does_not_exist(tmp_path: Path, command: 
         assert res.exit_code == 0 and "not created yet" in res.output
     else:
         _one_error(res, "no kgexplain store")
+
+
+def test_a_job_that_fails_leaves_no_empty_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kp` and `info` make their --out folder first (a folder that cannot be made stops them before the work); one
+    that fails later left it empty in the folder it ran in (`kgexplain-kp/`); a folder that was there stays."""
+    for name in ("a.png", "b.png"):
+        write_png(tmp_path / "unlabelled" / name)
+    monkeypatch.chdir(tmp_path)
+    store = ["--store", str(tmp_path / "store")]
+    _one_error(_run("kp", "--images", "unlabelled", "--layers", "conv5_2", *store), "no image label names")
+    _one_error(_run("info", "unlabelled/a.png", "--layers", "conv5_2", "--ru", *store), "no RU decoder")
+    assert not (tmp_path / "kgexplain-kp").exists() and not (tmp_path / "kgexplain-info").exists()
+    (tmp_path / "mine").mkdir()
+    _one_error(_run("kp", "--images", "unlabelled", "--layers", "conv5_2", "--out", "mine", *store), "no image label")
+    assert (tmp_path / "mine").is_dir()

@@ -42,7 +42,7 @@ from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.store import ids as I
 from kgexplain.store.base import now
-from kgexplain.workspace import output_folder
+from kgexplain.workspace import output_folder, removed_if_left_empty
 
 # held-out PSNR below which a decoder barely reconstructs at all (the toy net's deepest, conv5_2, reaches 15.6 dB
 # after 30 epochs: deep layers discard information, so a low figure there is partly the layer's, not the decoder's)
@@ -132,59 +132,62 @@ def run_info(
     if not group.main:
         progress = None  # rank 0 reports for the job
     store = store or StoreSpec()
+    made = group.main and not Path(cfg.out).exists()  # removed again if the job fails before writing into it
     out_dir = output_folder(cfg.out) if group.main else Path(cfg.out)  # first: a folder that cannot be made stops it
-    ws = workspace_of(store)
-    # rank 0 writes the synthetic set (when needed) before the others read it
-    source = group.main_first(lambda: cfg.data.open(ws, progress), "opening the data")
-    size = handles[0][1].input_size
-    framing = Framing(size, "none") if per_image else cfg.data.framing(size, source, default_crop="none")
-    frames = framed(cfg.data, source, framing, progress)
-    masks = [load_mask_file(p, framing.size) for p in cfg.masks] if cfg.masks else None
-    objects = masks if masks is not None else [object_mask(f) for f in frames]  # what the concentration measures
-    decoders = [{n: load_decoder(ws.cache, h, n, device) for n in layers} if cfg.ru else None for _, h in handles]
-    for (weights, h), decoder in zip(handles, decoders, strict=True):
-        for n in decoder or {}:
-            quality = (decoder_info(ws.cache, h, n) or {}).get("psnr")
-            if quality is not None and quality < POOR_DECODER_DB:
-                say(
-                    progress,
-                    f"note: the {n} decoder ({checkpoint_label(weights)}) reconstructs held-out images at "
-                    f"{quality:.1f} dB PSNR, under {POOR_DECODER_DB:g} dB: RU measured with it reflects the decoder as "
-                    "much as the layer (the toy net's, 30 epochs: 27 / 22 / 18 / 16 dB at conv2_2 / conv3_2 / "
-                    "conv4_2 / conv5_2; train it longer or on more images: kgexplain decoders train --epochs N)",
-                )
-    ws.ensure()
-    runs = []
-    check_writable(store, group, progress)  # opened again to write each run
-    for (weights, handle), decoder in zip(handles, decoders, strict=True):
-        label = weights or "default"
-        folder = out_dir / checkpoint_label(weights) if len(handles) > 1 else out_dir
-        handle.to(device)
-        say(
-            progress,
-            f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}"
-            f"{group.on_ranks()} ...",
-        )
-        started = now()
-        m = measure(handle, frames, layers, cfg.sid, decoder, objects, cfg.batch_size, device, progress, group)
-        if not group.main:  # not rank 0: nothing to write
-            runs.append(InfoRun(label, "", m, [f.id for f in frames]))
-            continue
-        with opened(store, write=True, progress=progress) as db:  # only to write: others may write meanwhile
-            run = _store(db, handle, label, source, frames, layers, cfg, m, masks, framing, started)
-        files = _write_maps(m, frames, folder, objects, whole=framing.crop == "none")
-        runs.append(InfoRun(label, run, m, [f.id for f in frames], files))
-        say(
-            progress,
-            f"stored run {run}: {len(m.records)} maps in {m.seconds:.1f} s "
-            f"({m.seconds / max(1, len(m.records)):.2f} s per map)",
-        )
-    curve = ""
-    if group.main:
-        curve = str(plot_curves(runs, out_dir / "curves.png"))
-        say(progress, f"maps and overlays in {out_dir}/, curves in {curve}")
-    group.barrier("the end of the measurement")
-    return InfoResult(runs, per_image, curve)
+    with removed_if_left_empty(out_dir, made):
+        ws = workspace_of(store)
+        # rank 0 writes the synthetic set (when needed) before the others read it
+        source = group.main_first(lambda: cfg.data.open(ws, progress), "opening the data")
+        size = handles[0][1].input_size
+        framing = Framing(size, "none") if per_image else cfg.data.framing(size, source, default_crop="none")
+        frames = framed(cfg.data, source, framing, progress)
+        masks = [load_mask_file(p, framing.size) for p in cfg.masks] if cfg.masks else None
+        objects = masks if masks is not None else [object_mask(f) for f in frames]  # what the concentration measures
+        decoders = [{n: load_decoder(ws.cache, h, n, device) for n in layers} if cfg.ru else None for _, h in handles]
+        for (weights, h), decoder in zip(handles, decoders, strict=True):
+            for n in decoder or {}:
+                quality = (decoder_info(ws.cache, h, n) or {}).get("psnr")
+                if quality is not None and quality < POOR_DECODER_DB:
+                    say(
+                        progress,
+                        f"note: the {n} decoder ({checkpoint_label(weights)}) reconstructs held-out images at "
+                        f"{quality:.1f} dB PSNR, under {POOR_DECODER_DB:g} dB: RU measured with it reflects the "
+                        "decoder as much as the layer (the toy net's, 30 epochs: 27 / 22 / 18 / 16 dB at conv2_2 / "
+                        "conv3_2 / conv4_2 / conv5_2; train it longer or on more images: kgexplain decoders train "
+                        "--epochs N)",
+                    )
+        ws.ensure()
+        runs = []
+        check_writable(store, group, progress)  # opened again to write each run
+        for (weights, handle), decoder in zip(handles, decoders, strict=True):
+            label = weights or "default"
+            folder = out_dir / checkpoint_label(weights) if len(handles) > 1 else out_dir
+            handle.to(device)
+            say(
+                progress,
+                f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}"
+                f"{group.on_ranks()} ...",
+            )
+            started = now()
+            m = measure(handle, frames, layers, cfg.sid, decoder, objects, cfg.batch_size, device, progress, group)
+            if not group.main:  # not rank 0: nothing to write
+                runs.append(InfoRun(label, "", m, [f.id for f in frames]))
+                continue
+            with opened(store, write=True, progress=progress) as db:  # only to write: others may write meanwhile
+                run = _store(db, handle, label, source, frames, layers, cfg, m, masks, framing, started)
+            files = _write_maps(m, frames, folder, objects, whole=framing.crop == "none")
+            runs.append(InfoRun(label, run, m, [f.id for f in frames], files))
+            say(
+                progress,
+                f"stored run {run}: {len(m.records)} maps in {m.seconds:.1f} s "
+                f"({m.seconds / max(1, len(m.records)):.2f} s per map)",
+            )
+        curve = ""
+        if group.main:
+            curve = str(plot_curves(runs, out_dir / "curves.png"))
+            say(progress, f"maps and overlays in {out_dir}/, curves in {curve}")
+        group.barrier("the end of the measurement")
+        return InfoResult(runs, per_image, curve)
 
 
 def _store(

@@ -40,7 +40,7 @@ from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.store import ids as I
 from kgexplain.store.base import now
 from kgexplain.tables import natural_key
-from kgexplain.workspace import output_folder
+from kgexplain.workspace import output_folder, removed_if_left_empty
 from kgexplain.zoo import training_series
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")  # what a folder given to --checkpoints is read for
@@ -188,59 +188,61 @@ def run_kp(
     if not group.main:
         progress = None  # rank 0 reports for the job
     store = store or StoreSpec()
+    made = group.main and not Path(cfg.out).exists()  # removed again if the job fails before writing into it
     out_dir = output_folder(cfg.out) if group.main else Path(cfg.out)  # first: a folder that cannot be made stops it
-    ws = workspace_of(store)
-    # rank 0 writes the synthetic set (when needed) before the others read it
-    source = group.main_first(lambda: cfg.data.open(ws, progress), "opening the data")
-    frames = framed(cfg.data, source, cfg.data.framing(handles[0][1].input_size, source, "none"), progress)
-    if len(frames) < 2:
-        raise UsageError("knowledge points need at least 2 images")
-    truths = [truth_of(frames, h.class_names, cfg.truth) for _, h in handles]
-    kappa = group.main_first(  # rank 0 computes the tables (when not cached) before the others read them
-        lambda: KappaTables.load(
-            cfg.analysis.sample_kappa0, cfg.analysis.regional_kappa0, cache=ws.ensure().cache / "kappa"
-        ),
-        "the kappa tables",
-    )
-    runs = []
-    check_writable(store, group, progress)  # opened again to write each run
-    for (weights, handle), truth in zip(handles, truths, strict=True):
-        label = checkpoint_label(weights)
-        handle.to(device)
-        t0, started = time.perf_counter(), now()
-        say(
-            progress,
-            f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}"
-            f"{group.on_ranks()} ...",
+    with removed_if_left_empty(out_dir, made):
+        ws = workspace_of(store)
+        # rank 0 writes the synthetic set (when needed) before the others read it
+        source = group.main_first(lambda: cfg.data.open(ws, progress), "opening the data")
+        frames = framed(cfg.data, source, cfg.data.framing(handles[0][1].input_size, source, "none"), progress)
+        if len(frames) < 2:
+            raise UsageError("knowledge points need at least 2 images")
+        truths = [truth_of(frames, h.class_names, cfg.truth) for _, h in handles]
+        kappa = group.main_first(  # rank 0 computes the tables (when not cached) before the others read them
+            lambda: KappaTables.load(
+                cfg.analysis.sample_kappa0, cfg.analysis.regional_kappa0, cache=ws.ensure().cache / "kappa"
+            ),
+            "the kappa tables",
         )
-        images = np.stack([f.image for f in frames])
-        a = analyse(
-            handle, images, truth, layers, kappa, cfg.analysis, cfg.sample_layer, device, cfg.batch_size,
-            progress, group,
-        )  # fmt: skip
-        classes = int(a.collected.logits.shape[1])
-        if cfg.analysis.tau < 1 / classes:
+        runs = []
+        check_writable(store, group, progress)  # opened again to write each run
+        for (weights, handle), truth in zip(handles, truths, strict=True):
+            label = checkpoint_label(weights)
+            handle.to(device)
+            t0, started = time.perf_counter(), now()
             say(
                 progress,
-                f"note: with {classes} classes max_c p(c|h) is at least 1/{classes} = {1 / classes:.2f}, above tau "
-                f"= {cfg.analysis.tau:g}, so every region counts as a knowledge point; pass --tau above "
-                f"{1 / classes:.2f} for counts that mean something",
+                f"{handle.name} ({label}): {count(len(frames), 'image')} x {count(len(layers), 'layer')}"
+                f"{group.on_ranks()} ...",
             )
-        if not group.main:  # not rank 0: nothing to write
-            continue
-        with opened(store, write=True, progress=progress) as db:  # only to write: others may write meanwhile
-            run = _store(db, handle, label, source, frames, layers, a, cfg, started)
-        folder = out_dir / label if len(handles) > 1 else out_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        run.files = write_plots(run.analysis, label, run.class_names, frames, folder)
-        runs.append(run)
-        say(progress, f"stored run {run.run} in {time.perf_counter() - t0:.1f} s")
-    plots = []
-    if group.main:
-        plots = plot_counts([(r.checkpoint, r.analysis) for r in runs], out_dir)
-        say(progress, f"plots in {out_dir}/ ({', '.join(p.name for p in plots)})")
-    group.barrier("the end of the knowledge points")
-    return KnowledgePointsResult(runs, [str(p) for p in plots])
+            images = np.stack([f.image for f in frames])
+            a = analyse(
+                handle, images, truth, layers, kappa, cfg.analysis, cfg.sample_layer, device, cfg.batch_size,
+                progress, group,
+            )  # fmt: skip
+            classes = int(a.collected.logits.shape[1])
+            if cfg.analysis.tau < 1 / classes:
+                say(
+                    progress,
+                    f"note: with {classes} classes max_c p(c|h) is at least 1/{classes} = {1 / classes:.2f}, above tau "
+                    f"= {cfg.analysis.tau:g}, so every region counts as a knowledge point; pass --tau above "
+                    f"{1 / classes:.2f} for counts that mean something",
+                )
+            if not group.main:  # not rank 0: nothing to write
+                continue
+            with opened(store, write=True, progress=progress) as db:  # only to write: others may write meanwhile
+                run = _store(db, handle, label, source, frames, layers, a, cfg, started)
+            folder = out_dir / label if len(handles) > 1 else out_dir
+            folder.mkdir(parents=True, exist_ok=True)
+            run.files = write_plots(run.analysis, label, run.class_names, frames, folder)
+            runs.append(run)
+            say(progress, f"stored run {run.run} in {time.perf_counter() - t0:.1f} s")
+        plots = []
+        if group.main:
+            plots = plot_counts([(r.checkpoint, r.analysis) for r in runs], out_dir)
+            say(progress, f"plots in {out_dir}/ ({', '.join(p.name for p in plots)})")
+        group.barrier("the end of the knowledge points")
+        return KnowledgePointsResult(runs, [str(p) for p in plots])
 
 
 def _store(
