@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, features
 
 from kgexplain.data.images import IMAGE_EXTENSIONS, register_heif
 from kgexplain.errors import KgExplainError, ModelError
@@ -89,8 +89,6 @@ def checks(store: StoreSpec | None = None) -> list[dict[str, Any]]:
 
 def formats_check() -> dict[str, Any]:
     """Which of the image formats kgexplain lists this Pillow (and pillow-heif) can decode."""
-    from PIL import features  # lazy: only the doctor asks
-
     register_heif()
     plugin = Image.registered_extensions()
     library = {".webp": "webp", ".avif": "avif", ".jp2": "jpg_2000"}  # formats whose library a Pillow build may lack

@@ -144,14 +144,20 @@ def left_by_gone_process(name: str) -> bool:
     return False
 
 
+def _left_by_gone_processes(target: Path, pattern: str) -> list[str]:
+    """The files or folders beside ``target`` named ``.TARGET.HOST.PID`` + ``pattern`` that a process of this
+    machine that is gone made (the name is matched after the target's own, which may hold anything)."""
+    prefix = os.path.join(target.parent, f".{target.name}")
+    return [old for old in glob.glob(glob.escape(prefix) + ".*" + pattern) if left_by_gone_process(old[len(prefix) :])]
+
+
 def temporary_beside(path: Path, suffix: str = "") -> Path:
     """The name to write ``path`` under before renaming it into place (``.NAME.HOST.PID.tmp`` + ``suffix``), so
     that processes writing the same file at once (ranks sharing a cache) never write into each other's; one that a
     process of this machine left when it was killed hard is removed now."""
-    for old in glob.glob(glob.escape(os.path.join(path.parent, f".{path.name}.")) + "*.tmp*"):
-        if left_by_gone_process(os.path.basename(old)[len(path.name) + 1 :]):
-            with contextlib.suppress(OSError):
-                os.unlink(old)
+    for old in _left_by_gone_processes(path, ".tmp*"):
+        with contextlib.suppress(OSError):
+            os.unlink(old)
     return path.with_name(f".{path.name}.{process_tag()}.tmp{suffix}")
 
 
@@ -161,8 +167,6 @@ def staging_folder(out: Path) -> Path:
     Its name says which machine and process made it (``.site.HOST.PID.xxxx.staging``), so one that a process of
     this machine left when it was killed hard (``kill -9``, the out-of-memory killer) is removed here, the next
     time the same ``out`` is written; those of live processes and of other machines sharing the folder are kept."""
-    prefix = f".{out.name}."
-    for old in glob.glob(glob.escape(os.path.join(out.parent, prefix)) + "*.staging"):
-        if left_by_gone_process(os.path.basename(old)[len(prefix) - 1 :]):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{process_tag()}.", suffix=".staging", dir=out.parent))
+    for old in _left_by_gone_processes(out, ".staging"):
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.{process_tag()}.", suffix=".staging", dir=out.parent))

@@ -13,6 +13,7 @@ do not), so annotations, results and overlays all refer to the upright image.
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections import Counter
 from collections.abc import Iterable
@@ -37,13 +38,13 @@ BACKDROP = (124, 116, 104)  # ImageNet mean colour
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """``Image.open``, with HEIC / HEIF files readable (pillow-heif's opener, registered the first time one is
-    opened: importing it costs 0.2 s). libheif applies a HEIF photo's rotation itself and resets its EXIF
-    orientation, so such a photo opens upright."""
+def open_image(path: str | Path, data: bytes | None = None) -> Image.Image:
+    """``Image.open`` of ``path`` (or of its bytes ``data``, already read), with HEIC / HEIF files readable
+    (pillow-heif's opener, registered the first time one is opened: importing it costs 0.2 s). libheif applies a
+    HEIF photo's rotation itself and resets its EXIF orientation, so such a photo opens upright."""
     if str(path).lower().endswith(HEIF_EXTENSIONS):
         register_heif()
-    return Image.open(path)
+    return Image.open(io.BytesIO(data) if data is not None else path)
 
 
 def register_heif() -> None:

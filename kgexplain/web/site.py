@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from kgexplain.data.base import Framing
-from kgexplain.data.images import HEIF_EXTENSIONS, orientation, register_heif, to_rgb, upright
+from kgexplain.data.images import open_image, orientation, to_rgb, upright
 from kgexplain.errors import UsageError
 from kgexplain.plots import save_png
 from kgexplain.store import browse
@@ -598,10 +598,8 @@ def sendable_image(path: Path) -> tuple[bytes, str]:
     format browsers do not show (TIFF, PPM / PGM, HEIC, JPEG 2000, CMYK JPEG) is sent as a PNG, or a JPEG for a
     JPEG."""
     data = path.read_bytes()
-    if path.suffix.lower() in HEIF_EXTENSIONS:
-        register_heif()
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(path, data) as im:
             shown = path.suffix.lower() in BROWSER_FORMATS and im.mode != "CMYK"
             if max(im.size) <= SENT_IMAGE_SIDE and orientation(im) == 1 and shown:
                 return data, path.suffix.lower()
