@@ -80,3 +80,12 @@ def write_png(path: Path, size: tuple[int, int] = (40, 32), mode: str = "RGB", s
         arr = rng.integers(0, 255, (size[1], size[0]), dtype=np.uint8)
     Image.fromarray(arr).save(path)
     return path
+
+
+def gone_pid() -> int:
+    """The process id of a process that has ended (what a process killed hard leaves in its temporary names)."""
+    import subprocess  # lazy: two tests use it
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)

@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ from kgexplain.features import extract_features, normalise
 from kgexplain.features.extract import features_of
 from kgexplain.models import ModelHandle, load_model
 
-from .conftest import write_png
+from .conftest import gone_pid, write_png
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +81,11 @@ def test_interrupted_extraction_resumes_after_the_complete_shards(toynet, tmp_pa
     for k in (1, 2):
         (d / f"shard-{k:06d}.npy").unlink()
         (d / f"shard-{k:06d}.json").unlink()
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host = socket.gethostname()
+    gone, host = gone_pid(), socket.gethostname()
     left = {
-        "killed": d / f".shard-000001.npy.{host}.{int(gone.stdout)}.tmp",
+        "killed": d / f".shard-000001.npy.{host}.{gone}.tmp",
         "live": d / f".shard-000001.npy.{host}.{os.getppid()}.tmp",
-        "elsewhere": d / f".shard-000001.npy.other-host.{int(gone.stdout)}.tmp",
+        "elsewhere": d / f".shard-000001.npy.other-host.{gone}.tmp",
     }
     for f in left.values():
         f.write_bytes(b"half")

@@ -30,6 +30,8 @@ from kgexplain.web.report import write_report
 from kgexplain.web.serve import make_app
 from kgexplain.web.site import href, site_path, slug, unslug
 
+from .conftest import gone_pid
+
 SHAPE = Shape((("conv4_1", 6, 3), ("conv4_2", 6, 3), ("conv5_1", 4, 2)), parents=3, top=4, images=6)
 
 
@@ -148,16 +150,13 @@ def test_a_report_removes_what_a_killed_report_left_and_nothing_else(store_dir: 
     process is gone) is removed by the next report to that --out. Another live process's, another machine's, and
     another --out's are kept."""
     import os
-    import subprocess
-    import sys
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host = socket.gethostname()
+    gone, host = gone_pid(), socket.gethostname()
     left = {
-        "killed": tmp_path / f".site.{host}.{int(gone.stdout)}.ab12.staging",
+        "killed": tmp_path / f".site.{host}.{gone}.ab12.staging",
         "live": tmp_path / f".site.{host}.{os.getppid()}.cd34.staging",
-        "elsewhere": tmp_path / f".site.other-host.{int(gone.stdout)}.ef56.staging",
-        "other out": tmp_path / f".site2.{host}.{int(gone.stdout)}.gh78.staging",
+        "elsewhere": tmp_path / f".site.other-host.{gone}.ef56.staging",
+        "other out": tmp_path / f".site2.{host}.{gone}.gh78.staging",
     }
     for folder in left.values():
         (folder / "patterns").mkdir(parents=True)
