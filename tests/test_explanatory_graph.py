@@ -236,6 +236,30 @@ def test_the_numba_kernel_matches_the_torch_e_step(with_parents: bool, agreement
     assert torch.equal(fscore_n, score_n) and not torch.equal(fine_n, pos_n)
 
 
+@pytest.mark.parametrize("with_parents", [False, True])
+def test_filters_left_out_of_the_kernel_are_zero_and_the_others_unchanged(with_parents: bool) -> None:
+    # Without parents the kernel computes each filter's windows once for all images; with them, per image.
+    torch.manual_seed(1)
+    b, d, n, side, r = 4, 5, 3, 10, 2
+    grid = Grid(side, side, 8.0, 8.0, 3.5, 3.5, r)
+    f, p = torch.relu(torch.randn(b, d, side, side)), d * n
+    mu, sigma = torch.rand(p, 2) * 80, torch.rand(p) * 8 + 3
+    up = None
+    if with_parents:
+        idx, edge_w = torch.randint(0, 4, (p, 2)), torch.full((p, 2), 0.01)
+        up = (idx, torch.rand(b, 4, 2) * 80, torch.rand(b, 4) * 2, torch.rand(4, 2) * 80, edge_w, edge_w, torch.ones(p))
+    active = torch.tensor([True, False, True, False, True])
+    for with_stats in (True, False):
+        every = e_step_numba(f, mu, sigma, n, grid, 0.1, with_stats, up, 1.0)
+        some = e_step_numba(f, mu, sigma, n, grid, 0.1, with_stats, up, 1.0, active=active)
+        on = active.repeat_interleave(n)
+        for a, s in zip(every[:2], some[:2], strict=True):
+            assert torch.equal(a[:, on], s[:, on]) and not s[:, ~on].any() and a[:, ~on].any()
+        if with_stats:
+            assert every[2] is not None and some[2] is not None
+            assert torch.equal(every[2].rows()[on], some[2].rows()[on]) and not some[2].rows()[~on].any()
+
+
 def test_parent_selection_matches_the_slow_reference() -> None:
     rng = np.random.default_rng(4)
     n, pc, cu = 9, 6, 8

@@ -59,7 +59,12 @@ class Stats:
     @classmethod
     def of_images(cls, rows: torch.Tensor) -> Stats:
         """Statistics summed over images, in image order, from per-image rows (B, P, 4) float64 of (w, dx, dy, dd)."""
-        return cls.of_rows(torch.from_numpy(rows.cpu().numpy().sum(0)))
+        if rows.device.type != "cpu":
+            return cls.of_rows(torch.from_numpy(rows.cpu().numpy().sum(0)))
+        # lazy: rows on the CPU come from the numba kernel (numba loaded); summed there on every thread, same order
+        from kgexplain.explanatory_graph.estep_numba import image_sums
+
+        return cls.of_rows(torch.from_numpy(image_sums(np.ascontiguousarray(rows.numpy(), np.float64))))
 
     def rows(self) -> torch.Tensor:
         """The statistics as one tensor, (w, dx, dy, dd) on the last axis: (B, P, 4) per image, or (P, 4) (the
