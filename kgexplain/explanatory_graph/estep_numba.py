@@ -394,3 +394,21 @@ def image_sums(stats: np.ndarray) -> np.ndarray:
             for j in range(j_count):
                 out[v, j] += stats[b, v, j]
     return out
+
+
+@njit(parallel=True, cache=True)
+def map_sums(x: np.ndarray, square: bool) -> np.ndarray:
+    """(B, D, h, w) float32 -> (D, h, w) float64: the sum over the images of ``x`` (or of ``x * x``, squared in
+    float32), each value added in image order as numpy's ``sum(0, dtype=float64)`` adds it, the channels split
+    across threads."""
+    b_count, d_count, h, w = x.shape
+    out = np.zeros((d_count, h, w), np.float64)
+    for d in prange(d_count):
+        for b in range(b_count):
+            for y in range(h):
+                for i in range(w):
+                    v = x[b, d, y, i]
+                    if square:
+                        v = v * v
+                    out[d, y, i] += np.float64(v)
+    return out

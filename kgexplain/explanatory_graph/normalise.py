@@ -7,7 +7,6 @@ activation entities.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from kgexplain.distributed import Group
@@ -60,13 +59,16 @@ def background_std(
 
 
 def image_sum(x: torch.Tensor, square: bool = False) -> torch.Tensor:
-    """The sum over the images (dim 0) of float32 ``x`` (or of ``x * x``), accumulated in float64. On the CPU numpy's
-    buffered reduction adds float32 values into float64 sums without a float64 copy of the chunk: 2.5x faster than
-    torch's and equal to it. Squares are taken in float32, exact for values a feature set holds (float16, times a
-    power of two: 11-bit mantissas whose products need 22 of float32's 24 bits)."""
+    """The sum over the images (dim 0) of float32 maps ``x`` (B, D, h, w) (or of ``x * x``), accumulated in float64.
+    On the CPU a numba loop adds the float32 values into float64 sums on every thread, without a float64 copy of
+    the chunk and in numpy's order (equal to numpy's ``sum(0, dtype=float64)``; 3x faster on 2 cores). Squares are
+    taken in float32, exact for values a feature set holds (float16, times a power of two: 11-bit mantissas whose
+    products need 22 of float32's 24 bits)."""
     if x.device.type == "cpu":
-        a = x.detach().numpy()
-        return torch.from_numpy((np.square(a) if square else a).sum(0, dtype=np.float64))
+        # lazy: the CPU path's kernels load numba, which a GPU run does not need
+        from kgexplain.explanatory_graph.estep_numba import map_sums
+
+        return torch.from_numpy(map_sums(x.detach().numpy(), square))
     return (x * x if square else x).sum(0, dtype=torch.float64)
 
 
