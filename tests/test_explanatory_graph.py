@@ -23,6 +23,7 @@ from kgexplain.explanatory_graph import (
 )
 from kgexplain.explanatory_graph.estep import Grid, e_step, e_step_numba, numba_shift, pad, subcell
 from kgexplain.explanatory_graph.miner import parent_shift
+from kgexplain.explanatory_graph.normalise import image_sum
 from kgexplain.explanatory_graph.parents import (
     Parents,
     kernel_scores,
@@ -258,6 +259,18 @@ def test_filters_left_out_of_the_kernel_are_zero_and_the_others_unchanged(with_p
         if with_stats:
             assert every[2] is not None and some[2] is not None
             assert torch.equal(every[2].rows()[on], some[2].rows()[on]) and not some[2].rows()[~on].any()
+
+
+def test_sums_over_images_equal_numpys_in_float64_on_strided_maps_too() -> None:
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal((23, 4, 6, 7)) * 5).astype(np.float16).astype(np.float32)  # as a feature set holds
+    padded = torch.from_numpy(np.pad(a, ((0, 0), (0, 0), (2, 2), (2, 2))))[:, :, 2:-2, 2:-2]  # a strided view
+    for x in (torch.from_numpy(a), padded):
+        assert torch.equal(image_sum(x), torch.from_numpy(a.sum(0, dtype=np.float64)))
+        squares = image_sum(x, square=True)
+        assert squares.dtype == torch.float64 and torch.equal(
+            squares, torch.from_numpy(a.astype(np.float64) ** 2).sum(0)
+        )
 
 
 def test_parent_selection_matches_the_slow_reference() -> None:
