@@ -25,7 +25,7 @@ from kgexplain.errors import UsageError
 from kgexplain.store import GraphStore, StoreSpec, open_store
 from kgexplain.store.base import RunRecord
 from kgexplain.store.sample_graph import Shape, sample_graph
-from kgexplain.web.render import render
+from kgexplain.web.render import NO_PAGE, render
 from kgexplain.web.report import write_report
 from kgexplain.web.serve import make_app
 from kgexplain.web.site import href, site_path, slug, unslug
@@ -125,6 +125,9 @@ def test_report_is_self_contained_every_link_resolves(store_dir: Path, tmp_path:
             assert (page.parent / ref).resolve().is_file(), f"{page.relative_to(out)} links to missing {ref}"
         twin = json.loads(page.with_suffix(".json").read_text())
         assert twin["page"] in ("index", "run", "pattern", "image", "paths", "metrics")
+    # A pattern beyond --max-patterns shows as plain text that says why when pointed at.
+    assert not any("<a>" in p.read_text() for p in pages)
+    assert any(f'<a title="{NO_PAGE}">' in p.read_text() for p in pages)
     run = _run_id(store_dir)
     run_page = json.loads((out / href("runs", run, ext="json")).read_text())
     assert [lay["layer"] for lay in run_page["layers"]] == ["conv4_1", "conv4_2", "conv5_1"]  # the model's order

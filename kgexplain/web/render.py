@@ -13,6 +13,12 @@ from kgexplain.web.site import offsets_svg
 
 STATIC = Path(__file__).parent / "static"
 
+# What a link the site has no page for says when pointed at (the templates leave such anchors bare: ``<a>``).
+NO_PAGE = (
+    "no page in this report: it has pages for each layer's best patterns (report --max-patterns) and for the runs "
+    "it was given; kgexplain serve shows every one"
+)
+
 
 @cache
 def environment() -> Environment:
@@ -26,7 +32,8 @@ def render(data: dict[str, Any], path: str, store_name: str = "") -> str:
     ctx = data | {"root": "../" * depth, "twin": twin, "store_name": store_name}
     if data["page"] == "pattern":
         ctx["graph_svg"] = offsets_svg(data, int(data["input_size"]))
-    return environment().get_template(f"{data['page']}.html").render(**ctx)
+    html = environment().get_template(f"{data['page']}.html").render(**ctx)
+    return html.replace("<a>", f'<a title="{NO_PAGE}">')
 
 
 def to_json(data: dict[str, Any]) -> str:
