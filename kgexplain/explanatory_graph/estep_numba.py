@@ -165,6 +165,7 @@ def _windows(
     area = sx * sy / (2.0 * math.pi)
     if with_stats:
         sib[:, :] = 0.0
+    ylo, yhi, xlo, xhi = h, 0, w, 0  # the box around the windows (the cells the responses read)
     for t in range(n):
         v = d * n + t
         if not active[v]:
@@ -192,6 +193,7 @@ def _windows(
             c = area / (sigma[v] * sigma[v])
             y0, y1 = max(j0 - r, 0), min(j0 + r + 1, h)
             x0, x1 = max(i0 - r, 0), min(i0 + r + 1, w)
+            ylo, yhi, xlo, xhi = min(ylo, y0), max(yhi, y1), min(xlo, x0), max(xhi, x1)
             if noise_window:  # the pattern's own mean density over its window cells on the map
                 mass = 0.0
                 for y in range(y0, y1):
@@ -207,8 +209,8 @@ def _windows(
                 gx[t, o] *= ag
     if with_stats and not noise_window:
         noise = tau / (h * w)
-        for y in range(h):  # one reciprocal per cell instead of one division per window cell
-            for x in range(w):
+        for y in range(ylo, yhi):  # one reciprocal per cell instead of one division per window cell
+            for x in range(xlo, xhi):
                 sib[y, x] = 1.0 / (sib[y, x] + noise)
 
 
