@@ -1,10 +1,12 @@
 """The E-step (``estep.py``) as one fused CPU kernel, compiled by numba.
 
-Per image and filter, the kernel makes two passes over the filter's patterns: the first accumulates the
-patterns' densities into one map-sized buffer (the sibling mixture), the second computes responsibilities, the
-M-step sums and the inference. The buffer and the filter's map stay in cache, and nothing of size
-images x patterns x cells is ever materialised, which makes it several times faster than the vectorised torch
-form on a CPU. Images run in parallel. Compiled kernels are cached on disk (numba ``cache=True``).
+Per image and filter, the kernel makes two passes over the filter's patterns: the first (``_windows``) accumulates
+the patterns' densities into one map-sized buffer (the sibling mixture), the second (``_responses``) computes
+responsibilities, the M-step sums and the inference. The buffer and the filter's map stay in cache, and nothing of
+size images x patterns x cells is ever materialised, which makes it several times faster than the vectorised torch
+form on a CPU. Images run in parallel. Patterns without parents predict the same position on every image, so for
+them the first pass runs once per filter and every image shares it. Compiled kernels are cached on disk (numba
+``cache=True``).
 """
 
 from __future__ import annotations
@@ -341,6 +343,7 @@ def estep_kernel(
     out_score: np.ndarray,  # (B, P) float32
     out_stats: np.ndarray,  # (B, P, 4) float64: w, w*dx, w*dy, w*|d|^2
 ) -> None:
+    """``estep.e_step`` for every image and pattern, into the ``out_`` arrays (see ``estep.e_step_numba``)."""
     b_count, d_count, h, w = f.shape
     k = 2 * r + 1
     n = n_per_filter
