@@ -96,11 +96,16 @@ def folder_size(path: Path) -> int:
 
 
 @contextlib.contextmanager
-def removed_if_left_empty(folder: Path, made: bool) -> Iterator[None]:
-    """Around a command that writes into ``folder``: when the command fails and ``folder`` is one it made and left
-    empty, remove it (a failed `kgexplain info` left an empty `kgexplain-info/` in the folder it ran in)."""
+def job_output_folder(path: str | os.PathLike[str], make: bool = True) -> Iterator[Path]:
+    """Around a job that writes its files into ``path`` (``--out``): the folder, made now by ``output_folder`` where
+    ``make`` (the other ranks of a distributed job only name it). When the job fails and the folder is one it made
+    and left empty, it is removed (a failed `kgexplain info` left an empty `kgexplain-info/` where it ran)."""
+    folder = Path(path)
+    made = make and not folder.exists()
+    if make:
+        output_folder(folder)
     try:
-        yield
+        yield folder
     except BaseException:
         if made:
             with contextlib.suppress(OSError):

@@ -42,7 +42,7 @@ from kgexplain.progress import Progress, say
 from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.store import ids as I
 from kgexplain.store.base import now
-from kgexplain.workspace import output_folder, removed_if_left_empty
+from kgexplain.workspace import job_output_folder
 
 # held-out PSNR below which a decoder barely reconstructs at all (the toy net's deepest, conv5_2, reaches 15.6 dB
 # after 30 epochs: deep layers discard information, so a low figure there is partly the layer's, not the decoder's)
@@ -132,9 +132,8 @@ def run_info(
     if not group.main:
         progress = None  # rank 0 reports for the job
     store = store or StoreSpec()
-    made = group.main and not Path(cfg.out).exists()  # removed again if the job fails before writing into it
-    out_dir = output_folder(cfg.out) if group.main else Path(cfg.out)  # first: a folder that cannot be made stops it
-    with removed_if_left_empty(out_dir, made):
+    # first: a folder that cannot be made stops the job; one it made is removed again if it fails before writing
+    with job_output_folder(cfg.out, make=group.main) as out_dir:
         ws = workspace_of(store)
         # rank 0 writes the synthetic set (when needed) before the others read it
         source = group.main_first(lambda: cfg.data.open(ws, progress), "opening the data")

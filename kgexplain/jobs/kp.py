@@ -40,7 +40,7 @@ from kgexplain.store import GraphStore, StoreSpec
 from kgexplain.store import ids as I
 from kgexplain.store.base import now
 from kgexplain.tables import natural_key
-from kgexplain.workspace import output_folder, removed_if_left_empty
+from kgexplain.workspace import job_output_folder
 from kgexplain.zoo import training_series
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")  # what a folder given to --checkpoints is read for
@@ -188,9 +188,8 @@ def run_kp(
     if not group.main:
         progress = None  # rank 0 reports for the job
     store = store or StoreSpec()
-    made = group.main and not Path(cfg.out).exists()  # removed again if the job fails before writing into it
-    out_dir = output_folder(cfg.out) if group.main else Path(cfg.out)  # first: a folder that cannot be made stops it
-    with removed_if_left_empty(out_dir, made):
+    # first: a folder that cannot be made stops the job; one it made is removed again if it fails before writing
+    with job_output_folder(cfg.out, make=group.main) as out_dir:
         ws = workspace_of(store)
         # rank 0 writes the synthetic set (when needed) before the others read it
         source = group.main_first(lambda: cfg.data.open(ws, progress), "opening the data")
