@@ -64,7 +64,7 @@ class Stats:
         # lazy: rows on the CPU come from the numba kernel (numba loaded); summed there on every thread, same order
         from kgexplain.explanatory_graph.estep_numba import image_sums
 
-        return cls.of_rows(torch.from_numpy(image_sums(np.ascontiguousarray(rows.numpy(), np.float64))))
+        return cls.of_rows(torch.from_numpy(image_sums(rows.numpy()[..., None])[..., 0]))
 
     def rows(self) -> torch.Tensor:
         """The statistics as one tensor, (w, dx, dy, dd) on the last axis: (B, P, 4) per image, or (P, 4) (the
@@ -317,10 +317,7 @@ def e_step_numba(
         st,
     )
     stats = None
-    if with_stats and per_image:
+    if with_stats:
         rows = torch.from_numpy(st)
-        stats = Stats.of_rows(rows)
-    elif with_stats:
-        sums = torch.from_numpy(st.sum(0))
-        stats = Stats.of_rows(sums)
+        stats = Stats.of_rows(rows) if per_image else Stats.of_images(rows)
     return torch.from_numpy(pos), torch.from_numpy(score), stats

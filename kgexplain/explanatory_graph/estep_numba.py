@@ -389,23 +389,10 @@ def estep_kernel(
 
 
 @njit(parallel=True, cache=True)
-def image_sums(stats: np.ndarray) -> np.ndarray:
-    """(B, P, 4) -> (P, 4): the statistics summed over the images, in image order (as numpy's ``sum(0)``), with the
-    patterns split across threads."""
-    b_count, p_count, j_count = stats.shape
-    out = np.zeros((p_count, j_count), np.float64)
-    for v in prange(p_count):
-        for b in range(b_count):
-            for j in range(j_count):
-                out[v, j] += stats[b, v, j]
-    return out
-
-
-@njit(parallel=True, cache=True)
-def map_sums(x: np.ndarray, square: bool) -> np.ndarray:
-    """(B, D, h, w) float32 -> (D, h, w) float64: the sum over the images of ``x`` (or of ``x * x``, squared in
-    float32), each value added in image order as numpy's ``sum(0, dtype=float64)`` adds it, the channels split
-    across threads."""
+def image_sums(x: np.ndarray, square: bool = False) -> np.ndarray:
+    """(B, D, h, w) -> (D, h, w) float64: the sum over the images of ``x`` (or of ``x * x``, squared in x's type),
+    each value added in image order as numpy's ``sum(0, dtype=float64)`` adds it, the second axis split across
+    threads (feature maps' channels; the E-step's per-image statistics as (B, P, 4, 1))."""
     b_count, d_count, h, w = x.shape
     out = np.zeros((d_count, h, w), np.float64)
     for d in prange(d_count):

@@ -66,9 +66,9 @@ def image_sum(x: torch.Tensor, square: bool = False) -> torch.Tensor:
     products need 22 of float32's 24 bits)."""
     if x.device.type == "cpu":
         # lazy: the CPU path's kernels load numba, which a GPU run does not need
-        from kgexplain.explanatory_graph.estep_numba import map_sums
+        from kgexplain.explanatory_graph.estep_numba import image_sums
 
-        return torch.from_numpy(map_sums(x.detach().numpy(), square))
+        return torch.from_numpy(image_sums(x.detach().numpy(), square))
     return (x * x if square else x).sum(0, dtype=torch.float64)
 
 
