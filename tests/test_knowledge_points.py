@@ -220,6 +220,26 @@ def test_kp_says_when_tau_cannot_separate_so_few_classes(tmp_path: Path, monkeyp
     assert captions == [f"conv5_2: {per_image} of {per_image} knowledge points reliable"] * 4
 
 
+def test_kp_says_when_every_image_is_of_one_class(tmp_path: Path) -> None:
+    """Images all labelled one class make every knowledge point of that class reliable: the job says the ratio then
+    says nothing, once per checkpoint; with two classes among the labels it says nothing of the kind."""
+    torch.manual_seed(0)
+    from kgexplain.models.toynet import ToyVGG
+
+    weights = tmp_path / "cats-dogs.pt"
+    torch.save({"state_dict": ToyVGG(3).state_dict(), "meta": {"class_names": ["cat", "dog", "owl"]}}, weights)
+    for label, folder in (("one", ["cat"] * 4), ("two", ["cat", "cat", "dog", "dog"])):
+        for i, name in enumerate(folder):
+            write_png(tmp_path / label / name / f"x{i}.png", (64, 64), seed=i)
+        args = ["kp", "--weights", str(weights), "--images", str(tmp_path / label), "--tau", "0.5"]
+        args += ["--store", str(tmp_path / "store"), "--out", str(tmp_path / f"o-{label}")]
+        args += ["--epochs", "1", "--others", "3", "--layers", "conv5_2"]
+        res = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        said = "note: every image is labelled class 'cat', so a knowledge point is reliable whenever it points"
+        assert res.output.count(said) == (label == "one"), res.output
+
+
 def test_exact_shapley_of_regions_under_a_linear_head() -> None:
     """phi sums to the predicted logit minus its bias (efficiency), equals the region's own term, and is not
     claimed where the last linear layer does not read the pooled feature."""

@@ -227,6 +227,15 @@ def run_kp(
                     f"= {cfg.analysis.tau:g}, so every region counts as a knowledge point; pass --tau above "
                     f"{1 / classes:.2f} for counts that mean something",
                 )
+            known = np.unique(a.truth[a.truth >= 0])
+            if len(known) == 1:
+                whose = "predicted" if cfg.truth == "predicted" else "labelled"
+                say(
+                    progress,
+                    f"note: every image is {whose} class {_class_name(handle, int(known[0]))}, so a knowledge point is "
+                    "reliable whenever it points to that class: the reliable ratio says nothing about the model here; "
+                    "give images of several classes",
+                )
             if not group.main:  # not rank 0: nothing to write
                 continue
             with opened(store, write=True, progress=progress) as db:  # only to write: others may write meanwhile
@@ -242,6 +251,12 @@ def run_kp(
             say(progress, f"plots in {out_dir}/ ({', '.join(p.name for p in plots)})")
         group.barrier("the end of the knowledge points")
         return KnowledgePointsResult(runs, [str(p) for p in plots])
+
+
+def _class_name(handle: ModelHandle, index: int) -> str:
+    """A class's name where the model has names, else its output index."""
+    names = handle.class_names or []
+    return repr(names[index]) if index < len(names) else str(index)
 
 
 def _store(
