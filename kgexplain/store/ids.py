@@ -40,7 +40,7 @@ def filter_id(model: str, layer: str, channel: int) -> str:
 
 
 def run_id(kind: str, model_name: str, data_name: str, determinants: Any) -> str:
-    return f"{kind}-{slug(model_name, 16)}-{slug(data_name)}-{digest(determinants)}"
+    return f"{kind}-{slug(model_name)}-{slug(data_name)}-{digest(determinants)}"
 
 
 def pattern_id(run: str, layer: str, channel: int, k: int) -> str:

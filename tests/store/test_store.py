@@ -147,3 +147,14 @@ def test_patterns_are_ranked_and_filtered(store: GraphStore, graph: SampleGraph)
         queries.patterns(store, model="resnet50")
     with pytest.raises(StoreError, match="no pattern"):
         queries.pattern(store, "nope")
+
+
+def test_run_ids_spell_the_model_and_data_names_out() -> None:
+    """A run id names its model and data readably (efficientnet_lite0 was cut to efficientnet-lit); only names past
+    24 characters are shortened, and the hash still tells runs apart."""
+    from kgexplain.store import ids as I
+
+    assert I.run_id("eg", "efficientnet_lite0", "my-birds", {"a": 1}).startswith("eg-efficientnet-lite0-my-birds-")
+    long = I.run_id("kp", "a-model-name-of-thirty-characters", "x", {})
+    assert long == "kp-a-model-name-of-thirty-c-x-44136fa3"
+    assert I.run_id("eg", "m", "d", {"a": 1}) != I.run_id("eg", "m", "d", {"a": 2})
