@@ -537,7 +537,8 @@ def _run(*args: str, ok: bool = True):
 def test_a_build_on_user_data_grows_on_its_images_and_calibrates_on_its_negatives_folder(tmp_path: Path) -> None:
     """`aog learn` on a build of the user's own data reads the build's images and --negatives again from where the
     build read them: the templates grow (and "not found" is calibrated) on the build's 15 birds, not on the 3 of the
-    examples file; without them it says why it cannot calibrate."""
+    examples file; without them it says why it cannot calibrate. `localize --whole` says it changes nothing on such a
+    build, which framed its images whole."""
     birds, background, store = tmp_path / "birds", tmp_path / "background", str(tmp_path / "store")
     _run("data", "synth", "--out", str(birds), "--n", "15", "--seed", "4", "--category", "bird")
     _run("data", "synth", "--out", str(background), "--n", "12", "--seed", "5", "--category", "background")
@@ -562,6 +563,11 @@ def test_a_build_on_user_data_grows_on_its_images_and_calibrates_on_its_negative
     (background / "images").rename(tmp_path / "moved")
     gone = _run("aog", "learn", "--part", "head", "--examples", examples, "--store", store, ok=False)
     assert gone.exit_code == 1 and "the background images of build" in gone.output and "--negatives" in gone.output
+    # This build framed its images whole (no --crop box): so does localisation, and --whole is said to change nothing.
+    image, note = str(birds / "images" / "000003.png"), "was mined on whole images (not cropped to object boxes)"
+    for flags in ([], ["--whole"]):
+        said = CliRunner().invoke(cli, ["localize", "--part", "head", *flags, image, "--store", store])
+        assert said.exit_code == 0 and said.output.count(note) == len(flags), said.output
 
 
 def test_parts_learnt_from_examples_they_do_not_share_are_put_in_one_facing_frame(tmp_path: Path) -> None:

@@ -400,6 +400,14 @@ def run_localize(
     # Decode everything first: an unreadable image named on its own fails before anything is written; in a folder
     # or an annotations file it is skipped and counted, as in every job.
     source = usable_images(cfg.images, source, progress)
+    if cfg.whole and build.framing.crop != "box":
+        say(
+            progress,
+            f"note: {build.run} was mined on whole images (not cropped to object boxes), so every image is "
+            "localised whole, as the build saw its images, and --whole changes nothing; a build on images "
+            "cropped to their boxes (--annotations FILE --crop box, or --cub) is what finds an object in a larger "
+            "image",
+        )
     out_dir = output_folder(cfg.out) if cfg.out else None  # before the work: a folder that cannot be made stops it
     found, timings = localise_source(build, models + helpers, source, progress=progress, whole=cfg.whole)
     rows = []
