@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 import time
+import traceback
 from typing import Any
 
 import click
@@ -97,7 +98,16 @@ def worker(argv: list[str], threads: int) -> None:
         torch.set_num_threads(threads)
     if "NUMBA_NUM_THREADS" not in os.environ:
         os.environ["NUMBA_NUM_THREADS"] = str(threads)
-    code = cli.main(args=argv, prog_name="kgexplain", standalone_mode=False)
+    try:
+        code = cli.main(args=argv, prog_name="kgexplain", standalone_mode=False)
+    except Exception as e:  # a bug: the launcher reports only the exit code, so this rank prints its traceback
+        if type(e).__name__ == "SignalException":  # stopped by the launcher because another rank failed
+            raise
+        rank = os.environ.get("RANK", "?")
+        click.echo(f"rank {rank}: unexpected error (please report it with this traceback):", err=True)
+        traceback.print_exc()
+        sys.stderr.flush()
+        raise
     leave()
     if code:
         sys.exit(code)

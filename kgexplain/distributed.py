@@ -178,10 +178,13 @@ class Group:
             ) from e
 
     def fault(self, stage: str) -> None:
-        """Tests: kill this rank at ``stage`` when ``$KGEXPLAIN_FAULT_RANK`` is ``RANK:STAGE``."""
+        """Tests: kill this rank at ``stage`` when ``$KGEXPLAIN_FAULT_RANK`` is ``RANK:STAGE``; raise an unexpected
+        error there (as a bug would) when it is ``RANK:STAGE:raise``."""
         spec = os.environ.get(FAULT_ENV, "")
         if spec and spec == f"{self.rank}:{stage}":
             os._exit(17)
+        if spec and spec == f"{self.rank}:{stage}:raise":
+            raise AssertionError(f"a fault injected at {stage} ({FAULT_ENV})")
 
 
 def join(device: torch.device | str = "cpu", timeout_s: float = 1800.0) -> Group:
