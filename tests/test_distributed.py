@@ -21,7 +21,9 @@ from kgexplain.store import StoreSpec
 from kgexplain.store import queries as Q
 
 # EM on a sample of 7 of the 12 images: it falls unevenly on the two ranks' blocks, which deal it evenly.
-TINY = ["--n", "12", "--iterations", "3", "--patches", "1", "--layers", "conv5_1,conv5_2", "--em-images", "7"]
+# conv4_2's 5 x 5 windows take stepwise EM's mini-batches (of 3 of the 7 EM images) in the first 2 of 8 iterations.
+TINY = ["--n", "12", "--iterations", "8", "--patches", "1", "--layers", "conv4_2,conv5_2", "--em-images", "7"]
+TINY += ["--em-batch", "3"]
 
 
 def _kgx(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -67,7 +69,7 @@ def _patches(store: Path) -> list[tuple[str, ...]]:
 
 def test_two_gloo_ranks_store_the_run_one_process_stores(tmp_path: Path) -> None:
     store = tmp_path / "s"
-    cfg = BuildConfig(n=12, iterations=3, patches=1, layers=("conv5_1", "conv5_2"), em_images=7)
+    cfg = BuildConfig(n=12, iterations=8, patches=1, layers=("conv4_2", "conv5_2"), em_images=7, em_batch=3)
     one = run_build(cfg, StoreSpec(store))
     graph_one = _graph(store, one.run)
     patches_one = _patches(store)
@@ -99,7 +101,7 @@ def test_a_rank_that_dies_mid_em_ends_the_job_and_stores_nothing(tmp_path: Path)
     store = tmp_path / "s"
     out = _kgx(
         "build", *TINY, "--store", str(store), "--nproc", "2",
-        cwd=tmp_path, env={"KGEXPLAIN_FAULT_RANK": "1:mining:conv5_1"},
+        cwd=tmp_path, env={"KGEXPLAIN_FAULT_RANK": "1:mining:conv4_2"},
     )  # fmt: skip
     assert out.returncode != 0
     errors = [line for line in out.stderr.splitlines() if line.startswith("Error: ")]
@@ -108,6 +110,20 @@ def test_a_rank_that_dies_mid_em_ends_the_job_and_stores_nothing(tmp_path: Path)
     if (store / "graph.lbdb").exists():
         with StoreSpec(store).read() as db:
             assert Q.runs(db) == []
+
+
+def test_a_rank_that_hits_a_bug_prints_its_traceback(tmp_path: Path) -> None:
+    """An unexpected error in a rank (a bug) is printed by that rank, traceback and all: the launcher reports only
+    its exit code, and the job's last line points to the rank's error above."""
+    out = _kgx(
+        "build", *TINY, "--store", str(tmp_path / "s"), "--nproc", "2",
+        cwd=tmp_path, env={"KGEXPLAIN_FAULT_RANK": "1:features:raise"},
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "rank 1: unexpected error (please report it with this traceback):" in out.stderr, out.stderr
+    assert "AssertionError: a fault injected at features" in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("Error: rank 1 of 2 failed (exit code 1)")
+    assert "SignalException" not in out.stderr  # the rank the launcher stopped prints no traceback
 
 
 @pytest.mark.slow

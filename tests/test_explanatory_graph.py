@@ -452,9 +452,9 @@ def test_em_on_a_sample_then_one_pass_matches_em_on_every_image(monkeypatch: pyt
             maps[i, 0] += blob(SIDE, r + rng.normal(0, 0.3), c + rng.normal(0, 0.3))
         maps[i, 0] += rng.normal(0, 0.1, (SIDE, SIDE))
     feats = {"top": feature_set("top", maps, geometry())}
-    cfg = EGConfig(layers=("top",), patterns=(2,), iterations=12, seed=1, em_images=0)
+    cfg = EGConfig(layers=("top",), patterns=(2,), iterations=12, seed=1, em_images=0, em_batch=0)
     batch = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats)
-    sampled_cfg = EGConfig(layers=("top",), patterns=(2,), iterations=12, seed=1, em_images=150)
+    sampled_cfg = EGConfig(layers=("top",), patterns=(2,), iterations=12, seed=1, em_images=150, em_batch=0)
     sampled = ExplanatoryGraphMiner(sampled_cfg, device="cpu").fit(feats)
     monkeypatch.setattr(miner_module, "MEMORY_BUDGET", 0)
     streamed = ExplanatoryGraphMiner(sampled_cfg, device="cpu").fit(feats)
@@ -464,23 +464,47 @@ def test_em_on_a_sample_then_one_pass_matches_em_on_every_image(monkeypatch: pyt
         assert np.abs(got - want).max() < 1.0, (got, want)
     inf = ExplanatoryGraphMiner(sampled_cfg, device="cpu").infer(sampled, feats)
     assert inf.layers["top"].fires.all()
-    # Stepwise EM: every iteration's E-step on 30 fresh images, statistics averaged with decaying step sizes.
-    stepwise = EGConfig(layers=("top",), patterns=(2,), iterations=12, seed=1, em_images=0, em_batch=30)
-    g = ExplanatoryGraphMiner(stepwise, device="cpu").fit(feats)
-    assert np.abs(g.layers[0].mu[np.lexsort(g.layers[0].mu.T)] - want).max() < 1.0
+    # Stepwise EM: every iteration's E-step on 30 fresh images, statistics averaged with decaying step sizes; and
+    # the default since eg-4, the same for the first 6 iterations, then batch EM.
+    stepwise = replace(cfg, em_batch=30, em_full_iterations=0)
+    for c in (stepwise, replace(cfg, em_batch=30), replace(cfg, em_batch=EGConfig().em_batch)):
+        g = ExplanatoryGraphMiner(c, device="cpu").fit(feats)
+        assert np.abs(g.layers[0].mu[np.lexsort(g.layers[0].mu.T)] - want).max() < 1.0
     # Incremental EM: every image first, then each iteration's 30 images replace their own earlier statistics.
     incremental = replace(stepwise, em_update="incremental")
     g = ExplanatoryGraphMiner(incremental, device="cpu").fit(feats)
     assert np.abs(g.layers[0].mu[np.lexsort(g.layers[0].mu.T)] - want).max() < 1.0
 
 
+def test_mini_batches_only_where_the_window_is_large_enough_and_never_in_the_last_iterations() -> None:
+    """Stepwise EM's mini-batches run on a layer whose window holds em_batch_cells cells or more (here 5 x 5 = 25),
+    and not in the last em_full_iterations: a layer below the threshold, or with every iteration a full one, is
+    mined as batch EM to the bit; at the threshold the mini-batches change the graph."""
+    feats, _, _ = two_layer_case(60, seed=8)
+    cfg = EGConfig(layers=("low", "up"), patterns=(3, 2), parents=2, iterations=5, em_images=0, em_batch=0)
+    batch = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats)
+    cells = (2 * round(cfg.window * SIDE) + 1) ** 2
+    assert cells == 25
+    mini = replace(cfg, em_batch=20, em_full_iterations=2)
+    for same in (replace(mini, em_batch_cells=cells + 1), replace(mini, em_full_iterations=5)):
+        got = ExplanatoryGraphMiner(same, device="cpu").fit(feats)
+        for a, b in zip(batch.layers, got.layers, strict=True):
+            assert np.array_equal(a.mu, b.mu) and np.array_equal(a.sigma, b.sigma)
+    got = ExplanatoryGraphMiner(replace(mini, em_batch_cells=cells), device="cpu").fit(feats)
+    assert not all(np.array_equal(a.mu, b.mu) for a, b in zip(batch.layers, got.layers, strict=True))
+    # A mini-batch of one image (as a rank of a distributed job can get) with parents: its shift keeps its row.
+    one = ExplanatoryGraphMiner(replace(mini, em_batch=1, em_batch_cells=cells), device="cpu").fit(feats)
+    assert np.isfinite(one.layers[0].mu).all()
+
+
 def test_incremental_em_with_every_image_in_its_batch_is_batch_em() -> None:
     """With a mini-batch as large as the EM images, incremental EM refreshes every image's statistics each
     iteration, so it is batch EM (the M-step from absolute sums, equal up to rounding), parents included."""
     feats, _, _ = two_layer_case(40, seed=8)
-    cfg = EGConfig(layers=("low", "up"), patterns=(3, 2), parents=2, iterations=5, em_images=0)
+    cfg = EGConfig(layers=("low", "up"), patterns=(3, 2), parents=2, iterations=5, em_images=0, em_batch=0)
     batch = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats)
-    inc = ExplanatoryGraphMiner(replace(cfg, em_batch=40, em_update="incremental"), device="cpu").fit(feats)
+    whole = replace(cfg, em_batch=40, em_update="incremental", em_full_iterations=0)
+    inc = ExplanatoryGraphMiner(whole, device="cpu").fit(feats)
     for a, b in zip(batch.layers, inc.layers, strict=True):
         assert np.abs(a.mu - b.mu).max() < 1e-3 and np.abs(a.sigma - b.sigma).max() < 1e-3
         assert np.array_equal(a.parents, b.parents)
@@ -583,7 +607,13 @@ def test_inferring_only_some_patterns_and_their_ancestors_leaves_theirs_unchange
 def test_a_graph_saved_before_the_eg2_options_reads_back_as_mined() -> None:
     old = EGConfig.from_dict({"layers": ["a"], "iterations": 20})
     assert (old.agreement, old.score_norm, old.em_images, old.parent_schedule) == (False, False, 0, "every")
-    assert (old.shift, old.parent_score) == ("full", "mean")
+    assert (old.shift, old.parent_score, old.em_batch, old.em_full_iterations, old.em_batch_cells) == (
+        "full",
+        "mean",
+        0,
+        0,
+        0,
+    )
     new = EGConfig.from_dict(EGConfig(layers=("a",)).to_dict())
     assert new == EGConfig(layers=("a",)) and new.em_images == 100 and new.parent_schedule == "doubling"
     assert new.shift == "full" and EGConfig(shift="shrunk").shift == "shrunk"

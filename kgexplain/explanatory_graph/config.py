@@ -35,6 +35,8 @@ EG1: dict[str, Any] = {
     "em_images": 0,
     "em_batch": 0,
     "em_update": "stepwise",
+    "em_full_iterations": 0,
+    "em_batch_cells": 0,
     "parent_schedule": "every",
     "parent_score": "mean",
     "shift": "full",
@@ -71,10 +73,13 @@ class EGConfig:
     score_norm: bool = False  # S = F P^2 with P of unit mass, (cell / sigma)^2 x the peak-1 Gaussian: see README
     freeze: float = 0.0  # a filter whose patterns all moved less than this (cells) stops until parents change
     em_images: int = 100  # EM iterates on a random sample of this many images (0: all), then one pass over all
-    em_batch: int = 0  # stepwise EM: each iteration's E-step on this many of the EM images (0: all of them)
-    em_decay: float = 0.7  # stepwise EM's step size at iteration k: (k + 1) ** -em_decay
+    # eg-4: stepwise EM on mini-batches where the E-step is large, batch EM for the last iterations (README)
+    em_batch: int = 25  # stepwise EM: each iteration's E-step on this many of the EM images (0: all of them)
+    em_decay: float = 0.55  # stepwise EM's step size at iteration k: (k + 1) ** -em_decay
     em_update: str = "stepwise"  # with em_batch: statistics as a decaying running average ("stepwise"), or each
     # EM image's latest statistics summed ("incremental", Neal & Hinton; every EM image in the first iteration)
+    em_full_iterations: int = 6  # with em_batch: the last this many EM iterations use every EM image (0: none)
+    em_batch_cells: int = 25  # with em_batch: mini-batches only on layers whose window holds this many cells or more
     parent_schedule: str = "doubling"  # parents (re)chosen before iterations 1, 2, 4, 8, ... or at "every" one
     parent_score: str = "mean"  # a parent's score: exp(-D / 2 d2) of the "mean" disagreement, or per-image "kernel"s
     shift: str = "full"  # a child takes all of its parents' shift, or a share by how well they predict it ("shrunk")
@@ -90,8 +95,8 @@ class EGConfig:
             raise UsageError(f"em_update must be stepwise or incremental, not {self.em_update!r}")
         if self.parent_score not in ("mean", "kernel"):
             raise UsageError(f"parent_score must be mean or kernel, not {self.parent_score!r}")
-        if self.em_images < 0 or self.freeze < 0 or self.em_batch < 0:
-            raise UsageError("em_images, em_batch and freeze must be >= 0")
+        if min(self.em_images, self.freeze, self.em_batch, self.em_full_iterations, self.em_batch_cells) < 0:
+            raise UsageError("em_images, em_batch, em_full_iterations, em_batch_cells and freeze must be >= 0")
         if not 0.5 < self.em_decay <= 1.0:
             raise UsageError(f"em_decay must be in (0.5, 1], not {self.em_decay}")
 

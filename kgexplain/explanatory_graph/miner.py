@@ -444,7 +444,11 @@ class ExplanatoryGraphMiner:
         shift_for: Parents | None = None
         batch_order: list[int] = []  # stepwise EM: the rest of this epoch's shuffled EM images
         running: list[torch.Tensor] | None = None  # stepwise EM: sum w, sum w x, sum w y, sum w |p|^2 (p - Delta)
-        incremental = bool(cfg.em_batch) and cfg.em_update == "incremental"
+        # Mini-batches (stepwise or incremental EM) on layers whose window holds em_batch_cells or more, in every
+        # iteration but the last em_full_iterations, which use every EM image (batch EM).
+        batched = bool(cfg.em_batch) and (2 * grid.r + 1) ** 2 >= cfg.em_batch_cells
+        full_from = cfg.iterations - cfg.em_full_iterations
+        incremental = batched and cfg.em_update == "incremental"
         latest: torch.Tensor | None = None  # incremental EM: this rank's EM images' latest rows of the same sums
         for it in range(cfg.iterations + 1):
             final = it == cfg.iterations
@@ -471,7 +475,9 @@ class ExplanatoryGraphMiner:
             t = time.perf_counter()
             # Stepwise EM: this iteration's E-step on a mini-batch of the EM images (None: all of them).
             # Incremental EM starts with every EM image, so each has statistics before mini-batches replace them.
-            batch = None if final or (incremental and it == 0) else self._minibatch(n_em, batch_order, gen)
+            late = it >= full_from  # batch EM from here on
+            minibatch = batched and not late and not (incremental and it == 0)
+            batch = self._minibatch(n_em, batch_order, gen) if minibatch else None
             if final:  # the last pass infers on every image of this rank
                 cur = data
                 cur_pos = torch.zeros(data.n, p, 2, device=self.device)
@@ -496,8 +502,9 @@ class ExplanatoryGraphMiner:
                         own = (up_em[0][e_lo:e_hi], up_em[1][e_lo:e_hi])
                         shift = numba_shift(self._edges(parents, upper, own), cfg.fire_threshold, cfg.agreement)
                         shift_for = parents
-                    if shift is not None:
-                        cur_shift = (shift[0][own_rows], shift[1][own_rows])
+                    if shift is not None:  # numpy rows: a torch index of one element would index as a scalar
+                        at = slice(None) if batch is None else mine - e_lo
+                        cur_shift = (shift[0][at], shift[1][at])
             stat_rows: list[torch.Tensor] = []
             for sl, f in cur.chunks(chunk):
                 up = None
@@ -520,7 +527,7 @@ class ExplanatoryGraphMiner:
                     mine_rows = torch.cat(stat_rows)
                 else:
                     mine_rows = torch.zeros(0, p, 4, dtype=torch.float64)
-                if incremental:  # each EM image's latest statistics, in absolute terms, summed (Neal & Hinton)
+                if incremental and not late:  # each EM image's latest statistics, absolute, summed (Neal & Hinton)
                     if latest is None:
                         latest = torch.zeros(e_hi - e_lo, p, 4, dtype=torch.float64)
                     latest[torch.from_numpy(mine - e_lo)] = absolute_rows(mine_rows.cpu(), mu.cpu())
@@ -530,7 +537,7 @@ class ExplanatoryGraphMiner:
                     # This rank's statistics (summed over its images in order), summed over ranks in float64.
                     sums = g.sum(Stats.of_images(mine_rows).rows().to(self.device), f"mining {name}")
                     stats = Stats.of_rows(sums)
-                    if cfg.em_batch:  # stepwise: a decaying running average of the statistics, in absolute terms
+                    if batched and not late:  # stepwise: a decaying running average, in absolute terms
                         step = (it + 1) ** -cfg.em_decay
                         now = absolute_stats(stats, mu, n_em / (n_em if batch is None else len(batch)))
                         running = (

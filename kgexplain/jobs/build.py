@@ -56,7 +56,7 @@ from kgexplain.store.artifacts import Artifacts
 from kgexplain.store.base import now
 from kgexplain.workspace import Workspace, folder_size
 
-ALGORITHM = "eg-3"  # bump when mining changes results: it is part of the run id (README: rebuilding)
+ALGORITHM = "eg-4"  # bump when mining changes results: it is part of the run id (README: rebuilding)
 A = TypeVar("A")
 R = TypeVar("R")
 
@@ -82,7 +82,7 @@ class BuildConfig:
     iterations: int | None = None  # EM iterations per layer (default 20)
     parents: int | None = None  # parents per pattern, M (default 15)
     em_images: int | None = None  # EM on a sample of this many images, then one pass over all (100; 0: all)
-    em_batch: int | None = None  # stepwise EM: each iteration on this many of the EM images (0: all of them)
+    em_batch: int | None = None  # stepwise EM's mini-batches of the EM images (default 25; 0: all, the eg-3 EM)
     em_update: str | None = None  # with em_batch: "stepwise" (default) or "incremental" statistics
     mining_seed: int = 0
     patches: int = 5  # top patches stored per pattern (0: none)
