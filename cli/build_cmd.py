@@ -59,7 +59,8 @@ from .output import emit_result
     type=click.IntRange(min=0),
     default=None,
     help="Stepwise EM: each iteration's E-step on this many of the EM images, statistics averaged with decaying "
-    "steps, on layers whose window holds 25 cells or more, the last 6 iterations on every EM image (default 25; "
+    "steps, on layers whose window holds 25 cells or more, when there are more EM images, the last 6 iterations "
+    "on every EM image (default 25; "
     "0: every EM image in every iteration, as before version eg-4; see README 'Explanatory graphs').",
 )
 @click.option(

@@ -478,15 +478,21 @@ def test_em_on_a_sample_then_one_pass_matches_em_on_every_image(monkeypatch: pyt
 
 def test_mini_batches_only_where_the_window_is_large_enough_and_never_in_the_last_iterations() -> None:
     """Stepwise EM's mini-batches run on a layer whose window holds em_batch_cells cells or more (here 5 x 5 = 25),
-    and not in the last em_full_iterations: a layer below the threshold, or with every iteration a full one, is
-    mined as batch EM to the bit; at the threshold the mini-batches change the graph."""
+    not in the last em_full_iterations, and only when a batch is smaller than the EM images: a layer below the
+    threshold, every iteration a full one, or a batch of all 60 images is mined as batch EM to the bit; at the
+    threshold the mini-batches change the graph."""
     feats, _, _ = two_layer_case(60, seed=8)
     cfg = EGConfig(layers=("low", "up"), patterns=(3, 2), parents=2, iterations=5, em_images=0, em_batch=0)
     batch = ExplanatoryGraphMiner(cfg, device="cpu").fit(feats)
     cells = (2 * round(cfg.window * SIDE) + 1) ** 2
     assert cells == 25
     mini = replace(cfg, em_batch=20, em_full_iterations=2)
-    for same in (replace(mini, em_batch_cells=cells + 1), replace(mini, em_full_iterations=5)):
+    as_batch = (
+        replace(mini, em_batch_cells=cells + 1),
+        replace(mini, em_full_iterations=5),
+        replace(mini, em_batch=60),
+    )
+    for same in as_batch:  # a layer below the threshold, only full iterations, a batch of every EM image
         got = ExplanatoryGraphMiner(same, device="cpu").fit(feats)
         for a, b in zip(batch.layers, got.layers, strict=True):
             assert np.array_equal(a.mu, b.mu) and np.array_equal(a.sigma, b.sigma)

@@ -445,8 +445,9 @@ class ExplanatoryGraphMiner:
         batch_order: list[int] = []  # stepwise EM: the rest of this epoch's shuffled EM images
         running: list[torch.Tensor] | None = None  # stepwise EM: sum w, sum w x, sum w y, sum w |p|^2 (p - Delta)
         # Mini-batches (stepwise or incremental EM) on layers whose window holds em_batch_cells or more, in every
-        # iteration but the last em_full_iterations, which use every EM image (batch EM).
-        batched = bool(cfg.em_batch) and (2 * grid.r + 1) ** 2 >= cfg.em_batch_cells
+        # iteration but the last em_full_iterations, which use every EM image (batch EM); none where a batch would
+        # hold every EM image (averaging full passes' statistics would only keep stale ones).
+        batched = 0 < cfg.em_batch < n_em and (2 * grid.r + 1) ** 2 >= cfg.em_batch_cells
         full_from = cfg.iterations - cfg.em_full_iterations
         incremental = batched and cfg.em_update == "incremental"
         latest: torch.Tensor | None = None  # incremental EM: this rank's EM images' latest rows of the same sums
