@@ -296,3 +296,17 @@ def test_ctrl_c_says_what_the_command_leaves(monkeypatch: pytest.MonkeyPatch, tm
         sample_graph(small()).write(store)
     report = CliRunner().invoke(cli, ["-q", "report", "--out", str(tmp_path / "r"), "--store", str(tmp_path / "s")])
     assert report.exit_code == 130 and "Error: interrupted; no report was written" in report.output
+
+
+def test_an_annotations_file_named_from_its_own_folder_names_the_run_after_that_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--annotations annotations.json` in the data's folder: the run id names the folder, as it does for
+    `--annotations my-birds/annotations.json` (it was `eg-toynet-x-...`: the relative path has no parent)."""
+    from kgexplain.data import AnnotatedImages
+
+    folder = tmp_path / "my-birds"
+    write_png(folder / "a.png", (64, 64), seed=0)
+    (folder / "annotations.json").write_text(json.dumps({"images": [{"path": "a.png"}]}))
+    monkeypatch.chdir(folder)
+    assert data_label(AnnotatedImages("annotations.json").name) == "my-birds"

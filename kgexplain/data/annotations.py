@@ -140,7 +140,8 @@ class AnnotatedImages(ImageSource):
             raise DataError(f"{self.file}: image {dup!r} is listed twice", hint="give each entry a distinct path or id")
         self.doc_meta = {k: v for k, v in doc.items() if k != "images"} if isinstance(doc, dict) else {}
         self.min_side = min_side
-        self.name = f"annotations:{self.file.parent.name}/{self.file.name}"
+        # the folder as resolved: an annotations file named from its own folder (`annotations.json`) has no parent
+        self.name = f"annotations:{self.file.resolve().parent.name}/{self.file.name}"
 
     def __len__(self) -> int:
         return len(self._records)
