@@ -16,7 +16,6 @@ import torch
 
 from kgexplain.aog.detections import Detections
 from kgexplain.aog.model import PartModel, Template
-from kgexplain.aog.vote_numba import peaks, row_blurred_votes
 from kgexplain.errors import UsageError
 
 
@@ -149,6 +148,10 @@ def vote_maps(det: Detections, part: PartModel, votes_of: Votes | None = None) -
     peak 1), times the position prior. Each map is B @ H @ B, H the histogram of the template's votes on the
     cells (those with a positive weight on the grid) and B the blur: the votes are added straight into H @ B
     (:func:`~kgexplain.aog.vote_numba.row_blurred_votes`), then one product."""
+    # An --nproc command forks its workers after loading the job's modules, and numba sizes its thread pool from
+    # the environment it is first imported in, so it loads with the first vote, not with this module.
+    from kgexplain.aog.vote_numba import row_blurred_votes  # lazy: numba, in the worker that votes (see above)
+
     n, t = det.n, len(part.templates)
     g, step = _grid(part)
     spread = part.config.vote_spread * part.size / step
@@ -177,6 +180,8 @@ def vote_maps(det: Detections, part: PartModel, votes_of: Votes | None = None) -
 def _peaks(maps: torch.Tensor, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per image and template: peak height and position in framed pixels (sub-cell: the weighted mean of the
     3x3 cells around the peak, :func:`~kgexplain.aog.vote_numba.peaks`)."""
+    from kgexplain.aog.vote_numba import peaks  # lazy: as in vote_maps
+
     n, t, h, w = maps.shape
     val = np.empty(n * t, np.float32)
     xs, ys = np.empty(n * t), np.empty(n * t)
