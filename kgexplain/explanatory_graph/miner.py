@@ -538,9 +538,9 @@ class ExplanatoryGraphMiner:
                     # This rank's statistics (summed over its images in order), summed over ranks in float64.
                     sums = g.sum(Stats.of_images(mine_rows).rows().to(self.device), f"mining {name}")
                     stats = Stats.of_rows(sums)
-                    if batched and not late:  # stepwise: a decaying running average, in absolute terms
+                    if batch is not None:  # stepwise: a decaying running average, in absolute terms
                         step = (it + 1) ** -cfg.em_decay
-                        now = absolute_stats(stats, mu, n_em / (n_em if batch is None else len(batch)))
+                        now = absolute_stats(stats, mu, n_em / len(batch))
                         running = (
                             now
                             if running is None
@@ -600,12 +600,10 @@ class ExplanatoryGraphMiner:
         assert src is not None
         return numba_upper(parents, upper.mu, upper.sigma, src, self.config.agree_sigma)
 
-    def _minibatch(self, n: int, order: list[int], gen: torch.Generator) -> np.ndarray | None:
-        """Stepwise EM's next mini-batch: the next ``em_batch`` images of a shuffled pass over the n
-        EM images (reshuffled when a pass ends), sorted; None when stepwise EM is off or the batch is every image."""
+    def _minibatch(self, n: int, order: list[int], gen: torch.Generator) -> np.ndarray:
+        """Stepwise EM's next mini-batch: the next ``em_batch`` (< n) images of a shuffled pass over the n
+        EM images (reshuffled when a pass ends), sorted."""
         b = self.config.em_batch
-        if not b or b >= n:
-            return None
         if len(order) < b:
             order.extend(torch.randperm(n, generator=gen).tolist())
         rows = np.sort(np.array(order[:b], dtype=np.int64))
