@@ -17,7 +17,6 @@ import click
 from kgexplain.cli.options import ARGV, WORKER
 
 from kgexplain.errors import DistributedError, KgExplainError
-from kgexplain.ranks import launched
 from kgexplain.version import __version__
 
 # Each command's module, loaded when the command runs (or `--help` lists them all): the commands that read or serve
@@ -204,6 +203,3 @@ def cli(ctx: click.Context, quiet: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
-    if launched() and "OMP_NUM_THREADS" in os.environ and "NUMBA_NUM_THREADS" not in os.environ:
-        # a rank under torchrun: numba (loaded later, by the job) takes the per-process share torchrun gave torch
-        os.environ["NUMBA_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]

@@ -194,6 +194,10 @@ def join(device: torch.device | str = "cpu", timeout_s: float = 1800.0) -> Group
     """
     if not launched():
         return Group()
+    if "OMP_NUM_THREADS" in os.environ and "NUMBA_NUM_THREADS" not in os.environ:
+        # torchrun gives each process its share in OMP_NUM_THREADS (1 for several) and leaves numba to take every
+        # core: numba, which the job loads later, takes the same share (a --nproc worker has set it already)
+        os.environ["NUMBA_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dev = torch.device(device)
     backend = "nccl" if dev.type == "cuda" else "gloo"

@@ -124,19 +124,29 @@ def test_the_commands_that_take_nproc_load_numba_only_in_their_workers() -> None
 
 
 def test_a_rank_under_torchrun_gives_numba_the_threads_torchrun_gave_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """torchrun sets OMP_NUM_THREADS (1 for several processes) but not NUMBA_NUM_THREADS: a rank sets it alike before
-    numba loads (2 ranks on 2 cores with numba on both: mining 10.4 s against 2.8 s), unless the user set it."""
-    from click.testing import CliRunner
-    from kgexplain.cli.main import cli
+    """torchrun sets OMP_NUM_THREADS (1 for several processes) but not NUMBA_NUM_THREADS: a rank sets it alike when
+    it joins the job, before numba loads (2 ranks on 2 cores with numba on both: mining 10.4 s against 2.8 s),
+    unless the user set it. Joined here as a job of one process."""
+    import socket
 
-    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}.items():
+    from kgexplain.distributed import join, leave
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "WORLD_SIZE": "1", "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
-    assert CliRunner().invoke(cli, ["models"]).exit_code == 0
-    assert os.environ["NUMBA_NUM_THREADS"] == "1"
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "3")
-    assert CliRunner().invoke(cli, ["models"]).exit_code == 0
-    assert os.environ["NUMBA_NUM_THREADS"] == "3"
+    for given, wanted in ((None, "1"), ("3", "3")):
+        if given is None:
+            monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("NUMBA_NUM_THREADS", given)
+        try:
+            assert join("cpu").world == 1
+        finally:
+            leave()
+        assert os.environ["NUMBA_NUM_THREADS"] == wanted
 
 
 def test_a_rank_that_hits_a_bug_prints_its_traceback(tmp_path: Path) -> None:
